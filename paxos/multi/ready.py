@@ -1,0 +1,42 @@
+"""What one call into a replica hands back to its driver (etcd-raft's Ready)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from paxos.messages import Message
+from paxos.records import Record
+from paxos.types import Delivery, Value
+
+
+@dataclass(slots=True)
+class Ready:
+    """The output of :meth:`Replica.step`, :meth:`Replica.tick` and :meth:`Replica.propose`.
+
+    The driver must handle the parts in this order:
+
+    1. ``records``: append to stable storage and sync. Nothing below may happen
+       before they are durable: a promise or an accept is a vow that must
+       survive a crash before anyone hears of it.
+    2. ``messages``: ``(destination node id, message)`` pairs to send.
+    3. ``deliveries``: committed commands, in total order, each exactly once.
+
+    ``chosen`` lists the ``(slot, value)`` pairs this replica learned as chosen
+    during the call, in slot order (no-ops included); checkers and the
+    application's audit use it, the protocol does not need it.
+    """
+
+    records: list[Record] = field(default_factory=list)
+    messages: list[tuple[int, Message]] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    chosen: list[tuple[int, Value]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.messages or self.deliveries or self.chosen)
+
+    def extend(self, other: Ready) -> None:
+        """Append ``other``'s parts after this one's (order is kept per part)."""
+        self.records.extend(other.records)
+        self.messages.extend(other.messages)
+        self.deliveries.extend(other.deliveries)
+        self.chosen.extend(other.chosen)

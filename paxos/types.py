@@ -1,0 +1,57 @@
+"""Values shared by every layer: ballots, commands, slot values, deliveries.
+
+These are NamedTuples rather than dataclasses on purpose: they sit on the hot
+path (one per command), compare and hash as tuples, and msgpack packs them as
+arrays without any conversion.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Ballot(NamedTuple):
+    """A Paxos ballot (proposal number): totally ordered by (round, node).
+
+    Two proposers never share a ballot because the node id breaks ties; a node
+    never reuses a round because the rounds it has used are persisted (its own
+    promise is written before its Prepare leaves).
+    """
+
+    round: int
+    node: int
+
+
+#: The ballot below every real ballot; nothing is promised or accepted at it.
+ZERO_BALLOT = Ballot(0, 0)
+
+
+class Command(NamedTuple):
+    """One broadcast payload, tagged with its sender's session.
+
+    ``(client, seq)`` identifies the command for exactly-once, FIFO delivery:
+    a client numbers its commands 1, 2, 3, ... and retries with the same number.
+    """
+
+    client: str
+    seq: int
+    payload: bytes
+
+
+#: The value of one slot: a batch of commands, decided together.
+Value = tuple[Command, ...]
+
+#: The no-op a new leader puts into a slot that no acceptor reported a value for.
+NOOP: Value = ()
+
+
+class Delivery(NamedTuple):
+    """A committed command handed to the application.
+
+    ``index`` is the 1-based position in the total order (identical on every
+    replica); ``slot`` is the log slot whose batch held it.
+    """
+
+    index: int
+    slot: int
+    command: Command
