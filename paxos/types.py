@@ -7,6 +7,7 @@ arrays without any conversion.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -45,7 +46,8 @@ Value = tuple[Command, ...]
 NOOP: Value = ()
 
 
-class Delivery(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Delivery:
     """A committed command handed to the application.
 
     ``index`` is the 1-based position in the total order (identical on every

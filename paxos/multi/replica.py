@@ -1,0 +1,654 @@
+"""A Multi-Paxos replica: acceptor, proposer (distinguished leader) and learner over a log of slots.
+
+The replica is a pure state machine (etcd-raft's ``RawNode``, h11's protocol
+object): :meth:`Replica.step`, :meth:`Replica.tick` and :meth:`Replica.propose`
+each return a :class:`~paxos.multi.ready.Ready` saying what to persist, then
+what to send, then what to deliver. It never touches a disk, socket or clock.
+
+How the protocol runs:
+
+* **Leader election.** A follower that hears no leader for a randomised
+  election timeout first asks the others whether they would promise a higher
+  ballot (:class:`PreVote`, nothing persisted). Only with a majority of yes
+  does it raise its ballot, persist its own promise and run phase 1
+  (:class:`Prepare`) once, for every slot from its first unchosen one.
+* **Stickiness.** A replica that heard from a live leader within the minimum
+  election timeout refuses pre-votes and ignores Prepares from anybody else,
+  so a node that comes back from a partition cannot depose a healthy leader.
+  A leader that stops hearing from a majority steps down (check-quorum), so
+  stickiness cannot keep a dead or cut-off leader in place.
+* **Taking over.** With a majority of promises, the new leader adopts, for
+  every open slot, the value accepted at the highest ballot (it may be chosen
+  already), fills real gaps with no-ops and proposes them all at its ballot.
+* **Phase 2.** The leader batches queued commands into slots (at most
+  ``batch_max`` per slot, at most ``window`` slots in flight) and counts
+  :class:`Accepted` replies; a majority makes a slot chosen.
+* **Learning.** Chosen prefixes travel in Accept/Commit/Heartbeat. A replica
+  that accepted a slot at the announcing leader's ballot holds its chosen
+  value; for any other slot it asks peers (:class:`CatchupRequest`).
+* **Sessions.** Each command carries ``(client, seq)``. A command is delivered
+  iff it is its client's next sequence number, so retries are never delivered
+  twice and each client's commands are delivered in the order it sent them.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from paxos.messages import (
+    Accept,
+    Accepted,
+    CatchupReply,
+    CatchupRequest,
+    Commit,
+    Forward,
+    Heartbeat,
+    HeartbeatReply,
+    Message,
+    Nack,
+    Prepare,
+    PreVote,
+    PreVoteReply,
+    Promise,
+    PromiseEntry,
+)
+from paxos.multi.config import ReplicaConfig
+from paxos.multi.ready import Ready
+from paxos.multi.sessions import Sessions
+from paxos.records import AcceptRecord, PromiseRecord, Record
+from paxos.single.rules import may_accept, may_promise, pick_value
+from paxos.types import NOOP, ZERO_BALLOT, Ballot, Command, Delivery, Value
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class _Proposal:
+    """A slot the leader proposed and has not yet seen chosen."""
+
+    __slots__ = ("acks", "sent_tick", "value")
+
+    def __init__(self, value: Value, acks: set[int], sent_tick: int) -> None:
+        self.value = value
+        self.acks = acks
+        self.sent_tick = sent_tick
+
+
+class Replica:
+    """One member of a Multi-Paxos cluster. See the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        node_id: int,
+        config: ReplicaConfig,
+        rng: random.Random,
+        records: Iterable[Record] = (),
+    ) -> None:
+        if node_id not in config.nodes:
+            raise ValueError(f"node {node_id} is not in the cluster {config.nodes}")
+        self.node_id = node_id
+        self.config = config
+        self.rng = rng
+        self.peers: tuple[int, ...] = tuple(n for n in config.nodes if n != node_id)
+        self.cluster_size = len(config.nodes)
+        #: Promises needed to lead, accepts needed to choose. Both are majorities:
+        #: any two majorities share an acceptor, and that acceptor carries the
+        #: chosen value (phase 2) into the next ballot's phase 1.
+        self.phase1_quorum = config.majority
+        self.phase2_quorum = config.majority
+
+        # --- acceptor state: rebuilt from durable records, never from memory alone.
+        self.ballot: Ballot = ZERO_BALLOT  # highest ballot promised
+        self.accepted: dict[int, tuple[Ballot, Value]] = {}
+        for record in records:
+            if isinstance(record, PromiseRecord):
+                self.ballot = max(self.ballot, record.ballot)
+            else:
+                # Accepting at b implies having promised b.
+                self.ballot = max(self.ballot, record.ballot)
+                self.accepted[record.slot] = (record.ballot, record.value)
+        # The highest round seen anywhere. A new ballot goes above it, and since
+        # our own promise of every ballot we used is durable, a restarted node
+        # never reuses one of its ballots.
+        self.max_round = self.ballot.round
+
+        # --- learner state (volatile: re-learned from peers after a restart).
+        self.chosen: dict[int, Value] = {}
+        self.commit = 0  # every slot <= commit is chosen and in self.chosen
+        self.known_commit = 0  # highest chosen prefix anybody announced
+        self.delivered_index = 0
+        self.sessions = Sessions()
+
+        # --- failure detector and roles.
+        self.now = 0
+        self.role = Role.FOLLOWER
+        self.leader: int | None = None
+        self.election_elapsed = 0
+        self.election_timeout = self._random_election_timeout()
+        self.prevote_ballot: Ballot | None = None
+        self.prevote_grants: set[int] = set()
+
+        # --- proposer state (meaningful while CANDIDATE or LEADER).
+        self.my_ballot: Ballot = ZERO_BALLOT
+        self.prepare_from = 1
+        self.prepare_sent_tick = 0
+        self.promises: dict[int, Promise] = {}
+        self.next_slot = 1
+        self.inflight: dict[int, _Proposal] = {}
+        self.queue: deque[Command] = deque()
+        self.heartbeat_elapsed = 0
+        self.heard_from: set[int] = set()
+        self.quorum_elapsed = 0
+
+        # --- catch-up.
+        self.catchup_sent_tick: int | None = None
+
+        self._out = Ready()
+        # Bound methods, so that a subclass's override of a handler is the one called.
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            cls: getattr(self, name) for cls, name in _HANDLER_NAMES.items()
+        }
+
+    # ------------------------------------------------------------------ public API
+
+    def step(self, msg: Message) -> Ready:
+        """Handle one message from a peer; returns what to persist, send and deliver."""
+        self._out = out = Ready()
+        src = msg.src
+        if src == self.node_id or src not in self.config.nodes:
+            return out  # not a member: ignore (the transport logs it)
+        handler = self._handlers.get(type(msg))
+        if handler is not None:
+            handler(msg)
+        return out
+
+    def tick(self) -> Ready:
+        """Advance logical time by one tick: timeouts, heartbeats, retransmissions."""
+        self._out = out = Ready()
+        self.now += 1
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_follower()
+        self._tick_catchup()
+        return out
+
+    def propose(self, commands: Sequence[Command]) -> Ready:
+        """Submit client commands here. A leader batches them into slots; a follower
+        forwards them to the leader it knows, or queues them until it knows one.
+
+        Commands beyond ``queue_max`` are dropped: they are not acknowledged, and
+        the client retries them. Nothing is delivered twice either way.
+        """
+        self._out = out = Ready()
+        self._enqueue(commands)
+        return out
+
+    def outcome(self, client: str, seq: int) -> int | None:
+        """Where ``(client, seq)`` stands here: its 1-based index in the total order,
+        0 if delivered but too old for its index to be kept, None if not delivered."""
+        return self.sessions.outcome(client, seq)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    # ------------------------------------------------------------------ acceptor
+
+    def on_prepare(self, msg: Prepare) -> None:
+        self._see_round(msg.ballot)
+        # Stickiness: while a live leader is heard from, nobody else gets a
+        # promise. Refusing is always safe; it only costs the candidate time.
+        if self._has_live_leader() and msg.src != self.leader:
+            return
+        if not may_promise(self.ballot, msg.ballot):
+            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
+            return
+        if msg.ballot > self.ballot:
+            # The promise is a vow: it is written before the Promise can leave.
+            self.ballot = msg.ballot
+            self._out.records.append(PromiseRecord(msg.ballot))
+            if self.role is not Role.FOLLOWER or self.leader is not None:
+                self._become_follower(None)
+            self.election_elapsed = 0  # give the candidate a full timeout
+        entries = self._accepted_from(msg.from_slot)
+        self._send(msg.src, Promise(self.node_id, msg.ballot, msg.from_slot, entries, self.commit))
+
+    def on_accept(self, msg: Accept) -> None:
+        self._see_round(msg.ballot)
+        if not may_accept(self.ballot, msg.ballot):
+            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
+            return
+        self._hear_leader(msg.src, msg.ballot)
+        previous = self.accepted.get(msg.slot)
+        if previous is None or previous[0] != msg.ballot or previous[1] != msg.value:
+            self.ballot = msg.ballot
+            self.accepted[msg.slot] = (msg.ballot, msg.value)
+            # Written before the Accepted leaves: a leader counts this vote
+            # towards a majority, so it must survive our crash.
+            self._out.records.append(AcceptRecord(msg.slot, msg.ballot, msg.value))
+        self._send(msg.src, Accepted(self.node_id, msg.ballot, msg.slot))
+        self._learn_prefix(msg.src, msg.ballot, msg.commit)
+
+    def on_commit(self, msg: Commit | Heartbeat) -> None:
+        self._see_round(msg.ballot)
+        if msg.ballot < self.ballot:
+            # A leader of a ballot we promised to leave behind: tell it so.
+            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
+            return
+        self._hear_leader(msg.src, msg.ballot)
+        self._learn_prefix(msg.src, msg.ballot, msg.commit)
+
+    def on_heartbeat(self, msg: Heartbeat) -> None:
+        self.on_commit(msg)
+        if msg.ballot >= self.ballot:
+            self._send(msg.src, HeartbeatReply(self.node_id, msg.ballot, self.commit))
+
+    def on_pre_vote(self, msg: PreVote) -> None:
+        # Grant only if we would really promise: no live leader, nothing higher promised.
+        granted = not self._has_live_leader()
+        self._send(msg.src, PreVoteReply(self.node_id, msg.ballot, granted))
+        if msg.ballot <= self.ballot:
+            # Tell the candidate how high it must go, or its Prepare will be refused.
+            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
+
+    # ------------------------------------------------------------------ proposer
+
+    def on_pre_vote_reply(self, msg: PreVoteReply) -> None:
+        if self.prevote_ballot is None or msg.ballot != self.prevote_ballot or not msg.granted:
+            return
+        if self._has_live_leader():
+            self.prevote_ballot = None  # a leader showed up meanwhile
+            return
+        self.prevote_grants.add(msg.src)
+        if len(self.prevote_grants) >= self.phase1_quorum:
+            self._become_candidate()
+
+    def on_promise(self, msg: Promise) -> None:
+        if self.role is not Role.CANDIDATE or msg.ballot != self.my_ballot:
+            return
+        self.promises[msg.src] = msg
+        self.known_commit = max(self.known_commit, msg.commit)
+        if len(self.promises) >= self.phase1_quorum:
+            self._become_leader()
+
+    def on_accepted(self, msg: Accepted) -> None:
+        if self.role is not Role.LEADER or msg.ballot != self.my_ballot:
+            return
+        self.heard_from.add(msg.src)
+        proposal = self.inflight.get(msg.slot)
+        if proposal is None:
+            return  # chosen already, or a retransmission's late echo
+        proposal.acks.add(msg.src)
+        if len(proposal.acks) >= self.phase2_quorum:
+            # A majority accepted this value at our ballot: it is chosen, and no
+            # later ballot can choose anything else (their phase 1 meets one of
+            # these acceptors and adopts the value).
+            del self.inflight[msg.slot]
+            self.chosen[msg.slot] = proposal.value
+            before = self.commit
+            self._advance_commit(None)
+            # New Accepts carry the new chosen prefix; send a Commit only if none left.
+            if not self._fill_window() and self.commit > before:
+                self._broadcast(Commit(self.node_id, self.my_ballot, self.commit))
+
+    def on_nack(self, msg: Nack) -> None:
+        self._see_round(msg.promised)
+        if self.role is Role.FOLLOWER or msg.ballot != self.my_ballot:
+            return
+        if msg.promised > self.my_ballot:
+            # Someone promised a higher ballot: a majority may have moved on, so
+            # our ballot can no longer be relied on to choose anything.
+            self._become_follower(None)
+
+    def on_heartbeat_reply(self, msg: HeartbeatReply) -> None:
+        if self.role is Role.LEADER and msg.ballot == self.my_ballot:
+            self.heard_from.add(msg.src)
+            if msg.commit < self.commit:
+                # Push the chosen prefix so a lagging follower asks for the gap.
+                self._send(msg.src, Commit(self.node_id, self.my_ballot, self.commit))
+
+    def on_forward(self, msg: Forward) -> None:
+        if self.role is not Role.LEADER and self.leader == msg.src:
+            return  # we think the sender leads and it thinks we do: drop, clients retry
+        self._enqueue(msg.commands)
+
+    # ------------------------------------------------------------------ learner
+
+    def on_catchup_request(self, msg: CatchupRequest) -> None:
+        hi = min(msg.to_slot, msg.from_slot + self.config.catchup_max - 1)
+        entries = []
+        for slot in range(max(1, msg.from_slot), hi + 1):
+            value = self.chosen.get(slot)
+            if value is None:
+                break
+            entries.append((slot, value))
+        if entries or self.commit:
+            self._send(msg.src, CatchupReply(self.node_id, tuple(entries), self.commit))
+
+    def on_catchup_reply(self, msg: CatchupReply) -> None:
+        # Peers only send values they know to be chosen (crash faults, not lies).
+        for slot, value in msg.entries:
+            if slot > self.commit:
+                self.chosen.setdefault(slot, value)
+        self.known_commit = max(self.known_commit, msg.commit)
+        before = self.commit
+        self._advance_commit(None)
+        if self.commit > before:
+            self.catchup_sent_tick = None
+        if self.commit < self.known_commit and msg.entries:
+            self._request_catchup(msg.src)
+
+    # ------------------------------------------------------------------ transitions
+
+    def _become_follower(self, leader: int | None) -> None:
+        if self.role is Role.LEADER:
+            # Commands of unchosen slots may or may not be chosen by the next
+            # leader; their clients retry and sessions drop any duplicate.
+            self.inflight.clear()
+        self.role = Role.FOLLOWER
+        self.leader = leader
+        self.promises.clear()
+        self.prevote_ballot = None
+        self.prevote_grants.clear()
+        self.election_elapsed = 0
+        self.election_timeout = self._random_election_timeout()
+        if leader is not None and self.queue:
+            self._forward_queue()
+
+    def _start_prevote(self) -> None:
+        self.leader = None
+        self.role = Role.FOLLOWER
+        self.election_elapsed = 0
+        self.election_timeout = self._random_election_timeout()
+        self.prevote_ballot = Ballot(self.max_round + 1, self.node_id)
+        self.prevote_grants = {self.node_id}
+        if len(self.prevote_grants) >= self.phase1_quorum:
+            self._become_candidate()
+            return
+        self._broadcast(PreVote(self.node_id, self.prevote_ballot))
+
+    def _become_candidate(self) -> None:
+        self.prevote_ballot = None
+        self.prevote_grants.clear()
+        # A fresh ballot above everything seen. It is promised by our own
+        # acceptor and that promise is persisted in this same Ready, before the
+        # Prepare leaves, so after a crash we can never pick this ballot again.
+        ballot = Ballot(max(self.max_round, self.ballot.round) + 1, self.node_id)
+        self.max_round = ballot.round
+        self.ballot = ballot
+        self._out.records.append(PromiseRecord(ballot))
+        self.my_ballot = ballot
+        self.role = Role.CANDIDATE
+        self.leader = None
+        self.election_elapsed = 0
+        self.prepare_from = self.commit + 1
+        self.prepare_sent_tick = self.now
+        own = self._accepted_from(self.prepare_from)
+        self.promises = {
+            self.node_id: Promise(self.node_id, ballot, self.prepare_from, own, self.commit)
+        }
+        if len(self.promises) >= self.phase1_quorum:
+            self._become_leader()
+            return
+        self._broadcast(Prepare(self.node_id, ballot, self.prepare_from))
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader = self.node_id
+        self.inflight.clear()
+        self.heard_from = set(self.promises) - {self.node_id}
+        self.quorum_elapsed = 0
+        self.heartbeat_elapsed = 0
+        # Gather, per open slot, what the promising majority accepted.
+        reports: dict[int, list[tuple[Ballot, Value]]] = {}
+        for promise in self.promises.values():
+            for slot, b, v in promise.entries:
+                if slot >= self.prepare_from:
+                    reports.setdefault(slot, []).append((b, v))
+        self.promises.clear()
+        last = max(reports, default=self.prepare_from - 1)
+        last = max(last, max(self.chosen, default=0))
+        for slot in range(self.prepare_from, last + 1):
+            value = self.chosen.get(slot)
+            if value is None:
+                # The highest-ballot value may already be chosen: re-propose it.
+                # A slot nobody in the majority accepted cannot be chosen yet
+                # (that majority now refuses lower ballots): fill it with a no-op.
+                value = self._adopt(slot, reports.get(slot, ()))
+            self._propose_slot(slot, value)
+        self.next_slot = last + 1
+        self._fill_window()
+        self._advance_commit(None)
+
+    def _adopt(self, slot: int, reports: Iterable[tuple[Ballot, Value]]) -> Value:
+        """The value a new leader proposes for an open slot (see pick_value)."""
+        return pick_value(reports, NOOP)
+
+    # ------------------------------------------------------------------ ticks
+
+    def _tick_follower(self) -> None:
+        self.election_elapsed += 1
+        retransmit_due = self.now - self.prepare_sent_tick >= self.config.retransmit_ticks
+        if self.role is Role.CANDIDATE and retransmit_due:
+            self.prepare_sent_tick = self.now
+            prepare = Prepare(self.node_id, self.my_ballot, self.prepare_from)
+            for peer in self.peers:
+                if peer not in self.promises:
+                    self._send(peer, prepare)
+        if self.election_elapsed >= self.election_timeout:
+            self._start_prevote()
+
+    def _tick_leader(self) -> None:
+        cfg = self.config
+        self.election_elapsed = 0
+        self.heartbeat_elapsed += 1
+        if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._broadcast(Heartbeat(self.node_id, self.my_ballot, self.commit))
+        # Check-quorum: a leader that has not heard from a majority for a whole
+        # election timeout steps down, so that stickiness cannot pin a leader
+        # that is cut off (others may then elect a new one).
+        self.quorum_elapsed += 1
+        if self.quorum_elapsed >= cfg.election_max_ticks:
+            heard = len(self.heard_from) + 1
+            self.heard_from = set()
+            self.quorum_elapsed = 0
+            if heard < self.phase1_quorum:
+                self._become_follower(None)
+                return
+        for slot, proposal in self.inflight.items():
+            if self.now - proposal.sent_tick >= cfg.retransmit_ticks:
+                proposal.sent_tick = self.now
+                accept = Accept(self.node_id, self.my_ballot, slot, proposal.value, self.commit)
+                for peer in self.peers:
+                    if peer not in proposal.acks:
+                        self._send(peer, accept)
+
+    def _tick_catchup(self) -> None:
+        if self.commit >= self.known_commit:
+            self.catchup_sent_tick = None
+            return
+        if (
+            self.catchup_sent_tick is None
+            or self.now - self.catchup_sent_tick >= self.config.retransmit_ticks
+        ):
+            target = self.leader if self.leader not in (None, self.node_id) else None
+            if target is None and self.peers:
+                target = self.rng.choice(self.peers)
+            if target is not None:
+                self._request_catchup(target)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _accepted_from(self, first: int) -> tuple[PromiseEntry, ...]:
+        """What this acceptor accepted in every slot >= ``first``, ascending."""
+        return tuple(
+            (slot, b, v) for slot, (b, v) in sorted(self.accepted.items()) if slot >= first
+        )
+
+    def _random_election_timeout(self) -> int:
+        return self.rng.randrange(self.config.election_min_ticks, self.config.election_max_ticks)
+
+    def _has_live_leader(self) -> bool:
+        if self.role is Role.LEADER:
+            return True
+        return self.leader is not None and self.election_elapsed < self.config.election_min_ticks
+
+    def _see_round(self, ballot: Ballot) -> None:
+        if ballot.round > self.max_round:
+            self.max_round = ballot.round
+
+    def _hear_leader(self, src: int, ballot: Ballot) -> None:
+        """A message from the leader of ``ballot`` (>= our promise) arrived."""
+        if self.role is not Role.FOLLOWER or self.leader != src:
+            if self.role is not Role.FOLLOWER and ballot == self.my_ballot:
+                return  # our own ballot: cannot come from anybody else
+            self._become_follower(src)
+        self.election_elapsed = 0
+        self.prevote_ballot = None
+
+    def _learn_prefix(self, src: int, ballot: Ballot, commit: int) -> None:
+        """The leader of ``ballot`` says every slot <= ``commit`` is chosen."""
+        if commit > self.known_commit:
+            self.known_commit = commit
+        if commit > self.commit:
+            self._advance_commit(ballot, commit)
+            if self.commit < commit and self.catchup_sent_tick is None:
+                self._request_catchup(src)
+
+    def _advance_commit(self, ballot: Ballot | None, limit: int = 0) -> None:
+        """Extend the chosen prefix as far as the known values allow, then deliver it.
+
+        With ``ballot``, a slot <= ``limit`` that we accepted at exactly that
+        ballot counts as chosen: the leader of ``ballot`` announced ``limit``,
+        and it proposes a single value per slot, so what we accepted from it is
+        what it saw chosen. The bound must be that leader's own announcement:
+        an older ballot's value in a slot somebody else announced may have
+        lost to a later ballot.
+        """
+        chosen = self.chosen
+        accepted = self.accepted
+        slot = self.commit + 1
+        while True:
+            if slot not in chosen:
+                if ballot is None or slot > limit:
+                    break
+                entry = accepted.get(slot)
+                if entry is None or entry[0] != ballot:
+                    break
+                chosen[slot] = entry[1]
+            slot += 1
+        if slot - 1 > self.commit:
+            self._deliver(self.commit + 1, slot - 1)
+            self.commit = slot - 1
+            if self.commit > self.known_commit:
+                self.known_commit = self.commit
+
+    def _deliver(self, first: int, last: int) -> None:
+        out = self._out
+        sessions = self.sessions
+        index = self.delivered_index
+        for slot in range(first, last + 1):
+            value = self.chosen[slot]
+            out.chosen.append((slot, value))
+            for command in value:
+                # Exactly-once, FIFO per client: only the client's next seq is
+                # delivered; a retry (seq too low) or a command whose predecessor
+                # was lost (seq too high) is skipped identically on every replica.
+                if sessions.admit(command.client, command.seq, index + 1):
+                    index += 1
+                    out.deliveries.append(Delivery(index, slot, command))
+        self.delivered_index = index
+
+    def _request_catchup(self, target: int) -> None:
+        self.catchup_sent_tick = self.now
+        lo = self.commit + 1
+        hi = min(max(self.known_commit, lo), lo + self.config.catchup_max - 1)
+        self._send(target, CatchupRequest(self.node_id, lo, hi))
+
+    def _enqueue(self, commands: Iterable[Command]) -> None:
+        room = self.config.queue_max - len(self.queue)
+        if room <= 0:
+            return
+        commands = tuple(commands)[:room]
+        if self.role is Role.LEADER:
+            self.queue.extend(commands)
+            self._fill_window()
+        elif self.leader is not None and self.leader != self.node_id:
+            if commands:
+                self._send(self.leader, Forward(self.node_id, commands))
+        else:
+            self.queue.extend(commands)
+
+    def _forward_queue(self) -> None:
+        assert self.leader is not None
+        batch = self.config.batch_max
+        queue = self.queue
+        while queue:
+            n = min(batch, len(queue))
+            commands = tuple(queue.popleft() for _ in range(n))
+            self._send(self.leader, Forward(self.node_id, commands))
+
+    def _fill_window(self) -> int:
+        """Move queued commands into new slots while the phase-2 window has room.
+
+        Returns the number of slots proposed. A slot takes whatever is queued
+        (up to ``batch_max``): at low load one command goes out at once; under
+        load the window fills and commands pile up into large batches.
+        """
+        queue = self.queue
+        batch_max = self.config.batch_max
+        proposed = 0
+        while queue and len(self.inflight) < self.config.window:
+            proposed += 1
+            n = min(batch_max, len(queue))
+            value: Value = tuple(queue.popleft() for _ in range(n))
+            slot = self.next_slot
+            self.next_slot += 1
+            self._propose_slot(slot, value)
+        return proposed
+
+    def _propose_slot(self, slot: int, value: Value) -> None:
+        """Phase 2a for one slot: accept it ourselves (persisted first), ask the rest."""
+        ballot = self.my_ballot
+        self.accepted[slot] = (ballot, value)
+        self._out.records.append(AcceptRecord(slot, ballot, value))
+        self.inflight[slot] = _Proposal(value, {self.node_id}, self.now)
+        self._broadcast(Accept(self.node_id, ballot, slot, value, self.commit))
+        if len(self.inflight[slot].acks) >= self.phase2_quorum:  # a cluster of one
+            del self.inflight[slot]
+            self.chosen[slot] = value
+            self._advance_commit(None)
+
+    def _send(self, dst: int, msg: Message) -> None:
+        self._out.messages.append((dst, msg))
+
+    def _broadcast(self, msg: Message) -> None:
+        append = self._out.messages.append
+        for peer in self.peers:
+            append((peer, msg))
+
+
+_HANDLER_NAMES: dict[type, str] = {
+    Prepare: "on_prepare",
+    Promise: "on_promise",
+    Accept: "on_accept",
+    Accepted: "on_accepted",
+    Nack: "on_nack",
+    Commit: "on_commit",
+    Heartbeat: "on_heartbeat",
+    HeartbeatReply: "on_heartbeat_reply",
+    PreVote: "on_pre_vote",
+    PreVoteReply: "on_pre_vote_reply",
+    CatchupRequest: "on_catchup_request",
+    CatchupReply: "on_catchup_reply",
+    Forward: "on_forward",
+}
