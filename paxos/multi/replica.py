@@ -427,6 +427,8 @@ class Replica:
         self.next_slot = last + 1
         self._fill_window()
         self._advance_commit(None)
+        # Announce ourselves at once: followers stop campaigning and forward to us.
+        self._broadcast(Heartbeat(self.node_id, self.my_ballot, self.commit))
 
     def _adopt(self, slot: int, reports: Iterable[tuple[Ballot, Value]]) -> Value:
         """The value a new leader proposes for an open slot (see pick_value)."""
