@@ -41,6 +41,7 @@ class Phase(enum.Enum):
     #: Phase 2: Accept sent, collecting Accepted.
     ACCEPT = "accept"
     #: The proposer knows the chosen value (maybe not its own). Nothing more to do.
+    #: Once known, :attr:`Proposer.chosen` stays set even if retry() runs again.
     CHOSEN = "chosen"
 
 
@@ -109,10 +110,11 @@ class Proposer:
         """Abandon the current attempt and run phase 1 at a higher ballot.
 
         The caller's timeout for a stalled attempt, and the way to go on after
-        :meth:`on_nack` returned ``True``. Sends nothing once the value is chosen.
+        :meth:`on_nack` returned ``True``. Once the value is chosen there is no
+        need to call it, but it is harmless: phase 1 then always finds the
+        chosen value (see :meth:`on_promise`) and proposes it again, which is
+        how a learner that missed every Accepted can hear them once more.
         """
-        if self._phase is Phase.CHOSEN:
-            return ()
         self._started = True
         # Go above every ballot seen, so the acceptors that nacked us will promise.
         top = max(self._ballot, self._highest_seen)

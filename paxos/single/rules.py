@@ -49,5 +49,5 @@ def pick_value(reports: Iterable[tuple[Ballot, V]], default: V) -> V:
 
 
 def is_quorum(count: int, cluster_size: int) -> bool:
-    """True iff ``count`` nodes form a majority of ``cluster_size``: any two majorities intersect."""
+    """True iff ``count`` nodes are a majority of ``cluster_size``: two majorities intersect."""
     return 2 * count > cluster_size

@@ -1,0 +1,363 @@
+"""Write-ahead log: round trips, rollover, group commit, crash recovery and damage detection."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import structlog.testing
+
+from broadcast.wal import (
+    DEFAULT_SEGMENT_BYTES,
+    FRAME_OVERHEAD,
+    HEADER_SIZE,
+    WalCorruptionError,
+    WalError,
+    WriteAheadLog,
+    segment_name,
+)
+
+
+def _records(count: int, size: int = 40, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [i.to_bytes(4, "big") + rng.randbytes(size - 4) for i in range(count)]
+
+
+def _batches(records: list[bytes], size: int) -> list[list[bytes]]:
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def _write(
+    directory: Path, batches: list[list[bytes]], segment_bytes: int = DEFAULT_SEGMENT_BYTES
+) -> None:
+    wal, _ = WriteAheadLog.open(directory, segment_bytes=segment_bytes)
+    with wal:
+        for batch in batches:
+            wal.append(batch)
+            wal.sync()
+
+
+def _reopen(directory: Path, *, fsync: bool = True, segment_bytes: int = 4096) -> list[bytes]:
+    wal, records = WriteAheadLog.open(directory, fsync=fsync, segment_bytes=segment_bytes)
+    wal.close()
+    return records
+
+
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("wal-*.log"))
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+# ------------------------------------------------------------------ normal use
+
+
+def test_round_trip_across_reopen(tmp_path: Path) -> None:
+    records = [b"", b"a", b"\x00" * 9, bytes(range(256)), b"x" * 70_000]
+    wal, recovered = WriteAheadLog.open(tmp_path / "wal")
+    assert recovered == []
+    wal.append(records[:2])
+    wal.append(records[2:])
+    wal.sync()
+    wal.close()
+
+    wal, recovered = WriteAheadLog.open(tmp_path / "wal")
+    assert recovered == records
+    assert wal.stats.recovered_records == 5
+    wal.append([b"more"])
+    wal.sync()
+    wal.close()
+    assert _reopen(tmp_path / "wal") == [*records, b"more"]
+
+
+def test_rollover_keeps_every_record_in_order(tmp_path: Path) -> None:
+    records = _records(2_000)
+    _write(tmp_path, _batches(records, 50), segment_bytes=16_384)
+
+    segments = _segments(tmp_path)
+    assert [p.name for p in segments] == [segment_name(i) for i in range(1, len(segments) + 1)]
+    assert len(segments) > 5
+    assert all(p.stat().st_size <= 16_384 for p in segments)
+    assert _reopen(tmp_path) == records
+
+
+def test_batch_larger_than_a_segment_gets_its_own_segment(tmp_path: Path) -> None:
+    big = _records(50, size=100)
+    _write(tmp_path, [[b"first"], big, [b"last"]], segment_bytes=1024)
+    assert len(_segments(tmp_path)) == 3
+    assert _reopen(tmp_path) == [b"first", *big, b"last"]
+
+
+def test_group_commit_issues_one_fdatasync_per_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    wal, _ = WriteAheadLog.open(tmp_path)
+    monkeypatch.setattr(os, "fdatasync", counting)
+    for batch in range(10):
+        wal.append(_records(100, seed=batch))
+        assert wal.records_since_sync == 100
+        wal.sync()
+        assert wal.records_since_sync == 0
+    wal.sync()  # nothing new: no system call
+    stats = wal.stats
+    wal.close()
+
+    assert len(calls) == stats.syncs == 10
+    assert stats.records_appended == 1_000
+    assert stats.bytes_appended == 1_000 * (40 + FRAME_OVERHEAD)
+    assert stats.bytes_since_sync == 0
+
+
+def test_fsync_off_makes_no_sync_calls_and_warns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden(fd: int) -> None:
+        raise AssertionError("sync system call with fsync=False")
+
+    monkeypatch.setattr(os, "fdatasync", forbidden)
+    monkeypatch.setattr(os, "fsync", forbidden)
+    records = _records(500)
+    with structlog.testing.capture_logs() as logs:
+        wal, _ = WriteAheadLog.open(tmp_path / "new", fsync=False, segment_bytes=2048)
+        for i in range(0, 500, 10):
+            wal.append(records[i : i + 10])
+            wal.sync()
+        assert wal.stats.syncs >= 50
+        wal.close()
+    warnings = [e for e in logs if "FSYNC DISABLED" in e["event"]]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+    assert _reopen(tmp_path / "new", fsync=False) == records
+
+
+def test_second_open_of_a_directory_is_refused(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    with pytest.raises(WalError, match="already opened"):
+        WriteAheadLog.open(tmp_path)
+    wal.close()
+    wal.close()  # idempotent
+    _reopen(tmp_path)
+
+
+def test_closed_log_refuses_work(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.close()
+    with pytest.raises(WalError, match="closed"):
+        wal.append([b"x"])
+    with pytest.raises(WalError, match="closed"):
+        wal.sync()
+
+
+def test_bad_input_is_rejected_without_writing(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.append([b"ok"])
+    with pytest.raises(TypeError):
+        wal.append([b"fine", "not bytes"])  # type: ignore[list-item]
+    wal.sync()
+    wal.close()
+    assert _reopen(tmp_path) == [b"ok"]
+    with pytest.raises(ValueError):
+        WriteAheadLog.open(tmp_path, segment_bytes=HEADER_SIZE)
+
+
+@pytest.mark.parametrize("failing", ["write", "fdatasync"])
+def test_io_error_poisons_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.append([b"durable"])
+    wal.sync()
+
+    real = getattr(os, failing)
+
+    def broken(fd: int, *args: object) -> object:
+        if fd == wal_fd:
+            raise OSError(errno.EIO, "simulated I/O error")
+        return real(fd, *args)
+
+    wal_fd = wal._fd
+
+    monkeypatch.setattr(os, failing, broken)
+    with pytest.raises(WalError, match="I/O error"):
+        wal.append([b"doomed"])
+        wal.sync()
+    monkeypatch.undo()
+    with pytest.raises(WalError, match="poisoned"):
+        wal.append([b"after"])
+    with pytest.raises(WalError, match="poisoned"):
+        wal.sync()
+    wal.close()
+    assert _reopen(tmp_path)[0] == b"durable"
+
+
+# -------------------------------------------------------------------- crashes
+
+
+def test_power_loss_at_durable_position_keeps_synced_records(tmp_path: Path) -> None:
+    records = _records(300)
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=2048)
+    for i in range(0, 200, 20):
+        wal.append(records[i : i + 20])
+        wal.sync()
+    wal.append(records[200:])  # never synced
+    path, offset = wal.durable_position()
+    assert wal.stats.bytes_since_sync == 100 * (40 + FRAME_OVERHEAD)
+    wal.close()
+    # The unsynced batch went to a new segment, which is (being) the last one.
+    assert Path(path) == _segments(tmp_path)[-1]
+    os.truncate(path, offset)
+    assert _reopen(tmp_path) == records[:200]
+
+
+def test_torn_last_record_at_every_cut_point(tmp_path: Path) -> None:
+    synced = _records(3)
+    last = b"the final record, torn by a crash"
+    template = tmp_path / "template"
+    _write(template, [synced, [last]])
+    segment = template / segment_name(1)
+    full = segment.read_bytes()
+    good_end = len(full) - FRAME_OVERHEAD - len(last)
+
+    for cut in range(good_end + 1, len(full)):
+        directory = tmp_path / f"cut{cut}"
+        directory.mkdir()
+        (directory / segment_name(1)).write_bytes(full[:cut])
+        with structlog.testing.capture_logs() as logs:
+            wal, recovered = WriteAheadLog.open(directory)
+        assert recovered == synced, cut
+        assert wal.stats.truncated_bytes == cut - good_end
+        assert any(e["event"] == "wal torn tail truncated" for e in logs)
+        assert (directory / segment_name(1)).stat().st_size == good_end
+        # Appending after the repair continues the log cleanly.
+        wal.append([b"after"])
+        wal.sync()
+        wal.close()
+        assert _reopen(directory) == [*synced, b"after"], cut
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00" * 10_000,
+        random.Random(7).randbytes(3_000),
+        b"\xff" * 5,
+        b"\x05\x00\x00\x00\x00\x00\x00\x00abcde",  # well-formed length, wrong CRC
+    ],
+    ids=["zeros", "random", "short", "bad-crc"],
+)
+def test_garbage_after_last_record_is_truncated(tmp_path: Path, garbage: bytes) -> None:
+    records = _records(20)
+    _write(tmp_path, [records])
+    segment = tmp_path / segment_name(1)
+    size = segment.stat().st_size
+    with segment.open("ab") as f:
+        f.write(garbage)
+    assert _reopen(tmp_path) == records
+    assert segment.stat().st_size == size
+
+
+def test_torn_segment_creation_is_repaired(tmp_path: Path) -> None:
+    records = _records(100)
+    _write(tmp_path, [records], segment_bytes=1 << 20)
+    for stub in [b"", b"PAXOS", b"\x00" * HEADER_SIZE]:
+        (tmp_path / segment_name(2)).write_bytes(stub)
+        wal, recovered = WriteAheadLog.open(tmp_path)
+        assert recovered == records
+        wal.close()
+        assert (tmp_path / segment_name(2)).stat().st_size == HEADER_SIZE
+        (tmp_path / segment_name(2)).unlink()
+    # Repaired stub receives new records.
+    (tmp_path / segment_name(2)).write_bytes(b"")
+    _write(tmp_path, [[b"next"]])
+    assert _reopen(tmp_path) == [*records, b"next"]
+
+
+# --------------------------------------------------------------------- damage
+
+
+def _middle_record_layout(tmp_path: Path) -> tuple[Path, int, int]:
+    """A one-segment log of 5 records; returns (segment, start of record 2, its framed size)."""
+    records = _records(5, size=24)
+    _write(tmp_path, [records])
+    framed = FRAME_OVERHEAD + 24
+    return tmp_path / segment_name(1), HEADER_SIZE + 2 * framed, framed
+
+
+def test_every_damaged_byte_of_a_middle_record_is_reported(tmp_path: Path) -> None:
+    segment, start, framed = _middle_record_layout(tmp_path)
+    pristine = segment.read_bytes()
+    for offset in range(start, start + framed):
+        _flip(segment, offset)
+        with pytest.raises(WalCorruptionError) as caught:
+            _reopen(tmp_path)
+        assert caught.value.path == str(segment)
+        assert caught.value.offset == start
+        assert str(segment) in str(caught.value)
+        assert f"byte offset {start}" in str(caught.value)
+        segment.write_bytes(pristine)
+    assert len(_reopen(tmp_path)) == 5  # nothing was truncated by the failed opens
+
+
+def test_damage_in_an_earlier_segment_is_reported_even_at_its_end(tmp_path: Path) -> None:
+    _write(tmp_path, _batches(_records(200), 5), segment_bytes=1024)
+    first = _segments(tmp_path)[0]
+    _flip(first, first.stat().st_size - 1)  # last byte of its last record
+    with pytest.raises(WalCorruptionError, match="not the last") as caught:
+        _reopen(tmp_path)
+    assert caught.value.path == str(first)
+
+    first.write_bytes(first.read_bytes()[:-3])  # a "torn" earlier segment is damage too
+    with pytest.raises(WalCorruptionError, match="not the last"):
+        _reopen(tmp_path)
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+@pytest.mark.parametrize("offset", range(HEADER_SIZE))
+def test_damaged_segment_header_is_reported(tmp_path: Path, which: str, offset: int) -> None:
+    _write(tmp_path, _batches(_records(60), 10), segment_bytes=1024)
+    assert len(_segments(tmp_path)) >= 2
+    segments = _segments(tmp_path)
+    segment = segments[0] if which == "first" else segments[-1]
+    _flip(segment, offset)
+    with pytest.raises(WalCorruptionError, match=r"header|magic|version") as caught:
+        _reopen(tmp_path)
+    assert caught.value.path == str(segment)
+
+
+def test_renamed_segment_is_reported(tmp_path: Path) -> None:
+    _write(tmp_path, [[b"one"]])
+    shutil.copy(tmp_path / segment_name(1), tmp_path / segment_name(2))
+    with pytest.raises(WalCorruptionError, match="header says segment 1"):
+        _reopen(tmp_path)
+
+
+@pytest.mark.parametrize("missing", [1, 2])
+def test_missing_segment_is_reported(tmp_path: Path, missing: int) -> None:
+    _write(tmp_path, _batches(_records(100), 5), segment_bytes=1024)
+    assert len(_segments(tmp_path)) >= 3
+    (tmp_path / segment_name(missing)).unlink()
+    with pytest.raises(WalCorruptionError, match="missing") as caught:
+        _reopen(tmp_path)
+    assert caught.value.path == str(tmp_path / segment_name(missing))
+
+
+def test_unrelated_files_are_ignored(tmp_path: Path) -> None:
+    _write(tmp_path, [[b"one"]])
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "wal-1.log").write_bytes(b"junk")
+    assert _reopen(tmp_path) == [b"one"]
