@@ -378,11 +378,10 @@ class Replica:
     def _become_candidate(self) -> None:
         self.prevote_ballot = None
         self.prevote_grants.clear()
-        # A fresh ballot above everything seen. It is promised by our own
-        # acceptor and that promise is persisted in this same Ready, before the
-        # Prepare leaves, so after a crash we can never pick this ballot again.
-        ballot = Ballot(max(self.max_round, self.ballot.round) + 1, self.node_id)
-        self.max_round = ballot.round
+        # Our own acceptor promises the new ballot, and that promise is
+        # persisted in this same Ready, before the Prepare leaves.
+        ballot = self._new_ballot()
+        self.max_round = max(self.max_round, ballot.round)
         self.ballot = ballot
         self._out.records.append(PromiseRecord(ballot))
         self.my_ballot = ballot
@@ -429,6 +428,15 @@ class Replica:
         self._advance_commit(None)
         # Announce ourselves at once: followers stop campaigning and forward to us.
         self._broadcast(Heartbeat(self.node_id, self.my_ballot, self.commit))
+
+    def _new_ballot(self) -> Ballot:
+        """A ballot above every ballot seen, our own past ones included.
+
+        ``self.ballot`` is rebuilt from durable records after a restart, and
+        every ballot we ever used was promised (and persisted) by ourselves
+        first, so this never hands out a ballot used before a crash.
+        """
+        return Ballot(max(self.max_round, self.ballot.round) + 1, self.node_id)
 
     def _adopt(self, slot: int, reports: Iterable[tuple[Ballot, Value]]) -> Value:
         """The value a new leader proposes for an open slot (see pick_value)."""

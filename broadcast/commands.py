@@ -1,0 +1,359 @@
+"""The runtime's CLI commands: node, cluster up, broadcast, subscribe, status.
+
+Attached to the ``paxos`` click group in :mod:`broadcast.cli`. Every user
+error (bad spec, unknown node id, port in use, corrupted data directory,
+unreachable cluster) ends in a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broadcast.client import Client, ClusterUnavailable, Committed
+from broadcast.logs import LEVELS, configure
+from broadcast.spec import Cluster, ConfigError, local_cluster, parse_cluster
+from broadcast.transport import TransportError
+from broadcast.wal import WalError
+
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Least severe log level written to stderr.",
+)
+
+
+def _cluster(spec: str) -> Cluster:
+    try:
+        return parse_cluster(spec)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cluster") from None
+
+
+# ---------------------------------------------------------------------- paxos node
+
+
+@click.command("node")
+@click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
+@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the write-ahead log lives (created if missing).",
+)
+@click.option(
+    "--no-fsync",
+    is_flag=True,
+    help="Do not fsync the log (benchmarks only: a crash can lose acknowledged data).",
+)
+@click.option("--tick-ms", type=click.IntRange(1, 1000), default=10, show_default=True)
+@log_level_option
+def node_command(
+    node_id: int, spec: str, data_dir: Path, no_fsync: bool, tick_ms: int, log_level: str
+) -> None:
+    """Run one node in the foreground until Ctrl-C or SIGTERM."""
+    from broadcast.node import Node
+
+    configure(log_level)
+    cluster = _cluster(spec)
+    try:
+        node = Node(node_id, cluster, data_dir, fsync=not no_fsync, tick_ms=tick_ms)
+    except (ConfigError, TransportError, WalError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"data directory {data_dir}: {exc.strerror or exc}") from None
+
+    def stop(signum: int, frame: object) -> None:
+        node._stop.set()
+        node.transport.wake()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    node.run()
+
+
+# ---------------------------------------------------------------------- paxos cluster up
+
+
+@click.group("cluster")
+def cluster_group() -> None:
+    """Run a local cluster of separate node processes."""
+
+
+def spawn_node(
+    node_id: int,
+    cluster: Cluster,
+    data_dir: Path,
+    *,
+    fsync: bool = True,
+    log_level: str = "info",
+    log_file: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``paxos node`` as a child process (its stderr to ``log_file`` if given)."""
+    args = [
+        sys.executable,
+        "-m",
+        "broadcast",
+        "node",
+        "--id",
+        str(node_id),
+        "--cluster",
+        cluster.spec(),
+        "--data-dir",
+        str(data_dir / f"node{node_id}"),
+        "--log-level",
+        log_level,
+        *extra,
+    ]
+    if not fsync:
+        args.append("--no-fsync")
+    stderr: Any = None
+    if log_file is not None:
+        stderr = open(log_file, "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=stderr)
+
+
+@cluster_group.command("up")
+@click.option("--nodes", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--base-port", type=click.IntRange(1, 65000), default=7100, show_default=True,
+              help="Node i listens on 127.0.0.1:(base-port + i).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("paxos-data"), show_default=True)
+@click.option("--no-fsync", is_flag=True, help="Benchmarks only: nodes do not fsync.")
+@log_level_option
+def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_level: str) -> None:
+    """Start NODES local node processes, print the cluster SPEC, stop them all on Ctrl-C."""
+    configure(log_level)
+    try:
+        cluster = local_cluster(nodes, base_port)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    children = {
+        i: spawn_node(i, cluster, data_dir, fsync=not no_fsync, log_level=log_level)
+        for i in cluster.ids
+    }
+    click.echo(cluster.spec(), err=False)
+    sys.stdout.flush()
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            for node_id, child in children.items():
+                if child.poll() is not None:
+                    click.echo(f"node {node_id} exited with code {child.returncode}", err=True)
+                    stopping = True
+            time.sleep(0.2)  # a supervisor's heartbeat, not a test wait
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [i for i, c in children.items() if c.returncode not in (0, -signal.SIGTERM)]
+    if failed:
+        raise click.ClickException(f"nodes {failed} did not stop cleanly")
+
+
+# ---------------------------------------------------------------------- paxos broadcast
+
+
+def _payloads(messages: tuple[str, ...], count: int | None, size: int) -> Iterator[bytes]:
+    if count is not None:
+        for i in range(1, count + 1):
+            stem = f"msg-{i}-"
+            yield (stem + "x" * max(0, size - len(stem))).encode()[: max(size, len(stem))]
+        return
+    for message in messages:
+        if message == "-":
+            for line in sys.stdin:
+                yield line.rstrip("\n").encode()
+        else:
+            yield message.encode()
+
+
+@click.command("broadcast")
+@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@click.option("--client-id", default=None, help="Session name; reusing one continues its seqs.")
+@click.option("--count", type=click.IntRange(1), default=None, help="Generate COUNT messages.")
+@click.option("--size", type=click.IntRange(1, 16 * 1024 * 1024), default=100, show_default=True,
+              help="Size in bytes of generated messages.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Give up after this many seconds without progress.")
+@click.argument("messages", nargs=-1)
+@log_level_option
+def broadcast_command(
+    spec: str,
+    client_id: str | None,
+    count: int | None,
+    size: int,
+    timeout: float,
+    messages: tuple[str, ...],
+    log_level: str,
+) -> None:
+    """Broadcast MESSAGES in order ('-' reads lines from stdin); one JSON line per commit."""
+    configure(log_level if log_level != "info" else "warning")
+    if count is None and not messages:
+        raise click.UsageError("give MESSAGE arguments, '-' for stdin, or --count N")
+    if count is not None and messages:
+        raise click.UsageError("--count generates messages: give no MESSAGE arguments with it")
+    cluster = _cluster(spec)
+
+    def report(c: Committed) -> None:
+        click.echo(json.dumps({"index": c.index, "client": c.client, "seq": c.seq}))
+
+    try:
+        with Client(cluster, client_id=client_id, timeout=timeout) as client:
+            client.broadcast_many(_payloads(messages, count, size), on_commit=report)
+    except ClusterUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# ---------------------------------------------------------------------- paxos subscribe
+
+
+def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
+    """One delivery as the JSON line ``paxos subscribe`` prints."""
+    line: dict[str, Any] = {"index": index, "client": client, "seq": seq}
+    try:
+        line["payload"] = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        line["payload_b64"] = base64.b64encode(payload).decode("ascii")
+    return json.dumps(line)
+
+
+@click.command("subscribe")
+@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@click.option("--from", "from_index", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--count", type=click.IntRange(1), default=None, help="Exit after COUNT deliveries.")
+@click.option("--node", "node_id", type=int, default=None, help="Read from this node only.")
+@click.option("--idle-timeout", type=click.FloatRange(0.1), default=None,
+              help="Exit (status 1) after this many seconds without a delivery.")
+@log_level_option
+def subscribe_command(
+    spec: str,
+    from_index: int,
+    count: int | None,
+    node_id: int | None,
+    idle_timeout: float | None,
+    log_level: str,
+) -> None:
+    """Print the ordered delivery stream as JSON lines, from index FROM on."""
+    configure(log_level if log_level != "info" else "warning")
+    cluster = _cluster(spec)
+    if node_id is not None and node_id not in cluster.nodes:
+        raise click.BadParameter(f"node {node_id} is not in the cluster", param_hint="--node")
+    seen = 0
+    with Client(cluster) as client:
+        for delivery in client.subscribe(from_index, node=node_id, idle_timeout=idle_timeout):
+            c = delivery.command
+            click.echo(delivery_json(delivery.index, c.client, c.seq, c.payload))
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    if count is not None:
+        raise click.ClickException(f"only {seen} of {count} deliveries before the idle timeout")
+
+
+# ---------------------------------------------------------------------- paxos status
+
+
+@click.command("status")
+@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
+@click.option("--timeout", type=click.FloatRange(0.05), default=1.0, show_default=True)
+def status_command(spec: str, as_json: bool, timeout: float) -> None:
+    """Show each node: id, address, reachable, role, ballot, leader, last delivered index."""
+    configure("warning")
+    cluster = _cluster(spec)
+    rows = []
+    with Client(cluster) as client:
+        for node_id in cluster.ids:
+            s = client.status(node_id, timeout)
+            rows.append(
+                {
+                    "id": node_id,
+                    "address": cluster.nodes[node_id],
+                    "reachable": s is not None,
+                    "role": s.role if s else None,
+                    "ballot": list(s.ballot) if s else None,
+                    "leader": (s.leader or None) if s else None,
+                    "delivered": s.delivered if s else None,
+                    "commit_slot": s.commit if s else None,
+                }
+            )
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+    else:
+        click.echo(f"{'id':>3} {'address':<21} {'reachable':<9} {'role':<9} "
+                   f"{'ballot':<9} {'leader':>6} {'delivered':>9}")
+        for row in rows:
+            b = row["ballot"]
+            ballot = f"{b[0]}.{b[1]}" if isinstance(b, list) else "-"
+            click.echo(
+                f"{row['id']:>3} {row['address']:<21} {'yes' if row['reachable'] else 'NO':<9} "
+                f"{row['role'] or '-':<9} {ballot:<9} {row['leader'] or '-':>6} "
+                f"{row['delivered'] if row['delivered'] is not None else '-':>9}"
+            )
+    if not any(row["reachable"] for row in rows):
+        raise click.ClickException(f"no node of {cluster.spec()} is reachable")
+
+
+def free_base_port(nodes: int, start: int = 17000, stop: int = 60000) -> int:
+    """A base port such that base+1 .. base+nodes are free on 127.0.0.1 right now."""
+    import socket
+
+    pid_offset = (os.getpid() * 37) % 20000
+    for base in range(start + pid_offset, stop, nodes + 1):
+        ok = True
+        for port in range(base + 1, base + nodes + 1):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise click.ClickException("no free ports on 127.0.0.1")
+
+
+def attach(group: click.Group) -> None:
+    """Add the runtime commands to the ``paxos`` group."""
+    from broadcast.demo import demo_command
+
+    for command in (
+        node_command,
+        cluster_group,
+        broadcast_command,
+        subscribe_command,
+        status_command,
+        demo_command,
+    ):
+        group.add_command(command)

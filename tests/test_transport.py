@@ -1,0 +1,347 @@
+"""Tests of the ZeroMQ transport (broadcast/transport.py) on 127.0.0.1.
+
+Connections are asynchronous and sends to unconnected peers are dropped (IMMEDIATE), so every test
+waits on a condition with a deadline, retrying sends where a drop is legitimate; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+import zmq
+
+from broadcast.transport import (
+    ClientTransport,
+    NodeTransport,
+    TransportConfig,
+    TransportError,
+    endpoint,
+    node_id_of,
+    node_identity,
+)
+
+DEADLINE_S = 15.0  # generous: a loaded 2-core CI box; healthy runs take milliseconds
+# Short reconnect timers so reconnect tests converge quickly.
+FAST = TransportConfig(reconnect_ivl_ms=20, reconnect_ivl_max_ms=100)
+PING = b"ping"
+T = TypeVar("T")
+
+
+def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+
+
+def gather(new: list[T], into: list[T]) -> list[T]:
+    into.extend(new)
+    return into
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def connect(a: NodeTransport, b: NodeTransport) -> None:
+    """Wait until a's frames reach b (a ping is resent until one arrives)."""
+    got: list[tuple[bytes, bytes]] = []
+
+    def arrived() -> bool:
+        a.send(b.node_id, PING)
+        got.extend(b.poll(10))
+        return (a.identity, PING) in got
+
+    wait_until(arrived, f"node {a.node_id} -> node {b.node_id} connection")
+
+
+def collect(t: NodeTransport, count: int) -> list[tuple[bytes, bytes]]:
+    """Poll t until ``count`` non-ping frames have arrived; returns them in arrival order."""
+    got: list[tuple[bytes, bytes]] = []
+
+    def enough() -> bool:
+        got.extend(f for f in t.poll(10) if f[1] != PING)
+        return len(got) >= count
+
+    wait_until(enough, f"{count} frames at node {t.node_id}")
+    return got
+
+
+@pytest.fixture
+def make_node() -> Iterator[Callable[..., NodeTransport]]:
+    created: list[NodeTransport] = []
+
+    def make(
+        node_id: int, addr: str = "127.0.0.1:0", config: TransportConfig = FAST
+    ) -> NodeTransport:
+        t = NodeTransport(node_id, addr, config=config)
+        created.append(t)
+        return t
+
+    yield make
+    for t in created:
+        t.close()
+
+
+def mesh(nodes: list[NodeTransport]) -> None:
+    for a in nodes:
+        for b in nodes:
+            if a is not b:
+                a.add_peer(b.node_id, b.address)
+    for a in nodes:
+        for b in nodes:
+            if a is not b:
+                connect(a, b)
+
+
+def test_three_nodes_exchange_frames_both_ways(make_node: Callable[..., NodeTransport]) -> None:
+    nodes = [make_node(i) for i in (1, 2, 3)]
+    mesh(nodes)
+    for a in nodes:
+        for b in nodes:
+            if a is not b:
+                frames = [b"%d->%d #%d" % (a.node_id, b.node_id, k) for k in range(50)]
+                assert a.send(b.node_id, frames[0])
+                assert a.send_many(b.node_id, frames[1:]) == len(frames) - 1
+    for b in nodes:
+        got = collect(b, 2 * 50)
+        for a in nodes:
+            if a is not b:
+                from_a = [frame for ident, frame in got if ident == a.identity]
+                # FIFO per sender: one DEALER -> ROUTER connection per ordered pair.
+                assert from_a == [b"%d->%d #%d" % (a.node_id, b.node_id, k) for k in range(50)]
+        assert b.stats.malformed == 0
+        assert node_id_of(got[0][0]) in {n.node_id for n in nodes if n is not b}
+
+
+def test_client_request_and_reply(make_node: Callable[..., NodeTransport]) -> None:
+    n1, n2 = make_node(1), make_node(2)
+    with ClientTransport({1: n1.address, 2: n2.address}, config=FAST) as client:
+        assert client.identity.startswith(b"c:")
+        for node in (n1, n2):
+            got: list[tuple[bytes, bytes]] = []
+
+            def arrived(node: NodeTransport = node, got: list[tuple[bytes, bytes]] = got) -> bool:
+                client.send(node.node_id, b"req")  # retried: dropped until connected
+                got.extend(node.poll(10))
+                return bool(got)
+
+            wait_until(arrived, f"client -> node {node.node_id}")
+            ident, frame = got[0]
+            assert (ident, frame) == (client.identity, b"req")
+            assert node.reply(ident, b"rep from %d" % node.node_id)
+        replies: list[tuple[int, bytes]] = []
+        wait_until(lambda: len(gather(client.poll(10), replies)) >= 2, "replies")
+        assert sorted(replies) == [(1, b"rep from 1"), (2, b"rep from 2")]
+        # A reply to an unknown client is dropped and counted, never raised.
+        assert not n1.reply(b"c:nobody", b"x")
+        assert n1.stats.reply_dropped == 1
+        with pytest.raises(TransportError):
+            client.send(3, b"x")
+
+
+def test_large_frame_passes(make_node: Callable[..., NodeTransport]) -> None:
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    big = bytes(range(256)) * (8 * 1024 * 1024 // 256)  # 8 MiB
+    assert a.send(2, big)
+    assert collect(b, 1) == [(a.identity, big)]
+
+
+def test_oversized_frame_is_dropped_by_zmq_and_link_recovers(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    small = dataclasses.replace(FAST, max_msg_bytes=1024 * 1024)
+    a, b = make_node(1), make_node(2, config=small)
+    mesh([a, b])
+    assert a.send(2, b"x" * (2 * 1024 * 1024))  # zmq on b drops it and the connection; a reconnects
+    got: list[tuple[bytes, bytes]] = []
+
+    def after() -> bool:
+        a.send(2, b"after")
+        got.extend(b.poll(10))
+        return (a.identity, b"after") in got
+
+    wait_until(after, "frames after an oversized one")
+    assert all(len(frame) <= 1024 * 1024 for _, frame in got)
+
+
+def test_late_peer_receives_after_reconnect(make_node: Callable[..., NodeTransport]) -> None:
+    port = free_port()
+    a = make_node(1)
+    a.add_peer(2, f"127.0.0.1:{port}")
+    assert not a.send(2, b"too early")  # IMMEDIATE: nobody there, dropped at once and counted
+    assert a.stats.dropped == {2: 1}
+    b = make_node(2, f"127.0.0.1:{port}")
+    got: list[tuple[bytes, bytes]] = []
+
+    def arrived() -> bool:
+        a.send(2, b"hello")
+        got.extend(b.poll(10))
+        return (a.identity, b"hello") in got
+
+    wait_until(arrived, "late peer to receive")
+    assert (a.identity, b"too early") not in got
+
+
+def test_restarted_peer_receives_again(make_node: Callable[..., NodeTransport]) -> None:
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    address = b.address
+    b.close()
+    b2 = make_node(2, address)  # same port: close() really released it
+    b2.add_peer(1, a.address)
+    connect(a, b2)
+    connect(b2, a)  # the new incarnation's DEALER (same identity) is routed at a
+
+
+def test_hwm_overflow_does_not_block_and_is_counted(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    # Long heartbeat timeout: b deliberately stops reading for a while, which must not look dead.
+    tiny = TransportConfig(sndhwm=2, rcvhwm=2, heartbeat_timeout_ms=30_000, heartbeat_ttl_ms=30_000)
+    a, b = make_node(1, config=tiny), make_node(2, config=tiny)
+    mesh([a, b])
+    dropped_before = a.stats.dropped.get(2, 0)  # pings dropped while connecting
+    frame = b"z" * (256 * 1024)
+    accepted = refused = 0
+    slowest = 0.0
+    deadline = time.monotonic() + DEADLINE_S
+    while refused < 10:  # b does not poll: queues and TCP buffers fill up
+        assert time.monotonic() < deadline, "sends never hit the high-water mark"
+        start = time.monotonic()
+        ok = a.send(2, frame)
+        slowest = max(slowest, time.monotonic() - start)
+        if ok:
+            accepted += 1
+        else:
+            refused += 1
+    assert slowest < 1.0  # non-blocking (a blocking send would hang here forever)
+    assert a.stats.dropped[2] == dropped_before + refused
+    batch_sent = a.send_many(2, [frame] * 5)
+    assert a.stats.dropped[2] == dropped_before + refused + 5 - batch_sent
+    accepted += batch_sent
+    # Nothing accepted on a live connection is lost: b gets exactly the accepted frames.
+    got = collect(b, accepted)
+    assert len(got) == accepted and all(f == frame for _, f in got)
+
+
+def test_malformed_multipart_is_dropped_and_transport_keeps_working(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.IDENTITY, b"raw")
+    try:
+        raw.connect(b.address)  # no IMMEDIATE: queued until connected, in order
+        raw.send_multipart([b"one", b"two"])
+        raw.send_multipart([b"a", b"b", b"c"])
+        raw.send(b"fine")
+        got = collect(b, 1)
+        assert got == [(b"raw", b"fine")]
+        assert b.stats.malformed == 2
+        assert a.send(2, b"still works")
+        assert collect(b, 1) == [(a.identity, b"still works")]
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_client_drops_malformed_reply() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    try:
+        router.bind("tcp://127.0.0.1:0")
+        address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        with ClientTransport({7: address}, identity=b"c:me", config=FAST) as client:
+            wait_until(lambda: client.send(7, b"hi"), "client connection")
+            assert router.recv_multipart() == [b"c:me", b"hi"]
+            router.send_multipart([b"c:me", b"x", b"y"])
+            router.send_multipart([b"c:me", b"ok"])
+            got: list[tuple[int, bytes]] = []
+            wait_until(lambda: bool(gather(client.poll(10), got)), "reply")
+            assert got == [(7, b"ok")]
+            assert client.stats.malformed == 1
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_port_in_use_raises_transport_error(make_node: Callable[..., NodeTransport]) -> None:
+    a = make_node(1)
+    with pytest.raises(TransportError, match="in use") as info:
+        NodeTransport(2, a.address)
+    assert info.value.address == a.address
+    assert a.address in str(info.value)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a non-zmq listener too
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(TransportError, match=f"127.0.0.1:{port}"):
+            NodeTransport(2, f"127.0.0.1:{port}")
+
+
+def test_wake_from_another_thread_makes_poll_return(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    t = make_node(1)
+    polling = threading.Event()
+
+    def waker() -> None:
+        polling.wait(DEADLINE_S)
+        t.wake()
+
+    thread = threading.Thread(target=waker)
+    thread.start()
+    start = time.monotonic()
+    polling.set()
+    assert t.poll(60_000) == []
+    assert time.monotonic() - start < DEADLINE_S / 3
+    thread.join()
+
+    # Many concurrent wakes coalesce; once drained, poll times out again (no stale wake-up).
+    def wake_many() -> None:
+        for _ in range(200):
+            t.wake()
+
+    threads = [threading.Thread(target=wake_many) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert t.poll(60_000) == []  # returns at once: woken
+    start = time.monotonic()
+    assert t.poll(50) == []
+    assert time.monotonic() - start >= 0.03
+    t.close()
+    t.wake()  # after close: a harmless no-op
+    with pytest.raises(TransportError, match="closed"):
+        t.poll(0)
+
+
+def test_bad_arguments_are_typed_errors(make_node: Callable[..., NodeTransport]) -> None:
+    a = make_node(1)
+    with pytest.raises(TransportError, match="unknown peer"):
+        a.send(9, b"x")
+    with pytest.raises(ValueError):
+        a.add_peer(1, "127.0.0.1:1")
+    with pytest.raises(TransportError, match="invalid address"):
+        NodeTransport(2, "nonsense:port")
+    assert endpoint("5555") == "tcp://127.0.0.1:5555"
+    assert endpoint("10.0.0.1:7") == "tcp://10.0.0.1:7"
+    assert endpoint("ipc:///tmp/x") == "ipc:///tmp/x"
+    assert node_id_of(node_identity(42)) == 42
+    assert node_id_of(b"c:42") is None
+    assert node_id_of(b"n:") is None
+    assert node_id_of(b"n:-1") is None
