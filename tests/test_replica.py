@@ -11,9 +11,9 @@ from paxos.messages import (
     Accepted,
     Heartbeat,
     Nack,
+    Prepare,
     PreVote,
     PreVoteReply,
-    Prepare,
     Promise,
 )
 from paxos.multi.config import ReplicaConfig
