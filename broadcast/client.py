@@ -161,11 +161,15 @@ class Client:
             for node, frame in self.transport.poll(50):
                 msg = self._decode(node, frame)
                 if isinstance(msg, SubmitAck) and msg.client == self.client_id:
-                    for seq, index in msg.acks:
-                        if unacked.pop(seq, None) is not None:
-                            done[seq] = Committed(index, self.client_id, seq)
-                            last_progress = time.monotonic()
-                            last_send = last_progress
+                    for first_seq, first_index, count in msg.acks:
+                        for k in range(count):
+                            seq = first_seq + k
+                            if unacked.pop(seq, None) is not None:
+                                # index 0: delivered so long ago the node forgot where.
+                                index = first_index + k if first_index else 0
+                                done[seq] = Committed(index, self.client_id, seq)
+                    last_progress = time.monotonic()
+                    last_send = last_progress
                     if msg.leader and msg.leader in self.cluster.nodes:
                         self._target = msg.leader
                 elif (

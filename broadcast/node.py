@@ -43,6 +43,7 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    ack_runs,
 )
 from broadcast.spec import Cluster, ConfigError
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
@@ -409,7 +410,7 @@ class Node:
         leader = self.replica.leader or 0
         for identity, per_client in self._acks.items():
             for client, acks in per_client.items():
-                self.transport.reply(identity, encode(SubmitAck(client, tuple(acks), leader)))
+                self.transport.reply(identity, encode(SubmitAck(client, ack_runs(acks), leader)))
         self._acks = {}
 
     def _on_fetch(self, identity: bytes, msg: Fetch) -> None:

@@ -37,13 +37,15 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class SubmitAck:
-    """``(seq, index)`` of ``client``'s commands that are committed.
+    """``client``'s commands that are committed, as runs ``(first_seq, first_index, count)``:
+    seqs ``first_seq .. first_seq + count - 1`` sit at indexes ``first_index ..``.
 
-    ``leader`` is a hint (0: unknown).
+    Runs keep acknowledgements to a few integers per batch. ``leader`` is a
+    hint (0: unknown).
     """
 
     client: str
-    acks: tuple[tuple[int, int], ...]
+    acks: tuple[tuple[int, int, int], ...]
     leader: int
 
 
@@ -122,18 +124,33 @@ class SessionInfo:
     last_seq: int
 
 
-def _ack(x: object) -> tuple[int, int]:
-    if type(x) is not tuple or len(x) != 2:
-        raise CodecError("ack must be [seq, index]")
-    seq, index = x
-    if type(seq) is not int or type(index) is not int or seq < 1 or index < 0:
-        raise CodecError("ack must be [seq >= 1, index >= 0]")
-    return seq, index
+def _ack(x: object) -> tuple[int, int, int]:
+    if type(x) is not tuple or len(x) != 3:
+        raise CodecError("ack must be [first_seq, first_index, count]")
+    seq, index, count = x
+    if type(seq) is not int or type(index) is not int or type(count) is not int:
+        raise CodecError("ack must be three ints")
+    if seq < 1 or index < 0 or count < 1 or count > 1 << 32:
+        raise CodecError("ack must be [first_seq >= 1, first_index >= 0, count >= 1]")
+    return seq, index, count
+
+
+def ack_runs(acks: list[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """Compress ``(seq, index)`` pairs into runs ``(first_seq, first_index, count)``."""
+    runs: list[list[int]] = []
+    for seq, index in sorted(acks):
+        if runs:
+            last = runs[-1]
+            if seq == last[0] + last[2] and index and index == last[1] + last[2]:
+                last[2] += 1
+                continue
+        runs.append([seq, index, 1])
+    return tuple((a, b, c) for a, b, c in runs)
 
 
 
 register(64, Submit, (VALUE,))
-register(65, SubmitAck, (CLIENT_ID, tuple_of(Field("ack", _ack), FETCH_MAX * 4), UINT))
+register(65, SubmitAck, (CLIENT_ID, tuple_of(Field("ack", _ack)), UINT))
 register(66, SubmitRefused, (CLIENT_ID, UINT, STR, UINT))
 register(67, Fetch, (UINT, UINT, UINT))
 register(68, Deliveries, (UINT, VALUE, UINT))

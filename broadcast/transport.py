@@ -169,15 +169,22 @@ def _configure(sock: _Socket, config: TransportConfig) -> None:
 
 
 def _connect_dealer(
-    ctx: zmq.Context[_Socket], identity: bytes, address: str, config: TransportConfig
+    ctx: zmq.Context[_Socket],
+    identity: bytes,
+    address: str,
+    config: TransportConfig,
+    *,
+    immediate: bool = True,
 ) -> _Socket:
     ep = endpoint(address)
     sock = ctx.socket(zmq.DEALER)
     _configure(sock, config)
     sock.setsockopt(zmq.IDENTITY, identity)
-    # IMMEDIATE: never queue frames for a peer that is not connected; the send fails at once
-    # (counted as a drop) instead of piling up stale Paxos messages to replay on reconnect.
-    sock.setsockopt(zmq.IMMEDIATE, 1)
+    # IMMEDIATE (nodes): never queue frames for a peer that is not connected; the send fails
+    # at once (counted as a drop) instead of piling up stale Paxos messages to replay on
+    # reconnect. Clients queue instead: their first request must not be lost to the race
+    # with the TCP handshake, and a stale request is harmless (sessions drop repeats).
+    sock.setsockopt(zmq.IMMEDIATE, 1 if immediate else 0)
     sock.setsockopt(zmq.RECONNECT_IVL, config.reconnect_ivl_ms)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, config.reconnect_ivl_max_ms)
     try:
@@ -457,7 +464,9 @@ class ClientTransport(_Endpoint):
         self._node_of: dict[_Socket, int] = {}
         try:
             for node_id, address in nodes.items():
-                sock = _connect_dealer(self._ctx, self.identity, address, self.config)
+                sock = _connect_dealer(
+                    self._ctx, self.identity, address, self.config, immediate=False
+                )
                 self._nodes[node_id] = sock
                 self._node_of[sock] = node_id
                 self._poller.register(sock, zmq.POLLIN)

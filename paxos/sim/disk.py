@@ -15,24 +15,19 @@ class Disk:
     written but not synced; :attr:`durable` is what a restarted node recovers.
     """
 
-    __slots__ = ("_pending", "durable", "syncs", "writes")
+    __slots__ = ("_pending", "durable")
 
     def __init__(self) -> None:
         self.durable: list[Record] = []
         self._pending: list[Record] = []
-        self.writes = 0
-        self.syncs = 0
 
     def write(self, records: Iterable[Record]) -> None:
-        before = len(self._pending)
         self._pending.extend(records)
-        self.writes += len(self._pending) - before
 
     def sync(self) -> None:
         if self._pending:
             self.durable.extend(self._pending)
             self._pending.clear()
-        self.syncs += 1
 
     @property
     def unsynced(self) -> int:

@@ -41,16 +41,21 @@ class FaultRates:
         def maybe(p_on: float, value: float) -> float:
             return value if rng.random() < p_on else 0.0
 
+        def log_uniform(low: int, high: int) -> int:
+            # Short durations as often as long ones: quick restarts and brief
+            # partitions make the tightest races.
+            return int(low * (high / low) ** rng.random())
+
         loss = maybe(0.7, rng.uniform(0.0, 0.3))
         duplication = maybe(0.5, rng.uniform(0.0, 0.1))
         delay_max = rng.randint(1, 12)
-        delay_min = rng.randint(1, delay_max)
+        delay_min = rng.randint(1, max(1, delay_max // 3))
         partition_rate = maybe(0.5, rng.uniform(0.001, 0.01))
-        partition_max = rng.randint(20, 300)
+        partition_max = log_uniform(10, 300)
         link_cut_rate = maybe(0.4, rng.uniform(0.001, 0.01))
-        link_cut_max = rng.randint(20, 200)
-        crash_rate = maybe(0.7, rng.uniform(0.0005, 0.004))
-        crash_max_down = rng.randint(5, 300)
+        link_cut_max = log_uniform(10, 200)
+        crash_rate = maybe(0.7, rng.uniform(0.0005, 0.01))
+        crash_max_down = log_uniform(3, 300)
         mid_ready = rng.uniform(0.0, 1.0)
         return cls(
             loss=loss,

@@ -15,15 +15,39 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from paxos.messages import Message
 from paxos.sim.faults import PERFECT, FaultRates
+from paxos.types import Command
 
 #: A network endpoint: a node id or a client id.
 Address = int | str
 
 
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A client asks a node to broadcast ``commands`` (its unacknowledged ones, in seq order)."""
+
+    client: str
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """Node ``src`` delivered the client's commands: ``acks`` holds ``(seq, index)`` pairs
+    (index 0: delivered, index forgotten). ``leader`` is the node ``src`` believes leads."""
+
+    src: int
+    acks: tuple[tuple[int, int], ...]
+    leader: int | None
+
+
+#: What travels on the virtual network.
+Payload = Message | ClientRequest | ClientReply
+
 # One message in flight: (delivery tick, send sequence number, src, dst, payload).
-_InFlight = tuple[int, int, Address, Address, object]
+_InFlight = tuple[int, int, Address, Address, Payload]
 
 
 class Network:
@@ -55,7 +79,7 @@ class Network:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, src: Address, dst: Address, payload: object) -> None:
+    def send(self, src: Address, dst: Address, payload: Payload) -> None:
         """Put ``payload`` on the wire; it may be lost, duplicated or delayed."""
         self.sent += 1
         rates = self.rates
@@ -67,19 +91,20 @@ class Network:
             self._drop(src, dst, payload, "lost")
             return
         copies = 2 if rates.duplication and rng.random() < rates.duplication else 1
+        low = rates.delay_min_ticks
+        spread = rates.delay_max_ticks - low + 1
         for _ in range(copies):
-            delay = rng.randint(rates.delay_min_ticks, rates.delay_max_ticks)
+            delay = low + int(rng.random() * spread)  # uniform in [min, max], cheaper than randint
             self._seq += 1
             heapq.heappush(self._queue, (self.now + delay, self._seq, src, dst, payload))
-        if self.trace is not None:
-            dup = " (dup)" if copies == 2 else ""
-            self.trace.append(f"{self.now} send {src}->{dst}{dup} {payload!r}")
+            if self.trace is not None:
+                self.trace.append(f"{self.now} send {src}->{dst} @{self.now + delay} {payload!r}")
 
-    def due(self) -> list[tuple[Address, Address, object]]:
+    def due(self) -> list[tuple[Address, Address, Payload]]:
         """Pop every message due at or before :attr:`now`, in (tick, send order)."""
         queue = self._queue
         now = self.now
-        out: list[tuple[Address, Address, object]] = []
+        out: list[tuple[Address, Address, Payload]] = []
         while queue and queue[0][0] <= now:
             _, _, src, dst, payload = heapq.heappop(queue)
             # A partition that started while the message was on the wire eats it too.
@@ -98,7 +123,7 @@ class Network:
             return True
         return bool(self._cuts) and (src, dst) in self._cuts
 
-    def _drop(self, src: Address, dst: Address, payload: object, why: str) -> None:
+    def _drop(self, src: Address, dst: Address, payload: Payload, why: str) -> None:
         self.dropped += 1
         if self.trace is not None:
             self.trace.append(f"{self.now} {why} {src}->{dst} {payload!r}")

@@ -1,0 +1,440 @@
+"""Checkers: independent judges of a simulated run, fed observations as they happen.
+
+Each checker watches one property of FIFO total-order broadcast and records a
+:class:`Violation` when it sees it broken. Checkers never raise and never look
+inside a replica: they only see what the simulator observed at the edges
+
+* ``on_issue``: a client issued a command (the only legitimate commands);
+* ``on_incarnation``: a node (re)started; its deliveries start again at index 1;
+* ``on_chosen``: a node learned that a slot holds a value;
+* ``on_delivery``: a node delivered a command at an index;
+* ``on_ack``: a client learned its command was delivered at an index;
+* ``finish``: the run is over; these nodes are up.
+
+A node incarnation is identified by ``(node, incarnation)``; only the latest
+incarnation of a node is tracked (an older one can never deliver again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from paxos.types import Command, Delivery, Value
+
+#: How many violations one checker keeps (it still counts the rest).
+MAX_KEPT = 20
+
+_Key = tuple[str, int]  # (client, seq)
+
+
+def _cmd(command: Command) -> str:
+    return f"{command.client}#{command.seq}"
+
+
+def _value(value: Value) -> str:
+    if not value:
+        return "NOOP"
+    return "[" + ", ".join(_cmd(c) for c in value) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken property: which checker saw it, when, and what."""
+
+    checker: str
+    tick: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.checker}] tick {self.tick}: {self.message}"
+
+
+class Checker:
+    """Base class: every observation is ignored unless a subclass overrides it."""
+
+    name = "checker"
+    #: Liveness failures are reported apart from safety violations.
+    liveness = False
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+        self.count = 0
+
+    def report(self, tick: int, message: str) -> None:
+        self.count += 1
+        if len(self.violations) < MAX_KEPT:
+            self.violations.append(Violation(self.name, tick, message))
+
+    def on_issue(self, command: Command, tick: int) -> None:
+        pass
+
+    def on_incarnation(self, node: int, incarnation: int, tick: int) -> None:
+        pass
+
+    def on_chosen(self, node: int, incarnation: int, slot: int, value: Value, tick: int) -> None:
+        pass
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        pass
+
+    def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
+        pass
+
+    def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
+        pass
+
+
+class Agreement(Checker):
+    """No slot is chosen with two different values, across all nodes and incarnations."""
+
+    name = "agreement"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chosen: dict[int, tuple[Value, int, int]] = {}
+
+    def on_chosen(self, node: int, incarnation: int, slot: int, value: Value, tick: int) -> None:
+        seen = self._chosen.get(slot)
+        if seen is None:
+            self._chosen[slot] = (value, node, incarnation)
+        elif seen[0] != value:
+            first, n, i = seen
+            self.report(
+                tick,
+                f"slot {slot} chosen as {_value(first)} on node {n} (incarnation {i}) "
+                f"but as {_value(value)} on node {node} (incarnation {incarnation})",
+            )
+
+
+class _PerIncarnation(Checker):
+    """Helper: keeps one state object per node, reset when the node's incarnation changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._incarnation: dict[int, int] = {}
+
+    def _fresh(self, node: int, incarnation: int) -> bool:
+        """True (and remembers the incarnation) if this is a new incarnation of ``node``."""
+        if self._incarnation.get(node) == incarnation:
+            return False
+        self._incarnation[node] = incarnation
+        return True
+
+    def on_incarnation(self, node: int, incarnation: int, tick: int) -> None:
+        if self._fresh(node, incarnation):
+            self._reset(node)
+
+    def _reset(self, node: int) -> None:
+        raise NotImplementedError
+
+
+class Integrity(_PerIncarnation):
+    """No incarnation delivers a (client, seq) twice, or two commands at one index."""
+
+    name = "integrity"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._commands: dict[int, set[_Key]] = {}
+        self._indexes: dict[int, set[int]] = {}
+
+    def _reset(self, node: int) -> None:
+        self._commands[node] = set()
+        self._indexes[node] = set()
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        if self._fresh(node, incarnation):
+            self._reset(node)
+        command = delivery.command
+        key = (command.client, command.seq)
+        commands = self._commands[node]
+        if key in commands:
+            self.report(
+                tick, f"node {node} (incarnation {incarnation}) delivered {_cmd(command)} twice"
+            )
+        commands.add(key)
+        indexes = self._indexes[node]
+        if delivery.index in indexes:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) delivered index {delivery.index} twice",
+            )
+        indexes.add(delivery.index)
+
+
+class Validity(Checker):
+    """Every chosen or delivered command is one a client issued, payload and all."""
+
+    name = "validity"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._issued: dict[_Key, bytes] = {}
+
+    def on_issue(self, command: Command, tick: int) -> None:
+        self._issued[(command.client, command.seq)] = command.payload
+
+    def _check(self, command: Command, where: str, tick: int) -> None:
+        payload = self._issued.get((command.client, command.seq))
+        if payload is None:
+            self.report(tick, f"{where}: {_cmd(command)} was never issued by a client")
+        elif payload != command.payload:
+            self.report(tick, f"{where}: {_cmd(command)} has a payload its client never sent")
+
+    def on_chosen(self, node: int, incarnation: int, slot: int, value: Value, tick: int) -> None:
+        for command in value:
+            self._check(command, f"slot {slot} on node {node}", tick)
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        self._check(delivery.command, f"index {delivery.index} on node {node}", tick)
+
+
+class TotalOrder(_PerIncarnation):
+    """Every incarnation's delivery sequence is a prefix of one global order, and each
+    delivery's ``index`` is its position in that sequence (1, 2, 3, ...)."""
+
+    name = "total-order"
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: The global order: position i-1 holds (slot, command) of index i.
+        self.order: list[tuple[int, Command]] = []
+        self._count: dict[int, int] = {}
+        self._diverged: set[int] = set()
+
+    def _reset(self, node: int) -> None:
+        self._count[node] = 0
+        self._diverged.discard(node)
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        if self._fresh(node, incarnation):
+            self._reset(node)
+        position = self._count[node] + 1
+        self._count[node] = position
+        where = f"node {node} (incarnation {incarnation})"
+        if delivery.index != position:
+            self.report(
+                tick,
+                f"{where} delivered {_cmd(delivery.command)} as index {delivery.index} "
+                f"but it is its delivery number {position}",
+            )
+        if node in self._diverged:
+            return  # reported once; everything after a divergence differs too
+        entry = (delivery.slot, delivery.command)
+        order = self.order
+        if position <= len(order):
+            slot, command = order[position - 1]
+            if (slot, command) != entry:
+                self._diverged.add(node)
+                self.report(
+                    tick,
+                    f"{where} delivered {_cmd(delivery.command)} (slot {delivery.slot}) at "
+                    f"position {position}, where another delivered {_cmd(command)} (slot {slot})",
+                )
+        else:
+            order.append(entry)  # position == len(order) + 1: all before it matched
+
+
+class FifoOrder(_PerIncarnation):
+    """Each client's commands are delivered as seq 1, 2, 3, ... with no gap or repeat.
+
+    Checked per incarnation; with :class:`TotalOrder` this holds for the global order.
+    """
+
+    name = "fifo"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[int, dict[str, int]] = {}
+
+    def _reset(self, node: int) -> None:
+        self._last[node] = {}
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        if self._fresh(node, incarnation):
+            self._reset(node)
+        last = self._last[node]
+        command = delivery.command
+        previous = last.get(command.client, 0)
+        if command.seq != previous + 1:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) delivered {_cmd(command)} "
+                f"right after {command.client}#{previous}",
+            )
+        last[command.client] = command.seq
+
+
+class AckedDelivered(Checker):
+    """Every acknowledged command is in the global order at the index its client was told.
+
+    Index 0 means "delivered, index forgotten": then it only has to be in the order.
+    """
+
+    name = "acked-delivered"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._at_index: dict[int, _Key] = {}
+        self._index_of: dict[_Key, int] = {}
+        self._acks: list[tuple[str, int, int, int]] = []
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        key = (delivery.command.client, delivery.command.seq)
+        self._at_index.setdefault(delivery.index, key)
+        self._index_of.setdefault(key, delivery.index)
+
+    def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
+        self._acks.append((client, seq, index, tick))
+
+    def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
+        told: dict[_Key, int] = {}
+        for client, seq, index, ack_tick in self._acks:
+            key = (client, seq)
+            name = f"{client}#{seq}"
+            if index > 0:
+                previous = told.setdefault(key, index)
+                if previous != index:
+                    self.report(ack_tick, f"{name} acknowledged at index {previous} and {index}")
+                at = self._at_index.get(index)
+                if at != key:
+                    where = "nothing" if at is None else f"{at[0]}#{at[1]}"
+                    self.report(
+                        ack_tick, f"{name} acknowledged at index {index}, but {where} is there"
+                    )
+            elif key not in self._index_of:
+                self.report(ack_tick, f"{name} acknowledged but never delivered anywhere")
+
+
+class Liveness(Checker):
+    """At the end of the heal phase, every client has every issued command acknowledged
+    and every live node (in its current incarnation) delivered every issued command."""
+
+    name = "liveness"
+    liveness = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._issued: dict[_Key, None] = {}
+        self._acked: set[_Key] = set()
+        self._delivered: dict[int, set[_Key]] = {}
+        self._incarnation: dict[int, int] = {}
+
+    def on_issue(self, command: Command, tick: int) -> None:
+        self._issued[(command.client, command.seq)] = None
+
+    def on_incarnation(self, node: int, incarnation: int, tick: int) -> None:
+        if self._incarnation.get(node) != incarnation:
+            self._incarnation[node] = incarnation
+            self._delivered[node] = set()
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        self.on_incarnation(node, incarnation, tick)
+        key = (delivery.command.client, delivery.command.seq)
+        if key in self._issued:  # anything else is Validity's business
+            self._delivered[node].add(key)
+
+    def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
+        key = (client, seq)
+        if key in self._issued:
+            self._acked.add(key)
+
+    def satisfied(self, live_nodes: Iterable[int]) -> bool:
+        """Cheap test, for the runner's loop: is there nothing left to wait for?"""
+        n = len(self._issued)
+        if len(self._acked) != n:
+            return False
+        empty: set[_Key] = set()
+        return all(len(self._delivered.get(node, empty)) == n for node in live_nodes)
+
+    def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
+        unacked = [k for k in self._issued if k not in self._acked]
+        if unacked:
+            self.report(tick, f"{len(unacked)} issued commands never acknowledged {_keys(unacked)}")
+        empty: set[_Key] = set()
+        for node in live_nodes:
+            delivered = self._delivered.get(node, empty)
+            missing = [k for k in self._issued if k not in delivered]
+            if missing:
+                self.report(
+                    tick,
+                    f"node {node} has not delivered {len(missing)} of {len(self._issued)} "
+                    f"issued commands {_keys(missing)}",
+                )
+
+
+def _keys(keys: Sequence[_Key], limit: int = 5) -> str:
+    shown = ", ".join(f"{c}#{s}" for c, s in keys[:limit])
+    return f"({shown}{', ...' if len(keys) > limit else ''})"
+
+
+def default_checkers() -> list[Checker]:
+    return [
+        Agreement(),
+        Integrity(),
+        Validity(),
+        TotalOrder(),
+        FifoOrder(),
+        AckedDelivered(),
+        Liveness(),
+    ]
+
+
+class Checkers:
+    """Feeds every observation to each checker (only to those that override the hook)."""
+
+    def __init__(self, checkers: Iterable[Checker] | None = None) -> None:
+        self.checkers: list[Checker] = (
+            list(checkers) if checkers is not None else default_checkers()
+        )
+        base = Checker
+        cs = self.checkers
+        self._issue = [c.on_issue for c in cs if type(c).on_issue is not base.on_issue]
+        self._incarnation = [
+            c.on_incarnation for c in cs if type(c).on_incarnation is not base.on_incarnation
+        ]
+        self._chosen = [c.on_chosen for c in cs if type(c).on_chosen is not base.on_chosen]
+        self._delivery = [c.on_delivery for c in cs if type(c).on_delivery is not base.on_delivery]
+        self._ack = [c.on_ack for c in cs if type(c).on_ack is not base.on_ack]
+
+    def on_issue(self, command: Command, tick: int) -> None:
+        for hook in self._issue:
+            hook(command, tick)
+
+    def on_incarnation(self, node: int, incarnation: int, tick: int) -> None:
+        for hook in self._incarnation:
+            hook(node, incarnation, tick)
+
+    def on_chosen(self, node: int, incarnation: int, slot: int, value: Value, tick: int) -> None:
+        for hook in self._chosen:
+            hook(node, incarnation, slot, value, tick)
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        for hook in self._delivery:
+            hook(node, incarnation, delivery, tick)
+
+    def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
+        for hook in self._ack:
+            hook(client, seq, index, tick)
+
+    def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
+        for checker in self.checkers:
+            checker.finish(tick, live_nodes)
+
+    @property
+    def violations(self) -> list[Violation]:
+        """Safety violations kept by every safety checker, in checker order."""
+        return [v for c in self.checkers if not c.liveness for v in c.violations]
+
+    @property
+    def liveness_failures(self) -> list[Violation]:
+        return [v for c in self.checkers if c.liveness for v in c.violations]
+
+    @property
+    def violation_count(self) -> int:
+        return sum(c.count for c in self.checkers if not c.liveness)
+
+    @property
+    def liveness_count(self) -> int:
+        return sum(c.count for c in self.checkers if c.liveness)

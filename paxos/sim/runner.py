@@ -1,0 +1,297 @@
+"""One deterministic simulated run: a fault phase, then a heal phase, judged by checkers.
+
+Everything random comes from ``random.Random(seed)``: the fault rates of the
+run (swarm testing), the network's losses and delays, crashes and downtimes,
+the clients' pacing and every replica's own rng. Nothing reads a clock or the
+environment, iteration is over lists and insertion-ordered dicts, so a seed
+replays byte-identically (trace included) on any machine and any
+``PYTHONHASHSEED``.
+
+* **Fault phase** (``fault_ticks``): clients issue commands; nodes crash (any
+  number of them, also all at once, also in the middle of handling a Ready)
+  and restart after a random downtime from their durable records; the network
+  loses, duplicates, delays, partitions and cuts links. Safety must hold
+  throughout.
+* **Heal phase** (at most ``heal_ticks``): every node is up, the network is
+  perfect but for small delays, clients issue nothing new and retry what is
+  unacknowledged. It ends as soon as every issued command is acknowledged and
+  delivered on every node; if the bound passes first, that is a liveness
+  failure.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from paxos.multi.config import ReplicaConfig
+from paxos.records import Record
+from paxos.sim.checkers import Checker, Checkers, Liveness, TotalOrder, Violation
+from paxos.sim.client import SimClient
+from paxos.sim.faults import FaultRates
+from paxos.sim.network import Address, Network
+from paxos.sim.node import NodeDriver, ReplicaFactory, ReplicaLike
+
+DEFAULT_FAULT_TICKS = 1500
+DEFAULT_HEAL_TICKS = 1500
+
+#: A node armed to crash mid-Ready that meets no crash point this long crashes anyway.
+_ARMED_CRASH_MAX_TICKS = 20
+
+
+def default_replica_factory(
+    node_id: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
+) -> ReplicaLike:
+    """The real :class:`paxos.multi.replica.Replica` (imported on first use)."""
+    from paxos.multi.replica import Replica
+
+    return Replica(node_id, config, rng, records)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything one run depends on. Rates left as ``None`` are drawn from the seed."""
+
+    seed: int
+    nodes: int = 3
+    fault_ticks: int = DEFAULT_FAULT_TICKS
+    #: The liveness bound: ticks the healed cluster gets to converge.
+    heal_ticks: int = DEFAULT_HEAL_TICKS
+    clients: int = 3
+    commands_per_client: int = 30
+    #: Unacknowledged commands a client may have at once.
+    outstanding: int = 3
+    #: Per-node, per-tick crash probability; None: drawn from the seed.
+    crash_rate: float | None = None
+    #: All fault rates; None: drawn from the seed (crash_rate, if set, still wins).
+    faults: FaultRates | None = None
+    #: Replica tuning; its ``nodes`` must be 1..nodes. None: ReplicaConfig defaults.
+    replica_config: ReplicaConfig | None = None
+    #: Builds each replica; tests plant bugs by passing a Replica subclass.
+    replica_factory: ReplicaFactory = default_replica_factory
+    #: Runs each node; tests plant bugs in the Ready handling by subclassing it.
+    driver_cls: type[NodeDriver] = NodeDriver
+    #: Builds the checkers; None: all of :func:`~paxos.sim.checkers.default_checkers`.
+    checkers: Callable[[], list[Checker]] | None = None
+    trace: bool = False
+
+
+@dataclass
+class SimResult:
+    """What one run found."""
+
+    seed: int
+    nodes: int
+    fault_ticks: int
+    faults: FaultRates
+    violations: list[Violation] = field(default_factory=list)
+    liveness_failures: list[Violation] = field(default_factory=list)
+    #: Totals, including violations beyond the ones kept.
+    violation_count: int = 0
+    liveness_count: int = 0
+    issued: int = 0
+    acked: int = 0
+    #: Length of the global total order (commands delivered, counted once).
+    delivered: int = 0
+    ticks: int = 0
+    #: The tick at which the healed cluster had everything delivered, if it did.
+    converged_tick: int | None = None
+    crashes: int = 0
+    messages: int = 0
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violation_count and not self.liveness_count
+
+
+def run(config: SimConfig) -> SimResult:
+    """Run one simulation; deterministic in ``config`` (and the replica code)."""
+    return _Run(config).run()
+
+
+def run_many(
+    base: SimConfig,
+    seeds: Iterable[int],
+    progress: Callable[[SimResult], None] | None = None,
+) -> list[SimResult]:
+    """Run ``base`` once per seed, in order, calling ``progress`` after each run."""
+    results = []
+    for seed in seeds:
+        result = run(replace(base, seed=seed))
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
+
+
+class _Run:
+    def __init__(self, config: SimConfig) -> None:
+        if config.nodes < 1 or config.clients < 1:
+            raise ValueError("need at least one node and one client")
+        if config.fault_ticks < 0 or config.heal_ticks < 1:
+            raise ValueError("fault_ticks must be >= 0 and heal_ticks >= 1")
+        self.config = config
+        rng = random.Random(config.seed)
+        # Always drawn, so the rest of the run's draws do not depend on overrides.
+        rates = FaultRates.draw(rng)
+        if config.faults is not None:
+            rates = config.faults
+        if config.crash_rate is not None:
+            rates = replace(rates, crash_rate=config.crash_rate)
+        self.rates = rates
+        # Independent streams: how much one part draws never shifts another.
+        self.fault_rng = random.Random(rng.getrandbits(64))
+        self.replica_rngs = random.Random(rng.getrandbits(64))
+        net_rng = random.Random(rng.getrandbits(64))
+        client_rng = random.Random(rng.getrandbits(64))
+
+        self.trace: list[str] | None = [] if config.trace else None
+        node_ids = tuple(range(1, config.nodes + 1))
+        self.node_ids = node_ids
+        replica_config = config.replica_config or ReplicaConfig(nodes=node_ids)
+        if tuple(replica_config.nodes) != node_ids:
+            raise ValueError(f"replica_config.nodes must be {node_ids}")
+        client_ids = [f"c{i}" for i in range(1, config.clients + 1)]
+        self.checkers = Checkers(config.checkers() if config.checkers is not None else None)
+        self.network = Network(net_rng, rates, node_ids, client_ids, self.trace)
+        self.drivers = [
+            config.driver_cls(
+                n, replica_config, config.replica_factory, self.network, self.checkers, self.trace
+            )
+            for n in node_ids
+        ]
+        # Clients spread their commands over the fault phase (at 1-4x the even pace).
+        even_rate = config.commands_per_client / max(1, config.fault_ticks)
+        self.clients = [
+            SimClient(
+                cid,
+                node_ids,
+                random.Random(client_rng.getrandbits(64)),
+                self.network,
+                self.checkers,
+                commands=config.commands_per_client,
+                outstanding=config.outstanding,
+                issue_rate=min(1.0, even_rate * client_rng.uniform(1.0, 4.0)),
+                retry_ticks=client_rng.randint(30, 60),
+                trace=self.trace,
+            )
+            for cid in client_ids
+        ]
+        self.endpoints: dict[Address, NodeDriver | SimClient] = {}
+        for driver in self.drivers:
+            self.endpoints[driver.node_id] = driver
+        for client in self.clients:
+            self.endpoints[client.id] = client
+        self.restart_at: dict[int, int] = {}
+        self.result = SimResult(config.seed, config.nodes, config.fault_ticks, rates)
+
+    def _log(self, now: int, text: str) -> None:
+        if self.trace is not None:
+            self.trace.append(f"{now} sim {text}")
+
+    def run(self) -> SimResult:
+        config = self.config
+        result = self.result
+        network = self.network
+        liveness = next(
+            (c for c in self.checkers.checkers if isinstance(c, Liveness)), None
+        )
+        self._log(0, f"seed {config.seed} nodes {config.nodes} faults {self.rates.describe()}")
+        now = 0
+        try:
+            for driver in self.drivers:
+                driver.start(random.Random(self.replica_rngs.getrandbits(64)))
+            end = config.fault_ticks + config.heal_ticks
+            healed = False
+            while now < end:
+                now += 1
+                network.now = now
+                if now <= config.fault_ticks:
+                    network.update_faults()
+                    self._crashes_and_restarts(now)
+                elif not healed:
+                    healed = True
+                    self._heal(now)
+                endpoints = self.endpoints
+                for src, dst, payload in network.due():
+                    endpoint = endpoints.get(dst)
+                    if endpoint is None:
+                        raise ValueError(f"{src!r} sent {payload!r} to unknown endpoint {dst!r}")
+                    endpoint.receive(src, payload)
+                for driver in self.drivers:
+                    driver.tick()
+                for client in self.clients:
+                    client.tick(now)
+                if healed and (
+                    liveness.satisfied(self.node_ids)
+                    if liveness is not None
+                    else all(c.done for c in self.clients)
+                ):
+                    result.converged_tick = now
+                    break
+        except Exception as exc:  # a replica bug must become a report, not a crash of the sim
+            result.violations.append(_exception_violation(now, exc))
+            result.violation_count += 1
+            self._log(now, f"exception {exc!r}")
+        live = [d.node_id for d in self.drivers if d.up]
+        self.checkers.finish(now, live)
+        result.violations.extend(self.checkers.violations)
+        result.liveness_failures = self.checkers.liveness_failures
+        result.violation_count += self.checkers.violation_count
+        result.liveness_count = self.checkers.liveness_count
+        result.issued = sum(c.next_seq - 1 for c in self.clients)
+        result.acked = sum(len(c.acked) for c in self.clients)
+        order = next((c for c in self.checkers.checkers if isinstance(c, TotalOrder)), None)
+        result.delivered = len(order.order) if order is not None else 0
+        result.ticks = now
+        result.crashes = sum(d.crashes for d in self.drivers)
+        result.messages = network.sent
+        self._log(now, f"end: {result.delivered} delivered, {result.acked}/{result.issued} acked")
+        if self.trace is not None:
+            result.trace = self.trace
+        return result
+
+    def _crashes_and_restarts(self, now: int) -> None:
+        rates = self.rates
+        rng = self.fault_rng
+        for driver in self.drivers:
+            if driver.up:
+                if driver.crash_countdown:
+                    if now - driver.armed_at >= _ARMED_CRASH_MAX_TICKS:
+                        driver.crash()
+                elif rates.crash_rate and rng.random() < rates.crash_rate:
+                    if rng.random() < rates.mid_ready_crash:
+                        driver.arm_crash(rng.randint(1, 4))
+                    else:
+                        driver.crash()
+            if not driver.up:
+                node = driver.node_id
+                restart = self.restart_at.get(node)
+                if restart is None:
+                    self.restart_at[node] = now + rng.randint(1, max(1, rates.crash_max_down_ticks))
+                elif now >= restart:
+                    del self.restart_at[node]
+                    driver.start(random.Random(self.replica_rngs.getrandbits(64)))
+
+    def _heal(self, now: int) -> None:
+        self._log(now, "heal: all nodes up, network perfect, clients stop issuing")
+        self.network.heal()
+        self.restart_at.clear()
+        for driver in self.drivers:
+            driver.crash_countdown = 0
+            if not driver.up:
+                driver.start(random.Random(self.replica_rngs.getrandbits(64)))
+        for client in self.clients:
+            client.issuing = False
+
+
+def _exception_violation(now: int, exc: Exception) -> Violation:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+    return Violation("exception", now, f"{type(exc).__name__}: {exc}{where}")
