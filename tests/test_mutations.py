@@ -104,8 +104,11 @@ def first_violation(base: SimConfig) -> int | None:
 
 MUTANTS = {
     "phase-2 quorum one below a majority": SimConfig(0, replica_factory=_factory(QuorumOneShort)),
+    # A forgotten promise only matters if the acceptor restarts between promising a
+    # new candidate and hearing from the old leader again: a narrow window (pre-vote
+    # and stickiness make competing leaders rare), so this run crashes nodes often.
     "promise not persisted across restart": SimConfig(
-        0, replica_factory=_factory(ForgetsPromises)
+        0, replica_factory=_factory(ForgetsPromises), crash_rate=0.03
     ),
     "acceptor replies before its record is durable": SimConfig(
         0, driver_cls=RepliesBeforeDurable

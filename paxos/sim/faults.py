@@ -54,7 +54,9 @@ class FaultRates:
         partition_max = log_uniform(10, 300)
         link_cut_rate = maybe(0.4, rng.uniform(0.001, 0.01))
         link_cut_max = log_uniform(10, 200)
-        crash_rate = maybe(0.7, rng.uniform(0.0005, 0.01))
+        # Log-uniform over two decades: most runs crash now and then, some
+        # crash constantly, which is what finds races around restarts.
+        crash_rate = maybe(0.7, 0.0005 * 100 ** rng.random())
         crash_max_down = log_uniform(3, 300)
         mid_ready = rng.uniform(0.0, 1.0)
         return cls(
