@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 
@@ -47,11 +47,13 @@ class ClusterUnavailable(TimeoutError):
     """No node answered (or nothing was committed) within the deadline."""
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """A payload this client broadcast, now committed at ``index`` (1-based) in the total order."""
+class Committed(NamedTuple):
+    """A payload this client broadcast, now committed at ``index`` (1-based) in the total order.
 
-    index: int
+    ``index`` is 0 if the payload was committed so long ago that no node kept its index.
+    """
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
     client: str
     seq: int
 
@@ -161,13 +163,14 @@ class Client:
             for node, frame in self.transport.poll(50):
                 msg = self._decode(node, frame)
                 if isinstance(msg, SubmitAck) and msg.client == self.client_id:
+                    client_id = self.client_id
+                    pop = unacked.pop
                     for first_seq, first_index, count in msg.acks:
-                        for k in range(count):
-                            seq = first_seq + k
-                            if unacked.pop(seq, None) is not None:
+                        for seq in range(first_seq, first_seq + count):
+                            if pop(seq, None) is not None:
                                 # index 0: delivered so long ago the node forgot where.
-                                index = first_index + k if first_index else 0
-                                done[seq] = Committed(index, self.client_id, seq)
+                                index = first_index + (seq - first_seq) if first_index else 0
+                                done[seq] = Committed(index, client_id, seq)
                     last_progress = time.monotonic()
                     last_send = last_progress
                     if msg.leader and msg.leader in self.cluster.nodes:

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +58,8 @@ from paxos.records import Record
 from paxos.types import Command, Delivery
 
 log = structlog.get_logger("broadcast.node")
+
+_command_of = itemgetter(2)  # Delivery -> its Command, in C
 
 _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
 
@@ -157,7 +160,10 @@ class Node:
 
         self.log: list[Command] = []  # delivered commands; log[i - 1] has index i
         self._pending = Ready()
-        self._client_waiting: dict[tuple[str, int], bytes] = {}  # (client, seq) -> identity
+        # client id -> routing identity of its latest request here. Every delivery of
+        # that client is acknowledged to it: acknowledging something committed is
+        # always true, and a client ignores acks for seqs it is not waiting for.
+        self._routes: dict[str, bytes] = {}
         self._acks: dict[bytes, dict[str, list[tuple[int, int]]]] = {}
         self._held_fetches: list[tuple[float, bytes, Fetch]] = []
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -168,7 +174,7 @@ class Node:
         self._next_tick = time.monotonic() + self.tick_s
         self._dropped_frames = 0
         self._closed = False
-        self.max_pending_clients = 200_000
+        self.max_routes = 100_000
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -315,26 +321,46 @@ class Node:
             self.transport.send_many(dst, frames)
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
+        self.log.extend(map(_command_of, deliveries))
         sm = self.state_machine
         local = self._local
-        waiting_clients = self._client_waiting
-        for delivery in deliveries:
-            command = delivery.command
-            self.log.append(command)
-            result = sm.apply(delivery) if sm is not None else None
-            for callback in self._callbacks:
-                callback(delivery)
-            if command.client == local.client:
-                entry = local.waiting.pop(command.seq, None)
-                if entry is not None:
-                    entry[1].set_result(BroadcastResult(delivery.index, result))
+        results: dict[int, Any] = {}
+        if sm is not None or self._callbacks:
+            callbacks = self._callbacks
+            for delivery in deliveries:
+                result = sm.apply(delivery) if sm is not None else None
+                for callback in callbacks:
+                    callback(delivery)
+                if delivery.command.client == local.client:
+                    results[delivery.index] = result
+        routes = self._routes
+        acks = self._acks
+        local_client = local.client
+        # client -> its ack list, or None if it has no route here (looked up once per batch)
+        per_client: dict[str, list[tuple[int, int]] | None] = {}
+        for index, _, command in deliveries:
+            client = command[0]
+            if client == local_client:
+                self._resolve_local(command[1], index, results.get(index))
+                continue
+            if client in per_client:
+                pending = per_client[client]
             else:
-                identity = waiting_clients.pop((command.client, command.seq), None)
-                if identity is not None:
-                    self._ack(identity, command.client, command.seq, delivery.index)
+                identity = routes.get(client)
+                pending = None if identity is None else acks.setdefault(identity, {}).setdefault(
+                    client, []
+                )
+                per_client[client] = pending
+            if pending is not None:
+                pending.append((command[1], index))
         self._send_acks()
         if self._held_fetches:
             self._serve_fetches(time.monotonic(), expire=False)
+
+    def _resolve_local(self, seq: int, index: int, result: Any) -> None:
+        entry = self._local.waiting.pop(seq, None)
+        if entry is not None:
+            entry[1].set_result(BroadcastResult(index, result))
 
     # ------------------------------------------------------------------ frames
 
@@ -378,26 +404,28 @@ class Node:
 
     def _on_submit(self, identity: bytes, msg: Submit) -> None:
         replica = self.replica
+        last = replica.sessions.last
+        routes = self._routes
         fresh: list[Command] = []
         for command in msg.commands:
-            index = replica.outcome(command.client, command.seq)
-            if index is not None:
-                self._ack(identity, command.client, command.seq, index)
+            client, seq, _ = command
+            if seq <= last.get(client, 0):
+                # Delivered already (a retry): answer from the replicated session.
+                self._ack(identity, client, seq, replica.outcome(client, seq) or 0)
             else:
                 fresh.append(command)
+            if routes.get(client) != identity:
+                routes.pop(client, None)
+                routes[client] = identity  # most recent last, so the oldest go first
+                if len(routes) > self.max_routes:
+                    del routes[next(iter(routes))]
         if fresh:
-            busy = (
-                len(self._client_waiting) + len(fresh) > self.max_pending_clients
-                or len(replica.queue) + len(fresh) > self.config.queue_max
-            )
-            if busy:
+            if len(replica.queue) + len(fresh) > self.config.queue_max:
                 # Backpressure: refuse instead of queueing without bound; the client retries.
                 first = fresh[0]
                 refusal = SubmitRefused(first.client, first.seq, "busy", replica.leader or 0)
                 self.transport.reply(identity, encode(refusal))
             else:
-                for command in fresh:
-                    self._client_waiting[(command.client, command.seq)] = identity
                 self._take(replica.propose(fresh))
         self._send_acks()
 

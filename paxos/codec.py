@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from functools import partial
 from operator import attrgetter
 from operator import call as _call
 from typing import Any, Final
@@ -222,26 +223,36 @@ def _command(t: object) -> Command:
     return cmd
 
 
+#: Builds a Command from a checked 3-tuple without a Python-level call (a C partial).
+_make_command: Callable[[tuple[Any, ...]], Command] = partial(_new_tuple, Command)
+_TUPLE_ONLY = {tuple}
+_THREE_ONLY = {3}
+_STR_ONLY = {str}
+_INT_ONLY = {int}
+_BYTES_ONLY = {bytes}
+
+
 def _value(x: object) -> Value:
     if type(x) is not tuple:
         raise CodecError(f"expected value (array of commands), got {_describe(x)}")
-    # Hot path (Accept batches of hundreds of commands): one inlined pass per command.
-    out: list[Command] = []
-    append = out.append
-    for t in x:
-        if type(t) is not tuple or len(t) != 3:
-            raise CodecError(f"expected command [client, seq, payload], got {_describe(t)}")
-        c, s, p = t
+    if not x:
+        return ()
+    # Hot path (Accept batches of hundreds of commands): whole-batch checks whose
+    # loops run in C (map/set/zip/min/max), then one C-level constructor per command.
+    if set(map(type, x)) == _TUPLE_ONLY and set(map(len, x)) == _THREE_ONLY:
+        clients, seqs, payloads = zip(*x, strict=True)
         if (
-            type(c) is not str
-            or len(c) > MAX_CLIENT_ID_LEN  # bounded session keys
-            or type(s) is not int
-            or s < 0  # seqs are never negative
-            or type(p) is not bytes
+            set(map(type, clients)) == _STR_ONLY
+            and set(map(type, seqs)) == _INT_ONLY  # exact int: a bool is refused
+            and set(map(type, payloads)) == _BYTES_ONLY
+            and min(seqs) >= 0  # seqs are never negative
+            and max(map(len, clients)) <= MAX_CLIENT_ID_LEN  # bounded session keys
         ):
-            raise CodecError(f"bad command {_describe(t)}")
-        append(_new_tuple(Command, t))
-    return tuple(out)
+            return tuple(map(_make_command, x))
+    # Something is wrong: find the first bad command and say what it is.
+    for t in x:
+        _command(t)
+    raise CodecError("bad value")  # unreachable: _command raised
 
 
 def _promise_entries(x: object) -> tuple[PromiseEntry, ...]:

@@ -7,7 +7,6 @@ arrays without any conversion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -46,14 +45,15 @@ Value = tuple[Command, ...]
 NOOP: Value = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """A committed command handed to the application.
 
     ``index`` is the 1-based position in the total order (identical on every
     replica); ``slot`` is the log slot whose batch held it.
     """
 
-    index: int
+    # A NamedTuple (one per delivered command, on the hot path) whose first
+    # field deliberately shadows tuple.index: attribute access gives the field.
+    index: int  # type: ignore[assignment]
     slot: int
     command: Command

@@ -18,7 +18,7 @@ from paxos.messages import (
 )
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.replica import Replica, Role
-from paxos.multi.sessions import Sessions
+from paxos.multi.sessions import RUNS_PER_CLIENT, Sessions
 from paxos.records import AcceptRecord, PromiseRecord
 from paxos.types import NOOP, Ballot, Command
 
@@ -265,13 +265,17 @@ def test_retries_are_delivered_once_and_in_client_order() -> None:
 
 def test_sessions_forget_old_indexes_but_not_that_they_were_delivered() -> None:
     s = Sessions()
-    for seq in range(1, 3001):
-        assert s.admit("c", seq, seq + 10)
-    assert not s.admit("c", 5, 9999)
-    assert s.outcome("c", 3000) == 3010
-    assert s.outcome("c", 1) == 0
-    assert s.outcome("c", 3001) is None
+    n = 3 * RUNS_PER_CLIENT
+    for seq in range(1, n + 1):
+        assert s.admit("c", seq, 2 * seq)  # other clients' commands in between: one run each
+    assert not s.admit("c", 5, 99999)
+    assert s.outcome("c", n) == 2 * n
+    assert s.outcome("c", 1) == 0  # delivered, index forgotten
+    assert s.outcome("c", n + 1) is None
     assert s.outcome("nobody", 1) is None
+    s.record("d", 1, 10, 500)  # a run of a whole batch is one entry
+    s.last["d"] = 500
+    assert s.outcome("d", 250) == 259
 
 
 def test_a_single_node_cluster_commits_alone() -> None:

@@ -37,6 +37,7 @@ import enum
 import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from paxos.messages import (
@@ -564,18 +565,34 @@ class Replica:
 
     def _deliver(self, first: int, last: int) -> None:
         out = self._out
-        sessions = self.sessions
+        deliveries = out.deliveries
+        chosen = out.chosen
+        last_seq = self.sessions.last
+        record = self.sessions.record
         index = self.delivered_index
         for slot in range(first, last + 1):
             value = self.chosen[slot]
-            out.chosen.append((slot, value))
+            chosen.append((slot, value))
+            run_client: str | None = None
+            run_seq = run_index = run_len = 0
             for command in value:
+                client, seq, _ = command
                 # Exactly-once, FIFO per client: only the client's next seq is
                 # delivered; a retry (seq too low) or a command whose predecessor
                 # was lost (seq too high) is skipped identically on every replica.
-                if sessions.admit(command.client, command.seq, index + 1):
-                    index += 1
-                    out.deliveries.append(Delivery(index, slot, command))
+                if seq != last_seq.get(client, 0) + 1:
+                    continue
+                last_seq[client] = seq
+                index += 1
+                deliveries.append(_new_delivery((index, slot, command)))
+                if client == run_client and seq == run_seq + run_len:
+                    run_len += 1
+                    continue
+                if run_client is not None:
+                    record(run_client, run_seq, run_index, run_len)
+                run_client, run_seq, run_index, run_len = client, seq, index, 1
+            if run_client is not None:
+                record(run_client, run_seq, run_index, run_len)
         self.delivered_index = index
 
     def _request_catchup(self, target: int) -> None:
@@ -646,6 +663,9 @@ class Replica:
         for peer in self.peers:
             append((peer, msg))
 
+
+#: Delivery(index, slot, command) built by a C-level call (one per delivered command).
+_new_delivery: Callable[[tuple[int, int, Command]], Delivery] = partial(tuple.__new__, Delivery)
 
 _HANDLER_NAMES: dict[type, str] = {
     Prepare: "on_prepare",
