@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -21,9 +22,30 @@ _SHOWN_FAILURES = 20
 _SHOWN_VIOLATIONS = 8
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """A group whose every user error (bad option, bad value, bad config) is one line.
+
+    Click prints usage text before a usage error; operators scripting the CLI
+    get ``Error: ...`` alone on stderr and a non-zero exit (2 for usage, 1 else).
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_OneLineErrors)
 def main() -> None:
-    """Multi-Paxos FIFO total-order broadcast."""
+    """Multi-Paxos FIFO total-order broadcast: nodes, clients and a fault simulator."""
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,12 @@ class Client:
     # ------------------------------------------------------------------ subscribe
 
     def subscribe(
-        self, from_index: int = 1, *, node: int | None = None, idle_timeout: float | None = None
+        self,
+        from_index: int = 1,
+        *,
+        node: int | None = None,
+        idle_timeout: float | None = None,
+        unreachable_timeout: float | None = None,
     ) -> Iterator[Delivery]:
         """Yield every delivery from ``from_index`` on, in total order, forever.
 
@@ -236,7 +241,9 @@ class Client:
         from any node, moving to another one when it stops answering. Indexes
         are identical on every node, so switching never skips or repeats.
         ``slot`` is 0 in these deliveries (the node does not say). With
-        ``idle_timeout``, stops after that many seconds without a delivery.
+        ``idle_timeout``, stops after that many seconds without a delivery; with
+        ``unreachable_timeout``, raises :class:`ClusterUnavailable` after that
+        many seconds in which no node answered.
         """
         if from_index < 1:
             raise ValueError("from_index starts at 1")
@@ -245,7 +252,7 @@ class Client:
         source = node if node is not None else self._target
         next_index = from_index
         wait_ms = 1000
-        last_delivery = time.monotonic()
+        last_delivery = last_answer = time.monotonic()
         while True:
             self.transport.send(source, encode(Fetch(next_index, FETCH_MAX, wait_ms)))
             deadline = time.monotonic() + wait_ms / 1000 + 2.0
@@ -258,13 +265,19 @@ class Client:
                     if msg.first_index != next_index:
                         continue  # the answer to an earlier fetch: already served
                     answered = True
+                    last_answer = time.monotonic()
                     for command in msg.commands:
                         yield Delivery(next_index, 0, command)
                         next_index += 1
                     if msg.commands:
                         last_delivery = time.monotonic()
-            if idle_timeout is not None and time.monotonic() - last_delivery > idle_timeout:
+            now = time.monotonic()
+            if idle_timeout is not None and now - last_delivery > idle_timeout:
                 return
+            if unreachable_timeout is not None and now - last_answer > unreachable_timeout:
+                raise ClusterUnavailable(
+                    f"no node answered for {unreachable_timeout:.0f}s ({self.cluster.spec()})"
+                )
             if not answered and node is None:
                 source = self._after(source)
 

@@ -40,7 +40,7 @@ def _cluster(spec: str) -> Cluster:
     try:
         return parse_cluster(spec)
     except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--cluster") from None
+        raise click.ClickException(f"--cluster: {exc}") from None
 
 
 # ---------------------------------------------------------------------- paxos node
@@ -265,7 +265,9 @@ def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
 @click.option("--count", type=click.IntRange(1), default=None, help="Exit after COUNT deliveries.")
 @click.option("--node", "node_id", type=int, default=None, help="Read from this node only.")
 @click.option("--idle-timeout", type=click.FloatRange(0.1), default=None,
-              help="Exit (status 1) after this many seconds without a delivery.")
+              help="Stop after this many seconds without a delivery.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Fail after this many seconds in which no node answered.")
 @log_level_option
 def subscribe_command(
     spec: str,
@@ -273,6 +275,7 @@ def subscribe_command(
     count: int | None,
     node_id: int | None,
     idle_timeout: float | None,
+    timeout: float,
     log_level: str,
 ) -> None:
     """Print the ordered delivery stream as JSON lines, from index FROM on."""
@@ -282,12 +285,18 @@ def subscribe_command(
         raise click.BadParameter(f"node {node_id} is not in the cluster", param_hint="--node")
     seen = 0
     with Client(cluster) as client:
-        for delivery in client.subscribe(from_index, node=node_id, idle_timeout=idle_timeout):
-            c = delivery.command
-            click.echo(delivery_json(delivery.index, c.client, c.seq, c.payload))
-            seen += 1
-            if count is not None and seen >= count:
-                return
+        stream = client.subscribe(
+            from_index, node=node_id, idle_timeout=idle_timeout, unreachable_timeout=timeout
+        )
+        try:
+            for delivery in stream:
+                c = delivery.command
+                click.echo(delivery_json(delivery.index, c.client, c.seq, c.payload))
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+        except ClusterUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
     if count is not None:
         raise click.ClickException(f"only {seen} of {count} deliveries before the idle timeout")
 

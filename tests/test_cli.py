@@ -1,0 +1,127 @@
+"""The CLI as operators use it: real processes, JSON lines, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from procs import ProcessCluster
+
+pytestmark = pytest.mark.integration
+
+
+def paxos(
+    *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broadcast", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
+    procs = ProcessCluster(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def test_broadcast_subscribe_and_status(cluster: ProcessCluster) -> None:
+    spec = cluster.cluster.spec()
+    cluster.leader()
+    out = paxos("broadcast", "--cluster", spec, "--client-id", "ops", "hello", "wörld")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert lines == [
+        {"index": 1, "client": "ops", "seq": 1},
+        {"index": 2, "client": "ops", "seq": 2},
+    ]
+    out = paxos("broadcast", "--cluster", spec, "--client-id", "ops", "-", stdin="a\nb\n")
+    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [3, 4]
+    out = paxos("broadcast", "--cluster", spec, "--count", "50", "--size", "10")
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 50
+
+    out = paxos("subscribe", "--cluster", spec, "--from", "2", "--count", "3", "--node", "2")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows[0] == {"index": 2, "client": "ops", "seq": 2, "payload": "wörld"}
+    assert [r["index"] for r in rows] == [2, 3, 4]
+
+    out = paxos("status", "--cluster", spec, "--json")
+    assert out.returncode == 0
+    status = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [s["id"] for s in status] == [1, 2, 3]
+    assert all(s["reachable"] for s in status)
+    assert sum(s["role"] == "leader" for s in status) == 1
+    assert len({s["leader"] for s in status}) == 1
+
+
+def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
+    from broadcast import Client
+
+    spec = cluster.cluster.spec()
+    with Client(spec) as client:
+        client.broadcast(b"\xff\xfe")
+    out = paxos("subscribe", "--cluster", spec, "--count", "1")
+    assert json.loads(out.stdout)["payload_b64"] == "//4="
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("node", "--id", "9", "--cluster", "1=127.0.0.1:7401", "--data-dir", "{tmp}"),
+            "not in the cluster",
+        ),
+        (("node", "--id", "1", "--cluster", "nonsense", "--data-dir", "{tmp}"), "--cluster"),
+        (
+            ("node", "--id", "1", "--cluster", "1=127.0.0.1:99999", "--data-dir", "{tmp}"),
+            "out of range",
+        ),
+        (
+            ("broadcast", "--cluster", "1=127.0.0.1:7402", "--timeout", "1", "x"),
+            "no broadcast committed",
+        ),
+        (("subscribe", "--cluster", "1=127.0.0.1:7403", "--timeout", "1"), "no node answered"),
+        (("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2"), "reachable"),
+        (("broadcast", "--cluster", "1=127.0.0.1:7405"), "MESSAGE"),
+        (("sim", "--nodes", "99"), "--nodes"),
+    ],
+)
+def test_user_errors_are_one_line_and_non_zero(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    out = paxos(*(a.replace("{tmp}", str(tmp_path)) for a in args), timeout=60)
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("{")]
+    assert len(errors) == 1 and errors[0].startswith("Error:") and message in errors[0], out.stderr
+
+
+def test_port_in_use_and_corrupted_data_dir(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = paxos(
+            "node", "--id", "1", "--cluster", f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path)
+        )
+    assert out.returncode != 0 and "address already in use" in out.stderr.splitlines()[-1]
+    wal = tmp_path / "bad" / "wal"
+    wal.mkdir(parents=True)
+    (wal / "wal-00000001.log").write_bytes(b"not a log at all")
+    out = paxos(
+        "node", "--id", "1", "--cluster", "1=127.0.0.1:7406", "--data-dir", str(tmp_path / "bad")
+    )
+    assert out.returncode != 0
+    assert "wal-00000001.log" in out.stderr.splitlines()[-1]
