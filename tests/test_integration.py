@@ -33,7 +33,11 @@ def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
 
 
 def _broadcast_in_threads(
-    cluster: ProcessCluster, names: list[str], count: int, during: threading.Event | None = None
+    cluster: ProcessCluster,
+    names: list[str],
+    count: int,
+    during: threading.Event | None = None,
+    window: int = 4096,
 ) -> dict[str, list[Committed]]:
     results: dict[str, list[Committed]] = {}
     errors: list[BaseException] = []
@@ -44,7 +48,7 @@ def _broadcast_in_threads(
                 during.set()
 
         try:
-            with Client(cluster.cluster, client_id=name, timeout=60) as client:
+            with Client(cluster.cluster, client_id=name, timeout=60, window=window) as client:
                 payloads = (f"{name}-{i}".encode() for i in range(1, count + 1))
                 results[name] = client.broadcast_many(payloads, on_commit=progress)
         except BaseException as exc:
@@ -93,9 +97,10 @@ def test_leader_killed_mid_run_and_restarted(cluster: ProcessCluster) -> None:
     leader = cluster.leader()
     third = threading.Event()
     box: dict[str, dict[str, list[Committed]]] = {}
+    # A small window keeps the clients busy across the kill and the restart.
     worker = threading.Thread(
         target=lambda: box.setdefault(
-            "acked", _broadcast_in_threads(cluster, ["alice", "bob"], MESSAGES, third)
+            "acked", _broadcast_in_threads(cluster, ["alice", "bob"], MESSAGES, third, window=20)
         )
     )
     worker.start()
@@ -103,6 +108,7 @@ def test_leader_killed_mid_run_and_restarted(cluster: ProcessCluster) -> None:
     cluster.kill(leader)
     new_leader = cluster.leader(exclude=leader)
     assert new_leader != leader
+    assert worker.is_alive(), "the run ended before the leader was killed"
     cluster.start(leader)  # restart from its data directory, mid-run
     worker.join(300)
     acked = box["acked"]
