@@ -74,7 +74,7 @@ class Client:
         *,
         client_id: str | None = None,
         timeout: float = 30.0,
-        retry_s: float = 0.5,
+        retry_s: float = 0.25,
         window: int = 4096,
         batch: int = 256,
     ) -> None:
@@ -148,16 +148,22 @@ class Client:
             if exhausted and not unacked:
                 break
             now = time.monotonic()
+            targets: tuple[int, ...] = (self._target,)
             if now - last_send >= self.retry_s and unacked and not unsent:
-                # No acknowledgement for a while: resend everything unacknowledged,
-                # in order, maybe elsewhere. Repeats are dropped by the sessions.
-                if last_send:
-                    self._target = self._next_target()
+                # No acknowledgement for a while: the target may be down or cut off.
+                # Resend everything unacknowledged, in order, to every node: any live
+                # one forwards to the leader (or queues until one is elected), and the
+                # replicated sessions drop the repeats.
+                targets = self.cluster.ids
                 unsent = list(unacked.values())
             if unsent:
-                for i in range(0, len(unsent), self.batch):
-                    chunk = tuple(unsent[i : i + self.batch])
-                    self.transport.send(self._target, encode(Submit(chunk)))
+                frames = [
+                    encode(Submit(tuple(unsent[i : i + self.batch])))
+                    for i in range(0, len(unsent), self.batch)
+                ]
+                for target in targets:
+                    for frame in frames:
+                        self.transport.send(target, frame)
                 unsent = []
                 last_send = now
             for node, frame in self.transport.poll(50):
@@ -190,9 +196,6 @@ class Client:
                     f"({len(unacked)} unacknowledged; cluster {self.cluster.spec()})"
                 )
         return [done[seq] for seq in range(first_seq, self._next_seq)]
-
-    def _next_target(self) -> int:
-        return self._after(self._target)
 
     def _after(self, node: int) -> int:
         ids = self.cluster.ids
