@@ -84,7 +84,7 @@ from paxos.messages import (
     Promise,
     PromiseEntry,
 )
-from paxos.records import AcceptRecord, PromiseRecord, Record
+from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.types import Ballot, Command, Value
 
 __all__ = [
@@ -503,6 +503,7 @@ _register(12, CatchupReply, (NODE_ID, _CHOSEN_ENTRIES, UINT))
 _register(13, Forward, (NODE_ID, VALUE))
 _register(32, PromiseRecord, (BALLOT,))
 _register(33, AcceptRecord, (UINT, BALLOT, VALUE))
+_register(34, CommitRecord, (UINT,))
 
 
 # ---------------------------------------------------------------------------

@@ -28,4 +28,17 @@ class AcceptRecord:
     value: Value
 
 
-Record = PromiseRecord | AcceptRecord
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    """Every slot <= ``commit`` is chosen, and this node's accepted value there is
+    the chosen one (values learned by catch-up are recorded as accepted too).
+
+    Not a vow: it may be lost in a crash (the node re-learns from peers). It
+    lets a restarted node replay its chosen prefix from its own disk and keeps
+    phase 1 small after a restart of the whole cluster.
+    """
+
+    commit: int
+
+
+Record = PromiseRecord | AcceptRecord | CommitRecord

@@ -47,7 +47,7 @@ from paxos.messages import (
     PreVoteReply,
     Promise,
 )
-from paxos.records import AcceptRecord, PromiseRecord, Record
+from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.types import NOOP, ZERO_BALLOT, Ballot, Command
 
 B = Ballot(3, 2)
@@ -77,6 +77,7 @@ SAMPLES: dict[type, list[Any]] = {
     Forward: [Forward(2, ()), Forward(2, CMDS), Forward(3, BIG)],
     PromiseRecord: [PromiseRecord(B), PromiseRecord(ZERO_BALLOT)],
     AcceptRecord: [AcceptRecord(0, B, NOOP), AcceptRecord(12, B, CMDS), AcceptRecord(13, B, BIG)],
+    CommitRecord: [CommitRecord(0), CommitRecord(2**40)],
 }
 ALL_SAMPLES = [s for group in SAMPLES.values() for s in group]
 
@@ -188,6 +189,7 @@ _messages = st.one_of(
     st.builds(Forward, _nodes, _values),
     st.builds(PromiseRecord, _ballots),
     st.builds(AcceptRecord, _uints, _ballots, _values),
+    st.builds(CommitRecord, _uints),
 )
 
 

@@ -287,3 +287,46 @@ def test_a_single_node_cluster_commits_alone() -> None:
     ready = r.propose([cmd(1)])
     assert [d.index for d in ready.deliveries] == [1]
     assert ready.records  # persisted before delivered
+
+
+def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk() -> None:
+    c = Cluster(3, seed=29)
+    leader = c.elect()
+    for i in range(1, 41):
+        c.propose(leader, cmd(i))
+    c.tick(CONFIG.commit_record_ticks + 1)  # long enough for a CommitRecord everywhere
+    for node in c.replicas:
+        c.crash(node)
+    lone = next(n for n in c.replicas if n != leader)
+    c.restart(lone)
+    c.tick(1)  # no peer is up: the prefix comes from the node's own log
+    assert c.payloads(lone) == [b"p%d" % i for i in range(1, 41)]
+
+
+def test_promise_leaves_out_what_the_acceptor_knows_is_chosen() -> None:
+    c = Cluster(3, seed=31)
+    leader = c.elect()
+    for i in range(1, 21):
+        c.propose(leader, cmd(i))
+    c.tick(10)
+    follower = next(n for n in c.replicas if n != leader)
+    r = c.replicas[follower]
+    assert r.commit >= 20
+    r.election_elapsed = CONFIG.election_min_ticks  # the leader went quiet
+    (_, promise), = r.step(Prepare(leader, Ballot(50, leader), 1)).messages
+    assert isinstance(promise, Promise)
+    assert promise.entries == () and promise.commit == r.commit
+
+
+def test_a_candidate_far_behind_learns_the_settled_prefix_by_catch_up() -> None:
+    c = Cluster(3, seed=37)
+    leader = c.elect()
+    behind = next(n for n in c.replicas if n != leader)
+    c.crash(behind)
+    for i in range(1, 31):
+        c.propose(leader, cmd(i))
+    c.crash(leader)
+    c.restart(behind)
+    c.tick(300)  # behind and the third node elect a leader; behind catches up
+    expected = [b"p%d" % i for i in range(1, 31)]
+    assert all(c.payloads(n) == expected for n in c.replicas if n not in c.down)

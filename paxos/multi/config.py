@@ -32,6 +32,8 @@ class ReplicaConfig:
     queue_max: int = 100_000
     #: At most this many entries per CatchupReply.
     catchup_max: int = 64
+    #: A CommitRecord (the chosen prefix, for a fast restart) is written at most this often.
+    commit_record_ticks: int = 50
 
     def __post_init__(self) -> None:
         if len(self.nodes) < 1 or len(set(self.nodes)) != len(self.nodes):

@@ -60,7 +60,7 @@ from paxos.messages import (
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
 from paxos.multi.sessions import Sessions
-from paxos.records import AcceptRecord, PromiseRecord, Record
+from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.single.rules import may_accept, may_promise, pick_value
 from paxos.types import NOOP, ZERO_BALLOT, Ballot, Command, Delivery, Value
 
@@ -108,22 +108,34 @@ class Replica:
         # --- acceptor state: rebuilt from durable records, never from memory alone.
         self.ballot: Ballot = ZERO_BALLOT  # highest ballot promised
         self.accepted: dict[int, tuple[Ballot, Value]] = {}
+        durable_commit = 0
         for record in records:
             if isinstance(record, PromiseRecord):
                 self.ballot = max(self.ballot, record.ballot)
-            else:
+            elif isinstance(record, AcceptRecord):
                 # Accepting at b implies having promised b.
                 self.ballot = max(self.ballot, record.ballot)
                 self.accepted[record.slot] = (record.ballot, record.value)
+            else:
+                durable_commit = max(durable_commit, record.commit)
         # The highest round seen anywhere. A new ballot goes above it, and since
         # our own promise of every ballot we used is durable, a restarted node
         # never reuses one of its ballots.
         self.max_round = self.ballot.round
 
-        # --- learner state (volatile: re-learned from peers after a restart).
+        # --- learner state. The chosen prefix named by the last CommitRecord is
+        # replayed from our own accepted values (delivered again on the first
+        # tick); anything after it is re-learned from peers.
         self.chosen: dict[int, Value] = {}
+        for slot in range(1, durable_commit + 1):
+            entry = self.accepted.get(slot)
+            if entry is None:
+                durable_commit = slot - 1  # cannot happen with an intact log; be safe
+                break
+            self.chosen[slot] = entry[1]
         self.commit = 0  # every slot <= commit is chosen and in self.chosen
-        self.known_commit = 0  # highest chosen prefix anybody announced
+        self.known_commit = durable_commit  # highest chosen prefix anybody announced
+        self.recorded_commit = durable_commit
         self.delivered_index = 0
         self.sessions = Sessions()
 
@@ -179,6 +191,9 @@ class Replica:
         else:
             self._tick_follower()
         self._tick_catchup()
+        if self.commit > self.recorded_commit and self.now % self.config.commit_record_ticks == 0:
+            self.recorded_commit = self.commit
+            out.records.append(CommitRecord(self.commit))
         return out
 
     def propose(self, commands: Sequence[Command]) -> Ready:
@@ -219,7 +234,9 @@ class Replica:
             if self.role is not Role.FOLLOWER or self.leader is not None:
                 self._become_follower(None)
             self.election_elapsed = 0  # give the candidate a full timeout
-        entries = self._accepted_from(msg.from_slot)
+        # Slots up to our chosen prefix are settled: the candidate learns them by
+        # catch-up, so the Promise stays small even for a candidate far behind.
+        entries = self._accepted_from(max(msg.from_slot, self.commit + 1))
         self._send(msg.src, Promise(self.node_id, msg.ballot, msg.from_slot, entries, self.commit))
 
     def on_accept(self, msg: Accept) -> None:
@@ -337,8 +354,16 @@ class Replica:
     def on_catchup_reply(self, msg: CatchupReply) -> None:
         # Peers only send values they know to be chosen (crash faults, not lies).
         for slot, value in msg.entries:
-            if slot > self.commit:
-                self.chosen.setdefault(slot, value)
+            if slot > self.commit and slot not in self.chosen:
+                self.chosen[slot] = value
+                entry = self.accepted.get(slot)
+                if entry is None or entry[1] != value:
+                    # Keep the invariant behind CommitRecord: our accepted value of
+                    # every chosen slot is the chosen one. Claiming to have accepted
+                    # a chosen value is safe at any ballot: a later leader adopting
+                    # it adopts the chosen value.
+                    self.accepted[slot] = (self.ballot, value)
+                    self._out.records.append(AcceptRecord(slot, self.ballot, value))
         self.known_commit = max(self.known_commit, msg.commit)
         before = self.commit
         self._advance_commit(None)
@@ -407,16 +432,23 @@ class Replica:
         self.heard_from = set(self.promises) - {self.node_id}
         self.quorum_elapsed = 0
         self.heartbeat_elapsed = 0
+        # Slots up to the highest chosen prefix a promiser knows are settled: we
+        # learn them by catch-up and never propose there. Above it, every
+        # promiser reported everything it accepted.
+        settled = max(promise.commit for promise in self.promises.values())
+        settled = max(settled, self.prepare_from - 1)
+        if settled > self.known_commit:
+            self.known_commit = settled
         # Gather, per open slot, what the promising majority accepted.
         reports: dict[int, list[tuple[Ballot, Value]]] = {}
         for promise in self.promises.values():
             for slot, b, v in promise.entries:
-                if slot >= self.prepare_from:
+                if slot > settled:
                     reports.setdefault(slot, []).append((b, v))
         self.promises.clear()
-        last = max(reports, default=self.prepare_from - 1)
+        last = max(reports, default=settled)
         last = max(last, max(self.chosen, default=0))
-        for slot in range(self.prepare_from, last + 1):
+        for slot in range(settled + 1, last + 1):
             value = self.chosen.get(slot)
             if value is None:
                 # The highest-ballot value may already be chosen: re-propose it.
@@ -424,7 +456,7 @@ class Replica:
                 # (that majority now refuses lower ballots): fill it with a no-op.
                 value = self._adopt(slot, reports.get(slot, ()))
             self._propose_slot(slot, value)
-        self.next_slot = last + 1
+        self.next_slot = max(last, settled) + 1
         self._fill_window()
         self._advance_commit(None)
         # Announce ourselves at once: followers stop campaigning and forward to us.
@@ -484,6 +516,8 @@ class Replica:
                         self._send(peer, accept)
 
     def _tick_catchup(self) -> None:
+        if self.commit < self.known_commit:
+            self._advance_commit(None)  # e.g. the prefix replayed from our own disk
         if self.commit >= self.known_commit:
             self.catchup_sent_tick = None
             return
