@@ -367,6 +367,7 @@ def free_base_port(nodes: int, start: int = 17000, stop: int = 60000) -> int:
 
 def attach(group: click.Group) -> None:
     """Add the runtime commands to the ``paxos`` group."""
+    from broadcast.chaos.cli import chaos_command
     from broadcast.demo import demo_command
 
     for command in (
@@ -376,5 +377,6 @@ def attach(group: click.Group) -> None:
         subscribe_command,
         status_command,
         demo_command,
+        chaos_command,
     ):
         group.add_command(command)

@@ -1,0 +1,859 @@
+"""The chaos harness: a real cluster, client load, faults from outside, then the checkers.
+
+One run:
+
+1. sets up the network (:mod:`.network`: namespaces + iptables, or loopback) and moves
+   this process to the clients' side of it;
+2. starts one ``paxos node`` process per node (through :mod:`.nodeproc`, which records
+   what each node made durable), and waits for a leader;
+3. starts the load: ``clients`` worker threads, each a sequential client of the
+   key-value example (puts, deletes, linearizable reads through the log, and explicitly
+   stale local reads), every operation recorded in the :class:`.History`; plus one
+   follower per node that reads that node's delivery stream as it grows;
+4. injects faults for ``duration`` seconds, one at a time, each logged with timestamps
+   (:meth:`ChaosRun._nemesis`);
+5. heals everything, proves the cluster still makes progress, waits until every node
+   has delivered the same log, and reads each node's whole log;
+6. stops the nodes, removes the network (also on any error or signal), and runs the
+   checkers (:mod:`.checkers`) on the history and the observed logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from broadcast.chaos.checkers import Verdict, build_order, check_all, parse_kv
+from broadcast.chaos.faults import FAULT_KINDS, FaultLog, power_loss, unsynced_bytes
+from broadcast.chaos.history import History, Op
+from broadcast.chaos.linearizability import DEFAULT_MAX_STEPS
+from broadcast.chaos.network import (
+    LoopbackNetwork,
+    NetnsNetwork,
+    Network,
+    NetworkError,
+    cleanup_stale,
+    links_cut,
+    netns_available,
+)
+from broadcast.client import Client
+from broadcast.protocol import Status
+from broadcast.spec import Cluster
+from paxos.types import Command
+
+log = structlog.get_logger("broadcast.chaos")
+
+PARTITIONS = ("leader-minority", "bridge", "halves", "isolate-one")
+
+
+class HarnessError(RuntimeError):
+    """The harness itself failed (setup, nodes that do not start): no verdict on the system."""
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    nodes: int = 3
+    duration: float = 60.0
+    faults: tuple[str, ...] = FAULT_KINDS
+    clients: int = 6
+    keys: int = 6
+    seed: int | None = None
+    network: str = "auto"  # auto | netns | loopback
+    run_dir: Path | None = None
+    keep: bool = False
+    op_timeout: float = 5.0
+    tick_ms: int = 10
+    quiet_s: tuple[float, float] = (0.8, 2.0)
+    hold_s: tuple[float, float] = (1.5, 4.0)
+    down_s: tuple[float, float] = (0.3, 1.5)
+    converge_timeout: float = 60.0
+    max_steps: int = DEFAULT_MAX_STEPS
+    powerloss_scope: str = "mixed"  # one | all | mixed (all nodes at once a quarter of the time)
+    unsafe_no_fsync: bool = False  # nodes run --no-fsync: power loss must then lose data
+    compose: bool = False  # during a partition, also kill, pause or power-cut a node
+    tempo: float = 1.0  # scales quiet, hold and down times (0.3: faults come 3x as fast)
+
+
+@dataclass
+class Summary:
+    config: dict[str, Any]
+    network: str
+    run_dir: str
+    seconds: float
+    operations: dict[str, int]
+    per_kind: dict[str, dict[str, int]]
+    faults: dict[str, int]
+    verdicts: list[Verdict]
+    checker_seconds: float
+    ops_checked: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok is True for v in self.verdicts)
+
+    @property
+    def violations(self) -> int:
+        return sum(v.violation_count for v in self.verdicts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "config": self.config,
+            "network": self.network,
+            "run_dir": self.run_dir,
+            "seconds": round(self.seconds, 2),
+            "operations": self.operations,
+            "per_kind": self.per_kind,
+            "faults": self.faults,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "violations": self.violations,
+            "checker_seconds": round(self.checker_seconds, 3),
+            "ops_checked": self.ops_checked,
+            "ops_checked_per_second": round(self.ops_checked / max(self.checker_seconds, 1e-9)),
+            "notes": self.notes,
+        }
+
+    def render(self) -> Iterator[str]:
+        c = self.config
+        yield (
+            f"paxos chaos: {c['nodes']} nodes, {self.network} network, {c['duration']:.0f} s of "
+            f"faults ({','.join(c['faults']) or 'none'}), seed {c['seed']}, "
+            f"{self.seconds:.1f} s in all"
+        )
+        ops = self.operations
+        yield (
+            f"operations: {sum(ops.values())} (ok {ops.get('ok', 0)}, failed "
+            f"{ops.get('failed', 0)}, unknown {ops.get('unknown', 0)})"
+        )
+        for kind, per in sorted(self.per_kind.items()):
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(per.items()))
+            yield f"  {kind:<10} {counts}"
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
+        yield f"faults injected: {faults}"
+        yield "checkers:"
+        for v in self.verdicts:
+            yield (
+                f"  {v.name:<13} {v.label:<9} {v.checked:>7} checked "
+                f"{v.seconds:7.3f} s  {v.notes}"
+            )
+            for message in v.violations:
+                yield f"      - {message}"
+            if v.violation_count > len(v.violations):
+                yield f"      ... and {v.violation_count - len(v.violations)} more"
+        rate = self.ops_checked / max(self.checker_seconds, 1e-9)
+        yield (
+            f"checked {self.ops_checked} operations in {self.checker_seconds:.2f} s "
+            f"({rate:,.0f} operations/s)"
+        )
+        for note in self.notes:
+            yield f"note: {note}"
+        yield f"run directory: {self.run_dir}"
+        yield "result: " + (
+            "OK, no violations" if self.ok else f"FAILED ({self.violations} violations)"
+        )
+
+
+def kv_payload(op: str, key: str, value: str | None = None, tag: str = "") -> bytes:
+    """A command of the key-value example (``examples/kv_store.py``), made unique by ``tag``."""
+    body: dict[str, str] = {"op": op, "key": key}
+    if value is not None:
+        body["value"] = value
+    if tag:
+        body["id"] = tag  # ignored by the state machine; makes every payload unique
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class NodeProc:
+    """One node's process across its incarnations."""
+
+    def __init__(self, node: int) -> None:
+        self.node = node
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+        self.incarnations = 0
+
+    @property
+    def up(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Follower(threading.Thread):
+    """Follows one node's delivery stream; keeps what it delivered and a local KV state."""
+
+    def __init__(self, cluster: Cluster, node: int, stop: threading.Event) -> None:
+        super().__init__(name=f"chaos-follow-{node}", daemon=True)
+        self.cluster = cluster
+        self.node = node
+        self.stop = stop
+        self.lock = threading.Lock()
+        self.observed: dict[int, Command] = {}
+        self.kv: dict[str, str | None] = {}
+        self.applied = 0
+        self.errors = 0
+
+    def read(self, key: str) -> tuple[str | None, int]:
+        """A stale local read: the key's value in this node's state, and the prefix it reflects."""
+        with self.lock:
+            return self.kv.get(key), self.applied
+
+    def run(self) -> None:
+        with Client(self.cluster) as client:
+            while not self.stop.is_set():
+                try:
+                    stream = client.subscribe(self.applied + 1, node=self.node, idle_timeout=1.0)
+                    for delivery in stream:
+                        self._take(delivery.index, delivery.command)
+                        if self.stop.is_set():
+                            break
+                except Exception as exc:  # keep following; the checkers judge what we saw
+                    self.errors += 1
+                    log.warning("chaos.follower_error", node=self.node, error=repr(exc)[:200])
+                    self.stop.wait(0.5)
+
+    def _take(self, index: int, command: Command) -> None:
+        parsed = parse_kv(command.payload)
+        with self.lock:
+            self.observed[index] = command
+            if parsed is not None and parsed[0] != "get":
+                self.kv[parsed[1]] = parsed[2]
+            self.applied = index
+
+
+class Worker(threading.Thread):
+    """A sequential KV client: one operation at a time, each recorded in the history."""
+
+    def __init__(self, run: ChaosRun, process: int) -> None:
+        super().__init__(name=f"chaos-client-{process}", daemon=True)
+        self.run_ = run
+        self.process = process
+        self.rng = random.Random(f"{run.seed}-{process}")
+
+    def run(self) -> None:
+        r = self.run_
+        client: Client | None = None
+        seq = 0
+        count = 0
+        try:
+            while not r.stop_clients.is_set():
+                count += 1
+                key = self.rng.choice(r.keys)
+                draw = self.rng.random()
+                if draw < 0.1:
+                    follower = r.followers[self.rng.choice(r.cluster.ids)]
+                    op = r.history.invoke(self.process, "stale_get", key, node=follower.node)
+                    seen, prefix = follower.read(key)
+                    op.value = seen
+                    r.history.complete(op, "ok", index=prefix)
+                    continue
+                if client is None:
+                    client = Client(r.cluster, timeout=r.config.op_timeout, retry_s=0.3)
+                    seq = 0
+                tag = f"{self.process}-{count}"
+                value: str | None = None
+                if draw < 0.55:
+                    kind, value = "put", f"v{tag}"
+                elif draw < 0.96:
+                    kind = "get"
+                else:
+                    kind = "delete"
+                payload = kv_payload(kind, key, value, tag)
+                seq += 1
+                op = r.history.invoke(
+                    self.process,
+                    kind,  # type: ignore[arg-type]
+                    key,
+                    value,
+                    payload=payload,
+                    client=client.client_id,
+                    seq=seq,
+                )
+                try:
+                    committed = client.broadcast(payload)
+                except Exception as exc:
+                    # Timed out (or worse): it may still commit, now or later. A new session
+                    # follows, since this one's later seqs would wait for this one forever.
+                    r.history.complete(op, "unknown", error=repr(exc)[:200])
+                    client.close()
+                    client = None
+                else:
+                    op.seq = committed.seq
+                    r.history.complete(op, "ok", index=committed.index)
+        finally:
+            if client is not None:
+                client.close()
+
+
+class ChaosRun:
+    def __init__(self, config: ChaosConfig) -> None:
+        if config.powerloss_scope not in ("one", "all", "mixed"):
+            raise HarnessError(f"unknown power loss scope {config.powerloss_scope!r}")
+        unknown = set(config.faults) - set(FAULT_KINDS)
+        if unknown:
+            raise HarnessError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+        self.config = config
+        self.seed = (
+            config.seed if config.seed is not None else random.SystemRandom().randrange(10**9)
+        )
+        # The fault schedule (kinds, variants, timings) depends only on the seed: separate
+        # generators take the draws whose number depends on what the cluster does.
+        self.rng = random.Random(self.seed)
+        self.disk_rng = random.Random(f"{self.seed}-disk")
+        self.jitter = random.Random(f"{self.seed}-jitter")
+        self.keys = [f"k{i}" for i in range(config.keys)]
+        self.history = History()
+        self.faults = FaultLog()
+        self.stop_clients = threading.Event()
+        self.stop_followers = threading.Event()
+        self.procs: dict[int, NodeProc] = {}
+        self.followers: dict[int, Follower] = {}
+        self.workers: list[Worker] = []
+        self.notes: list[str] = []
+        self.recovery = Verdict("recovery")
+        self.final: dict[int, dict[int, Command]] = {}
+        self._made_run_dir = config.run_dir is None
+        self.run_dir = Path(
+            config.run_dir or tempfile.mkdtemp(prefix="paxos-chaos-")
+        ).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.network: Network = self._choose_network()
+        self.cluster = Cluster({i: self.network.address(i) for i in range(1, config.nodes + 1)})
+        self._status_client: Client | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _choose_network(self) -> Network:
+        ids = list(range(1, self.config.nodes + 1))
+        kind = self.config.network
+        why = netns_available()
+        if kind == "auto":
+            kind = "netns" if why is None else "loopback"
+            if why is not None:
+                self.notes.append(f"network namespaces unavailable ({why}): loopback network")
+        if kind == "netns":
+            if why is not None:
+                raise HarnessError(f"--network netns: {why}")
+            return NetnsNetwork(ids)
+        if kind == "loopback":
+            from broadcast.commands import free_base_port
+
+            return LoopbackNetwork(ids, free_base_port(len(ids)))
+        raise HarnessError(f"unknown network {kind!r} (auto, netns, loopback)")
+
+    def data_dir(self, node: int) -> Path:
+        return self.run_dir / "data" / f"node{node}"
+
+    def marks(self, node: int) -> Path:
+        return self.run_dir / "data" / f"node{node}.marks"
+
+    def spawn(self, node: int) -> None:
+        np = self.procs.setdefault(node, NodeProc(node))
+        self.data_dir(node).parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            *self.network.spawn_prefix(node),
+            sys.executable,
+            "-m",
+            "broadcast.chaos.nodeproc",
+            str(self.marks(node)),
+            "--",
+            "--id",
+            str(node),
+            "--cluster",
+            self.cluster.spec(),
+            "--data-dir",
+            str(self.data_dir(node)),
+            "--tick-ms",
+            str(self.config.tick_ms),
+            "--log-level",
+            "info",
+        ]
+        if self.config.unsafe_no_fsync:
+            args.append("--no-fsync")
+        env = {**os.environ, "PAXOS_CHAOS_PARENT": str(os.getpid())}
+        with (self.run_dir / f"node{node}.log").open("ab") as logfile:
+            np.proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, env=env
+            )
+        np.paused = False
+        np.incarnations += 1
+
+    def kill(self, node: int) -> None:
+        np = self.procs[node]
+        if np.proc is not None and np.proc.poll() is None:
+            np.proc.kill()  # SIGKILL, also ends a stopped process
+            np.proc.wait(30)
+        np.paused = False
+
+    def signal_node(self, node: int, sig: signal.Signals) -> None:
+        np = self.procs[node]
+        if np.proc is not None and np.proc.poll() is None:
+            np.proc.send_signal(sig)
+        np.paused = sig == signal.SIGSTOP
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def status_client(self) -> Client:
+        if self._status_client is None:
+            self._status_client = Client(self.cluster)
+        return self._status_client
+
+    def statuses(self, timeout: float = 0.3, nodes: list[int] | None = None) -> dict[int, Status]:
+        out = {}
+        for node in nodes or list(self.cluster.ids):
+            np = self.procs.get(node)
+            if np is None or not np.up or np.paused:
+                continue
+            status = self.status_client.status(node, timeout)
+            if status is not None:
+                out[node] = status
+        return out
+
+    def leader(self) -> int | None:
+        """The node that says it leads with the highest ballot (None if none answers so)."""
+        leaders = [s for s in self.statuses().values() if s.role == "leader"]
+        if not leaders:
+            return None
+        return max(leaders, key=lambda s: tuple(s.ballot)).node
+
+    def wait_for(self, what: str, probe: Callable[[], Any], deadline_s: float) -> Any:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            value = probe()
+            if value is not None and value is not False:
+                return value
+            if time.monotonic() > deadline:
+                return None
+            self.stop_followers.wait(0.2)
+
+    # ------------------------------------------------------------------ the run
+
+    def execute(self) -> Summary:
+        started = time.monotonic()
+        removed = cleanup_stale()
+        if removed:
+            self.notes.append(f"removed stale namespaces of a dead harness: {removed}")
+        log.info("chaos.start", seed=self.seed, run_dir=str(self.run_dir))
+        try:
+            self.network.setup()
+            self.network.enter_client_side()
+            for node in self.cluster.ids:
+                self.spawn(node)
+            if self.wait_for("a leader", self.leader, 60.0) is None:
+                raise HarnessError("no leader was elected within 60 s of starting the cluster")
+            self.faults.record("start", "info", leader=self.leader())
+            for node in self.cluster.ids:
+                self.followers[node] = Follower(self.cluster, node, self.stop_followers)
+                self.followers[node].start()
+            self.workers = [Worker(self, p) for p in range(1, self.config.clients + 1)]
+            for worker in self.workers:
+                worker.start()
+            self._nemesis()
+            self._heal_all()
+            self._recover()
+        finally:
+            self._shutdown()
+        return self._check(time.monotonic() - started)
+
+    def _nemesis(self) -> None:
+        cfg = self.config
+        kinds = list(cfg.faults)
+        if "partition" in kinds and not self.network.supports_partitions:
+            kinds.remove("partition")
+            self.notes.append(f"partition faults skipped: the {self.network.kind} network")
+        end = time.monotonic() + cfg.duration
+        bag: list[str] = []
+        partitions: list[str] = []
+        while True:
+            self.stop_followers.wait(self.rng.uniform(*cfg.quiet_s) * cfg.tempo)
+            if time.monotonic() >= end or not kinds:
+                if not kinds:
+                    self.stop_followers.wait(max(0.0, end - time.monotonic()))
+                return
+            if not bag:  # every kind comes up once per round, in random order
+                bag = kinds[:]
+                self.rng.shuffle(bag)
+            kind = bag.pop()
+            if kind == "kill":
+                self._fault_kill()
+            elif kind == "powerloss":
+                self._fault_powerloss()
+            elif kind == "pause":
+                self._fault_pause()
+            else:
+                if not partitions:
+                    partitions = list(PARTITIONS)
+                    self.rng.shuffle(partitions)
+                inner = [k for k in kinds if k != "partition"]
+                nested = self.rng.choice(inner) if inner else None
+                self._fault_partition(partitions.pop(), nested if cfg.compose else None)
+
+    def _target(self, leader_bias: float) -> tuple[int, int | None]:
+        draw, anyone = self.rng.random(), self.rng.choice(self.cluster.ids)
+        leader = self.leader()
+        if leader is not None and draw < leader_bias:
+            return leader, leader
+        return anyone, leader
+
+    def _down(self) -> None:
+        self.stop_followers.wait(self.rng.uniform(*self.config.down_s) * self.config.tempo)
+
+    def _hold(self) -> None:
+        self.stop_followers.wait(self.rng.uniform(*self.config.hold_s) * self.config.tempo)
+
+    def _fault_kill(self) -> None:
+        node, leader = self._target(0.5)
+        self.faults.record("kill", "start", node=node, leader=leader, signal="SIGKILL")
+        self.kill(node)
+        self._down()
+        self.spawn(node)
+        self.faults.record("kill", "end", node=node, restarted=True)
+
+    def _fault_powerloss(self) -> None:
+        scope = self.config.powerloss_scope
+        everyone = self.rng.random() < 0.25
+        if scope == "all" or (scope == "mixed" and everyone):
+            nodes, leader = list(self.cluster.ids), self.leader()
+            scope = "all"
+        else:
+            node, leader = self._target(0.5)
+            nodes, scope = [node], "one"
+        self.faults.record("powerloss", "start", nodes=nodes, scope=scope, leader=leader)
+        if scope == "one":
+            self._catch_unsynced(nodes[0])
+        for node in nodes:
+            self.kill(node)
+        lost: dict[str, Any] = {}
+        for node in nodes:
+            cuts = power_loss(self.data_dir(node), self.marks(node), self.disk_rng)
+            lost[str(node)] = [c.to_dict() for c in cuts]
+        self.faults.record(
+            "powerloss",
+            "discarded",
+            nodes=nodes,
+            unsynced_bytes_lost=sum(
+                c["size"] - c["kept"] + c["zeroed"] for cs in lost.values() for c in cs
+            ),
+            files=lost,
+        )
+        self._down()
+        for node in nodes:
+            self.spawn(node)
+        self.faults.record("powerloss", "end", nodes=nodes, restarted=True)
+
+    def _catch_unsynced(self, node: int, attempts: int = 30) -> None:
+        """Leave ``node`` stopped at a moment when it has written but not yet synced data
+        (if that happens within a few tries), so the power cut has something to take."""
+        for _ in range(attempts):
+            self.signal_node(node, signal.SIGSTOP)
+            if unsynced_bytes(self.data_dir(node), self.marks(node)) > 0:
+                return
+            self.signal_node(node, signal.SIGCONT)
+            time.sleep(self.jitter.uniform(0.001, 0.01))  # let it run a little, then look again
+
+    def _fault_pause(self) -> None:
+        node, leader = self._target(0.7)
+        self.faults.record("pause", "start", node=node, leader=leader, signal="SIGSTOP")
+        self.signal_node(node, signal.SIGSTOP)
+        self._hold()
+        self.signal_node(node, signal.SIGCONT)
+        # What does it believe the moment it wakes up? (A paused leader often still thinks
+        # it leads; it must not get anything committed on the strength of that belief.)
+        woke = self.status_client.status(node, 0.5)
+        self.faults.record(
+            "pause",
+            "end",
+            node=node,
+            signal="SIGCONT",
+            woke_as=woke.role if woke else None,
+            woke_ballot=list(woke.ballot) if woke else None,
+        )
+
+    def _inject(self, kind: str) -> None:
+        {"kill": self._fault_kill, "powerloss": self._fault_powerloss,
+         "pause": self._fault_pause}[kind]()
+
+    def _fault_partition(self, variant: str, nested: str | None = None) -> None:
+        ids = list(self.cluster.ids)
+        leader = self.leader()
+        self.rng.shuffle(ids)
+        if variant == "leader-minority":
+            # The leader with a minority (alone in a 3-node cluster): it must stop committing.
+            head = leader if leader is not None else ids[0]
+            others = [i for i in ids if i != head]
+            minority = [head, *others[: (len(ids) - 1) // 2 - 1]]
+            groups = [minority, [i for i in ids if i not in minority]]
+            links = links_cut(groups, ids)
+        elif variant == "bridge":
+            # Two sides that cannot talk, and one node that talks to both.
+            bridge, rest = ids[0], ids[1:]
+            half = len(rest) // 2
+            groups = [rest[:half], [bridge], rest[half:]]
+            links = links_cut([rest[:half], rest[half:]], rest)
+        elif variant == "halves":
+            half = len(ids) // 2
+            groups = [ids[:half], ids[half:]]
+            links = links_cut(groups, ids)
+        else:  # isolate-one
+            groups = [[ids[0]], ids[1:]]
+            links = links_cut(groups, ids)
+        self.faults.record(
+            "partition",
+            "start",
+            variant=variant,
+            groups=[sorted(g) for g in groups],
+            links_cut=sorted(sorted(pair) for pair in links),
+            leader=leader,
+        )
+        self.network.cut(links)
+        if nested is not None:
+            # Composed faults: a node crashes, pauses or loses power while the network is cut.
+            self._hold()
+            self._inject(nested)
+        self._hold()
+        self.network.heal()
+        self.faults.record("partition", "end", variant=variant, healed=True)
+
+    def _heal_all(self) -> None:
+        self.network.heal()
+        for node, np in self.procs.items():
+            if np.paused:
+                self.signal_node(node, signal.SIGCONT)
+            if not np.up:
+                self.spawn(node)
+        self.faults.record("heal", "info", leader=self.leader())
+
+    def _recover(self) -> None:
+        """After the faults: progress, then one log on every node, read in full."""
+        started = time.monotonic()
+        probe = self.history.invoke(0, "put", "probe", "final", payload=kv_payload(
+            "put", "probe", "final", "probe"))
+        try:
+            with Client(self.cluster, timeout=30.0) as client:
+                probe.client = client.client_id
+                probe.seq = 1
+                committed = client.broadcast(probe.payload or b"")
+            self.history.complete(probe, "ok", index=committed.index)
+        except Exception as exc:
+            self.history.complete(probe, "unknown", error=repr(exc)[:200])
+            self.recovery.violate(f"no broadcast committed within 30 s of healing: {exc!r}")
+        self.stop_clients.set()
+        for worker in self.workers:
+            worker.join(self.config.op_timeout * 3 + 10)
+        # Converged: every node up, answering, with one delivered length, twice in a row.
+        last: int | None = None
+
+        def converged() -> int | None:
+            nonlocal last
+            statuses = self.statuses(timeout=1.0)
+            lengths = {s.delivered for s in statuses.values()}
+            if len(statuses) == len(self.cluster.ids) and len(lengths) == 1:
+                (length,) = lengths
+                if length == last:
+                    return length
+                last = length
+            else:
+                last = None
+            return None
+
+        target = self.wait_for("convergence", converged, self.config.converge_timeout)
+        if target is None:
+            statuses = self.statuses(timeout=1.0)
+            self.recovery.violate(
+                f"nodes did not converge within {self.config.converge_timeout:.0f} s: "
+                + ", ".join(f"node {n}: delivered {s.delivered}" for n, s in statuses.items())
+            )
+            return
+        caught_up = self.wait_for(
+            "followers",
+            lambda: all(f.applied >= target for f in self.followers.values()),
+            self.config.converge_timeout,
+        )
+        if caught_up is None:
+            self.notes.append("some followers did not reach the final index")
+        for node in self.cluster.ids:
+            self.final[node] = self._read_log(node, target)
+            if len(self.final[node]) < target:
+                self.recovery.violate(
+                    f"node {node} served {len(self.final[node])} of its {target} deliveries"
+                )
+        self.recovery.checked = target
+        self.recovery.notes = (
+            f"all {len(self.cluster.ids)} nodes delivered {target} commands; "
+            f"converged {time.monotonic() - started:.1f} s after healing"
+        )
+
+    def _read_log(self, node: int, length: int) -> dict[int, Command]:
+        out: dict[int, Command] = {}
+        with Client(self.cluster) as client:
+            for delivery in client.subscribe(1, node=node, idle_timeout=10.0):
+                out[delivery.index] = delivery.command
+                if delivery.index >= length:
+                    break
+        return out
+
+    def _shutdown(self) -> None:
+        self.stop_clients.set()
+        self.stop_followers.set()
+        for follower in self.followers.values():
+            follower.join(10)
+        for np in self.procs.values():
+            proc = np.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+        for np in self.procs.values():
+            if np.proc is None:
+                continue
+            try:
+                np.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                np.proc.kill()
+                np.proc.wait(10)
+        if self._status_client is not None:
+            self._status_client.close()
+        try:
+            self.network.teardown()
+        except NetworkError as exc:
+            log.warning("chaos.teardown_failed", error=str(exc))
+
+    # ------------------------------------------------------------------ verdicts
+
+    def observations(self) -> dict[str, dict[int, Command]]:
+        obs: dict[str, dict[int, Command]] = {}
+        for node, follower in self.followers.items():
+            with follower.lock:
+                obs[f"node{node}/stream"] = dict(follower.observed)
+        for node, entries in self.final.items():
+            obs[f"node{node}/final"] = entries
+        return obs
+
+    def _check(self, seconds: float) -> Summary:
+        ops = self.history.ops()
+        observations = self.observations()
+        started = time.perf_counter()
+        verdicts = check_all(ops, observations, self.config.max_steps)
+        checker_seconds = time.perf_counter() - started
+        verdicts.append(self.recovery)
+        outcomes: dict[str, int] = {}
+        for op in ops:
+            outcomes[op.outcome or "pending"] = outcomes.get(op.outcome or "pending", 0) + 1
+        cfg = self.config
+        summary = Summary(
+            config={
+                "nodes": cfg.nodes,
+                "duration": cfg.duration,
+                "faults": list(cfg.faults),
+                "clients": cfg.clients,
+                "keys": cfg.keys,
+                "seed": self.seed,
+                "op_timeout": cfg.op_timeout,
+                "powerloss_scope": cfg.powerloss_scope,
+                "unsafe_no_fsync": cfg.unsafe_no_fsync,
+                "compose": cfg.compose,
+                "tempo": cfg.tempo,
+            },
+            network=self.network.kind,
+            run_dir=str(self.run_dir),
+            seconds=seconds,
+            operations=outcomes,
+            per_kind=self.history.counts(),
+            faults=self.faults.counts(),
+            verdicts=verdicts,
+            checker_seconds=checker_seconds,
+            ops_checked=len(ops),
+            notes=self.notes,
+        )
+        self.save(summary, observations)
+        return summary
+
+    def save(self, summary: Summary, observations: dict[str, dict[int, Command]]) -> None:
+        self.history.save(self.run_dir / "history.jsonl")
+        self.faults.save(self.run_dir / "faults.jsonl")
+        save_observations(self.run_dir / "observations.jsonl", observations)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+
+    def cleanup(self, summary: Summary) -> None:
+        """Remove the run directory if it was ours, the run passed, and it is not to be kept."""
+        if summary.ok and self._made_run_dir and not self.config.keep:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _command_json(c: Command) -> dict[str, Any]:
+    payload = c.payload.decode("utf-8", "surrogateescape")
+    return {"client": c.client, "seq": c.seq, "payload": payload}
+
+
+def _command(row: dict[str, Any]) -> Command:
+    return Command(str(row["client"]), int(row["seq"]), str(row["payload"]).encode(
+        "utf-8", "surrogateescape"))
+
+
+def save_observations(path: Path, observations: Mapping[str, Mapping[int, Command]]) -> None:
+    """Write observations compactly: the merged order once, then per source the index
+    ranges it observed and any command where it differs from the merged order."""
+    order = build_order(observations)
+    with path.open("w") as f:
+        for index, command in enumerate(order.commands, start=1):
+            if command is not None:
+                f.write(json.dumps({"order": index, **_command_json(command)}) + "\n")
+        for source, entries in sorted(observations.items()):
+            ranges: list[list[int]] = []
+            for index in sorted(entries):
+                if ranges and ranges[-1][1] == index - 1:
+                    ranges[-1][1] = index
+                else:
+                    ranges.append([index, index])
+            f.write(json.dumps({"source": source, "ranges": ranges}) + "\n")
+            for index, command in entries.items():
+                if not 1 <= index <= len(order.commands) or order.commands[index - 1] != command:
+                    row = {"source": source, "index": index, **_command_json(command)}
+                    f.write(json.dumps(row) + "\n")
+
+
+def load_observations(path: Path) -> dict[str, dict[int, Command]]:
+    merged: dict[int, Command] = {}
+    observations: dict[str, dict[int, Command]] = {}
+    with path.open() as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "order" in row:
+                merged[int(row["order"])] = _command(row)
+            elif "ranges" in row:
+                observed = observations.setdefault(str(row["source"]), {})
+                for lo, hi in row["ranges"]:
+                    for index in range(int(lo), int(hi) + 1):
+                        if index in merged:
+                            observed[index] = merged[index]
+            else:
+                observations.setdefault(str(row["source"]), {})[int(row["index"])] = _command(row)
+    return observations
+
+
+def load_run(run_dir: Path) -> tuple[list[Op], dict[str, dict[int, Command]]]:
+    """The history and observations a run saved, for checking again offline."""
+    ops = History.load(run_dir / "history.jsonl").ops()
+    return ops, load_observations(run_dir / "observations.jsonl")
+
+
+def print_lines(lines: Iterator[str], out: TextIO) -> None:
+    for line in lines:
+        out.write(line + "\n")
+    out.flush()
