@@ -30,6 +30,7 @@ def run(commands: int, batch: int, window: int, payload: int = 100) -> dict[str,
     delivered = dict.fromkeys(config.nodes, 0)
 
     def apply(node: int, ready: Ready) -> None:
+        inbox.extend(ready.eager)
         inbox.extend(ready.messages)
         delivered[node] += len(ready.deliveries)
 

@@ -298,6 +298,10 @@ class Node:
         if not ready:
             return
         self._pending = Ready()
+        if ready.eager:
+            # The leader's Accepts vouch for nothing below: let the followers start
+            # their fsync while we do ours.
+            self._send(ready.eager)
         if ready.records:
             # The vow before the word: records are durable before any message leaves.
             self.wal.append([encode(r) for r in ready.records])

@@ -32,7 +32,7 @@ class Cluster:
 
     def apply(self, node: int, ready: Ready) -> None:
         self.disks[node].extend(ready.records)
-        for dst, msg in ready.messages:
+        for dst, msg in ready.eager + ready.messages:
             if (node, dst) not in self.cut:
                 self.inbox.append((dst, msg))
         self.delivered[node].extend(ready.deliveries)

@@ -75,6 +75,8 @@ class RepliesBeforeDurable(NodeDriver):
     """Sends a Ready's messages first and makes its records durable afterwards."""
 
     def handle_ready(self, ready: Ready) -> None:
+        if ready.eager:
+            self.send(ready.eager)
         if ready.messages:
             self.send(ready.messages)
         if ready.records:

@@ -204,7 +204,7 @@ def test_new_leader_adopts_highest_accepted_value_and_fills_gaps_with_noops() ->
     entries = ((1, low, (cmd(1, "x"),)), (3, high, (cmd(1, "y"),)))
     ready = r.step(Promise(2, b, 1, entries, 0))
     assert r.is_leader
-    proposed = {m.slot: m.value for _, m in ready.messages if isinstance(m, Accept)}
+    proposed = {m.slot: m.value for _, m in ready.eager + ready.messages if isinstance(m, Accept)}
     assert proposed == {1: (cmd(1, "x"),), 2: NOOP, 3: (cmd(1, "y"),)}
     # Competing reports: the higher ballot wins.
     r2 = fresh(1)
@@ -214,7 +214,7 @@ def test_new_leader_adopts_highest_accepted_value_and_fills_gaps_with_noops() ->
     r2.accepted[1] = (Ballot(0, 3), (cmd(1, "old"),))
     r2.promises[1] = Promise(1, r2.my_ballot, 1, ((1, Ballot(0, 3), (cmd(1, "old"),)),), 0)
     ready = r2.step(Promise(2, r2.my_ballot, 1, ((1, Ballot(0, 4), (cmd(1, "new"),)),), 0))
-    proposed = {m.slot: m.value for _, m in ready.messages if isinstance(m, Accept)}
+    proposed = {m.slot: m.value for _, m in ready.eager + ready.messages if isinstance(m, Accept)}
     assert proposed == {1: (cmd(1, "new"),)}
 
 

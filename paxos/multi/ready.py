@@ -15,6 +15,12 @@ class Ready:
 
     The driver must handle the parts in this order:
 
+    0. ``eager``: messages that vouch for nothing in ``records`` and may leave
+       before the records are durable (or at the same time). These are the
+       leader's phase-2 Accepts: its ballot's promise is durable from an
+       earlier Ready, and its own vote in ``records`` counts towards a majority
+       only once other votes arrive, which is after this Ready was handled.
+       Sending them first overlaps the leader's fsync with the followers'.
     1. ``records``: append to stable storage and sync. Nothing below may happen
        before they are durable: a promise or an accept is a vow that must
        survive a crash before anyone hears of it.
@@ -26,16 +32,20 @@ class Ready:
     application's audit use it, the protocol does not need it.
     """
 
+    eager: list[tuple[int, Message]] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     messages: list[tuple[int, Message]] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     chosen: list[tuple[int, Value]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.messages or self.deliveries or self.chosen)
+        return bool(
+            self.records or self.messages or self.eager or self.deliveries or self.chosen
+        )
 
     def extend(self, other: Ready) -> None:
         """Append ``other``'s parts after this one's (order is kept per part)."""
+        self.eager.extend(other.eager)
         self.records.extend(other.records)
         self.messages.extend(other.messages)
         self.deliveries.extend(other.deliveries)

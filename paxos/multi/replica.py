@@ -164,6 +164,9 @@ class Replica:
         self.catchup_sent_tick: int | None = None
 
         self._out = Ready()
+        # True while this call's Ready carries our own new ballot's PromiseRecord:
+        # Accepts at that ballot must then wait for it (no eager send).
+        self._ballot_in_flight = False
         # Bound methods, so that a subclass's override of a handler is the one called.
         self._handlers: dict[type, Callable[[Any], None]] = {
             cls: getattr(self, name) for cls, name in _HANDLER_NAMES.items()
@@ -174,6 +177,7 @@ class Replica:
     def step(self, msg: Message) -> Ready:
         """Handle one message from a peer; returns what to persist, send and deliver."""
         self._out = out = Ready()
+        self._ballot_in_flight = False
         src = msg.src
         if src == self.node_id or src not in self.config.nodes:
             return out  # not a member: ignore (the transport logs it)
@@ -185,6 +189,7 @@ class Replica:
     def tick(self) -> Ready:
         """Advance logical time by one tick: timeouts, heartbeats, retransmissions."""
         self._out = out = Ready()
+        self._ballot_in_flight = False
         self.now += 1
         if self.role is Role.LEADER:
             self._tick_leader()
@@ -204,6 +209,7 @@ class Replica:
         the client retries them. Nothing is delivered twice either way.
         """
         self._out = out = Ready()
+        self._ballot_in_flight = False
         self._enqueue(commands)
         return out
 
@@ -410,6 +416,7 @@ class Replica:
         self.max_round = max(self.max_round, ballot.round)
         self.ballot = ballot
         self._out.records.append(PromiseRecord(ballot))
+        self._ballot_in_flight = True
         self.my_ballot = ballot
         self.role = Role.CANDIDATE
         self.leader = None
@@ -513,7 +520,7 @@ class Replica:
                 accept = Accept(self.node_id, self.my_ballot, slot, proposal.value, self.commit)
                 for peer in self.peers:
                     if peer not in proposal.acks:
-                        self._send(peer, accept)
+                        self._out.eager.append((peer, accept))
 
     def _tick_catchup(self) -> None:
         if self.commit < self.known_commit:
@@ -683,7 +690,13 @@ class Replica:
         self.accepted[slot] = (ballot, value)
         self._out.records.append(AcceptRecord(slot, ballot, value))
         self.inflight[slot] = _Proposal(value, {self.node_id}, self.now)
-        self._broadcast(Accept(self.node_id, ballot, slot, value, self.commit))
+        accept = Accept(self.node_id, ballot, slot, value, self.commit)
+        if self._ballot_in_flight:
+            self._broadcast(accept)  # our ballot itself is not durable yet: wait for it
+        else:
+            eager = self._out.eager
+            for peer in self.peers:
+                eager.append((peer, accept))
         if len(self.inflight[slot].acks) >= self.phase2_quorum:  # a cluster of one
             del self.inflight[slot]
             self.chosen[slot] = value

@@ -179,8 +179,12 @@ class NodeDriver:
         self.handle_ready(ready)
 
     def handle_ready(self, ready: Ready) -> None:
-        # Records must be durable before any message leaves: a Promise or an
-        # Accepted is a vow, and a vow forgotten in a crash breaks agreement.
+        # Eager messages vouch for nothing in this Ready: they may leave first
+        # (and a crash may strike before the records below are durable).
+        if ready.eager:
+            self.send(ready.eager)
+        # Records must be durable before any other message leaves: a Promise or
+        # an Accepted is a vow, and a vow forgotten in a crash breaks agreement.
         if ready.records:
             self.persist(ready.records)
         if ready.messages:
