@@ -18,7 +18,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import structlog
@@ -283,6 +283,30 @@ class Client:
                 )
             if not answered and node is None:
                 source = self._after(source)
+
+    async def subscribe_async(
+        self,
+        from_index: int = 1,
+        *,
+        node: int | None = None,
+        idle_timeout: float | None = None,
+        unreachable_timeout: float | None = None,
+    ) -> AsyncIterator[Delivery]:
+        """:meth:`subscribe` for asyncio: ``async for delivery in client.subscribe_async()``.
+
+        The blocking reads run in a worker thread, so the event loop stays free.
+        """
+        stream = self.subscribe(
+            from_index,
+            node=node,
+            idle_timeout=idle_timeout,
+            unreachable_timeout=unreachable_timeout,
+        )
+        while True:
+            delivery = await asyncio.to_thread(next, stream, None)
+            if delivery is None:
+                return
+            yield delivery
 
     # ------------------------------------------------------------------ status
 

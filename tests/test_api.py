@@ -94,11 +94,13 @@ def test_client_session_resumes_and_subscribe_reads_from_any_index(nodes: list[N
     assert [d.index for d in got] == [2, 3, 4]
     assert [d.command.payload for d in got] == [b"2", b"3", b"4"]
 
-    async def via_asyncio() -> int:
+    async def via_asyncio() -> tuple[int, list[int]]:
         with Client(spec) as c:
-            return (await c.broadcast_async(b"5")).index
+            index = (await c.broadcast_async(b"5")).index
+            seen = [d.index async for d in c.subscribe_async(from_index=3, idle_timeout=1)]
+            return index, seen
 
-    assert asyncio.run(via_asyncio()) == 5
+    assert asyncio.run(via_asyncio()) == (5, [3, 4, 5])
 
 
 def test_unknown_node_id_is_a_config_error(tmp_path: Path) -> None:
