@@ -44,7 +44,6 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
-    ack_runs,
 )
 from broadcast.spec import Cluster, ConfigError
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
@@ -164,7 +163,7 @@ class Node:
         # that client is acknowledged to it: acknowledging something committed is
         # always true, and a client ignores acks for seqs it is not waiting for.
         self._routes: dict[str, bytes] = {}
-        self._acks: dict[bytes, dict[str, list[tuple[int, int]]]] = {}
+        self._acks: dict[bytes, dict[str, list[tuple[int, int, int]]]] = {}
         self._held_fetches: list[tuple[float, bytes, Fetch]] = []
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._local = _LocalSender(f"node{node_id}-{uuid.uuid4().hex[:12]}")
@@ -309,7 +308,7 @@ class Node:
         if ready.messages:
             self._send(ready.messages)
         if ready.deliveries:
-            self._deliver(ready.deliveries)
+            self._deliver(ready.deliveries, ready.runs)
 
     def _send(self, messages: list[tuple[int, Message]]) -> None:
         per_peer: dict[int, list[bytes]] = {}
@@ -324,7 +323,7 @@ class Node:
             # Dropped frames are fine: Paxos retransmits what matters.
             self.transport.send_many(dst, frames)
 
-    def _deliver(self, deliveries: list[Delivery]) -> None:
+    def _deliver(self, deliveries: list[Delivery], runs: list[tuple[str, int, int, int]]) -> None:
         self.log.extend(map(_command_of, deliveries))
         sm = self.state_machine
         local = self._local
@@ -340,23 +339,18 @@ class Node:
         routes = self._routes
         acks = self._acks
         local_client = local.client
-        # client -> its ack list, or None if it has no route here (looked up once per batch)
-        per_client: dict[str, list[tuple[int, int]] | None] = {}
-        for index, _, command in deliveries:
-            client = command[0]
+        # Acknowledge by runs (one per client per batch), not command by command.
+        for client, first_seq, first_index, count in runs:
             if client == local_client:
-                self._resolve_local(command[1], index, results.get(index))
+                for k in range(count):
+                    index = first_index + k
+                    self._resolve_local(first_seq + k, index, results.get(index))
                 continue
-            if client in per_client:
-                pending = per_client[client]
-            else:
-                identity = routes.get(client)
-                pending = None if identity is None else acks.setdefault(identity, {}).setdefault(
-                    client, []
+            identity = routes.get(client)
+            if identity is not None:
+                acks.setdefault(identity, {}).setdefault(client, []).append(
+                    (first_seq, first_index, count)
                 )
-                per_client[client] = pending
-            if pending is not None:
-                pending.append((command[1], index))
         self._send_acks()
         if self._held_fetches:
             self._serve_fetches(time.monotonic(), expire=False)
@@ -439,7 +433,7 @@ class Node:
         self._send_acks()
 
     def _ack(self, identity: bytes, client: str, seq: int, index: int) -> None:
-        self._acks.setdefault(identity, {}).setdefault(client, []).append((seq, index))
+        self._acks.setdefault(identity, {}).setdefault(client, []).append((seq, index, 1))
 
     def _send_acks(self) -> None:
         if not self._acks:
@@ -447,7 +441,7 @@ class Node:
         leader = self.replica.leader or 0
         for identity, per_client in self._acks.items():
             for client, acks in per_client.items():
-                self.transport.reply(identity, encode(SubmitAck(client, ack_runs(acks), leader)))
+                self.transport.reply(identity, encode(SubmitAck(client, tuple(acks), leader)))
         self._acks = {}
 
     def _on_fetch(self, identity: bytes, msg: Fetch) -> None:

@@ -79,7 +79,7 @@ def test_promise_reports_the_highest_accepted_value_of_each_slot() -> None:
     r.step(Accept(3, Ballot(2, 3), 2, (cmd(3),), 0))
     r.election_elapsed = CONFIG.election_min_ticks  # leader 3 went quiet
     ready = r.step(Prepare(2, Ballot(3, 2), 2))
-    (_, promise), = ready.messages
+    ((_, promise),) = ready.messages
     assert isinstance(promise, Promise)
     assert promise.entries == ((2, Ballot(2, 3), (cmd(3),)),)  # only slots >= from_slot
 
@@ -181,7 +181,7 @@ def test_a_deposed_leader_gets_nothing_chosen() -> None:
     stale = Accept(old, c.replicas[old].my_ballot, 1, (cmd(1, "stale"),), 0)
     for other in c.replicas:
         if other != old:
-            (_, reply), = c.replicas[other].step(stale).messages
+            ((_, reply),) = c.replicas[other].step(stale).messages
             assert isinstance(reply, Nack)
     c.cut.clear()
     c.propose(new, cmd(1))
@@ -313,7 +313,7 @@ def test_promise_leaves_out_what_the_acceptor_knows_is_chosen() -> None:
     r = c.replicas[follower]
     assert r.commit >= 20
     r.election_elapsed = CONFIG.election_min_ticks  # the leader went quiet
-    (_, promise), = r.step(Prepare(leader, Ballot(50, leader), 1)).messages
+    ((_, promise),) = r.step(Prepare(leader, Ballot(50, leader), 1)).messages
     assert isinstance(promise, Promise)
     assert promise.entries == () and promise.commit == r.commit
 
@@ -330,3 +330,18 @@ def test_a_candidate_far_behind_learns_the_settled_prefix_by_catch_up() -> None:
     c.tick(300)  # behind and the third node elect a leader; behind catches up
     expected = [b"p%d" % i for i in range(1, 31)]
     assert all(c.payloads(n) == expected for n in c.replicas if n not in c.down)
+
+
+def test_ready_runs_summarise_deliveries_per_client() -> None:
+    config = ReplicaConfig(nodes=(1,))
+    r = Replica(1, config, random.Random(1))
+    for _ in range(config.election_max_ticks + 1):
+        r.tick()
+    ready = r.propose([cmd(1, "a"), cmd(2, "a"), cmd(1, "b"), cmd(3, "a"), cmd(9, "b")])
+    assert [(d.command.client, d.command.seq, d.index) for d in ready.deliveries] == [
+        ("a", 1, 1),
+        ("a", 2, 2),
+        ("b", 1, 3),
+        ("a", 3, 4),
+    ]
+    assert ready.runs == [("a", 1, 1, 2), ("b", 1, 3, 1), ("a", 3, 4, 1)]

@@ -30,6 +30,11 @@ class Ready:
     ``chosen`` lists the ``(slot, value)`` pairs this replica learned as chosen
     during the call, in slot order (no-ops included); checkers and the
     application's audit use it, the protocol does not need it.
+
+    ``runs`` summarises ``deliveries`` per client: ``(client, first_seq,
+    first_index, count)`` for each run of one client's consecutive seqs at
+    consecutive indexes, so a driver can acknowledge a batch without touching
+    each command.
     """
 
     eager: list[tuple[int, Message]] = field(default_factory=list)
@@ -37,6 +42,7 @@ class Ready:
     messages: list[tuple[int, Message]] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     chosen: list[tuple[int, Value]] = field(default_factory=list)
+    runs: list[tuple[str, int, int, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -50,3 +56,4 @@ class Ready:
         self.messages.extend(other.messages)
         self.deliveries.extend(other.deliveries)
         self.chosen.extend(other.chosen)
+        self.runs.extend(other.runs)

@@ -608,6 +608,7 @@ class Replica:
         out = self._out
         deliveries = out.deliveries
         chosen = out.chosen
+        runs = out.runs
         last_seq = self.sessions.last
         record = self.sessions.record
         index = self.delivered_index
@@ -631,9 +632,11 @@ class Replica:
                     continue
                 if run_client is not None:
                     record(run_client, run_seq, run_index, run_len)
+                    runs.append((run_client, run_seq, run_index, run_len))
                 run_client, run_seq, run_index, run_len = client, seq, index, 1
             if run_client is not None:
                 record(run_client, run_seq, run_index, run_len)
+                runs.append((run_client, run_seq, run_index, run_len))
         self.delivered_index = index
 
     def _request_catchup(self, target: int) -> None:
