@@ -30,5 +30,10 @@ sim: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/paxos demo
 
+# The full benchmark suite (~20 min): results in bench-results/ (BENCH_ARGS=--quick for 1 min).
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -24,9 +24,12 @@ it makes a blocked (or the next) ``poll()`` return promptly so the loop thread c
 handed to it. The contract: enqueue the work first, then call ``wake()``; the loop checks its
 queue after every ``poll()``.
 
-Loss model: sends never block. A frame is dropped (and counted in ``stats.dropped``) when the peer
-is not connected (``IMMEDIATE``) or its queue is at the high-water mark; Paxos retransmits, and
-the node can read the ``send``/``send_many`` return values to apply backpressure to proposers.
+Loss model: sends never block. A node's frame to a peer is dropped (and counted in
+``stats.dropped``) when the peer is not connected (``IMMEDIATE``) or its queue is at the
+high-water mark; Paxos retransmits, and the node can read the ``send``/``send_many`` return
+values to apply backpressure to proposers. A client's frames to a node that is not connected
+(yet) are queued instead, up to the high-water mark: its first request must not be lost to the
+TCP handshake, and a stale request delivered later is harmless.
 """
 
 from __future__ import annotations

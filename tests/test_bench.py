@@ -1,0 +1,112 @@
+"""Smoke test of the benchmark suite: its measurements work on a tiny real run.
+
+No speed is asserted (machines differ); what is asserted is that every figure
+the quick mode reports is measured, and that the accounting is right: every
+acknowledged message is in the order, the Multi-Paxos failover loses none.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: bench/
+
+from bench.clusters import BenchCluster, kill_all
+from bench.harness import (
+    RunConfig,
+    cdf_points,
+    latency_summary,
+    percentile,
+    run_failover,
+    run_load,
+)
+from bench.report import markdown
+from bench.suite import QUICK, SilentProgress, evaluate_targets, quick_summary, run_suite
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> object:
+    yield
+    kill_all()
+
+
+def test_percentiles_and_cdf() -> None:
+    values = sorted(i / 1000 for i in range(1, 1001))  # 1 ms .. 1000 ms
+    assert percentile(values, 50) == pytest.approx(0.5)
+    assert percentile(values, 99) == pytest.approx(0.99)
+    summary = latency_summary(values)
+    assert summary["count"] == 1000
+    assert summary["p50"] == pytest.approx(500)
+    assert summary["max"] == pytest.approx(1000)
+    cdf = cdf_points(values)
+    assert cdf[0][1] < cdf[-1][1] <= 1.0
+    assert [p[0] for p in cdf] == sorted(p[0] for p in cdf)
+    assert latency_summary([]) == {"count": 0}
+
+
+def test_quick_mode_measures_every_figure(tmp_path: Path) -> None:
+    params = replace(
+        QUICK,
+        warmup_s=0.2,
+        rate_duration_s=0.6,
+        saturation_duration_s=0.6,
+        grace_s=3.0,
+        quiet_wait_s=0.0,
+    )
+    doc = run_suite(params, SilentProgress(), tmp_path, quick=True)
+    assert doc["errors"] == []
+    quick = quick_summary(doc)
+    for key in ("paxos_msgs_s", "async_msgs_s", "ratio", "paxos_p50_ms_at_1k"):
+        assert isinstance(quick[key], float) and quick[key] > 0, (key, quick)
+    for run in doc["runs"]:
+        assert run["unacked"] == 0, run  # every message sent in the window was acknowledged
+        assert run["latency_ms"]["count"] > 0
+        assert set(run["cpu_pct"]) == {"1", "2", "3"}  # every node's CPU was sampled
+    rate = [r for r in doc["runs"] if r["mode"] == "rate"]
+    # 1k msgs/s for 0.6 s: about 600 measured messages per system (open loop, paced per ms).
+    assert all(400 <= r["latency_ms"]["count"] <= 800 for r in rate), rate
+    targets = evaluate_targets(doc)
+    assert {t["target"] for t in targets if t["value"] is not None} >= {
+        "paxos / async throughput",
+        "paxos p50 ms at 1k msgs/s, no fsync",
+    }
+    assert "Multi-Paxos" in markdown(doc)
+
+
+def test_acknowledged_messages_are_in_every_order(tmp_path: Path) -> None:
+    cfg = RunConfig("async", 3, 100, False, batch=64, window=512)
+    cluster = BenchCluster("async", 3, False, tmp_path)
+    try:
+        cluster.start()
+        leader = cluster.wait_leader()
+        summary, results = run_load(
+            cluster, leader, cfg, rate=5000, warmup_s=0.0, duration_s=0.5, record_acks=True
+        )
+        acked = {seq for seq, _, _ in results[0].acks}
+        assert len(acked) == summary["sent"] > 0
+        nodes = list(cluster.cluster.ids)
+        cluster.wait_quiet(nodes)
+        for node in nodes:
+            order = cluster.read_order(node)
+            assert order is not None
+            # Followers apply in the leader's order: the same sequence everywhere.
+            assert [c.seq for c in order] == sorted(acked)
+    finally:
+        cluster.stop()
+
+
+def test_paxos_failover_loses_no_acknowledged_message(tmp_path: Path) -> None:
+    result = run_failover(
+        "paxos", 3, 100, False, tmp_path, kill_after_s=0.8, after_s=2.5, rate=5000
+    )
+    assert result["acked_before_kill"] > 0
+    assert result["lost_acked"] == 0
+    assert result["survivor_orders_agree"]
+    assert result["unavailable_s"] is not None  # the cluster committed again after the kill
+    assert result["timeline"]
