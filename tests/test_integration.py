@@ -198,6 +198,7 @@ def test_hostile_frames_are_dropped_and_the_node_keeps_serving(cluster: ProcessC
             msgpack.packb([1, 1, 2, [True, 1], 1]),  # bool where an int goes
             msgpack.packb([1, 4, 2, [1, 2], 1]),  # Accepted claiming to be node 2, from a client
             b"\xdd\xff\xff\xff\xff",  # array header claiming 4 billion items
+            b"\x00\xff\xff\xff\x7fshort",  # an envelope whose length lies
             b"\x00" * (65 * 1024 * 1024),  # larger than any frame may be
         ]
         for frame in hostile:

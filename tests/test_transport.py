@@ -345,3 +345,25 @@ def test_bad_arguments_are_typed_errors(make_node: Callable[..., NodeTransport])
     assert node_id_of(b"c:42") is None
     assert node_id_of(b"n:") is None
     assert node_id_of(b"n:-1") is None
+
+
+def test_envelopes_round_trip_and_garbage_envelopes_are_dropped(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    from broadcast.transport import ENVELOPE, pack_envelopes, unpack_envelope
+
+    frames = [b"\x93a", b"\x00looks like an envelope", b"x" * 300_000] * 5
+    packed = pack_envelopes(frames)
+    assert sum(count for _, count in packed) == len(frames)
+    unpacked = [f for message, _ in packed for f in (unpack_envelope(message) or [message])]
+    assert unpacked == frames
+    assert pack_envelopes([b"\x00alone"])[0][0][:1] == ENVELOPE  # never mistaken on arrival
+    assert unpack_envelope(ENVELOPE + b"\xff\xff\xff\xff") is None
+    assert unpack_envelope(ENVELOPE + b"\x01\x00") is None
+
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    assert a.send_many(2, frames) == len(frames)
+    assert [f for _, f in collect(b, len(frames))] == frames
+    a.send(2, ENVELOPE + b"\x05\x00\x00\x00ab")  # a truncated envelope, wrapped: arrives intact
+    assert [f for _, f in collect(b, 1)] == [ENVELOPE + b"\x05\x00\x00\x00ab"]
