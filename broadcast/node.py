@@ -48,13 +48,22 @@ from broadcast.protocol import (
 from broadcast.spec import Cluster, ConfigError
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
 from broadcast.wal import WalCorruptionError, WriteAheadLog
-from paxos.codec import CodecError, decode, decode_record, encode
-from paxos.messages import Message
+from paxos.codec import (
+    CodecError,
+    accept_value_bytes,
+    decode,
+    decode_record,
+    encode,
+    encode_accept,
+    encode_accept_record,
+    encode_value,
+)
+from paxos.messages import Accept, Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
-from paxos.records import Record
-from paxos.types import Command, Delivery
+from paxos.records import AcceptRecord, Record
+from paxos.types import Command, Delivery, Value
 
 log = structlog.get_logger("broadcast.node")
 
@@ -159,6 +168,9 @@ class Node:
 
         self.log: list[Command] = []  # delivered commands; log[i - 1] has index i
         self._pending = Ready()
+        # Per turn: slot values' encodings, and the Accept frames they arrived in.
+        self._values: dict[int, tuple[Value, bytes]] = {}
+        self._received_accepts: dict[int, tuple[Accept, bytes]] = {}
         # client id -> routing identity of its latest request here. Every delivery of
         # that client is acknowledged to it: acknowledging something committed is
         # always true, and a client ignores acks for seqs it is not waiting for.
@@ -303,12 +315,38 @@ class Node:
             self._send(ready.eager)
         if ready.records:
             # The vow before the word: records are durable before any message leaves.
-            self.wal.append([encode(r) for r in ready.records])
+            self.wal.append([self._encode_record(r) for r in ready.records])
             self.wal.sync()
         if ready.messages:
             self._send(ready.messages)
+        self._values.clear()
+        self._received_accepts.clear()
         if ready.deliveries:
             self._deliver(ready.deliveries, ready.runs)
+
+    def _value_bytes(self, value: Value) -> bytes:
+        """A slot value's msgpack bytes, encoded (or cut from the received Accept) once per turn.
+
+        Keyed by identity; the entry holds the value itself, so the id stays its own
+        until the cache is cleared at the end of the turn.
+        """
+        key = id(value)
+        hit = self._values.get(key)
+        if hit is not None:
+            return hit[1]
+        data: bytes | None = None
+        received = self._received_accepts.get(key)
+        if received is not None:
+            data = accept_value_bytes(received[1], received[0])
+        if data is None:
+            data = encode_value(value)
+        self._values[key] = (value, data)
+        return data
+
+    def _encode_record(self, record: Record) -> bytes:
+        if isinstance(record, AcceptRecord):
+            return encode_accept_record(record, self._value_bytes(record.value))
+        return encode(record)
 
     def _send(self, messages: list[tuple[int, Message]]) -> None:
         per_peer: dict[int, list[bytes]] = {}
@@ -317,7 +355,11 @@ class Node:
             key = id(msg)
             frame = encoded.get(key)
             if frame is None:
-                frame = encoded[key] = encode(msg)
+                if isinstance(msg, Accept):
+                    frame = encode_accept(msg, self._value_bytes(msg.value))
+                else:
+                    frame = encode(msg)
+                encoded[key] = frame
             per_peer.setdefault(dst, []).append(frame)
         for dst, frames in per_peer.items():
             # Dropped frames are fine: Paxos retransmits what matters.
@@ -378,6 +420,9 @@ class Node:
                     return
                 self._drop(identity, "message src does not match the sender", len(frame))
                 return
+            if type(msg) is Accept:
+                # Its value goes to our log as it came: no second encoding.
+                self._received_accepts[id(msg.value)] = (msg, frame)
             self._take(self.replica.step(msg))  # type: ignore[arg-type]
         elif isinstance(msg, Submit):
             self._on_submit(identity, msg)

@@ -103,10 +103,14 @@ __all__ = [
     "VERSION",
     "CodecError",
     "Field",
+    "accept_value_bytes",
     "decode",
     "decode_message",
     "decode_record",
     "encode",
+    "encode_accept",
+    "encode_accept_record",
+    "encode_value",
     "optional",
     "register",
     "tuple_of",
@@ -535,6 +539,68 @@ def encode(obj: object, *, max_frame_bytes: int = MAX_FRAME_BYTES, validate: boo
     if validate and decode(data, max_frame_bytes=max_frame_bytes) != obj:
         raise CodecError(f"{spec.cls.__name__} does not round-trip (wrong field types?)")
     return data
+
+
+# ---------------------------------------------------------------------------
+# Encoding a slot's value once: a leader sends the same value in its Accept and
+# writes it in its AcceptRecord; a follower writes the value it just received.
+# These build those frames around value bytes encoded (or received) once. The
+# frames are byte-identical to what encode() produces.
+# ---------------------------------------------------------------------------
+
+_ACCEPT_CODE: Final = 3
+_ACCEPT_RECORD_CODE: Final = 33
+
+
+def encode_value(value: Value) -> bytes:
+    """The msgpack bytes of a slot's value, for :func:`encode_accept` and friends."""
+    try:
+        data: bytes = _packb(value, use_bin_type=True)
+    except Exception as e:
+        raise CodecError(_short(f"cannot encode value: {type(e).__name__}: {e}")) from None
+    return data
+
+
+def encode_accept(msg: Accept, value_bytes: bytes) -> bytes:
+    """``encode(msg)``, with ``msg.value`` already encoded as ``value_bytes``."""
+    head: bytes = _packb((VERSION, _ACCEPT_CODE, msg.src, msg.ballot, msg.slot))
+    tail: bytes = _packb(msg.commit)
+    data = b"\x97" + head[1:] + value_bytes + tail
+    if len(data) > MAX_FRAME_BYTES:
+        raise CodecError(f"frame of {len(data)} bytes exceeds {MAX_FRAME_BYTES}")
+    return data
+
+
+def encode_accept_record(record: AcceptRecord, value_bytes: bytes) -> bytes:
+    """``encode(record)``, with ``record.value`` already encoded as ``value_bytes``."""
+    head: bytes = _packb((VERSION, _ACCEPT_RECORD_CODE, record.slot, record.ballot))
+    return b"\x95" + head[1:] + value_bytes
+
+
+def accept_value_bytes(frame: bytes, msg: Accept) -> bytes | None:
+    """The bytes of ``msg.value`` inside ``frame``, the frame ``msg`` was decoded from.
+
+    Only for canonically encoded frames (what :func:`encode` writes): any other
+    encoding of the fields around the value gives None, and the caller encodes
+    the value itself.
+    """
+    fields: bytes = _packb((VERSION, _ACCEPT_CODE, msg.src, msg.ballot, msg.slot))
+    head = b"\x97" + fields[1:]
+    tail: bytes = _packb(msg.commit)
+    if len(frame) <= len(head) + len(tail) or not frame.startswith(head):
+        return None
+    # Find where the value ends by skipping over it (in C), so that whatever encoding
+    # the sender used inside or after it, the slice is exactly the value.
+    unpacker = msgpack.Unpacker(max_buffer_size=len(frame))
+    unpacker.feed(frame[len(head) :])
+    try:
+        unpacker.skip()
+    except Exception:
+        return None
+    end = len(head) + unpacker.tell()
+    if frame[end:] != tail:
+        return None
+    return frame[len(head) : end]
 
 
 def decode(

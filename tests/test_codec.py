@@ -553,3 +553,24 @@ def test_register_is_idempotent_and_checks_its_arguments() -> None:
     with pytest.raises(TypeError):
         register(207, KwOnly, (UINT,))
     assert Other not in codec._BY_CLASS
+
+
+def test_frames_built_around_a_value_encoded_once_are_identical_to_encode() -> None:
+    from paxos.codec import accept_value_bytes, encode_accept, encode_accept_record, encode_value
+
+    value = tuple(Command(f"c{i}", i, b"x" * i) for i in range(1, 40))
+    cases = [(1, Ballot(1, 1), 5, 3), (3, Ballot(70_000, 3), 2**33, 2**40)]
+    for src, ballot, slot, commit in cases:
+        msg = Accept(src, ballot, slot, value, commit)
+        vb = encode_value(value)
+        assert encode_accept(msg, vb) == encode(msg)
+        assert encode_accept_record(AcceptRecord(slot, ballot, value), vb) == encode(
+            AcceptRecord(slot, ballot, value)
+        )
+        frame = encode(msg)
+        assert accept_value_bytes(frame, decode(frame)) == vb  # type: ignore[arg-type]
+    # A frame with a non-canonical encoding around the value is not sliced.
+    msg = Accept(1, Ballot(1, 1), 5, value, 3)
+    odd = msgpack.packb([1, 3, 1, [1, 1], 5, value, 3])[:-1] + b"\xcc\x03"  # commit as uint8
+    assert decode(odd) == msg
+    assert accept_value_bytes(odd, msg) is None
