@@ -303,7 +303,7 @@ def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk()
     assert c.payloads(lone) == [b"p%d" % i for i in range(1, 41)]
 
 
-def test_promise_leaves_out_what_the_acceptor_knows_is_chosen() -> None:
+def test_promise_leaves_out_what_the_acceptor_durably_knows_is_chosen() -> None:
     c = Cluster(3, seed=31)
     leader = c.elect()
     for i in range(1, 21):
@@ -312,8 +312,16 @@ def test_promise_leaves_out_what_the_acceptor_knows_is_chosen() -> None:
     follower = next(n for n in c.replicas if n != leader)
     r = c.replicas[follower]
     assert r.commit >= 20
+    # Until a CommitRecord names the prefix, a crash could erase it: report everything.
+    assert r.recorded_commit < r.commit
     r.election_elapsed = CONFIG.election_min_ticks  # the leader went quiet
     ((_, promise),) = r.step(Prepare(leader, Ballot(50, leader), 1)).messages
+    assert isinstance(promise, Promise)
+    assert len(promise.entries) == r.commit and promise.commit == r.recorded_commit
+    c.tick(CONFIG.commit_record_ticks)  # now the prefix is on disk
+    assert r.recorded_commit == r.commit
+    r.election_elapsed = CONFIG.election_min_ticks
+    ((_, promise),) = r.step(Prepare(leader, Ballot(60, leader), 1)).messages
     assert isinstance(promise, Promise)
     assert promise.entries == () and promise.commit == r.commit
 

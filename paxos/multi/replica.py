@@ -240,10 +240,13 @@ class Replica:
             if self.role is not Role.FOLLOWER or self.leader is not None:
                 self._become_follower(None)
             self.election_elapsed = 0  # give the candidate a full timeout
-        # Slots up to our chosen prefix are settled: the candidate learns them by
-        # catch-up, so the Promise stays small even for a candidate far behind.
-        entries = self._accepted_from(max(msg.from_slot, self.commit + 1))
-        self._send(msg.src, Promise(self.node_id, msg.ballot, msg.from_slot, entries, self.commit))
+        # Slots up to our *durable* chosen prefix (the last CommitRecord) are settled:
+        # the candidate learns them by catch-up, so the Promise stays small. Not the
+        # in-memory commit: a crash would erase it while the candidate relies on it,
+        # and nobody might be left to serve those slots.
+        settled = self.recorded_commit
+        entries = self._accepted_from(max(msg.from_slot, settled + 1))
+        self._send(msg.src, Promise(self.node_id, msg.ballot, msg.from_slot, entries, settled))
 
     def on_accept(self, msg: Accept) -> None:
         self._see_round(msg.ballot)
@@ -251,6 +254,13 @@ class Replica:
             self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
             return
         self._hear_leader(msg.src, msg.ballot)
+        known = self.chosen.get(msg.slot)
+        if known is not None and known != msg.value:
+            # A stale leader's proposal for a slot we know was chosen otherwise (it
+            # cannot win: the chosen ballot is above it). Accepting it would break
+            # the invariant CommitRecord relies on: our accepted value of a chosen
+            # slot is the chosen value. Stay silent; its retransmissions die out.
+            return
         previous = self.accepted.get(msg.slot)
         if previous is None or previous[0] != msg.ballot or previous[1] != msg.value:
             self.ballot = msg.ballot
@@ -359,6 +369,11 @@ class Replica:
 
     def on_catchup_reply(self, msg: CatchupReply) -> None:
         # Peers only send values they know to be chosen (crash faults, not lies).
+        if self.role is not Role.FOLLOWER and self._chosen_behind_our_back(msg.entries):
+            # A higher ballot chose in a slot of ours: we are deposed. Step down before
+            # learning it, so that no commit notice of ours at our ballot ever covers
+            # that slot (a follower holding our proposal there would take it as chosen).
+            self._become_follower(None)
         for slot, value in msg.entries:
             if slot > self.commit and slot not in self.chosen:
                 self.chosen[slot] = value
@@ -545,6 +560,21 @@ class Replica:
         return tuple(
             (slot, b, v) for slot, (b, v) in sorted(self.accepted.items()) if slot >= first
         )
+
+    def _chosen_behind_our_back(self, entries: Iterable[tuple[int, Value]]) -> bool:
+        """Do these chosen values prove that a higher ballot chose in a slot we own?
+
+        We own every slot at or above ``next_slot`` (nobody else may propose
+        there at our ballot) and every slot we proposed at our ballot; a chosen
+        value there that is not ours means a higher ballot was chosen.
+        """
+        for slot, value in entries:
+            if slot >= self.next_slot and self.role is Role.LEADER:
+                return True
+            entry = self.accepted.get(slot)
+            if entry is not None and entry[0] == self.my_ballot and entry[1] != value:
+                return True
+        return False
 
     def _random_election_timeout(self) -> int:
         return self.rng.randrange(self.config.election_min_ticks, self.config.election_max_ticks)
