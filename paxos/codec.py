@@ -452,8 +452,8 @@ def register(type_code: int, cls: type, schema: Sequence[Field]) -> None:
     ``cls(*checked_fields)``, so a ``__post_init__`` that raises turns into a
     :class:`CodecError`. ``type_code`` must be in 64..255 (1..63 are the
     ``paxos`` package's). Registering the same class with the same code and
-    schema again is a no-op; any other clash raises ``ValueError``. Call it at
-    import time (the registry is not locked).
+    schema again is a no-op; any other clash raises ``ValueError``. Call it when
+    your module is imported (the registry is not locked).
     """
     if type(type_code) is not int or not FIRST_USER_TYPE_CODE <= type_code <= LAST_TYPE_CODE:
         raise ValueError(

@@ -80,52 +80,6 @@ def test_a_leader_that_learns_a_foreign_choice_in_its_slot_steps_down() -> None:
     c.bag = []
 
     # {L0, Y, Z} elect a new leader and choose v in slot 3
-    for _ in range(100):
-        c.tick([L0, Y, Z]); c.deliver(lambda s_, d, m: s_ in (L0, Y, Z) and d in (L0, Y, Z), keep_rest=False)
-    P = c.leader([L0, Y, Z])[0]
-    c.propose(P, [C("v", 1)]); c.run([L0, Y, Z], 8)
-
-    # L (still leader at B) catches up from the P side; only catch-up traffic passes L<->{L0,Y,Z}
-    for _ in range(40):
-        c.tick([L])
-        for _ in range(3):
-            c.deliver(lambda s_, d, m: isinstance(m, (M.CatchupRequest, M.CatchupReply)) and {s_, d} <= {L, L0, Y, Z}, keep_rest=False)
-        c.bag = []
-        if c.r[L].commit >= s: break
-
-    # L's next Heartbeat/Accept (ballot B, commit >= s) reaches F
-    for _ in range(6):
-        c.tick([L]); c.deliver(lambda s_, d, m: s_ == L and d == F, keep_rest=False); c.bag = []
-    assert not c.violations, c.violations
-
-
-def test_same_with_every_node_ticking() -> None:
-    """Scenario B: a leader of ballot B that is behind learns slot s by catch-up (chosen at a higher ballot it never heard of), overwrites its own accepted value at B, and then announces commit >= s at B. A follower that accepted the leader's ORIGINAL proposal at B in slot s applies the commit-notice rule ("accepted at exactly the announcing ballot") and takes the wrong value."""
-    c = Cluster(5)
-    c.run(c.ids, 60)
-    L0 = c.leader()[0]
-    c.propose(L0, [C("a", 1)]); c.run(c.ids, 10)
-    L, F, Y, Z = [i for i in c.ids if i != L0]
-    # L misses slot 2 (it is chosen by the others)
-    c.propose(L0, [C("a", 2)]); c.run([L0, F, Y, Z], 6)
-
-    # L0 goes silent; L times out first (a legal rng draw) and is elected by {L, F, Y}
-    for i in (F, Y, Z): c.r[i].election_timeout = 29; c.r[i].election_elapsed = 0
-    c.r[L].election_timeout = 15; c.r[L].election_elapsed = 0  # legal rng/timing outcome: L times out first
-    def leader_traffic_only_LFY(s, d, m):
-        return s in (L, F, Y) and d in (L, F, Y) and not isinstance(m, (M.CatchupRequest, M.CatchupReply))
-    for _ in range(60):
-        c.tick([L, F, Y]); c.deliver(leader_traffic_only_LFY, keep_rest=False)
-        if c.r[L].role is Role.LEADER: break
-    B = c.r[L].my_ballot
-
-    # L proposes w in slot 3; only F gets the Accept
-    c.propose(L, [C("w", 1)])
-    s = max(c.r[L].inflight)
-    c.deliver(lambda s_, d, m: s_ == L and d == F and isinstance(m, M.Accept), keep_rest=False)
-    c.bag = []
-
-    # {L0, Y, Z} elect a new leader and choose v in slot 3
     # realistic variant: L and F keep running (L<->F traffic flows; L's traffic to the others is lost)
     both = lambda s_, d, m: (s_ in (L0, Y, Z) and d in (L0, Y, Z)) or ({s_, d} == {L, F} and not isinstance(m, (M.CatchupRequest, M.CatchupReply)))
     ticks = 0
