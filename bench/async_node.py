@@ -52,6 +52,7 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    ack_runs,
 )
 from broadcast.spec import Cluster, ConfigError, parse_cluster
 from broadcast.transport import NodeTransport, TransportError, node_id_of
@@ -97,21 +98,6 @@ register(241, AsyncBeat, (NODE_ID, UINT, UINT))
 register(242, AsyncNack, (NODE_ID, UINT, UINT))
 
 
-def ack_runs(acks: list[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
-    """``(seq, index)`` pairs -> SubmitAck runs ``(first_seq, first_index, count)``.
-
-    Kept here (not imported from the runtime) so the baseline does not move with it.
-    """
-    runs: list[list[int]] = []
-    for seq, index in sorted(acks):
-        if runs:
-            last = runs[-1]
-            # Index 0 (a repeat whose index is not kept) never joins a run.
-            if seq == last[0] + last[2] and index and index == last[1] + last[2]:
-                last[2] += 1
-                continue
-        runs.append([seq, index, 1])
-    return tuple((a, b, c) for a, b, c in runs)
 
 
 class AsyncNode:

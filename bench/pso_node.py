@@ -24,8 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.async_node import ack_runs
-from broadcast.protocol import Status, StatusRequest, Submit, SubmitAck, SubmitRefused
+from broadcast.protocol import Status, StatusRequest, Submit, SubmitAck, SubmitRefused, ack_runs
 from broadcast.spec import ConfigError, parse_cluster
 from broadcast.transport import NodeTransport, TransportError
 from paxos.codec import CodecError, decode, encode
