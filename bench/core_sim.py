@@ -20,6 +20,7 @@ from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
+from paxos.multi.sessions import open_command
 from paxos.types import Command
 
 
@@ -44,8 +45,13 @@ def run(commands: int, batch: int, window: int, payload: int = 100) -> dict[str,
             apply(node, replica.tick())
         drain()
     leader = next(i for i, r in replicas.items() if r.is_leader)
+    nonce = b"bench-session-01"
+    apply(leader, replicas[leader].propose([open_command("bench", nonce)]))
+    drain()
+    key = replicas[leader].session_key("bench", nonce)
+    assert key is not None
     body = b"x" * payload
-    offered = [Command("bench", seq, body) for seq in range(1, commands + 1)]
+    offered = [Command(key, seq, body) for seq in range(1, commands + 1)]
 
     start_cpu, start_wall = time.process_time(), time.perf_counter()
     for i in range(0, commands, batch * window):

@@ -85,7 +85,7 @@ from paxos.messages import (
     PromiseEntry,
 )
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
-from paxos.types import Ballot, Command, Value
+from paxos.types import MAX_ROUND, Ballot, Command, Value
 
 __all__ = [
     "BALLOT",
@@ -116,12 +116,18 @@ __all__ = [
     "tuple_of",
 ]
 
-#: Wire/record format version, the first element of every frame.
-VERSION: Final = 1
+#: Wire/record format version, the first element of every frame. 2: Promise in parts,
+#: bounded ballot rounds and integers.
+VERSION: Final = 2
 #: Default bound on a frame's length, checked before unpacking (and after packing).
 MAX_FRAME_BYTES: Final = 64 * 1024 * 1024
 #: Longest client id (in characters) a Command may carry.
 MAX_CLIENT_ID_LEN: Final = 256
+#: Largest slot, seq, index or count: far from msgpack's 2**64 - 1, so that the next one
+#: (x + 1) always encodes.
+MAX_UINT: Final = 2**63 - 1
+#: Largest node id (fits a signed 32-bit int everywhere it goes).
+MAX_NODE_ID: Final = 2**31 - 1
 #: First type code available to :func:`register`; lower codes belong to ``paxos``.
 FIRST_USER_TYPE_CODE: Final = 64
 #: Highest type code (keeps every code a one- or two-byte msgpack int).
@@ -154,8 +160,9 @@ class Field:
 
 def _uint(x: object) -> int:
     # Slots, seqs, rounds and commit indexes are never negative; a bool is not an int.
-    if type(x) is not int or x < 0:
-        raise CodecError(f"expected int >= 0, got {_describe(x)}")
+    # Below 2**63, so that x + 1 (the next slot, seq or index) still encodes.
+    if type(x) is not int or not 0 <= x <= MAX_UINT:
+        raise CodecError(f"expected int in 0..2**63-1, got {_describe(x)}")
     return x
 
 
@@ -167,7 +174,7 @@ def _int(x: object) -> int:
 
 def _node_id(x: object) -> int:
     # Node ids start at 1; 0 only appears inside ZERO_BALLOT.
-    if type(x) is not int or x <= 0:
+    if type(x) is not int or not 0 < x <= MAX_NODE_ID:
         raise CodecError(f"expected node id >= 1, got {_describe(x)}")
     return x
 
@@ -204,8 +211,16 @@ def _ballot(x: object) -> Ballot:
     if type(x) is not tuple or len(x) != 2:
         raise CodecError(f"expected ballot [round, node], got {_describe(x)}")
     r, n = x
-    # Rounds are >= 0 and node ids >= 1; (0, 0) is ZERO_BALLOT, the only ballot with node 0.
-    if type(r) is not int or type(n) is not int or r < 0 or (n <= 0 and not (n == 0 and r == 0)):
+    # Rounds are in [0, MAX_ROUND] (the rules never promise MAX_ROUND itself, so the next
+    # ballot always encodes) and node ids >= 1; (0, 0) is ZERO_BALLOT, the only ballot
+    # with node 0.
+    if (
+        type(r) is not int
+        or type(n) is not int
+        or not 0 <= r <= MAX_ROUND
+        or n > MAX_NODE_ID
+        or (n <= 0 and not (n == 0 and r == 0))
+    ):
         raise CodecError(f"bad ballot {_describe(x)}")
     b: Ballot = _new_tuple(Ballot, x)
     return b
@@ -219,7 +234,7 @@ def _command(t: object) -> Command:
         type(c) is not str
         or len(c) > MAX_CLIENT_ID_LEN  # bounded session keys
         or type(s) is not int
-        or s < 0  # seqs are never negative
+        or not 0 <= s <= MAX_UINT  # seqs are never negative, and seq + 1 encodes
         or type(p) is not bytes
     ):
         raise CodecError(f"bad command {_describe(t)}")
@@ -250,6 +265,7 @@ def _value(x: object) -> Value:
             and set(map(type, seqs)) == _INT_ONLY  # exact int: a bool is refused
             and set(map(type, payloads)) == _BYTES_ONLY
             and min(seqs) >= 0  # seqs are never negative
+            and max(seqs) <= MAX_UINT  # and seq + 1 still encodes
             and max(map(len, clients)) <= MAX_CLIENT_ID_LEN  # bounded session keys
         ):
             return tuple(map(_make_command, x))
@@ -493,7 +509,7 @@ def _decode_accept(frame: tuple[Any, ...]) -> object:
 
 # Paxos type codes (1..63). Never renumber: they are on the wire and on disk.
 _register(1, Prepare, (NODE_ID, BALLOT, UINT))
-_register(2, Promise, (NODE_ID, BALLOT, UINT, _PROMISE_ENTRIES, UINT))
+_register(2, Promise, (NODE_ID, BALLOT, UINT, _PROMISE_ENTRIES, UINT, UINT))
 _register(3, Accept, (NODE_ID, BALLOT, UINT, VALUE, UINT), _decode_accept)
 _register(4, Accepted, (NODE_ID, BALLOT, UINT), _decode_accepted)
 _register(5, Nack, (NODE_ID, BALLOT, BALLOT))

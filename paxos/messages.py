@@ -35,6 +35,10 @@ class Promise:
     ``entries`` holds, for each slot >= the Prepare's ``from_slot``, the value
     with the highest ballot this acceptor accepted there. ``commit`` is the
     acceptor's known chosen prefix, so a lagging candidate learns it is behind.
+
+    A report too large for one frame comes in parts: ``next_slot`` is then the
+    first slot not reported yet, and the candidate asks for the rest with a
+    Prepare of the same ballot from that slot (0: the report is complete).
     """
 
     src: int
@@ -42,6 +46,7 @@ class Promise:
     from_slot: int
     entries: tuple[PromiseEntry, ...]
     commit: int
+    next_slot: int
 
 
 @dataclass(frozen=True, slots=True)

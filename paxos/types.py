@@ -25,6 +25,13 @@ class Ballot(NamedTuple):
 #: The ballot below every real ballot; nothing is promised or accepted at it.
 ZERO_BALLOT = Ballot(0, 0)
 
+#: The bound on ballot rounds. The codec refuses a round above it and the rules refuse
+#: to promise or accept a round at or above it, so nothing that was promised can ever
+#: fail to encode (a round near 2**64 would overflow msgpack's integers for good), and
+#: a node can always build the next ballot. 2**53 also keeps rounds exact in JSON.
+#: One election per millisecond would take 285,000 years to get there.
+MAX_ROUND = 2**53
+
 
 class Command(NamedTuple):
     """One broadcast payload, tagged with its sender's session.

@@ -13,6 +13,7 @@ from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
+from paxos.multi.sessions import open_command
 from paxos.records import Record
 from paxos.types import Command, Delivery
 
@@ -57,6 +58,18 @@ class Cluster:
     def propose(self, node: int, *commands: Command) -> None:
         self.apply(node, self.replicas[node].propose(commands))
         self.deliver_all()
+
+    def open_session(self, name: str = "c", node: int | None = None, ticks: int = 20) -> str:
+        """Open a session through the log (at ``node``, default the leader); its key."""
+        node = node if node is not None else self.elect()
+        nonce = self.rng.randbytes(16)
+        self.propose(node, open_command(name, nonce))
+        for _ in range(ticks):
+            key = self.replicas[node].session_key(name, nonce)
+            if key is not None:
+                return key
+            self.tick()
+        raise AssertionError(f"session {name} not opened within {ticks} ticks")
 
     def leader(self) -> int | None:
         leaders = [i for i, r in self.replicas.items() if r.is_leader and i not in self.down]

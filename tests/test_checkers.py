@@ -40,6 +40,9 @@ def test_good_history_passes_every_checker() -> None:
     checkers = Checkers()
     for command in (A1, A2, A3, B1, B2):
         checkers.on_issue(command, 0)
+    for node, incarnation in ((1, 1), (2, 1), (3, 1), (3, 2)):
+        checkers.on_session_opened(node, incarnation, "a", b"na", "a", 1)
+        checkers.on_session_opened(node, incarnation, "b", b"nb", "b", 1)
     for node in (1, 2, 3):
         checkers.on_chosen(node, 1, 1, (A1, B1), 5)
         checkers.on_chosen(node, 1, 2, (A2,), 6)

@@ -19,6 +19,8 @@ from paxos.codec import (
     CLIENT_ID,
     MAX_CLIENT_ID_LEN,
     MAX_FRAME_BYTES,
+    MAX_NODE_ID,
+    MAX_UINT,
     STR,
     UINT,
     VERSION,
@@ -48,7 +50,7 @@ from paxos.messages import (
     Promise,
 )
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
-from paxos.types import NOOP, ZERO_BALLOT, Ballot, Command
+from paxos.types import MAX_ROUND, NOOP, ZERO_BALLOT, Ballot, Command
 
 B = Ballot(3, 2)
 CMDS = (
@@ -59,10 +61,10 @@ CMDS = (
 BIG = tuple(Command(f"client-{i % 13}", i + 1, bytes([i % 256]) * 100) for i in range(256))
 
 SAMPLES: dict[type, list[Any]] = {
-    Prepare: [Prepare(1, B, 0), Prepare(3, Ballot(2**40, 3), 2**63)],
+    Prepare: [Prepare(1, B, 0), Prepare(3, Ballot(2**40, 3), 2**63 - 1)],
     Promise: [
-        Promise(2, B, 5, (), 4),
-        Promise(2, B, 5, ((5, Ballot(1, 1), CMDS), (6, Ballot(2, 3), NOOP), (9, B, BIG)), 4),
+        Promise(2, B, 5, (), 4, 0),
+        Promise(2, B, 5, ((5, Ballot(1, 1), CMDS), (6, Ballot(2, 3), NOOP), (9, B, BIG)), 4, 12),
     ],
     Accept: [Accept(1, B, 10, NOOP, 9), Accept(1, B, 10, CMDS, 9), Accept(2, B, 11, BIG, 0)],
     Accepted: [Accepted(2, B, 10), Accepted(5, Ballot(0, 5), 0)],
@@ -72,7 +74,7 @@ SAMPLES: dict[type, list[Any]] = {
     HeartbeatReply: [HeartbeatReply(2, B, 7), HeartbeatReply(2, ZERO_BALLOT, 0)],
     PreVote: [PreVote(3, Ballot(9, 3))],
     PreVoteReply: [PreVoteReply(1, B, True), PreVoteReply(2, B, False)],
-    CatchupRequest: [CatchupRequest(1, 0, 0), CatchupRequest(1, 5, 2**64 - 1)],
+    CatchupRequest: [CatchupRequest(1, 0, 0), CatchupRequest(1, 5, 2**63 - 1)],
     CatchupReply: [CatchupReply(2, (), 0), CatchupReply(2, ((1, CMDS), (2, NOOP), (3, BIG)), 3)],
     Forward: [Forward(2, ()), Forward(2, CMDS), Forward(3, BIG)],
     PromiseRecord: [PromiseRecord(B), PromiseRecord(ZERO_BALLOT)],
@@ -132,8 +134,8 @@ def test_frame_layout() -> None:
     m = Accept(1, Ballot(3, 2), 10, (Command("c", 4, b"p"),), 9)
     assert msgpack.unpackb(encode(m)) == [VERSION, 3, 1, [3, 2], 10, [["c", 4, b"p"]], 9]
     entries = ((5, Ballot(1, 1), (Command("x", 1, b"y"),)),)
-    raw = msgpack.unpackb(encode(Promise(2, B, 5, entries, 4)))
-    assert raw == [VERSION, 2, 2, [3, 2], 5, [[5, [1, 1], [["x", 1, b"y"]]]], 4]
+    raw = msgpack.unpackb(encode(Promise(2, B, 5, entries, 4, 0)))
+    assert raw == [VERSION, 2, 2, [3, 2], 5, [[5, [1, 1], [["x", 1, b"y"]]]], 4, 0]
 
 
 def test_decode_message_and_decode_record() -> None:
@@ -157,11 +159,11 @@ def test_client_id_length_limit() -> None:
         encode(too_long, validate=True)
 
 
-_ballots = st.builds(Ballot, st.integers(1, 2**64 - 1), st.integers(1, 2**64 - 1)) | st.just(
+_ballots = st.builds(Ballot, st.integers(1, MAX_ROUND), st.integers(1, MAX_NODE_ID)) | st.just(
     ZERO_BALLOT
 )
-_nodes = st.integers(1, 2**64 - 1)
-_uints = st.integers(0, 2**64 - 1)
+_nodes = st.integers(1, MAX_NODE_ID)
+_uints = st.integers(0, MAX_UINT)
 _commands = st.builds(Command, st.text(max_size=MAX_CLIENT_ID_LEN), _uints, st.binary(max_size=64))
 _values = st.lists(_commands, max_size=5).map(tuple)
 _messages = st.one_of(
@@ -172,6 +174,7 @@ _messages = st.one_of(
         _ballots,
         _uints,
         st.lists(st.tuples(_uints, _ballots, _values), max_size=3).map(tuple),
+        _uints,
         _uints,
     ),
     st.builds(Accept, _nodes, _ballots, _uints, _values, _uints),
@@ -571,6 +574,24 @@ def test_frames_built_around_a_value_encoded_once_are_identical_to_encode() -> N
         assert accept_value_bytes(frame, decode(frame)) == vb  # type: ignore[arg-type]
     # A frame with a non-canonical encoding around the value is not sliced.
     msg = Accept(1, Ballot(1, 1), 5, value, 3)
-    odd = msgpack.packb([1, 3, 1, [1, 1], 5, value, 3])[:-1] + b"\xcc\x03"  # commit as uint8
+    odd = msgpack.packb([VERSION, 3, 1, [1, 1], 5, value, 3])[:-1] + b"\xcc\x03"  # commit as uint8
     assert decode(odd) == msg
     assert accept_value_bytes(odd, msg) is None
+
+
+def test_rounds_node_ids_and_counters_are_bounded_so_their_successors_encode() -> None:
+    """A round near 2**64 would be promised, persisted and then fail every encode of
+    the next ballot, for good: the codec refuses what could lead there."""
+    assert decode(encode(Prepare(1, Ballot(MAX_ROUND, 1), MAX_UINT))) == Prepare(
+        1, Ballot(MAX_ROUND, 1), MAX_UINT
+    )
+    for bad in (
+        frame(VERSION, 1, 1, [MAX_ROUND + 1, 1], 0),  # round beyond the bound
+        frame(VERSION, 1, 1, [2**64 - 1, 1], 0),
+        frame(VERSION, 1, 1, [1, MAX_NODE_ID + 1], 0),  # ballot's node id
+        frame(VERSION, 1, MAX_NODE_ID + 1, [1, 1], 0),  # src
+        frame(VERSION, 1, 1, [1, 1], MAX_UINT + 1),  # slot
+        frame(VERSION, 13, 1, [["c", MAX_UINT + 1, b""]]),  # a command's seq
+        frame(VERSION, 13, 1, [["c", 1, b""], ["c", 2**64 - 1, b""]]),  # ... in a batch
+    ):
+        rejects(bad)

@@ -18,7 +18,7 @@ from paxos.messages import (
 )
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.replica import Replica, Role
-from paxos.multi.sessions import RUNS_PER_CLIENT, Sessions
+from paxos.multi.sessions import Sessions, open_command
 from paxos.records import AcceptRecord, PromiseRecord
 from paxos.types import NOOP, Ballot, Command
 
@@ -31,6 +31,12 @@ def fresh(node: int = 1, records: tuple = ()) -> Replica:  # type: ignore[type-a
 
 def cmd(seq: int, client: str = "c") -> Command:
     return Command(client, seq, b"p%d" % seq)
+
+
+def opened(*names: str) -> list[Command]:
+    """Open commands for ``names``: applied in this order on a fresh log, they open
+    sessions ``names[0]#1``, ``names[1]#2``, ..."""
+    return [open_command(name, b"%016d" % i) for i, name in enumerate(names)]
 
 
 # --- acceptor -----------------------------------------------------------------------------
@@ -152,7 +158,8 @@ def test_a_node_back_from_a_partition_does_not_depose_a_healthy_leader() -> None
     c.tick(100)
     assert c.leader() == leader
     assert c.replicas[lonely].leader == leader
-    c.propose(lonely, cmd(1))
+    key = c.open_session(node=lonely)
+    c.propose(lonely, cmd(1, key))
     c.tick(10)
     assert all(c.payloads(n) == [b"p1"] for n in c.replicas)
 
@@ -184,7 +191,8 @@ def test_a_deposed_leader_gets_nothing_chosen() -> None:
             ((_, reply),) = c.replicas[other].step(stale).messages
             assert isinstance(reply, Nack)
     c.cut.clear()
-    c.propose(new, cmd(1))
+    key = c.open_session(node=new)
+    c.propose(new, cmd(1, key))
     c.tick(50)
     for n in c.replicas:
         assert c.payloads(n) == [b"p1"]
@@ -202,7 +210,7 @@ def test_new_leader_adopts_highest_accepted_value_and_fills_gaps_with_noops() ->
     b = r.my_ballot
     low, high = Ballot(0, 3), Ballot(0, 2)  # both below b
     entries = ((1, low, (cmd(1, "x"),)), (3, high, (cmd(1, "y"),)))
-    ready = r.step(Promise(2, b, 1, entries, 0))
+    ready = r.step(Promise(2, b, 1, entries, 0, 0))
     assert r.is_leader
     proposed = {m.slot: m.value for _, m in ready.eager + ready.messages if isinstance(m, Accept)}
     assert proposed == {1: (cmd(1, "x"),), 2: NOOP, 3: (cmd(1, "y"),)}
@@ -212,8 +220,8 @@ def test_new_leader_adopts_highest_accepted_value_and_fills_gaps_with_noops() ->
     pv = next(m for _, m in r2.tick().messages if isinstance(m, PreVote))
     r2.step(PreVoteReply(2, pv.ballot, True))
     r2.accepted[1] = (Ballot(0, 3), (cmd(1, "old"),))
-    r2.promises[1] = Promise(1, r2.my_ballot, 1, ((1, Ballot(0, 3), (cmd(1, "old"),)),), 0)
-    ready = r2.step(Promise(2, r2.my_ballot, 1, ((1, Ballot(0, 4), (cmd(1, "new"),)),), 0))
+    r2.promise_entries[1] = [(1, Ballot(0, 3), (cmd(1, "old"),))]  # its own report
+    ready = r2.step(Promise(2, r2.my_ballot, 1, ((1, Ballot(0, 4), (cmd(1, "new"),)),), 0, 0))
     proposed = {m.slot: m.value for _, m in ready.eager + ready.messages if isinstance(m, Accept)}
     assert proposed == {1: (cmd(1, "new"),)}
 
@@ -227,20 +235,21 @@ def test_follower_learns_from_commit_only_values_accepted_at_that_ballot() -> No
     # A later leader chose something else in slot 1; its commit notice must not
     # make us deliver the value we accepted from the old ballot.
     ready = r.step(Heartbeat(3, Ballot(2, 3), 1))
-    assert ready.deliveries == []
+    assert ready.chosen == []
     assert r.commit == 0
     r.step(Accept(3, Ballot(2, 3), 1, (cmd(1, "new"),), 0))
     ready = r.step(Heartbeat(3, Ballot(2, 3), 1))
-    assert [d.command.client for d in ready.deliveries] == ["new"]
+    assert ready.chosen == [(1, (cmd(1, "new"),))]
 
 
 def test_lagging_replica_catches_up_after_restart() -> None:
     c = Cluster(3, seed=19)
     leader = c.elect()
     lag = next(n for n in c.replicas if n != leader)
+    key = c.open_session()
     c.crash(lag)
     for i in range(1, 201):
-        c.propose(leader, cmd(i))
+        c.propose(leader, cmd(i, key))
     c.restart(lag)
     c.tick(100)
     assert c.payloads(lag) == c.payloads(leader)
@@ -251,31 +260,36 @@ def test_retries_are_delivered_once_and_in_client_order() -> None:
     c = Cluster(3, seed=23)
     leader = c.elect()
     follower = next(n for n in c.replicas if n != leader)
-    c.propose(leader, cmd(1), cmd(2))
-    c.propose(follower, cmd(2), cmd(3))  # a retry of 2 through another node, then 3
-    c.propose(leader, cmd(5))  # 4 was lost: 5 must wait for it
-    c.propose(leader, cmd(4), cmd(5))
+    k = c.open_session()
+    c.propose(leader, cmd(1, k), cmd(2, k))
+    c.propose(follower, cmd(2, k), cmd(3, k))  # a retry of 2 through another node, then 3
+    c.propose(leader, cmd(5, k))  # 4 was lost: 5 must wait for it
+    c.propose(leader, cmd(4, k), cmd(5, k))
     c.tick(20)
     for n in c.replicas:
         assert [d.command.seq for d in c.delivered[n]] == [1, 2, 3, 4, 5]
         assert [d.index for d in c.delivered[n]] == [1, 2, 3, 4, 5]
-        assert c.replicas[n].outcome("c", 3) == 3
-        assert c.replicas[n].outcome("c", 6) is None
+        assert c.replicas[n].outcome(k, 3) == 3
+        assert c.replicas[n].outcome(k, 6) is None
 
 
-def test_sessions_forget_old_indexes_but_not_that_they_were_delivered() -> None:
-    s = Sessions()
-    n = 3 * RUNS_PER_CLIENT
-    for seq in range(1, n + 1):
-        assert s.admit("c", seq, 2 * seq)  # other clients' commands in between: one run each
-    assert not s.admit("c", 5, 99999)
-    assert s.outcome("c", n) == 2 * n
-    assert s.outcome("c", 1) == 0  # delivered, index forgotten
-    assert s.outcome("c", n + 1) is None
+def test_sessions_keep_outcomes_for_their_window_and_forget_older_ones() -> None:
+    s = Sessions(window=100)
+    s.apply(open_command("c", b"n" * 16))
+    n = 1000
+    for seq in range(1, n + 1):  # other clients' commands in between: one run each
+        s.last["c#1"] = seq
+        s.record("c#1", seq, 2 * seq, 1)
+    assert s.outcome("c#1", n) == 2 * n
+    assert all(s.outcome("c#1", q) == 2 * q for q in range(n - 100, n + 1))  # the window
+    assert s.outcome("c#1", 1) == 0  # delivered, index forgotten
+    assert s.outcome("c#1", n + 1) is None
     assert s.outcome("nobody", 1) is None
-    s.record("d", 1, 10, 500)  # a run of a whole batch is one entry
-    s.last["d"] = 500
-    assert s.outcome("d", 250) == 259
+    assert len(s._runs["c#1"][0]) < 300  # bounded by the window, not the history
+    s.apply(open_command("d", b"m" * 16))
+    s.last["d#2"] = 500
+    s.record("d#2", 1, 10, 500)  # a run of a whole batch is one entry
+    assert s.outcome("d#2", 250) == 259
 
 
 def test_a_single_node_cluster_commits_alone() -> None:
@@ -284,7 +298,7 @@ def test_a_single_node_cluster_commits_alone() -> None:
     for _ in range(config.election_max_ticks + 1):
         r.tick()
     assert r.is_leader
-    ready = r.propose([cmd(1)])
+    ready = r.propose([*opened("c"), cmd(1, "c#1")])
     assert [d.index for d in ready.deliveries] == [1]
     assert ready.records  # persisted before delivered
 
@@ -292,8 +306,9 @@ def test_a_single_node_cluster_commits_alone() -> None:
 def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk() -> None:
     c = Cluster(3, seed=29)
     leader = c.elect()
+    key = c.open_session()
     for i in range(1, 41):
-        c.propose(leader, cmd(i))
+        c.propose(leader, cmd(i, key))
     c.tick(CONFIG.commit_record_ticks + 1)  # long enough for a CommitRecord everywhere
     for node in c.replicas:
         c.crash(node)
@@ -306,8 +321,9 @@ def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk()
 def test_promise_leaves_out_what_the_acceptor_durably_knows_is_chosen() -> None:
     c = Cluster(3, seed=31)
     leader = c.elect()
+    key = c.open_session()
     for i in range(1, 21):
-        c.propose(leader, cmd(i))
+        c.propose(leader, cmd(i, key))
     c.tick(10)
     follower = next(n for n in c.replicas if n != leader)
     r = c.replicas[follower]
@@ -330,9 +346,10 @@ def test_a_candidate_far_behind_learns_the_settled_prefix_by_catch_up() -> None:
     c = Cluster(3, seed=37)
     leader = c.elect()
     behind = next(n for n in c.replicas if n != leader)
+    key = c.open_session()
     c.crash(behind)
     for i in range(1, 31):
-        c.propose(leader, cmd(i))
+        c.propose(leader, cmd(i, key))
     c.crash(leader)
     c.restart(behind)
     c.tick(300)  # behind and the third node elect a leader; behind catches up
@@ -345,11 +362,13 @@ def test_ready_runs_summarise_deliveries_per_client() -> None:
     r = Replica(1, config, random.Random(1))
     for _ in range(config.election_max_ticks + 1):
         r.tick()
-    ready = r.propose([cmd(1, "a"), cmd(2, "a"), cmd(1, "b"), cmd(3, "a"), cmd(9, "b")])
+    r.propose(opened("a", "b"))
+    a, b = "a#1", "b#2"
+    ready = r.propose([cmd(1, a), cmd(2, a), cmd(1, b), cmd(3, a), cmd(9, b)])
     assert [(d.command.client, d.command.seq, d.index) for d in ready.deliveries] == [
-        ("a", 1, 1),
-        ("a", 2, 2),
-        ("b", 1, 3),
-        ("a", 3, 4),
+        (a, 1, 1),
+        (a, 2, 2),
+        (b, 1, 3),
+        (a, 3, 4),
     ]
-    assert ready.runs == [("a", 1, 1, 2), ("b", 1, 3, 1), ("a", 3, 4, 1)]
+    assert ready.runs == [(a, 1, 1, 2), (b, 1, 3, 1), (a, 3, 4, 1)]

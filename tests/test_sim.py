@@ -118,6 +118,12 @@ class ScriptedReplica:
     def outcome(self, client: str, seq: int) -> int | None:
         return self._outcome
 
+    def session_status(self, key: str) -> tuple[str, int | None]:
+        return "live", 0
+
+    def session_key(self, name: str, nonce: bytes) -> str | None:
+        return None
+
 
 def driver_for(replica: ScriptedReplica) -> tuple[NodeDriver, Network]:
     net = network(FaultRates())
@@ -171,12 +177,12 @@ def test_driver_answers_clients_when_delivered() -> None:
     driver.tick()  # the delivery comes: the client hears back, with a leader hint
     net.now = 10
     [(src, dst, reply)] = net.due()
-    assert (src, dst, reply) == (1, "c1", ClientReply(1, ((1, 1),), 2))
+    assert (src, dst, reply) == (1, "c1", ClientReply(1, "c1", ((1, 1),), 2))
     # Already delivered here: answered at once, not proposed again.
     known, net2 = driver_for(ScriptedReplica(Ready(), outcome=7))
     known.receive("c1", ClientRequest("c1", (command,)))
     net2.now = 10
-    assert [p for _, _, p in net2.due()] == [ClientReply(1, ((1, 7),), 2)]
+    assert [p for _, _, p in net2.due()] == [ClientReply(1, "c1", ((1, 7),), 2)]
 
 
 # ---------------------------------------------------------------------- determinism

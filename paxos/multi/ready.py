@@ -35,6 +35,11 @@ class Ready:
     first_index, count)`` for each run of one client's consecutive seqs at
     consecutive indexes, so a driver can acknowledge a batch without touching
     each command.
+
+    ``opened`` lists the sessions that applying the log opened during the call,
+    ``(name, nonce, key)`` (a retried open again names the session it opened
+    the first time), and ``ended`` the sessions it ended, ``(key, last seq,
+    reason)``: a driver answers the clients waiting on them.
     """
 
     eager: list[tuple[int, Message]] = field(default_factory=list)
@@ -43,10 +48,18 @@ class Ready:
     deliveries: list[Delivery] = field(default_factory=list)
     chosen: list[tuple[int, Value]] = field(default_factory=list)
     runs: list[tuple[str, int, int, int]] = field(default_factory=list)
+    opened: list[tuple[str, bytes, str]] = field(default_factory=list)
+    ended: list[tuple[str, int, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.records or self.messages or self.eager or self.deliveries or self.chosen
+            self.records
+            or self.messages
+            or self.eager
+            or self.deliveries
+            or self.chosen
+            or self.opened
+            or self.ended
         )
 
     def extend(self, other: Ready) -> None:
@@ -57,3 +70,5 @@ class Ready:
         self.deliveries.extend(other.deliveries)
         self.chosen.extend(other.chosen)
         self.runs.extend(other.runs)
+        self.opened.extend(other.opened)
+        self.ended.extend(other.ended)

@@ -26,18 +26,29 @@ How the protocol runs:
 * **Learning.** Chosen prefixes travel in Accept/Commit/Heartbeat. A replica
   that accepted a slot at the announcing leader's ballot holds its chosen
   value; for any other slot it asks peers (:class:`CatchupRequest`).
-* **Sessions.** Each command carries ``(client, seq)``. A command is delivered
-  iff it is its client's next sequence number, so retries are never delivered
-  twice and each client's commands are delivered in the order it sent them.
+* **Sessions.** Each command carries ``(session key, seq)``. A client opens its
+  session through the log (:mod:`paxos.multi.sessions`); a command is delivered
+  iff its session is live and it is the session's next sequence number, so
+  retries are never delivered twice and each client's commands are delivered
+  in the order it sent them. The leader expires idle sessions through the log.
+* **Bounded sizes.** Every message a replica builds is bounded in bytes: slots
+  hold at most ``batch_max_bytes`` of commands (or one command), catch-up
+  replies ``catchup_max_bytes``, and a Promise too large for one frame comes
+  in parts. Intake refuses payloads above ``max_payload_bytes`` and commands
+  that are already queued or proposed here, so a client resending a large
+  payload costs one copy, not one per resend.
 """
 
 from __future__ import annotations
 
 import enum
 import random
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from itertools import accumulate
+from operator import itemgetter
 from typing import Any
 
 from paxos.messages import (
@@ -57,12 +68,12 @@ from paxos.messages import (
     Promise,
     PromiseEntry,
 )
-from paxos.multi.config import ReplicaConfig
+from paxos.multi.config import COMMAND_OVERHEAD, ReplicaConfig
 from paxos.multi.ready import Ready
-from paxos.multi.sessions import Sessions
+from paxos.multi.sessions import Sessions, expire_command
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.single.rules import may_accept, may_promise, pick_value
-from paxos.types import NOOP, ZERO_BALLOT, Ballot, Command, Delivery, Value
+from paxos.types import MAX_ROUND, NOOP, ZERO_BALLOT, Ballot, Command, Delivery, Value
 
 
 class Role(enum.Enum):
@@ -137,7 +148,7 @@ class Replica:
         self.known_commit = durable_commit  # highest chosen prefix anybody announced
         self.recorded_commit = durable_commit
         self.delivered_index = 0
-        self.sessions = Sessions()
+        self.sessions = Sessions(config.max_sessions, config.session_window)
 
         # --- failure detector and roles.
         self.now = 0
@@ -152,13 +163,31 @@ class Replica:
         self.my_ballot: Ballot = ZERO_BALLOT
         self.prepare_from = 1
         self.prepare_sent_tick = 0
-        self.promises: dict[int, Promise] = {}
+        # Phase 1, per acceptor: what it reported so far, its chosen prefix, and (while
+        # its report comes in parts) the slot its next part starts at. An acceptor
+        # counts towards the quorum once its report is complete (in ``promised_by``).
+        self.promise_entries: dict[int, list[PromiseEntry]] = {}
+        self.promise_commit: dict[int, int] = {}
+        self.promise_next: dict[int, int] = {}
+        self.promised_by: set[int] = set()
         self.next_slot = 1
         self.inflight: dict[int, _Proposal] = {}
         self.queue: deque[Command] = deque()
+        self.queue_bytes = 0
+        # Intake dedup: session key -> highest seq queued or proposed here (contiguously)
+        # since this replica last changed role. A resend of a command at or below it is
+        # already on its way; it is not queued (or proposed, or sent) again.
+        self.queued_upto: dict[str, int] = {}
         self.heartbeat_elapsed = 0
         self.heard_from: set[int] = set()
         self.quorum_elapsed = 0
+
+        # --- session expiry (decided by the leader, applied through the log).
+        #: Live session key -> tick of its last activity seen here (deliveries, intake).
+        self.session_seen: dict[str, int] = {}
+        #: Sessions whose expiry this leader proposed and has not seen applied.
+        self.expiring: set[str] = set()
+        self.lead_start = 0
 
         # --- catch-up.
         self.catchup_sent_tick: int | None = None
@@ -215,8 +244,21 @@ class Replica:
 
     def outcome(self, client: str, seq: int) -> int | None:
         """Where ``(client, seq)`` stands here: its 1-based index in the total order,
-        0 if delivered but too old for its index to be kept, None if not delivered."""
+        0 if delivered but older than the session window, None if not delivered."""
         return self.sessions.outcome(client, seq)
+
+    def session_status(self, key: str) -> tuple[str, int | None]:
+        """``("live", last seq)``, ``("ended", last seq or None)`` or ``("unknown", None)``:
+        see :meth:`paxos.multi.sessions.Sessions.status`."""
+        return self.sessions.status(key)
+
+    def session_key(self, name: str, nonce: bytes) -> str | None:
+        """The key of the live session that ``open(name, nonce)`` opened, if applied here."""
+        return self.sessions.key_for(name, nonce)
+
+    def backlog(self) -> tuple[int, int]:
+        """Commands queued here and their bytes (for the runtime's backpressure)."""
+        return len(self.queue), self.queue_bytes
 
     @property
     def is_leader(self) -> bool:
@@ -245,8 +287,16 @@ class Replica:
         # in-memory commit: a crash would erase it while the candidate relies on it,
         # and nobody might be left to serve those slots.
         settled = self.recorded_commit
-        entries = self._accepted_from(max(msg.from_slot, settled + 1))
-        self._send(msg.src, Promise(self.node_id, msg.ballot, msg.from_slot, entries, settled))
+        # A report larger than a frame goes in parts: the candidate asks for the next
+        # one with a Prepare of this same ballot. Safe: the promise above covers every
+        # slot already, so nothing below our ballot can be accepted between the parts.
+        entries, next_slot = self._accepted_chunk(
+            max(msg.from_slot, settled + 1), self.config.promise_max_bytes
+        )
+        self._send(
+            msg.src,
+            Promise(self.node_id, msg.ballot, msg.from_slot, entries, settled, next_slot),
+        )
 
     def on_accept(self, msg: Accept) -> None:
         self._see_round(msg.ballot)
@@ -308,9 +358,23 @@ class Replica:
     def on_promise(self, msg: Promise) -> None:
         if self.role is not Role.CANDIDATE or msg.ballot != self.my_ballot:
             return
-        self.promises[msg.src] = msg
+        src = msg.src
+        if src in self.promised_by:
+            return  # complete already: a duplicate
+        if msg.from_slot != self.promise_next.get(src, self.prepare_from):
+            return  # a part we did not ask for (late or duplicated): the retransmit asks again
+        self.promise_entries.setdefault(src, []).extend(msg.entries)
+        self.promise_commit[src] = max(self.promise_commit.get(src, 0), msg.commit)
         self.known_commit = max(self.known_commit, msg.commit)
-        if len(self.promises) >= self.phase1_quorum:
+        if msg.next_slot:
+            if msg.next_slot <= msg.from_slot:
+                return  # cannot happen with a correct acceptor: ignore it rather than loop
+            # More to come: the acceptor counts only once its whole report is here.
+            self.promise_next[src] = msg.next_slot
+            self._send(src, Prepare(self.node_id, self.my_ballot, msg.next_slot))
+            return
+        self.promised_by.add(src)
+        if len(self.promised_by) >= self.phase1_quorum:
             self._become_leader()
 
     def on_accepted(self, msg: Accepted) -> None:
@@ -357,13 +421,19 @@ class Replica:
     # ------------------------------------------------------------------ learner
 
     def on_catchup_request(self, msg: CatchupRequest) -> None:
-        hi = min(msg.to_slot, msg.from_slot + self.config.catchup_max - 1)
+        cfg = self.config
+        hi = min(msg.to_slot, msg.from_slot + cfg.catchup_max - 1)
         entries = []
+        budget = cfg.catchup_max_bytes
         for slot in range(max(1, msg.from_slot), hi + 1):
             value = self.chosen.get(slot)
             if value is None:
                 break
             entries.append((slot, value))
+            # Bounded reply: at most one value beyond the byte budget.
+            budget -= value_bytes(value)
+            if budget <= 0:
+                break
         if entries or self.commit:
             self._send(msg.src, CatchupReply(self.node_id, tuple(entries), self.commit))
 
@@ -400,9 +470,13 @@ class Replica:
             # Commands of unchosen slots may or may not be chosen by the next
             # leader; their clients retry and sessions drop any duplicate.
             self.inflight.clear()
+            self.expiring.clear()
+        if self.role is not Role.FOLLOWER or leader != self.leader:
+            # What we queued or proposed may be lost with our role: take resends again.
+            self.queued_upto.clear()
         self.role = Role.FOLLOWER
         self.leader = leader
-        self.promises.clear()
+        self._clear_promises()
         self.prevote_ballot = None
         self.prevote_grants.clear()
         self.election_elapsed = 0
@@ -415,6 +489,8 @@ class Replica:
         self.role = Role.FOLLOWER
         self.election_elapsed = 0
         self.election_timeout = self._random_election_timeout()
+        if self.max_round + 1 >= MAX_ROUND:
+            return  # no ballot left to campaign with (see MAX_ROUND): never overflow
         self.prevote_ballot = Ballot(self.max_round + 1, self.node_id)
         self.prevote_grants = {self.node_id}
         if len(self.prevote_grants) >= self.phase1_quorum:
@@ -428,6 +504,8 @@ class Replica:
         # Our own acceptor promises the new ballot, and that promise is
         # persisted in this same Ready, before the Prepare leaves.
         ballot = self._new_ballot()
+        if ballot.round >= MAX_ROUND:
+            return  # the round bound (see may_promise): such a ballot is never used
         self.max_round = max(self.max_round, ballot.round)
         self.ballot = ballot
         self._out.records.append(PromiseRecord(ballot))
@@ -438,36 +516,46 @@ class Replica:
         self.election_elapsed = 0
         self.prepare_from = self.commit + 1
         self.prepare_sent_tick = self.now
-        own = self._accepted_from(self.prepare_from)
-        self.promises = {
-            self.node_id: Promise(self.node_id, ballot, self.prepare_from, own, self.commit)
-        }
-        if len(self.promises) >= self.phase1_quorum:
+        self.queued_upto.clear()
+        self._clear_promises()
+        # Our own report, from memory (it never travels, so it needs no parts).
+        self.promise_entries[self.node_id] = self._accepted_from(self.prepare_from)
+        self.promise_commit[self.node_id] = self.commit
+        self.promised_by.add(self.node_id)
+        if len(self.promised_by) >= self.phase1_quorum:
             self._become_leader()
             return
         self._broadcast(Prepare(self.node_id, ballot, self.prepare_from))
+
+    def _clear_promises(self) -> None:
+        self.promise_entries.clear()
+        self.promise_commit.clear()
+        self.promise_next.clear()
+        self.promised_by.clear()
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
         self.leader = self.node_id
         self.inflight.clear()
-        self.heard_from = set(self.promises) - {self.node_id}
+        self.heard_from = self.promised_by - {self.node_id}
         self.quorum_elapsed = 0
         self.heartbeat_elapsed = 0
+        self.lead_start = self.now  # every session gets a full timeout from a new leader
+        self.expiring.clear()
         # Slots up to the highest chosen prefix a promiser knows are settled: we
         # learn them by catch-up and never propose there. Above it, every
         # promiser reported everything it accepted.
-        settled = max(promise.commit for promise in self.promises.values())
+        settled = max(self.promise_commit[src] for src in self.promised_by)
         settled = max(settled, self.prepare_from - 1)
         if settled > self.known_commit:
             self.known_commit = settled
         # Gather, per open slot, what the promising majority accepted.
         reports: dict[int, list[tuple[Ballot, Value]]] = {}
-        for promise in self.promises.values():
-            for slot, b, v in promise.entries:
+        for src in self.promised_by:
+            for slot, b, v in self.promise_entries[src]:
                 if slot > settled:
                     reports.setdefault(slot, []).append((b, v))
-        self.promises.clear()
+        self._clear_promises()
         last = max(reports, default=settled)
         last = max(last, max(self.chosen, default=0))
         for slot in range(settled + 1, last + 1):
@@ -489,7 +577,8 @@ class Replica:
 
         ``self.ballot`` is rebuilt from durable records after a restart, and
         every ballot we ever used was promised (and persisted) by ourselves
-        first, so this never hands out a ballot used before a crash.
+        first, so this never hands out a ballot used before a crash. Its round
+        may reach MAX_ROUND; the caller then does not campaign.
         """
         return Ballot(max(self.max_round, self.ballot.round) + 1, self.node_id)
 
@@ -504,10 +593,11 @@ class Replica:
         retransmit_due = self.now - self.prepare_sent_tick >= self.config.retransmit_ticks
         if self.role is Role.CANDIDATE and retransmit_due:
             self.prepare_sent_tick = self.now
-            prepare = Prepare(self.node_id, self.my_ballot, self.prepare_from)
             for peer in self.peers:
-                if peer not in self.promises:
-                    self._send(peer, prepare)
+                if peer not in self.promised_by:
+                    # From where its report stands: a lost part is asked for again.
+                    first = self.promise_next.get(peer, self.prepare_from)
+                    self._send(peer, Prepare(self.node_id, self.my_ballot, first))
         if self.election_elapsed >= self.election_timeout:
             self._start_prevote()
 
@@ -536,6 +626,31 @@ class Replica:
                 for peer in self.peers:
                     if peer not in proposal.acks:
                         self._out.eager.append((peer, accept))
+        if (self.now - self.lead_start) % cfg.session_check_ticks == 0:
+            self._expire_idle_sessions()
+
+    def _expire_idle_sessions(self) -> None:
+        """Propose the end of every session idle for ``session_timeout_ticks`` here.
+
+        Only the decision uses this leader's clock; the end itself happens where the
+        expire command lands in the log, identically on every replica, and only if the
+        session delivered nothing after the seq it names (activity wins any race).
+        """
+        timeout = self.config.session_timeout_ticks
+        since = self.now - timeout
+        if since < self.lead_start:
+            return  # a new leader gives every session a full timeout
+        seen = self.session_seen
+        expiring = self.expiring
+        expire: list[Command] = []
+        for key, last in self.sessions.last.items():
+            if key not in expiring and seen.get(key, self.lead_start) <= since:
+                expiring.add(key)
+                expire.append(expire_command(key, last))
+                if len(expire) >= self.config.batch_max:
+                    break  # the rest at the next check: bounded work per tick
+        if expire:
+            self._enqueue_system(expire)
 
     def _tick_catchup(self) -> None:
         if self.commit < self.known_commit:
@@ -555,11 +670,21 @@ class Replica:
 
     # ------------------------------------------------------------------ helpers
 
-    def _accepted_from(self, first: int) -> tuple[PromiseEntry, ...]:
+    def _accepted_from(self, first: int) -> list[PromiseEntry]:
         """What this acceptor accepted in every slot >= ``first``, ascending."""
-        return tuple(
-            (slot, b, v) for slot, (b, v) in sorted(self.accepted.items()) if slot >= first
-        )
+        return [(slot, b, v) for slot, (b, v) in sorted(self.accepted.items()) if slot >= first]
+
+    def _accepted_chunk(self, first: int, budget: int) -> tuple[tuple[PromiseEntry, ...], int]:
+        """Like :meth:`_accepted_from`, but at most one value beyond ``budget`` bytes;
+        also returns the first slot left out (0: none)."""
+        entries: list[PromiseEntry] = []
+        for slot in sorted(slot for slot in self.accepted if slot >= first):
+            if budget <= 0:
+                return tuple(entries), slot
+            b, v = self.accepted[slot]
+            entries.append((slot, b, v))
+            budget -= value_bytes(v)
+        return tuple(entries), 0
 
     def _chosen_behind_our_back(self, entries: Iterable[tuple[int, Value]]) -> bool:
         """Do these chosen values prove that a higher ballot chose in a slot we own?
@@ -585,7 +710,9 @@ class Replica:
         return self.leader is not None and self.election_elapsed < self.config.election_min_ticks
 
     def _see_round(self, ballot: Ballot) -> None:
-        if ballot.round > self.max_round:
+        # Rounds at the bound are never promised (may_promise), so they never count as
+        # seen either: a stray one must not leave us unable to build a next ballot.
+        if self.max_round < ballot.round < MAX_ROUND:
             self.max_round = ballot.round
 
     def _hear_leader(self, src: int, ballot: Ballot) -> None:
@@ -639,8 +766,11 @@ class Replica:
         deliveries = out.deliveries
         chosen = out.chosen
         runs = out.runs
-        last_seq = self.sessions.last
-        record = self.sessions.record
+        sessions = self.sessions
+        last_seq = sessions.last
+        record = sessions.record
+        seen = self.session_seen
+        now = self.now
         index = self.delivered_index
         for slot in range(first, last + 1):
             value = self.chosen[slot]
@@ -649,10 +779,20 @@ class Replica:
             run_seq = run_index = run_len = 0
             for command in value:
                 client, seq, _ = command
-                # Exactly-once, FIFO per client: only the client's next seq is
-                # delivered; a retry (seq too low) or a command whose predecessor
-                # was lost (seq too high) is skipped identically on every replica.
-                if seq != last_seq.get(client, 0) + 1:
+                # Exactly-once, FIFO per client: only a live session's next seq is
+                # delivered; a retry (seq too low), a command whose predecessor was
+                # lost (seq too high) or one of a session that is not live (never
+                # opened, or ended) is skipped identically on every replica.
+                if seq != last_seq.get(client, -2) + 1:
+                    if seq == 0:
+                        # A system command may end a session of the current run: record
+                        # the run first, so that the table never sees its ended key.
+                        if run_client is not None:
+                            record(run_client, run_seq, run_index, run_len)
+                            runs.append((run_client, run_seq, run_index, run_len))
+                            seen[run_client] = now
+                            run_client = None
+                        self._apply_system(command)
                     continue
                 last_seq[client] = seq
                 index += 1
@@ -663,11 +803,31 @@ class Replica:
                 if run_client is not None:
                     record(run_client, run_seq, run_index, run_len)
                     runs.append((run_client, run_seq, run_index, run_len))
+                    seen[run_client] = now
                 run_client, run_seq, run_index, run_len = client, seq, index, 1
             if run_client is not None:
                 record(run_client, run_seq, run_index, run_len)
                 runs.append((run_client, run_seq, run_index, run_len))
+                seen[run_client] = now
         self.delivered_index = index
+
+    def _apply_system(self, command: Command) -> None:
+        """Apply an open/close/expire command chosen in the log (see sessions.py)."""
+        sessions = self.sessions
+        sessions.apply(command)
+        self.expiring.discard(command.client)  # applied, whatever its effect
+        if sessions.opened:
+            self._out.opened.extend(sessions.opened)
+            for _, _, key in sessions.opened:
+                self.session_seen[key] = self.now
+            sessions.opened.clear()
+        if sessions.ended:
+            self._out.ended.extend(sessions.ended)
+            for key, _, _ in sessions.ended:
+                self.session_seen.pop(key, None)
+                self.queued_upto.pop(key, None)
+                self.expiring.discard(key)
+            sessions.ended.clear()
 
     def _request_catchup(self, target: int) -> None:
         self.catchup_sent_tick = self.now
@@ -675,43 +835,181 @@ class Replica:
         hi = min(max(self.known_commit, lo), lo + self.config.catchup_max - 1)
         self._send(target, CatchupRequest(self.node_id, lo, hi))
 
-    def _enqueue(self, commands: Iterable[Command]) -> None:
-        room = self.config.queue_max - len(self.queue)
-        if room <= 0:
+    def _enqueue(self, commands: Sequence[Command]) -> None:
+        """Intake: client commands proposed here or forwarded to us.
+
+        A leader queues them for its slots; a follower that knows the leader
+        forwards them; a follower that knows none queues them until it does.
+        What is queued here is deduplicated first: a command already queued or
+        proposed here since our last role change is not taken again when its
+        client resends it (the resend costs no memory), and neither is one whose
+        predecessor is missing (it could not be delivered before it: the client
+        resends both, in order). A forwarding follower deduplicates nothing, since
+        a forward is not retransmitted: the client's resend is the retransmission.
+        """
+        if self.role is not Role.LEADER and self.leader not in (None, self.node_id):
+            fresh = self._admit(commands, dedup=False)
+            if fresh:
+                self._forward(fresh)
             return
-        commands = tuple(commands)[:room]
+        fresh = self._admit(commands, dedup=True)
+        if not fresh:
+            return
+        # Bounded queue, in commands and in payload bytes: beyond it commands are
+        # dropped (not acknowledged, so their clients resend them later).
+        room = self.config.queue_max - len(self.queue)
+        if room < len(fresh):
+            fresh = fresh[: max(0, room)]
+        size = payload_bytes(fresh)
+        if self.queue_bytes + size > self.config.queue_max_bytes:
+            room_bytes = self.config.queue_max_bytes - self.queue_bytes
+            part, size = _prefix_within(fresh, room_bytes, at_least_one=False)
+            fresh = list(part)
+        if not fresh:
+            return
+        self._mark_queued(fresh)
+        self.queue.extend(fresh)
+        self.queue_bytes += size
         if self.role is Role.LEADER:
-            self.queue.extend(commands)
             self._fill_window()
-        elif self.leader is not None and self.leader != self.node_id:
-            if commands:
-                self._send(self.leader, Forward(self.node_id, commands))
-        else:
-            self.queue.extend(commands)
+
+    def _enqueue_system(self, commands: list[Command]) -> None:
+        """Queue this leader's own system commands (session expiry) behind the rest."""
+        self.queue.extend(commands)
+        self.queue_bytes += payload_bytes(commands)
+        self._fill_window()
+
+    def _admit(self, commands: Sequence[Command], dedup: bool) -> list[Command]:
+        """The commands worth taking (see :meth:`_enqueue`), in their order."""
+        n = len(commands)
+        if not n:
+            return []
+        limit = self.config.max_payload_bytes
+        key, first_seq, _ = commands[0]
+        # Fast path: one session's run of seqs (what a client sends), judged as a run.
+        # Only its ends are checked for contiguity: a client that numbers a batch out of
+        # order can only stall its own session here, until our next role change.
+        if (
+            first_seq > 0
+            and commands[-1][1] - first_seq == n - 1
+            and list(map(_key_of, commands)).count(key) == n
+            and max(map(len, map(_payload_of, commands))) <= limit
+        ):
+            skip = self._run_start(key, first_seq, dedup)
+            if skip is None or skip >= n:
+                return []
+            self.session_seen[key] = self.now
+            return list(commands[skip:])
+        # General path (a forward of many sessions, system commands, odd input).
+        out: list[Command] = []
+        expect: dict[str, int | None] = {}
+        for command in commands:
+            key, seq, payload = command
+            if len(payload) > limit:
+                continue  # never enters the log: the cluster's request limit
+            if seq == 0:
+                out.append(command)  # system command: applying one twice is harmless
+                continue
+            if key not in expect:
+                skip = self._run_start(key, seq, dedup)
+                expect[key] = None if skip is None else seq + max(skip, 0)
+                if skip is not None and key in self.sessions.last:
+                    self.session_seen[key] = self.now
+            want = expect[key]
+            if want is None or seq < want or (dedup and seq > want):
+                continue
+            expect[key] = seq + 1
+            out.append(command)
+        return out
+
+    def _run_start(self, key: str, first_seq: int, dedup: bool) -> int | None:
+        """How many commands of a run of ``key`` from ``first_seq`` to skip (already
+        delivered or, with ``dedup``, already queued here); None: take none of it."""
+        done = self.sessions.last.get(key)
+        if done is None:
+            if self.sessions.status(key)[0] == "ended":
+                return None  # its session ended: never deliverable again
+            return 0  # not opened as far as we have applied: the log will decide
+        expect = done + 1
+        if dedup:
+            expect = max(expect, self.queued_upto.get(key, 0) + 1)
+        skip = expect - first_seq
+        if skip < 0:
+            # A gap before this run. Queued, it would only wait for its predecessor;
+            # forwarded, the leader judges it with what it has.
+            return None if dedup else 0
+        return skip
+
+    def _mark_queued(self, commands: list[Command]) -> None:
+        """Remember how far each live session's commands are queued here.
+
+        Only for sessions live here: for one we have not seen opened yet (we are
+        behind), nothing says the run we took follows its last delivered seq, and
+        marking it would make us refuse the missing predecessors when they come.
+        """
+        upto = self.queued_upto
+        live = self.sessions.last
+        if len(upto) > 2 * self.config.max_sessions:
+            upto.clear()  # bounded; forgetting only lets a resend be queued twice
+        key, seq, _ = commands[-1]
+        if commands[0][0] == key and seq - commands[0][1] == len(commands) - 1:
+            if key in live:
+                upto[key] = seq  # one run
+            return
+        for key, seq, _ in commands:
+            if seq and key in live:
+                upto[key] = seq
+
+    def _forward(self, commands: Sequence[Command]) -> None:
+        """Send commands to the leader in Forwards bounded in commands and bytes."""
+        assert self.leader is not None
+        for part in self._batches(commands):
+            self._send(self.leader, Forward(self.node_id, part))
+
+    def _batches(self, commands: Sequence[Command]) -> Iterable[Value]:
+        """``commands`` cut into values of at most ``batch_max`` commands and about
+        ``batch_max_bytes`` (a single larger command travels alone)."""
+        cfg = self.config
+        start, n = 0, len(commands)
+        while start < n:
+            part = tuple(commands[start : start + cfg.batch_max])
+            if len(part) > 1 and payload_bytes(part) > cfg.batch_max_bytes:
+                part, _ = _prefix_within(part, cfg.batch_max_bytes, at_least_one=True)
+            start += len(part)
+            yield part
 
     def _forward_queue(self) -> None:
         assert self.leader is not None
-        batch = self.config.batch_max
-        queue = self.queue
-        while queue:
-            n = min(batch, len(queue))
-            commands = tuple(queue.popleft() for _ in range(n))
-            self._send(self.leader, Forward(self.node_id, commands))
+        queue = list(self.queue)
+        self.queue.clear()
+        self.queue_bytes = 0
+        self._forward(queue)
 
     def _fill_window(self) -> int:
         """Move queued commands into new slots while the phase-2 window has room.
 
         Returns the number of slots proposed. A slot takes whatever is queued
-        (up to ``batch_max``): at low load one command goes out at once; under
-        load the window fills and commands pile up into large batches.
+        (up to ``batch_max`` commands and ``batch_max_bytes``): at low load one
+        command goes out at once; under load the window fills and commands pile
+        up into large batches.
         """
         queue = self.queue
-        batch_max = self.config.batch_max
+        cfg = self.config
+        batch_max = cfg.batch_max
         proposed = 0
-        while queue and len(self.inflight) < self.config.window:
+        while queue and len(self.inflight) < cfg.window:
             proposed += 1
             n = min(batch_max, len(queue))
             value: Value = tuple(queue.popleft() for _ in range(n))
+            # The whole queue in one slot: its size is known without a pass.
+            size = self.queue_bytes if not queue else payload_bytes(value)
+            if size > cfg.batch_max_bytes and n > 1:
+                # Bounded slot: keep a prefix within the budget (at least one command,
+                # which is at most max_payload_bytes) and give the rest back.
+                popped = value
+                value, size = _prefix_within(popped, cfg.batch_max_bytes, at_least_one=True)
+                queue.extendleft(reversed(popped[len(value) :]))
+            self.queue_bytes -= size
             slot = self.next_slot
             self.next_slot += 1
             self._propose_slot(slot, value)
@@ -742,6 +1040,39 @@ class Replica:
         append = self._out.messages.append
         for peer in self.peers:
             append((peer, msg))
+
+
+_key_of: Callable[[Command], str] = itemgetter(0)
+_seq_of: Callable[[Command], int] = itemgetter(1)
+_payload_of: Callable[[Command], bytes] = itemgetter(2)
+
+
+def payload_bytes(commands: Sequence[Command]) -> int:
+    """The bytes of the payloads of ``commands``: what slot and queue budgets count (the
+    rest of a command is bounded per command, see ReplicaConfig)."""
+    return sum(map(len, map(_payload_of, commands)))
+
+
+def value_bytes(value: Value) -> int:
+    """About how many bytes a slot's value takes in a frame (client ids counted one
+    byte per character; the config's frame bound allows for UTF-8)."""
+    return (
+        payload_bytes(value)
+        + sum(map(len, map(_key_of, value)))
+        + COMMAND_OVERHEAD * len(value)
+    )
+
+
+def _prefix_within(
+    commands: Sequence[Command], budget: int, *, at_least_one: bool
+) -> tuple[Value, int]:
+    """The longest prefix of ``commands`` whose payloads fit ``budget`` bytes (with
+    ``at_least_one``, never empty), and its payload bytes."""
+    sizes = list(accumulate(map(len, map(_payload_of, commands))))
+    k = bisect_right(sizes, budget)
+    if at_least_one and k == 0 and commands:
+        k = 1
+    return tuple(commands[:k]), sizes[k - 1] if k else 0
 
 
 #: Delivery(index, slot, command) built by a C-level call (one per delivered command).

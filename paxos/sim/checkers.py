@@ -9,6 +9,12 @@ inside a replica: they only see what the simulator observed at the edges
 * ``on_chosen``: a node learned that a slot holds a value;
 * ``on_delivery``: a node delivered a command at an index;
 * ``on_ack``: a client learned its command was delivered at an index;
+* ``on_session_opened`` / ``on_session_ended``: a node applied the open or the
+  end of a session (system commands in the log);
+* ``on_open_reply``: a client was told the key of the session it asked for;
+* ``on_close_sent``: a client closed its session;
+* ``on_abandon``: a client gave up an unacknowledged command because its
+  session ended (it may or may not have been delivered before the end);
 * ``finish``: the run is over; these nodes are up.
 
 A node incarnation is identified by ``(node, incarnation)``; only the latest
@@ -79,6 +85,25 @@ class Checker:
         pass
 
     def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
+        pass
+
+    def on_session_opened(
+        self, node: int, incarnation: int, name: str, nonce: bytes, key: str, tick: int
+    ) -> None:
+        pass
+
+    def on_session_ended(
+        self, node: int, incarnation: int, key: str, last_seq: int, reason: str, tick: int
+    ) -> None:
+        pass
+
+    def on_open_reply(self, client: str, nonce: bytes, key: str, tick: int) -> None:
+        pass
+
+    def on_close_sent(self, client: str, key: str, tick: int) -> None:
+        pass
+
+    def on_abandon(self, key: str, seq: int, tick: int) -> None:
         pass
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
@@ -184,7 +209,8 @@ class Validity(Checker):
 
     def on_chosen(self, node: int, incarnation: int, slot: int, value: Value, tick: int) -> None:
         for command in value:
-            self._check(command, f"slot {slot} on node {node}", tick)
+            if command.seq:  # system commands (seq 0) are the Sessions checker's business
+                self._check(command, f"slot {slot} on node {node}", tick)
 
     def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
         self._check(delivery.command, f"index {delivery.index} on node {node}", tick)
@@ -324,6 +350,13 @@ class Liveness(Checker):
     def on_issue(self, command: Command, tick: int) -> None:
         self._issued[(command.client, command.seq)] = None
 
+    def on_abandon(self, key: str, seq: int, tick: int) -> None:
+        # Its session ended first: nobody waits for it any more (whether it was
+        # delivered before the end is for the order checkers to agree on).
+        self._issued.pop((key, seq), None)
+        for delivered in self._delivered.values():
+            delivered.discard((key, seq))
+
     def on_incarnation(self, node: int, incarnation: int, tick: int) -> None:
         if self._incarnation.get(node) != incarnation:
             self._incarnation[node] = incarnation
@@ -369,6 +402,71 @@ def _keys(keys: Sequence[_Key], limit: int = 5) -> str:
     return f"({shown}{', ...' if len(keys) > limit else ''})"
 
 
+class SessionRules(Checker):
+    """Sessions are opened and ended through the log, identically everywhere:
+
+    * a session key always names the same open request ``(name, nonce)``, on every
+      node (the table is replicated state), and is given to one client only: two
+      clients never share a session, even when they share a name;
+    * every node ends a session at the same seq;
+    * a node delivers a command only of a session it opened (in this incarnation),
+      and never a seq above the one its session ended at.
+    """
+
+    name = "sessions"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._opened_as: dict[str, tuple[str, bytes]] = {}
+        self._owner: dict[str, str] = {}
+        self._ended_at: dict[str, int] = {}
+        self._node_opened: dict[tuple[int, int], set[str]] = {}
+        self._node_ended: dict[tuple[int, int], dict[str, int]] = {}
+
+    def on_session_opened(
+        self, node: int, incarnation: int, name: str, nonce: bytes, key: str, tick: int
+    ) -> None:
+        first = self._opened_as.setdefault(key, (name, nonce))
+        if first != (name, nonce):
+            self.report(tick, f"node {node} opened {key} for another request than others did")
+        self._node_opened.setdefault((node, incarnation), set()).add(key)
+
+    def on_session_ended(
+        self, node: int, incarnation: int, key: str, last_seq: int, reason: str, tick: int
+    ) -> None:
+        first = self._ended_at.setdefault(key, last_seq)
+        if first != last_seq:
+            self.report(tick, f"node {node} ended {key} at seq {last_seq}, others at {first}")
+        if key not in self._node_opened.get((node, incarnation), ()):
+            self.report(tick, f"node {node} ended {key}, which it never opened")
+        self._node_ended.setdefault((node, incarnation), {})[key] = last_seq
+
+    def on_open_reply(self, client: str, nonce: bytes, key: str, tick: int) -> None:
+        owner = self._owner.setdefault(key, client)
+        if owner != client:
+            self.report(tick, f"session {key} was given to two clients, {owner} and {client}")
+        opened = self._opened_as.get(key)
+        if opened is not None and opened[1] != nonce:
+            self.report(tick, f"{client} was told {key} for a request that did not open it")
+
+    def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
+        command = delivery.command
+        key = command.client
+        where = (node, incarnation)
+        if key not in self._node_opened.get(where, ()):
+            self.report(
+                tick, f"node {node} delivered {_cmd(command)} of a session it never opened"
+            )
+            return
+        ended = self._node_ended.get(where)
+        if ended is not None and key in ended and command.seq > ended[key]:
+            self.report(
+                tick,
+                f"node {node} delivered {_cmd(command)} after its session ended at "
+                f"seq {ended[key]}",
+            )
+
+
 def default_checkers() -> list[Checker]:
     return [
         Agreement(),
@@ -377,6 +475,7 @@ def default_checkers() -> list[Checker]:
         TotalOrder(),
         FifoOrder(),
         AckedDelivered(),
+        SessionRules(),
         Liveness(),
     ]
 
@@ -397,6 +496,19 @@ class Checkers:
         self._chosen = [c.on_chosen for c in cs if type(c).on_chosen is not base.on_chosen]
         self._delivery = [c.on_delivery for c in cs if type(c).on_delivery is not base.on_delivery]
         self._ack = [c.on_ack for c in cs if type(c).on_ack is not base.on_ack]
+        self._session_hooks = [
+            c for c in cs
+            if any(
+                getattr(type(c), hook) is not getattr(base, hook)
+                for hook in (
+                    "on_session_opened",
+                    "on_session_ended",
+                    "on_open_reply",
+                    "on_close_sent",
+                    "on_abandon",
+                )
+            )
+        ]
 
     def on_issue(self, command: Command, tick: int) -> None:
         for hook in self._issue:
@@ -417,6 +529,30 @@ class Checkers:
     def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
         for hook in self._ack:
             hook(client, seq, index, tick)
+
+    def on_session_opened(
+        self, node: int, incarnation: int, name: str, nonce: bytes, key: str, tick: int
+    ) -> None:
+        for checker in self._session_hooks:
+            checker.on_session_opened(node, incarnation, name, nonce, key, tick)
+
+    def on_session_ended(
+        self, node: int, incarnation: int, key: str, last_seq: int, reason: str, tick: int
+    ) -> None:
+        for checker in self._session_hooks:
+            checker.on_session_ended(node, incarnation, key, last_seq, reason, tick)
+
+    def on_open_reply(self, client: str, nonce: bytes, key: str, tick: int) -> None:
+        for checker in self._session_hooks:
+            checker.on_open_reply(client, nonce, key, tick)
+
+    def on_close_sent(self, client: str, key: str, tick: int) -> None:
+        for checker in self._session_hooks:
+            checker.on_close_sent(client, key, tick)
+
+    def on_abandon(self, key: str, seq: int, tick: int) -> None:
+        for checker in self._session_hooks:
+            checker.on_abandon(key, seq, tick)
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         for checker in self.checkers:

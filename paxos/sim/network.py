@@ -27,7 +27,10 @@ Address = int | str
 
 @dataclass(frozen=True, slots=True)
 class ClientRequest:
-    """A client asks a node to broadcast ``commands`` (its unacknowledged ones, in seq order)."""
+    """A client asks a node to broadcast ``commands`` (its unacknowledged ones, in seq order).
+
+    ``client`` is the client's network address; the commands carry its session key.
+    """
 
     client: str
     commands: tuple[Command, ...]
@@ -35,16 +38,58 @@ class ClientRequest:
 
 @dataclass(frozen=True, slots=True)
 class ClientReply:
-    """Node ``src`` delivered the client's commands: ``acks`` holds ``(seq, index)`` pairs
-    (index 0: delivered, index forgotten). ``leader`` is the node ``src`` believes leads."""
+    """Node ``src`` delivered commands of session ``key``: ``acks`` holds ``(seq, index)``
+    pairs (index 0: delivered, index forgotten). ``leader`` is the node ``src`` believes
+    leads."""
 
     src: int
+    key: str
     acks: tuple[tuple[int, int], ...]
     leader: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    """A client at address ``client`` asks for a session named ``name`` (``nonce``: unique
+    per request, the same on retries)."""
+
+    client: str
+    name: str
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReply:
+    """Node ``src`` applied the open ``nonce``: the session's key is ``key``."""
+
+    src: int
+    nonce: bytes
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    """A client ends its session ``key`` (no answer)."""
+
+    client: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """Node ``src`` has applied the end of session ``key`` (its last delivered seq was
+    ``last_seq``; None if the node no longer remembers): its other commands are never
+    delivered."""
+
+    src: int
+    key: str
+    last_seq: int | None
+
+
 #: What travels on the virtual network.
-Payload = Message | ClientRequest | ClientReply
+Payload = (
+    Message | ClientRequest | ClientReply | OpenRequest | OpenReply | CloseRequest | SessionEnded
+)
 
 # One message in flight: (delivery tick, send sequence number, src, dst, payload).
 _InFlight = tuple[int, int, Address, Address, Payload]

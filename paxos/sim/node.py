@@ -21,10 +21,21 @@ from typing import Protocol
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
+from paxos.multi.sessions import close_command, open_command
 from paxos.records import Record
 from paxos.sim.checkers import Checkers
 from paxos.sim.disk import Disk
-from paxos.sim.network import Address, ClientReply, ClientRequest, Network, Payload
+from paxos.sim.network import (
+    Address,
+    ClientReply,
+    ClientRequest,
+    CloseRequest,
+    Network,
+    OpenReply,
+    OpenRequest,
+    Payload,
+    SessionEnded,
+)
 from paxos.types import Command, Delivery, Value
 
 
@@ -41,6 +52,10 @@ class ReplicaLike(Protocol):
     def propose(self, commands: Sequence[Command]) -> Ready: ...
 
     def outcome(self, client: str, seq: int) -> int | None: ...
+
+    def session_status(self, key: str) -> tuple[str, int | None]: ...
+
+    def session_key(self, name: str, nonce: bytes) -> str | None: ...
 
 
 #: Builds a replica: (node id, config, rng, durable records in write order).
@@ -73,9 +88,11 @@ class NodeDriver:
         self.disk = Disk()
         self.replica: ReplicaLike | None = None
         self.incarnation = 0
-        #: Client commands proposed here and not yet answered: (client, seq).
-        #: Volatile: lost in a crash (the client retries).
-        self.pending: dict[tuple[str, int], None] = {}
+        #: Client commands proposed here and not yet answered: (session key, seq) ->
+        #: the client's address. Volatile: lost in a crash (the client retries).
+        self.pending: dict[tuple[str, int], Address] = {}
+        #: Session opens proposed here and not yet answered: (name, nonce) -> address.
+        self.pending_opens: dict[tuple[str, bytes], Address] = {}
         #: Crash at the n-th crash point from now; 0 = not armed.
         self.crash_countdown = 0
         self.armed_at = 0
@@ -94,6 +111,7 @@ class NodeDriver:
         records = self.disk.records()
         self.incarnation += 1
         self.pending = {}
+        self.pending_opens = {}
         self.crash_countdown = 0
         self._leader = None
         self.replica = self.replica_factory(self.node_id, self.config, rng, records)
@@ -105,6 +123,7 @@ class NodeDriver:
         lost = self.disk.crash()
         self.replica = None
         self.pending = {}
+        self.pending_opens = {}
         self.crash_countdown = 0
         self.crashes += 1
         self._log(f"crash ({lost} unsynced records lost)")
@@ -151,24 +170,47 @@ class NodeDriver:
         try:
             if isinstance(payload, ClientRequest):
                 self.on_client_request(replica, payload)
-            elif not isinstance(payload, ClientReply):
+            elif isinstance(payload, OpenRequest):
+                self.on_open_request(replica, payload)
+            elif isinstance(payload, CloseRequest):
+                self._handle(replica.propose([close_command(payload.key)]))
+            elif not isinstance(payload, ClientReply | OpenReply | SessionEnded):
                 self._handle(replica.step(payload))
         except CrashNow:
             self.crash()
 
+    def on_open_request(self, replica: ReplicaLike, request: OpenRequest) -> None:
+        """Answer an open applied here already; propose it otherwise (applying it twice
+        opens one session)."""
+        key = replica.session_key(request.name, request.nonce)
+        if key is not None:
+            reply = OpenReply(self.node_id, request.nonce, key)
+            self.network.send(self.node_id, request.client, reply)
+            return
+        self.pending_opens[(request.name, request.nonce)] = request.client
+        self._handle(replica.propose([open_command(request.name, request.nonce)]))
+
     def on_client_request(self, replica: ReplicaLike, request: ClientRequest) -> None:
-        """Answer what is already delivered here; propose the rest and remember it."""
+        """Answer what is already delivered here (or a session that ended); propose the
+        rest and remember it."""
         known: list[tuple[int, int]] = []
         new: list[Command] = []
+        key = ""
         for command in request.commands:
-            index = replica.outcome(command.client, command.seq)
+            key = command.client
+            state, last = replica.session_status(key)
+            if state == "ended":
+                ended = SessionEnded(self.node_id, key, last)
+                self.network.send(self.node_id, request.client, ended)
+                return
+            index = replica.outcome(key, command.seq)
             if index is not None:
                 known.append((command.seq, index))
             else:
-                self.pending[(command.client, command.seq)] = None
+                self.pending[(key, command.seq)] = request.client
                 new.append(command)
         if known:
-            self.reply(request.client, known)
+            self.reply(request.client, key, known)
         if new:
             self._handle(replica.propose(new))
 
@@ -191,8 +233,12 @@ class NodeDriver:
             self.send(ready.messages)
         if ready.chosen:
             self.observe_chosen(ready.chosen)
+        if ready.opened:
+            self.sessions_opened(ready.opened)
         if ready.deliveries:
             self.deliver(ready.deliveries)
+        if ready.ended:
+            self.sessions_ended(ready.ended)
 
     def persist(self, records: Sequence[Record]) -> None:
         self.disk.write(records)
@@ -213,12 +259,31 @@ class NodeDriver:
         for slot, value in chosen:
             on_chosen(node, incarnation, slot, value, now)
 
+    def sessions_opened(self, opened: Sequence[tuple[str, bytes, str]]) -> None:
+        node, incarnation, now = self.node_id, self.incarnation, self.network.now
+        for name, nonce, key in opened:
+            self.checkers.on_session_opened(node, incarnation, name, nonce, key, now)
+            self._log(f"session {key} opened")
+            client = self.pending_opens.pop((name, nonce), None)
+            if client is not None:
+                self.network.send(node, client, OpenReply(node, nonce, key))
+
+    def sessions_ended(self, ended: Sequence[tuple[str, int, str]]) -> None:
+        node, incarnation, now = self.node_id, self.incarnation, self.network.now
+        for key, last, reason in ended:
+            self.checkers.on_session_ended(node, incarnation, key, last, reason, now)
+            self._log(f"session {key} {reason} at seq {last}")
+            waiting = {c for (k, _), c in self.pending.items() if k == key}
+            for client in waiting:
+                self.network.send(node, client, SessionEnded(node, key, last))
+            self.pending = {k: c for k, c in self.pending.items() if k[0] != key}
+
     def deliver(self, deliveries: Sequence[Delivery]) -> None:
         """Hand deliveries to the checkers and answer the clients waiting for them."""
         on_delivery = self.checkers.on_delivery
         node, incarnation, now = self.node_id, self.incarnation, self.network.now
         pending = self.pending
-        answers: dict[str, list[tuple[int, int]]] = {}
+        answers: dict[tuple[Address, str], list[tuple[int, int]]] = {}
         for delivery in deliveries:
             on_delivery(node, incarnation, delivery, now)
             command = delivery.command
@@ -227,16 +292,17 @@ class NodeDriver:
                     f"deliver #{delivery.index} {command.client}#{command.seq} "
                     f"(slot {delivery.slot})"
                 )
-            key = (command.client, command.seq)
-            if key in pending:
-                del pending[key]
-                answers.setdefault(command.client, []).append((command.seq, delivery.index))
-        for client, acks in answers.items():
-            self.reply(client, acks)
+            client = pending.pop((command.client, command.seq), None)
+            if client is not None:
+                answers.setdefault((client, command.client), []).append(
+                    (command.seq, delivery.index)
+                )
+        for (client, key), acks in answers.items():
+            self.reply(client, key, acks)
 
-    def reply(self, client: str, acks: Sequence[tuple[int, int]]) -> None:
+    def reply(self, client: Address, key: str, acks: Sequence[tuple[int, int]]) -> None:
         leader = self.replica.leader if self.replica is not None else None
-        self.network.send(self.node_id, client, ClientReply(self.node_id, tuple(acks), leader))
+        self.network.send(self.node_id, client, ClientReply(self.node_id, key, tuple(acks), leader))
 
     def _log(self, text: str) -> None:
         if self.trace is not None:

@@ -147,14 +147,22 @@ class _Run:
         self.replica_rngs = random.Random(rng.getrandbits(64))
         net_rng = random.Random(rng.getrandbits(64))
         client_rng = random.Random(rng.getrandbits(64))
+        session_rng = random.Random(rng.getrandbits(64))
 
         self.trace: list[str] | None = [] if config.trace else None
         node_ids = tuple(range(1, config.nodes + 1))
         self.node_ids = node_ids
-        replica_config = config.replica_config or ReplicaConfig(nodes=node_ids)
+        client_ids = [f"c{i}" for i in range(1, config.clients + 1)]
+        sessions = SessionPlan.draw(session_rng, client_ids)
+        self.sessions = sessions
+        replica_config = config.replica_config or ReplicaConfig(
+            nodes=node_ids,
+            max_sessions=sessions.max_sessions,
+            session_timeout_ticks=sessions.timeout_ticks,
+            session_check_ticks=sessions.check_ticks,
+        )
         if tuple(replica_config.nodes) != node_ids:
             raise ValueError(f"replica_config.nodes must be {node_ids}")
-        client_ids = [f"c{i}" for i in range(1, config.clients + 1)]
         self.checkers = Checkers(config.checkers() if config.checkers is not None else None)
         self.network = Network(net_rng, rates, node_ids, client_ids, self.trace)
         self.drivers = [
@@ -168,6 +176,7 @@ class _Run:
         self.clients = [
             SimClient(
                 cid,
+                sessions.names[cid],
                 node_ids,
                 random.Random(client_rng.getrandbits(64)),
                 self.network,
@@ -176,6 +185,7 @@ class _Run:
                 outstanding=config.outstanding,
                 issue_rate=min(1.0, even_rate * client_rng.uniform(1.0, 4.0)),
                 retry_ticks=client_rng.randint(30, 60),
+                close_rate=sessions.close_rate,
                 trace=self.trace,
             )
             for cid in client_ids
@@ -200,6 +210,7 @@ class _Run:
             (c for c in self.checkers.checkers if isinstance(c, Liveness)), None
         )
         self._log(0, f"seed {config.seed} nodes {config.nodes} faults {self.rates.describe()}")
+        self._log(0, f"sessions {self.sessions.describe()}")
         now = 0
         try:
             for driver in self.drivers:
@@ -286,6 +297,43 @@ class _Run:
                 driver.start(random.Random(self.replica_rngs.getrandbits(64)))
         for client in self.clients:
             client.issuing = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    """How one run exercises sessions, drawn from its seed like the fault rates: clients
+    that share a name (two copies of one app), a table small enough to evict, timeouts
+    short enough to expire idle (or cut-off) clients, clients that close and reopen."""
+
+    names: dict[str, str]
+    max_sessions: int
+    timeout_ticks: int
+    check_ticks: int
+    close_rate: float
+
+    @classmethod
+    def draw(cls, rng: random.Random, clients: Sequence[str]) -> SessionPlan:
+        sharing = rng.random()
+        if sharing < 0.4:
+            names = dict.fromkeys(clients, "app")
+        elif sharing < 0.7:
+            names = {c: "app" if i < 2 else c for i, c in enumerate(clients)}
+        else:
+            names = {c: c for c in clients}
+        small_table = rng.random() < 0.3
+        max_sessions = rng.randint(1, len(clients)) if small_table else 4096
+        short = rng.random() < 0.35
+        timeout = int(20 * 50 ** rng.random()) if short else 6000
+        check = max(1, min(timeout // 4, rng.randint(5, 50)))
+        close_rate = rng.uniform(0.001, 0.02) if rng.random() < 0.3 else 0.0
+        return cls(names, max_sessions, timeout, check, close_rate)
+
+    def describe(self) -> str:
+        shared = len(self.names) - len(set(self.names.values()))
+        return (
+            f"shared-names={shared} max={self.max_sessions} timeout={self.timeout_ticks}t "
+            f"check={self.check_ticks}t close={self.close_rate:.3f}"
+        )
 
 
 def _exception_violation(now: int, exc: Exception) -> Violation:

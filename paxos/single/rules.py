@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from paxos.types import Ballot
+from paxos.types import MAX_ROUND, Ballot
 
 V = TypeVar("V")
 
@@ -19,17 +19,21 @@ def may_promise(promised: Ballot, ballot: Ballot) -> bool:
 
     Equal is allowed so that a retransmitted Prepare of the same ballot gets the
     same answer; two proposers never share a ballot (the node id breaks ties).
+    A round at or above :data:`~paxos.types.MAX_ROUND` is never promised: after
+    promising it nobody could build a higher ballot, and the cluster could never
+    elect again.
     """
-    return ballot >= promised
+    return ballot >= promised and ballot.round < MAX_ROUND
 
 
 def may_accept(promised: Ballot, ballot: Ballot) -> bool:
     """An acceptor may accept at ``ballot`` iff it promised nothing higher.
 
     This is what makes a chosen value stick: once a majority promised ``b``,
-    no ballot below ``b`` can gather a majority of accepts any more.
+    no ballot below ``b`` can gather a majority of accepts any more. Accepting
+    implies promising, so the round bound of :func:`may_promise` holds here too.
     """
-    return ballot >= promised
+    return ballot >= promised and ballot.round < MAX_ROUND
 
 
 def pick_value(reports: Iterable[tuple[Ballot, V]], default: V) -> V:

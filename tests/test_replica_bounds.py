@@ -1,0 +1,336 @@
+"""The replica's bounds and sessions: every message bounded in bytes, intake that does
+not queue a resend twice, rounds that cannot overflow, sessions opened and ended through
+the log. One test per rule; the simulator exercises the same rules under faults."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from cluster import Cluster
+
+from paxos.codec import MAX_FRAME_BYTES, encode
+from paxos.messages import (
+    Accept,
+    CatchupReply,
+    CatchupRequest,
+    Forward,
+    Nack,
+    Prepare,
+    PreVote,
+    PreVoteReply,
+    Promise,
+)
+from paxos.multi.config import ReplicaConfig
+from paxos.multi.replica import Replica, Role
+from paxos.multi.sessions import close_command, open_command
+from paxos.records import PromiseRecord
+from paxos.types import MAX_ROUND, Ballot, Command
+
+
+def big(key: str, seq: int, size: int) -> Command:
+    return Command(key, seq, bytes([seq % 256]) * size)
+
+
+def leader_of(config: ReplicaConfig, node: int = 1) -> Replica:
+    """A replica of ``config`` that leads (its peers promised an empty past)."""
+    r = Replica(node, config, random.Random(node))
+    r.election_elapsed = r.election_timeout
+    pv = next(m for _, m in r.tick().messages if isinstance(m, PreVote))
+    for peer in r.peers:
+        r.step(PreVoteReply(peer, pv.ballot, True))
+    for peer in r.peers:
+        if not r.is_leader:
+            r.step(Promise(peer, r.my_ballot, 1, (), 0, 0))
+    assert r.is_leader
+    return r
+
+
+# --- bytes ------------------------------------------------------------------------------------
+
+
+def test_slots_are_bounded_in_bytes_and_a_large_command_gets_a_slot_of_its_own() -> None:
+    config = ReplicaConfig(nodes=(1, 2, 3), batch_max_bytes=10_000, window=64)
+    r = leader_of(config)
+    cmds = [big("k#1", i, 3000) for i in range(1, 11)] + [big("k#1", 11, 50_000)]
+    ready = r.propose(cmds)
+    accepts = [m for _, m in ready.eager if isinstance(m, Accept) and m.slot > 0]
+    values = {m.slot: m.value for m in accepts}
+    # 3000 B each: three fit the 10 kB budget; the 50 kB one travels alone.
+    assert [len(v) for _, v in sorted(values.items())] == [3, 3, 3, 1, 1]
+    assert all(sum(len(c.payload) for c in v) <= 10_000 for v in values.values() if len(v) > 1)
+    assert [c.seq for _, v in sorted(values.items()) for c in v] == list(range(1, 12))
+
+
+def test_catchup_replies_are_bounded_in_bytes() -> None:
+    c = Cluster(3, seed=1, catchup_max_bytes=20_000)
+    leader = c.elect()
+    key = c.open_session()
+    for seq in range(1, 11):
+        c.propose(leader, big(key, seq, 8_000))
+    c.tick(5)
+    asker = next(n for n in c.replicas if n != leader)
+    ready = c.replicas[leader].step(CatchupRequest(asker, 1, 64))
+    ((_, reply),) = ready.messages
+    assert isinstance(reply, CatchupReply)
+    # At most one value beyond the budget (each slot here holds one 8 kB command).
+    assert 1 <= len(reply.entries) <= 4
+    assert len(encode(reply)) < 20_000 + 8_000 + 1_000
+
+
+def test_a_promise_too_large_for_one_frame_comes_in_parts_and_counts_once_complete() -> None:
+    config = ReplicaConfig(nodes=(1, 2, 3), promise_max_bytes=5_000)
+    acceptor = Replica(2, config, random.Random(2))
+    for slot in range(1, 11):  # ten slots of 2 kB, accepted from an old leader
+        acceptor.step(Accept(3, Ballot(0, 3), slot, (big("k#1", slot, 2000),), 0))
+    acceptor.election_elapsed = config.election_min_ticks  # the old leader went quiet
+    candidate = Replica(1, config, random.Random(1))
+    candidate.election_elapsed = candidate.election_timeout
+    pv = next(m for _, m in candidate.tick().messages if isinstance(m, PreVote))
+    ready = candidate.step(PreVoteReply(2, pv.ballot, True))
+    prepare = next(m for d, m in ready.messages if d == 2 and isinstance(m, Prepare))
+    parts = 0
+    while not candidate.is_leader:
+        ((_, promise),) = acceptor.step(prepare).messages
+        assert isinstance(promise, Promise)
+        assert len(encode(promise)) < 5_000 + 2_100 + 200  # one value beyond the budget
+        parts += 1
+        out = candidate.step(promise)
+        if promise.next_slot:
+            assert candidate.role is Role.CANDIDATE  # not counted before it is complete
+            prepare = next(m for d, m in out.messages if d == 2 and isinstance(m, Prepare))
+            assert prepare.from_slot == promise.next_slot and prepare.ballot == promise.ballot
+        assert parts < 20
+    assert parts >= 3
+    # The new leader adopted every reported value, from every part.
+    adopted = {s: v for s, (b, v) in candidate.accepted.items() if b == candidate.my_ballot}
+    assert sorted(adopted) == list(range(1, 11))
+    assert all(v == (big("k#1", s, 2000),) for s, v in adopted.items())
+
+
+def test_a_lost_promise_part_is_asked_for_again() -> None:
+    config = ReplicaConfig(nodes=(1, 2, 3), promise_max_bytes=3_000)
+    acceptor = Replica(2, config, random.Random(2))
+    for slot in range(1, 5):
+        acceptor.step(Accept(3, Ballot(0, 3), slot, (big("k#1", slot, 2000),), 0))
+    acceptor.election_elapsed = config.election_min_ticks
+    candidate = Replica(1, config, random.Random(1))
+    candidate.election_elapsed = candidate.election_timeout
+    pv = next(m for _, m in candidate.tick().messages if isinstance(m, PreVote))
+    candidate.step(PreVoteReply(2, pv.ballot, True))
+    ((_, first),) = acceptor.step(Prepare(1, candidate.my_ballot, 1)).messages
+    assert isinstance(first, Promise) and first.next_slot
+    candidate.step(first)  # its request for the second part is lost
+    ready = candidate.tick()
+    for _ in range(config.retransmit_ticks):
+        if any(isinstance(m, Prepare) for _, m in ready.messages):
+            break
+        ready = candidate.tick()
+    again = [m for d, m in ready.messages if d == 2 and isinstance(m, Prepare)]
+    assert again and again[0].from_slot == first.next_slot
+    # A duplicate of the first part is ignored: it is not what was asked for.
+    assert candidate.step(first).messages == [] and candidate.role is Role.CANDIDATE
+
+
+def test_forwards_are_bounded_in_bytes() -> None:
+    config = ReplicaConfig(nodes=(1, 2, 3), batch_max_bytes=10_000)
+    r = Replica(2, config, random.Random(2))
+    r.step(Accept(1, Ballot(1, 1), 1, (), 0))  # node 1 leads
+    ready = r.propose([big("k#1", i, 4_000) for i in range(1, 8)])
+    forwards = [m for _, m in ready.messages if isinstance(m, Forward)]
+    assert [len(f.commands) for f in forwards] == [2, 2, 2, 1]  # 8 kB of 10 kB each
+
+
+def test_a_payload_above_the_limit_never_enters_the_log() -> None:
+    c = Cluster(3, seed=2, max_payload_bytes=1000)
+    leader = c.elect()
+    key = c.open_session()
+    c.propose(leader, big(key, 1, 1001))
+    follower = next(n for n in c.replicas if n != leader)
+    c.propose(follower, big(key, 1, 1001))
+    c.propose(leader, big(key, 1, 1000))
+    c.tick(5)
+    for n, r in c.replicas.items():
+        assert all(len(cmd.payload) <= 1000 for v in r.chosen.values() for cmd in v)
+        assert [len(d.command.payload) for d in c.delivered[n]] == [1000]
+
+
+def test_a_config_whose_frames_could_exceed_the_codec_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="fit a frame"):
+        ReplicaConfig(nodes=(1,), max_payload_bytes=MAX_FRAME_BYTES)
+    with pytest.raises(ValueError, match="fit a frame"):
+        ReplicaConfig(nodes=(1,), batch_max_bytes=MAX_FRAME_BYTES)
+    assert ReplicaConfig(nodes=(1,)).max_frame_bytes < MAX_FRAME_BYTES
+
+
+# --- intake -----------------------------------------------------------------------------------
+
+
+def test_a_leader_does_not_queue_a_resend_of_what_it_queued_or_proposed() -> None:
+    c = Cluster(3, seed=12, window=1)
+    leader = c.elect()
+    key = c.open_session()
+    r = c.replicas[leader]
+    c.cut |= {(leader, n) for n in c.replicas}  # nothing gets chosen from now on
+    r.propose([big(key, 1, 100_000)])  # proposed: the window (one slot) is full
+    r.propose([big(key, 2, 100_000), big(key, 3, 100_000)])  # queued
+    assert r.backlog() == (2, 200_000)
+    for _ in range(50):  # the client resends, again and again, through every node
+        resend = [big(key, seq, 100_000) for seq in (1, 2, 3)]
+        assert not r.propose(resend)
+        assert not r.step(Forward(2 if leader != 2 else 3, tuple(resend)))
+    assert r.backlog() == (2, 200_000)
+    # A resend with one more command takes just the new one.
+    r.propose([big(key, seq, 100_000) for seq in (2, 3, 4)])
+    assert r.backlog() == (3, 300_000)
+
+
+def test_a_leader_takes_no_command_whose_predecessor_is_missing_here() -> None:
+    c = Cluster(3, seed=3)
+    leader = c.elect()
+    key = c.open_session()
+    r = c.replicas[leader]
+    r.propose([big(key, 1, 10)])
+    assert not r.propose([big(key, 3, 10)])  # 2 was lost on the way: 3 alone is useless
+    c.propose(leader, big(key, 2, 10), big(key, 3, 10))  # the client resends both
+    c.tick(5)
+    assert [d.command.seq for d in c.delivered[leader]] == [1, 2, 3]
+
+
+def test_a_forwarding_follower_passes_every_resend_on() -> None:
+    config = ReplicaConfig(nodes=(1, 2, 3))
+    r = Replica(2, config, random.Random(2))
+    r.step(Accept(1, Ballot(1, 1), 1, (), 0))  # node 1 leads
+    for _ in range(3):  # a forward is not retransmitted: the client's resend is
+        ready = r.propose([big("k#1", 1, 10)])
+        assert [type(m) for _, m in ready.messages] == [Forward]
+
+
+def test_a_new_leader_takes_resends_again() -> None:
+    """What a deposed leader had queued may be gone: after any role change, resends
+    are taken again (sessions drop whatever turns out to be a duplicate)."""
+    c = Cluster(3, seed=4)
+    leader = c.elect()
+    key = c.open_session()
+    r = c.replicas[leader]
+    r.propose([big(key, 1, 10)])
+    assert r.queued_upto == {key: 1}
+    r.step(Nack(2, r.my_ballot, Ballot(r.my_ballot.round + 5, 2)))  # deposed
+    assert r.role is Role.FOLLOWER and r.queued_upto == {}
+
+
+# --- rounds -----------------------------------------------------------------------------------
+
+
+def test_a_round_at_the_bound_is_never_promised_or_accepted() -> None:
+    r = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
+    ready = r.step(Prepare(2, Ballot(MAX_ROUND, 2), 1))
+    assert ready.records == []
+    assert [type(m) for _, m in ready.messages] == [Nack]
+    ready = r.step(Accept(2, Ballot(MAX_ROUND, 2), 1, (), 0))
+    assert ready.records == [] and 1 not in r.accepted
+    assert r.ballot.round < MAX_ROUND and r.max_round < MAX_ROUND
+
+
+def test_a_node_never_builds_a_ballot_beyond_the_bound() -> None:
+    near = Ballot(MAX_ROUND - 1, 2)
+    r = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1), [PromiseRecord(near)])
+    for _ in range(200):
+        ready = r.tick()
+        assert not any(isinstance(rec, PromiseRecord) for rec in ready.records)
+        assert not any(isinstance(m, PreVote | Prepare) for _, m in ready.messages)
+    assert r.ballot == near and r.role is Role.FOLLOWER
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def test_two_clients_with_one_name_get_two_sessions_and_a_retried_open_the_same() -> None:
+    c = Cluster(3, seed=5)
+    leader = c.elect()
+    c.propose(leader, open_command("app", b"a" * 16), open_command("app", b"b" * 16))
+    c.propose(leader, open_command("app", b"a" * 16))  # a retry whose answer was lost
+    c.tick(5)
+    for r in c.replicas.values():
+        one, two = r.session_key("app", b"a" * 16), r.session_key("app", b"b" * 16)
+        assert one is not None and two is not None and one != two
+        assert len(r.sessions) == 2
+
+
+def test_commands_of_a_session_never_opened_are_not_delivered() -> None:
+    c = Cluster(3, seed=6)
+    leader = c.elect()
+    c.propose(leader, big("ghost#1", 1, 10), big("app", 1, 10))
+    c.tick(5)
+    assert all(d == [] for d in c.delivered.values())
+
+
+def test_a_closed_session_delivers_nothing_more_ever() -> None:
+    c = Cluster(3, seed=7)
+    leader = c.elect()
+    key = c.open_session()
+    c.propose(leader, big(key, 1, 10))
+    c.propose(leader, close_command(key))
+    c.propose(leader, big(key, 2, 10))  # a late resend after the close
+    c.tick(5)
+    for n, r in c.replicas.items():
+        assert [d.command.seq for d in c.delivered[n]] == [1]
+        assert r.session_status(key) == ("ended", 1)
+    # A client that resends to any node is told; nothing is queued for it.
+    assert not c.replicas[leader].propose([big(key, 2, 10)])
+
+
+def test_the_leader_expires_idle_sessions_through_the_log() -> None:
+    c = Cluster(3, seed=8, session_timeout_ticks=100, session_check_ticks=10)
+    leader = c.elect()
+    idle = c.open_session("idle")
+    busy = c.open_session("busy")
+    for seq in range(1, 30):
+        c.propose(leader, big(busy, seq, 10))
+        c.tick(5)
+    for r in c.replicas.values():
+        assert r.session_status(idle)[0] == "ended"
+        assert r.session_status(busy) == ("live", 29)
+    # Every replica ended it at the same point of the order: same tombstone.
+    assert len({r.session_status(idle) for r in c.replicas.values()}) == 1
+
+
+def test_an_expiry_loses_to_activity_it_did_not_see() -> None:
+    c = Cluster(3, seed=9)
+    leader = c.elect()
+    key = c.open_session()
+    c.propose(leader, big(key, 1, 10))
+    c.tick(3)
+    from paxos.multi.sessions import expire_command
+
+    # The leader decided at seq 0; the command at seq 1 landed first: no expiry.
+    c.propose(leader, expire_command(key, 0))
+    c.tick(3)
+    assert all(r.session_status(key) == ("live", 1) for r in c.replicas.values())
+    c.propose(leader, expire_command(key, 1))
+    c.tick(3)
+    assert all(r.session_status(key) == ("ended", 1) for r in c.replicas.values())
+
+
+def test_a_full_table_evicts_the_session_idle_longest_in_log_order() -> None:
+    c = Cluster(3, seed=10, max_sessions=2)
+    leader = c.elect()
+    a = c.open_session("a")
+    b = c.open_session("b")
+    c.propose(leader, big(a, 1, 10))  # a was active after b opened: b is the idlest
+    c.tick(3)
+    d = c.open_session("d")
+    for r in c.replicas.values():
+        assert r.session_status(b)[0] == "ended"
+        assert r.session_status(a) == ("live", 1) and r.session_status(d) == ("live", 0)
+        assert len(r.sessions) == 2
+
+
+def test_session_status_tells_ended_from_not_yet_known() -> None:
+    c = Cluster(3, seed=11)
+    c.elect()
+    key = c.open_session()
+    r = c.replicas[1]
+    assert r.session_status(key) == ("live", 0)
+    assert r.session_status("app#99") == ("unknown", None)  # maybe opened, not applied here
+    assert r.session_status("no-number") == ("unknown", None)
