@@ -31,8 +31,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
+from broadcast.logs import get_logger
 from broadcast.protocol import (
     FETCH_MAX,
     Deliveries,
@@ -65,7 +64,7 @@ from paxos.multi.replica import Replica
 from paxos.records import AcceptRecord, Record
 from paxos.types import Command, Delivery, Value
 
-log = structlog.get_logger("broadcast.node")
+log = get_logger("broadcast.node")
 
 _command_of = itemgetter(2)  # Delivery -> its Command, in C
 
