@@ -1,17 +1,22 @@
 """structlog setup: readable console lines on a terminal, JSON lines otherwise.
 
-The library's own log lines:
+Two rules for the library's own log lines:
 
 * They go to stderr, never stdout, even when the application never configured
   structlog (whose default prints to stdout). Library modules get their loggers
   from :func:`get_logger`; once the application configures structlog (itself or
   through :func:`configure`), those loggers follow its configuration.
+* A warning that can repeat thousands of times a second (a flood of junk frames)
+  goes through :class:`RateLimited`: one line at once, then at most one line per
+  interval carrying how many were suppressed.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -115,3 +120,63 @@ class LibraryLogger:
 def get_logger(name: str) -> LibraryLogger:
     """The logger every module of this package uses (see :class:`LibraryLogger`)."""
     return LibraryLogger(name)
+
+
+class RateLimited:
+    """Log a repetitive event at most once per ``interval_s``, counting what was left out.
+
+    The first :meth:`hit` logs at once; later hits log only when ``interval_s``
+    has passed since the last line. Every line carries the hit's fields plus
+    ``suppressed`` (hits not logged since the previous line) and ``total``
+    (all hits so far). :meth:`flush` writes a last line for hits suppressed
+    since the previous one (call it when shutting down).
+    """
+
+    def __init__(
+        self,
+        logger: Any,
+        event: str,
+        interval_s: float = 5.0,
+        *,
+        level: str = "warning",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval_s < 0:
+            raise ValueError("interval_s must be >= 0")
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}")
+        self.logger = logger
+        self.event = event
+        self.interval_s = interval_s
+        self.level = level
+        self.clock = clock
+        self.total = 0
+        self.suppressed = 0
+        self._last_line: float | None = None
+        self._last_fields: dict[str, Any] = {}
+
+    def hit(self, **fields: Any) -> bool:
+        """Count one occurrence; log it if the interval allows. True if a line was written."""
+        self.total += 1
+        now = self.clock()
+        if self._last_line is not None and now - self._last_line < self.interval_s:
+            self.suppressed += 1
+            self._last_fields = fields
+            return False
+        self._emit(now, fields)
+        return True
+
+    def flush(self) -> bool:
+        """Log the hits suppressed since the last line, if any. True if a line was written."""
+        if not self.suppressed:
+            return False
+        self._emit(self.clock(), self._last_fields)
+        return True
+
+    def _emit(self, now: float, fields: dict[str, Any]) -> None:
+        getattr(self.logger, self.level)(
+            self.event, **fields, suppressed=self.suppressed, total=self.total
+        )
+        self.suppressed = 0
+        self._last_line = now
+        self._last_fields = {}
