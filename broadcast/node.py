@@ -44,7 +44,7 @@ from broadcast.protocol import (
     SubmitAck,
     SubmitRefused,
 )
-from broadcast.spec import Cluster, ConfigError
+from broadcast.spec import Cluster, ConfigError, bind_address
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
 from broadcast.wal import WalCorruptionError, WriteAheadLog
 from paxos.codec import (
@@ -151,7 +151,7 @@ class Node:
             self.replica = Replica(node_id, self.config, random.Random(os.urandom(16)), records)
             peers = {i: addr for i, addr in cluster.nodes.items() if i != node_id}
             self.transport = NodeTransport(
-                node_id, cluster.nodes[node_id], peers, transport_config
+                node_id, bind_address(cluster.nodes[node_id]), peers, transport_config
             )
         except BaseException:
             self.wal.close()

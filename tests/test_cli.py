@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from procs import ProcessCluster
 
+from broadcast.spec import Cluster, ConfigError, bind_address, parse_cluster
+
 pytestmark = pytest.mark.integration
 
 
@@ -95,6 +97,10 @@ def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
         (("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2"), "reachable"),
         (("broadcast", "--cluster", "1=127.0.0.1:7405"), "MESSAGE"),
         (("sim", "--nodes", "99"), "--nodes"),
+        (
+            ("node", "--id", "1", "--cluster", "1=bad_host:7401", "--data-dir", "{tmp}"),
+            "not an IP address or a valid host name",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_non_zero(
@@ -125,3 +131,61 @@ def test_port_in_use_and_corrupted_data_dir(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "wal-00000001.log" in out.stderr.splitlines()[-1]
+
+
+# ---------------------------------------------------------------------- SPEC parsing
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["node-a.example", "localhost", "NODE1", "a.1b", "xn--bcher-kva.example", "10.0.0.1", "[::1]"],
+)
+def test_spec_hosts_may_be_ip_addresses_or_host_names(host: str) -> None:
+    cluster = parse_cluster(f"1={host}:7101,2=127.0.0.1:7102")
+    assert cluster.nodes[1] == f"{host}:7101"
+    assert parse_cluster(cluster.spec()) == cluster
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["bad_host", "-a.example", "a-.example", "a..b", "a" * 64, "256.1.1.1", "1.2.3", "ho st", "*"],
+)
+def test_spec_rejects_garbage_hosts(host: str) -> None:
+    with pytest.raises(ConfigError, match="not an IP address or a valid host name"):
+        parse_cluster(f"1={host}:7101")
+
+
+def test_a_node_binds_the_address_its_host_name_resolves_to() -> None:
+    assert bind_address("localhost:7101") == "127.0.0.1:7101"
+    assert bind_address("10.1.2.3:7101") == "10.1.2.3:7101"
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        bind_address("no-such-host.invalid:7101")
+
+
+def test_toml_spec_may_carry_a_cluster_id_the_inline_form_cannot(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text('cluster_id = "3f9a0c"\n[nodes]\n1 = "localhost:7101"\n2 = "node-b:7102"\n')
+    cluster = parse_cluster(str(path))
+    assert cluster == Cluster({1: "localhost:7101", 2: "node-b:7102"}, "3f9a0c")
+    assert parse_cluster(cluster.spec()).cluster_id is None
+    path.write_text('[nodes]\n1 = "127.0.0.1:7101"\n')
+    assert parse_cluster(str(path)).cluster_id is None
+    for bad in ("cluster_id = 7", 'cluster_id = ""'):
+        path.write_text(f'{bad}\n[nodes]\n1 = "127.0.0.1:7101"\n')
+        with pytest.raises(ConfigError, match="cluster_id must be a non-empty string"):
+            parse_cluster(str(path))
+
+
+def test_a_cluster_on_localhost_host_names(tmp_path: Path) -> None:
+    procs = ProcessCluster(tmp_path, host="localhost")
+    try:
+        spec = procs.cluster.spec()
+        assert spec.startswith("1=localhost:")
+        procs.leader()
+        out = paxos("broadcast", "--cluster", spec, "hello")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["index"] == 1
+        out = paxos("status", "--cluster", spec, "--json")
+        assert all(json.loads(line)["reachable"] for line in out.stdout.splitlines())
+    finally:
+        procs.stop()
