@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,15 +19,28 @@ pytestmark = pytest.mark.integration
 
 
 def paxos(
-    *args: str, stdin: str | None = None, timeout: float = 120
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "PAXOS_CLUSTER"}
     return subprocess.run(
         [sys.executable, "-m", "broadcast", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**environ, **(env or {})},
     )
+
+
+def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    """The failed command's single ``Error:`` line (JSON log lines aside)."""
+    assert out.returncode != 0, out.stdout
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("{")]
+    assert len(errors) == 1 and errors[0].startswith("Error:"), out.stderr
+    return errors[0]
 
 
 @pytest.fixture
@@ -189,3 +204,12 @@ def test_a_cluster_on_localhost_host_names(tmp_path: Path) -> None:
         assert all(json.loads(line)["reachable"] for line in out.stdout.splitlines())
     finally:
         procs.stop()
+
+
+# ---------------------------------------------------------------------- --version
+
+
+def test_version() -> None:
+    out = paxos("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"paxos {importlib.metadata.version('paxos-broadcast')}\n"
