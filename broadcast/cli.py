@@ -71,7 +71,11 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     help="Print the version and exit.",
 )
 def main() -> None:
-    """Multi-Paxos FIFO total-order broadcast: nodes, clients and a fault simulator."""
+    """Multi-Paxos FIFO total-order broadcast: nodes, clients and a fault simulator.
+
+    Every --cluster SPEC option defaults to the PAXOS_CLUSTER environment
+    variable; an explicit --cluster wins.
+    """
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,32 @@ log_level_option = click.option(
 )
 
 
-def _cluster(spec: str) -> Cluster:
+#: The environment variable every ``--cluster`` option falls back to.
+CLUSTER_ENVVAR = "PAXOS_CLUSTER"
+
+cluster_option = click.option(
+    "--cluster",
+    "spec",
+    envvar=CLUSTER_ENVVAR,
+    show_envvar=True,
+    metavar="SPEC",
+    help="ID=HOST:PORT,... or a TOML file. Defaults to $PAXOS_CLUSTER; --cluster wins.",
+)
+
+
+def _cluster(spec: str | None) -> Cluster:
+    if spec is None:
+        raise click.UsageError(f"give --cluster SPEC or set {CLUSTER_ENVVAR}")
     try:
         return parse_cluster(spec)
     except ConfigError as exc:
-        raise click.ClickException(f"--cluster: {exc}") from None
+        ctx = click.get_current_context(silent=True)
+        from_env = (
+            ctx is not None
+            and ctx.get_parameter_source("spec") is click.core.ParameterSource.ENVIRONMENT
+        )
+        where = f"--cluster (from {CLUSTER_ENVVAR})" if from_env else "--cluster"
+        raise click.ClickException(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- paxos node
@@ -48,7 +69,7 @@ def _cluster(spec: str) -> Cluster:
 
 @click.command("node")
 @click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -63,7 +84,12 @@ def _cluster(spec: str) -> Cluster:
 @click.option("--tick-ms", type=click.IntRange(1, 1000), default=10, show_default=True)
 @log_level_option
 def node_command(
-    node_id: int, spec: str, data_dir: Path, no_fsync: bool, tick_ms: int, log_level: str
+    node_id: int,
+    spec: str | None,
+    data_dir: Path,
+    no_fsync: bool,
+    tick_ms: int,
+    log_level: str,
 ) -> None:
     """Run one node in the foreground until Ctrl-C or SIGTERM."""
     from broadcast.node import Node
@@ -201,7 +227,7 @@ def _payloads(messages: tuple[str, ...], count: int | None, size: int) -> Iterat
 
 
 @click.command("broadcast")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option("--client-id", default=None, help="Session name; reusing one continues its seqs.")
 @click.option("--count", type=click.IntRange(1), default=None, help="Generate COUNT messages.")
 @click.option("--size", type=click.IntRange(1, 16 * 1024 * 1024), default=100, show_default=True,
@@ -211,7 +237,7 @@ def _payloads(messages: tuple[str, ...], count: int | None, size: int) -> Iterat
 @click.argument("messages", nargs=-1)
 @log_level_option
 def broadcast_command(
-    spec: str,
+    spec: str | None,
     client_id: str | None,
     count: int | None,
     size: int,
@@ -260,7 +286,7 @@ def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
 
 
 @click.command("subscribe")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option("--from", "from_index", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--count", type=click.IntRange(1), default=None, help="Exit after COUNT deliveries.")
 @click.option("--node", "node_id", type=int, default=None, help="Read from this node only.")
@@ -270,7 +296,7 @@ def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
               help="Fail after this many seconds in which no node answered.")
 @log_level_option
 def subscribe_command(
-    spec: str,
+    spec: str | None,
     from_index: int,
     count: int | None,
     node_id: int | None,
@@ -305,10 +331,10 @@ def subscribe_command(
 
 
 @click.command("status")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @click.option("--timeout", type=click.FloatRange(0.05), default=1.0, show_default=True)
-def status_command(spec: str, as_json: bool, timeout: float) -> None:
+def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
     """Show each node: id, address, reachable, role, ballot, leader, last delivered index."""
     configure("warning")
     cluster = _cluster(spec)

@@ -206,10 +206,41 @@ def test_a_cluster_on_localhost_host_names(tmp_path: Path) -> None:
         procs.stop()
 
 
-# ---------------------------------------------------------------------- --version
+# ---------------------------------------------------------------------- --version, PAXOS_CLUSTER
 
 
 def test_version() -> None:
     out = paxos("--version")
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"paxos {importlib.metadata.version('paxos-broadcast')}\n"
+
+
+def test_paxos_cluster_is_the_default_spec_and_cluster_wins(tmp_path: Path) -> None:
+    env = {"PAXOS_CLUSTER": "1=127.0.0.1:7407"}
+    # An unreachable cluster names the spec it tried: the environment's.
+    error = one_error_line(paxos("status", "--timeout", "0.1", env=env))
+    assert "1=127.0.0.1:7407" in error
+    error = one_error_line(
+        paxos("status", "--cluster", "1=127.0.0.1:7408", "--timeout", "0.1", env=env)
+    )
+    assert "1=127.0.0.1:7408" in error
+    # A bad environment value is a one-line error too; an explicit --cluster does not read it.
+    error = one_error_line(paxos("status", env={"PAXOS_CLUSTER": "nonsense"}))
+    assert "--cluster (from PAXOS_CLUSTER)" in error and "nonsense" in error
+    assert "PAXOS_CLUSTER" in one_error_line(paxos("status"))
+    assert "PAXOS_CLUSTER" in one_error_line(paxos("broadcast", "x"))
+
+
+@pytest.mark.parametrize("command", ["node", "broadcast", "subscribe", "status"])
+def test_help_mentions_paxos_cluster(command: str) -> None:
+    out = paxos(command, "--help")
+    assert out.returncode == 0 and "PAXOS_CLUSTER" in out.stdout
+
+
+def test_paxos_cluster_reaches_a_running_cluster(cluster: ProcessCluster) -> None:
+    env = {"PAXOS_CLUSTER": cluster.cluster.spec()}
+    cluster.leader()
+    out = paxos("broadcast", "hello", env=env)
+    assert out.returncode == 0, out.stderr
+    out = paxos("subscribe", "--count", "1", env=env)
+    assert json.loads(out.stdout)["payload"] == "hello"
