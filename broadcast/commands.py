@@ -21,9 +21,16 @@ from typing import Any
 
 import click
 
+from broadcast import payloads
 from broadcast.client import Client, ClusterUnavailable, Committed
 from broadcast.logs import LEVELS, configure
-from broadcast.spec import Cluster, ConfigError, local_cluster, parse_cluster
+from broadcast.spec import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Cluster,
+    ConfigError,
+    local_cluster,
+    parse_cluster,
+)
 from broadcast.transport import TransportError
 from broadcast.wal import WalError
 
@@ -212,26 +219,19 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
 # ---------------------------------------------------------------------- paxos broadcast
 
 
-def _payloads(messages: tuple[str, ...], count: int | None, size: int) -> Iterator[bytes]:
-    if count is not None:
-        for i in range(1, count + 1):
-            stem = f"msg-{i}-"
-            yield (stem + "x" * max(0, size - len(stem))).encode()[: max(size, len(stem))]
-        return
-    for message in messages:
-        if message == "-":
-            for line in sys.stdin:
-                yield line.rstrip("\n").encode()
-        else:
-            yield message.encode()
-
-
 @click.command("broadcast")
 @cluster_option
 @click.option("--client-id", default=None, help="Session name; reusing one continues its seqs.")
 @click.option("--count", type=click.IntRange(1), default=None, help="Generate COUNT messages.")
-@click.option("--size", type=click.IntRange(1, 16 * 1024 * 1024), default=100, show_default=True,
-              help="Size in bytes of generated messages.")
+@click.option("--size", type=click.IntRange(1), default=100, show_default=True,
+              help="Size in bytes of generated messages (at most --max-payload-bytes).")
+@click.option("--file", "files", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Broadcast the file's bytes as one payload (repeatable, in order).")
+@click.option("--b64", is_flag=True,
+              help="MESSAGE arguments and stdin lines are base64: broadcast the decoded bytes.")
+@click.option("--max-payload-bytes", type=click.IntRange(1), default=DEFAULT_MAX_PAYLOAD_BYTES,
+              show_default=True, help="Refuse larger payloads (arguments, lines, files).")
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Give up after this many seconds without progress.")
 @click.argument("messages", nargs=-1)
@@ -241,17 +241,50 @@ def broadcast_command(
     client_id: str | None,
     count: int | None,
     size: int,
+    files: tuple[Path, ...],
+    b64: bool,
+    max_payload_bytes: int,
     timeout: float,
     messages: tuple[str, ...],
     log_level: str,
 ) -> None:
-    """Broadcast MESSAGES in order ('-' reads lines from stdin); one JSON line per commit."""
+    """Broadcast MESSAGES in order ('-' reads lines from stdin); one JSON line per commit.
+
+    Each MESSAGE argument, stdin line or --file is one payload. With --b64,
+    arguments and stdin lines are base64 text of binary payloads. A payload
+    larger than --max-payload-bytes is refused (a too long stdin line stops the
+    run after the lines before it are committed, without reading the rest).
+    """
     configure(log_level if log_level != "info" else "warning")
-    if count is None and not messages:
-        raise click.UsageError("give MESSAGE arguments, '-' for stdin, or --count N")
-    if count is not None and messages:
-        raise click.UsageError("--count generates messages: give no MESSAGE arguments with it")
+    if count is None and not messages and not files:
+        raise click.UsageError("give MESSAGE arguments, '-' for stdin, --file PATH or --count N")
+    if count is not None and (messages or files):
+        raise click.UsageError("--count generates messages: give no MESSAGE or --file with it")
+    if files and messages:
+        raise click.UsageError("--file gives the payloads: give no MESSAGE arguments with it")
+    if b64 and (files or count is not None):
+        raise click.UsageError("--b64 decodes MESSAGE arguments and stdin lines only")
     cluster = _cluster(spec)
+    try:
+        if count is not None:
+            source = payloads.generated(count, size, max_payload_bytes)
+        elif files:
+            source = payloads.files(files, max_payload_bytes)
+        else:
+            source = payloads.payloads(
+                messages, sys.stdin.buffer, b64=b64, limit=max_payload_bytes
+            )
+    except payloads.PayloadError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    # A bad stdin line or file ends the run: what came before it is committed first.
+    stopped: list[payloads.PayloadError] = []
+
+    def until_error() -> Iterator[bytes]:
+        try:
+            yield from source
+        except payloads.PayloadError as exc:
+            stopped.append(exc)
 
     out = sys.stdout
     quoted: dict[str, str] = {}
@@ -265,11 +298,15 @@ def broadcast_command(
 
     try:
         with Client(cluster, client_id=client_id, timeout=timeout) as client:
-            client.broadcast_many(_payloads(messages, count, size), on_commit=report)
+            committed = client.broadcast_many(until_error(), on_commit=report)
     except ClusterUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    if stopped:
+        raise click.ClickException(
+            f"{stopped[0]}; stopped there, {len(committed)} payloads before it committed"
+        )
 
 
 # ---------------------------------------------------------------------- paxos subscribe

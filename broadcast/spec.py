@@ -21,6 +21,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The largest payload ``paxos broadcast`` sends unless ``--max-payload-bytes`` says otherwise.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
 # One RFC 1123 label: letters, digits and hyphens, 1-63 characters, no hyphen at either end.
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 

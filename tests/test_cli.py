@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
+import io
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from procs import ProcessCluster
 
+from broadcast import payloads
 from broadcast.spec import Cluster, ConfigError, bind_address, parse_cluster
 
 pytestmark = pytest.mark.integration
@@ -244,3 +248,145 @@ def test_paxos_cluster_reaches_a_running_cluster(cluster: ProcessCluster) -> Non
     assert out.returncode == 0, out.stderr
     out = paxos("subscribe", "--count", "1", env=env)
     assert json.loads(out.stdout)["payload"] == "hello"
+
+
+# ---------------------------------------------------------------------- binary payloads
+
+
+class CountingStdin(io.BytesIO):
+    """A stdin that remembers the largest line read it was asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.largest_request = 0
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        assert size is not None and size > 0, "an unbounded readline"
+        self.largest_request = max(self.largest_request, size)
+        return super().readline(size)
+
+
+def test_stdin_lines_are_payloads_read_with_a_bound() -> None:
+    stdin = CountingStdin(b"a\nbb\r\n\nlast")
+    assert list(payloads.stdin_payloads(stdin, b64=False, limit=4)) == [b"a", b"bb", b"", b"last"]
+    assert stdin.largest_request == 4 + 2
+
+
+def test_a_stdin_line_longer_than_the_limit_stops_without_reading_it_whole() -> None:
+    stdin = CountingStdin(b"1234\n12345\n" + b"x" * 1_000_000 + b"\nnever\n")
+    source = payloads.stdin_payloads(stdin, b64=False, limit=4)
+    assert next(source) == b"1234"
+    with pytest.raises(payloads.PayloadError, match="stdin line 2 is larger than the payload"):
+        next(source)
+    stdin = CountingStdin(b"x" * 1_000_000 + b"\n")
+    with pytest.raises(payloads.PayloadError, match="stdin line 1"):
+        list(payloads.stdin_payloads(stdin, b64=False, limit=10))
+    assert stdin.tell() <= 12  # 10 bytes and a line end at most
+
+
+def test_b64_stdin_lines_and_arguments_are_decoded() -> None:
+    stdin = CountingStdin(b"//4=\nAAEC\n")
+    assert list(payloads.stdin_payloads(stdin, b64=True, limit=3)) == [b"\xff\xfe", b"\0\1\2"]
+    assert stdin.largest_request == 4 + 2
+    with pytest.raises(payloads.PayloadError, match="stdin line 2 is not valid base64"):
+        list(payloads.stdin_payloads(io.BytesIO(b"AAEC\n!!!!\n"), b64=True, limit=3))
+    with pytest.raises(payloads.PayloadError, match="stdin line 1 is larger"):
+        list(payloads.stdin_payloads(io.BytesIO(b"AAECAw==\n"), b64=True, limit=3))
+    assert payloads.argument_payload("//4=", 1, b64=True, limit=10) == b"\xff\xfe"
+    with pytest.raises(payloads.PayloadError, match="MESSAGE 2 is not valid base64"):
+        payloads.argument_payload("a*", 2, b64=True, limit=10)
+
+
+def test_arguments_keep_their_bytes_and_are_bounded() -> None:
+    # argv bytes that are not UTF-8 arrive as surrogate escapes: broadcast the original bytes.
+    assert payloads.argument_payload(os.fsdecode(b"\xff"), 1, b64=False, limit=1) == b"\xff"
+    assert payloads.argument_payload("wörld", 1, b64=False, limit=6) == "wörld".encode()
+    with pytest.raises(payloads.PayloadError, match=r"MESSAGE 3 \(7 bytes\) is larger"):
+        payloads.argument_payload("abcdefg", 3, b64=False, limit=6)
+    stdin = io.BytesIO(b"s1\ns2\n")
+    got = list(payloads.payloads(["a", "-", "b"], stdin, b64=False, limit=10))
+    assert got == [b"a", b"s1", b"s2", b"b"]
+    with pytest.raises(payloads.PayloadError, match="MESSAGE 2"):
+        payloads.payloads(["a", "x" * 11], io.BytesIO(), b64=False, limit=10)  # checked upfront
+
+
+def test_files_are_one_payload_each_and_their_sizes_are_checked_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"\x00\x01")
+    big.write_bytes(b"x" * 11)
+    assert list(payloads.files([small, small], 10)) == [b"\x00\x01", b"\x00\x01"]
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def recording_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(self)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", recording_open)
+    with pytest.raises(payloads.PayloadError, match=r"--file .*big \(11 bytes\) is larger"):
+        payloads.files([small, big], 10)
+    assert opened == []
+
+
+def test_generated_messages_are_bounded_too() -> None:
+    assert [len(p) for p in payloads.generated(3, 10, 10)] == [10, 10, 10]
+    with pytest.raises(payloads.PayloadError, match="--size 11"):
+        payloads.generated(3, 11, 10)
+
+
+def test_broadcast_files_and_base64(cluster: ProcessCluster, tmp_path: Path) -> None:
+    spec = cluster.cluster.spec()
+    cluster.leader()
+    blob = bytes(range(256)) * 3
+    (tmp_path / "blob").write_bytes(blob)
+    (tmp_path / "empty").write_bytes(b"")
+    out = paxos("broadcast", "--cluster", spec, "--client-id", "bin",
+                "--file", str(tmp_path / "blob"), "--file", str(tmp_path / "empty"))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [1, 2]
+    out = paxos("broadcast", "--cluster", spec, "--client-id", "bin", "--b64", "//4=", "-",
+                stdin=base64.b64encode(b"\x00line\xff").decode() + "\n")
+    assert out.returncode == 0, out.stderr
+    out = paxos("subscribe", "--cluster", spec, "--count", "4")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [base64.b64decode(r["payload_b64"]) if "payload_b64" in r else r["payload"].encode()
+            for r in rows] == [blob, b"", b"\xff\xfe", b"\x00line\xff"]
+
+
+def test_a_bad_stdin_line_ends_the_run_after_the_lines_before_it(
+    cluster: ProcessCluster,
+) -> None:
+    spec = cluster.cluster.spec()
+    cluster.leader()
+    out = paxos("broadcast", "--cluster", spec, "--max-payload-bytes", "5", "-",
+                stdin="one\ntwo\n" + "x" * 100_000 + "\nnever\n")
+    assert [json.loads(line)["index"] for line in out.stdout.splitlines()] == [1, 2]
+    error = one_error_line(out)
+    assert "stdin line 3 is larger than the payload limit of 5 bytes" in error
+    assert "2 payloads before it committed" in error
+    error = one_error_line(paxos("broadcast", "--cluster", spec, "--b64", "-", stdin="%%%\n"))
+    assert "stdin line 1 is not valid base64" in error
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--b64", "a*"), "MESSAGE 1 is not valid base64"),
+        (("--max-payload-bytes", "3", "abcd"), "larger than the payload limit of 3 bytes"),
+        (("--count", "2", "--size", str(2 * 1024 * 1024)), "--size 2097152"),
+        (("--file", "/nonexistent/file"), "does not exist"),
+        (("--file", "{big}", "--max-payload-bytes", "10"), "(11 bytes) is larger"),
+        (("--file", "{big}", "x"), "no MESSAGE arguments"),
+        (("--b64", "--count", "2"), "--b64"),
+    ],
+)
+def test_bad_payload_arguments_are_one_line_errors(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 11)
+    out = paxos("broadcast", "--cluster", "1=127.0.0.1:7410", "--timeout", "1",
+                *(a.replace("{big}", str(big)) for a in args))
+    assert message in one_error_line(out)
