@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,7 +175,12 @@ def spawn_node(
 @click.option("--no-fsync", is_flag=True, help="Benchmarks only: nodes do not fsync.")
 @log_level_option
 def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_level: str) -> None:
-    """Start NODES local node processes, print the cluster SPEC, stop them all on Ctrl-C."""
+    """Start NODES local node processes and print the cluster SPEC; Ctrl-C stops them all.
+
+    A node that dies is reported and the others keep running (the cluster
+    serves while a majority is up); if every node has exited, so does this
+    command, with an error.
+    """
     configure(log_level)
     try:
         cluster = local_cluster(nodes, base_port)
@@ -185,22 +191,38 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
         i: spawn_node(i, cluster, data_dir, fsync=not no_fsync, log_level=log_level)
         for i in cluster.ids
     }
-    click.echo(cluster.spec(), err=False)
+    spec = cluster.spec()
+    click.echo(spec)
     sys.stdout.flush()
-    stopping = False
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "paxos" else "paxos"  # e.g. .venv/bin/paxos
+    click.echo(
+        f"{nodes} nodes running; Ctrl-C stops them. From another shell:\n"
+        f"  export {CLUSTER_ENVVAR}={spec}\n"
+        f"  {prog} broadcast hello\n"
+        f"  {prog} subscribe --count 1",
+        err=True,
+    )
+    stopping = threading.Event()  # set by the signal handler, read by the loop
 
     def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    exited: list[int] = []  # nodes that exited on their own, in the order seen
     try:
-        while not stopping:
+        while not stopping.is_set() and len(exited) < len(children):
             for node_id, child in children.items():
-                if child.poll() is not None:
-                    click.echo(f"node {node_id} exited with code {child.returncode}", err=True)
-                    stopping = True
+                if stopping.is_set():
+                    break  # Ctrl-C reaches the nodes too: their exit is no news
+                if node_id not in exited and child.poll() is not None:
+                    exited.append(node_id)
+                    if len(exited) < len(children):
+                        click.echo(
+                            f"node {node_id} exited with code {child.returncode}; "
+                            "the other nodes keep running",
+                            err=True,
+                        )
             time.sleep(0.2)  # a supervisor's heartbeat, not a test wait
     finally:
         for child in children.values():
@@ -211,9 +233,21 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
-    failed = [i for i, c in children.items() if c.returncode not in (0, -signal.SIGTERM)]
-    if failed:
-        raise click.ClickException(f"nodes {failed} did not stop cleanly")
+                child.wait()
+    if len(exited) == len(children):
+        codes = ", ".join(f"node {i}: {children[i].returncode}" for i in cluster.ids)
+        raise click.ClickException(f"every node has exited ({codes})")
+    unclean = [
+        i for i, c in children.items()
+        if i not in exited and c.returncode not in (0, -signal.SIGTERM)
+    ]
+    problems = []
+    if exited:
+        problems.append(f"nodes {sorted(exited)} exited while the cluster ran")
+    if unclean:
+        problems.append(f"nodes {unclean} did not stop cleanly")
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 # ---------------------------------------------------------------------- paxos broadcast

@@ -7,17 +7,20 @@ import importlib.metadata
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import ProcessCluster
+from procs import ProcessCluster, wait_for
 
 from broadcast import payloads
-from broadcast.spec import Cluster, ConfigError, bind_address, parse_cluster
+from broadcast.commands import free_base_port
+from broadcast.spec import Cluster, ConfigError, bind_address, local_cluster, parse_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -390,3 +393,95 @@ def test_bad_payload_arguments_are_one_line_errors(
     out = paxos("broadcast", "--cluster", "1=127.0.0.1:7410", "--timeout", "1",
                 *(a.replace("{big}", str(big)) for a in args))
     assert message in one_error_line(out)
+
+
+# ---------------------------------------------------------------------- paxos cluster up
+
+
+class Supervisor:
+    """``paxos cluster up`` as a child process, its stderr lines collected by a thread."""
+
+    def __init__(self, tmp: Path, nodes: int = 3) -> None:
+        self.base = free_base_port(nodes)
+        environ = {k: v for k, v in os.environ.items() if k != "PAXOS_CLUSTER"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "broadcast", "cluster", "up", "--nodes", str(nodes),
+             "--base-port", str(self.base), "--data-dir", str(tmp / "data"), "--no-fsync"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=environ,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.spec = self.proc.stdout.readline().strip()
+        self.lines: list[str] = []
+        stderr = self.proc.stderr
+        self._reader = threading.Thread(target=lambda: self.lines.extend(stderr), daemon=True)
+        self._reader.start()
+
+    def messages(self) -> list[str]:
+        """stderr lines other than the nodes' JSON log lines."""
+        return [line.rstrip("\n") for line in list(self.lines) if not line.startswith("{")]
+
+    def node_pids(self) -> dict[int, int]:
+        """node id -> pid of the ``paxos node`` children (read from /proc)."""
+        pids: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue  # the process is gone
+            if ppid == self.proc.pid and b"--id" in argv:
+                pids[int(argv[argv.index(b"--id") + 1])] = int(stat.parent.name)
+        return pids
+
+    def wait_nodes(self, count: int) -> dict[int, int]:
+        def probe() -> dict[int, int] | None:
+            pids = self.node_pids()
+            return pids if len(pids) == count else None
+
+        return wait_for(f"{count} node processes", probe)
+
+    def wait_message(self, text: str) -> str:
+        return wait_for(
+            repr(text), lambda: next((m for m in self.messages() if text in m), None)
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self._reader.join(30)
+
+
+def test_cluster_up_prints_the_spec_and_a_hint_and_stops_on_sigterm(tmp_path: Path) -> None:
+    up = Supervisor(tmp_path)
+    try:
+        assert up.spec == local_cluster(3, up.base).spec()
+        up.wait_message(f"export PAXOS_CLUSTER={up.spec}")
+        pids = up.wait_nodes(3)
+    finally:
+        up.close()
+    assert up.proc.returncode == 0, up.messages()
+    wait_for("the nodes gone", lambda: not any(Path(f"/proc/{p}").exists() for p in pids.values()))
+
+
+def test_cluster_up_keeps_the_other_nodes_running_when_one_dies(tmp_path: Path) -> None:
+    up = Supervisor(tmp_path)
+    try:
+        pids = up.wait_nodes(3)
+        os.kill(pids[2], signal.SIGKILL)
+        up.wait_message(f"node 2 exited with code {-signal.SIGKILL}; the other nodes keep running")
+        # Nodes 1 and 3 are a majority: the cluster still commits.
+        out = paxos("broadcast", "--cluster", up.spec, "still", "serving")
+        assert out.returncode == 0, out.stderr
+        assert up.proc.poll() is None
+        os.kill(pids[1], signal.SIGKILL)
+        up.wait_message("node 1 exited with code")
+        os.kill(pids[3], signal.SIGKILL)
+        up.proc.wait(60)
+    finally:
+        up.close()
+    assert up.proc.returncode != 0
+    errors = [m for m in up.messages() if m.startswith("Error:")]
+    assert len(errors) == 1 and "every node has exited" in errors[0], up.messages()
+    assert not any("node 3 exited" in m for m in up.messages())
