@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import multiprocessing
 import os
 import sys
@@ -43,9 +44,38 @@ class _OneLineErrors(click.Group):
             sys.exit(exc.exit_code)
 
 
+#: The distribution whose version ``paxos --version`` prints.
+DISTRIBUTION = "paxos-broadcast"
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    try:
+        version = importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise click.ClickException(
+            f"cannot tell the version: the {DISTRIBUTION} package is not installed"
+        ) from None
+    click.echo(f"paxos {version}")
+    ctx.exit()
+
+
 @click.group(cls=_OneLineErrors)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the version and exit.",
+)
 def main() -> None:
-    """Multi-Paxos FIFO total-order broadcast: nodes, clients and a fault simulator."""
+    """Multi-Paxos FIFO total-order broadcast: nodes, clients and a fault simulator.
+
+    Every --cluster SPEC option defaults to the PAXOS_CLUSTER environment
+    variable; an explicit --cluster wins.
+    """
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import NamedTuple
 
-import structlog
-
+from broadcast.logs import get_logger
 from broadcast.protocol import (
     FETCH_MAX,
     Deliveries,
@@ -40,7 +39,7 @@ from broadcast.transport import ClientTransport
 from paxos.codec import MAX_CLIENT_ID_LEN, CodecError, decode, encode
 from paxos.types import Command, Delivery
 
-log = structlog.get_logger("broadcast.client")
+log = get_logger("broadcast.client")
 
 
 class ClusterUnavailable(TimeoutError):

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +22,16 @@ from typing import Any
 
 import click
 
+from broadcast import payloads
 from broadcast.client import Client, ClusterUnavailable, Committed
 from broadcast.logs import LEVELS, configure
-from broadcast.spec import Cluster, ConfigError, local_cluster, parse_cluster
+from broadcast.spec import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Cluster,
+    ConfigError,
+    local_cluster,
+    parse_cluster,
+)
 from broadcast.transport import TransportError
 from broadcast.wal import WalError
 
@@ -36,11 +44,32 @@ log_level_option = click.option(
 )
 
 
-def _cluster(spec: str) -> Cluster:
+#: The environment variable every ``--cluster`` option falls back to.
+CLUSTER_ENVVAR = "PAXOS_CLUSTER"
+
+cluster_option = click.option(
+    "--cluster",
+    "spec",
+    envvar=CLUSTER_ENVVAR,
+    show_envvar=True,
+    metavar="SPEC",
+    help="ID=HOST:PORT,... or a TOML file. Defaults to $PAXOS_CLUSTER; --cluster wins.",
+)
+
+
+def _cluster(spec: str | None) -> Cluster:
+    if spec is None:
+        raise click.UsageError(f"give --cluster SPEC or set {CLUSTER_ENVVAR}")
     try:
         return parse_cluster(spec)
     except ConfigError as exc:
-        raise click.ClickException(f"--cluster: {exc}") from None
+        ctx = click.get_current_context(silent=True)
+        from_env = (
+            ctx is not None
+            and ctx.get_parameter_source("spec") is click.core.ParameterSource.ENVIRONMENT
+        )
+        where = f"--cluster (from {CLUSTER_ENVVAR})" if from_env else "--cluster"
+        raise click.ClickException(f"{where}: {exc}") from None
 
 
 # ---------------------------------------------------------------------- paxos node
@@ -48,7 +77,7 @@ def _cluster(spec: str) -> Cluster:
 
 @click.command("node")
 @click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -63,7 +92,12 @@ def _cluster(spec: str) -> Cluster:
 @click.option("--tick-ms", type=click.IntRange(1, 1000), default=10, show_default=True)
 @log_level_option
 def node_command(
-    node_id: int, spec: str, data_dir: Path, no_fsync: bool, tick_ms: int, log_level: str
+    node_id: int,
+    spec: str | None,
+    data_dir: Path,
+    no_fsync: bool,
+    tick_ms: int,
+    log_level: str,
 ) -> None:
     """Run one node in the foreground until Ctrl-C or SIGTERM."""
     from broadcast.node import Node
@@ -141,7 +175,12 @@ def spawn_node(
 @click.option("--no-fsync", is_flag=True, help="Benchmarks only: nodes do not fsync.")
 @log_level_option
 def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_level: str) -> None:
-    """Start NODES local node processes, print the cluster SPEC, stop them all on Ctrl-C."""
+    """Start NODES local node processes and print the cluster SPEC; Ctrl-C stops them all.
+
+    A node that dies is reported and the others keep running (the cluster
+    serves while a majority is up); if every node has exited, so does this
+    command, with an error.
+    """
     configure(log_level)
     try:
         cluster = local_cluster(nodes, base_port)
@@ -152,22 +191,38 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
         i: spawn_node(i, cluster, data_dir, fsync=not no_fsync, log_level=log_level)
         for i in cluster.ids
     }
-    click.echo(cluster.spec(), err=False)
+    spec = cluster.spec()
+    click.echo(spec)
     sys.stdout.flush()
-    stopping = False
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "paxos" else "paxos"  # e.g. .venv/bin/paxos
+    click.echo(
+        f"{nodes} nodes running; Ctrl-C stops them. From another shell:\n"
+        f"  export {CLUSTER_ENVVAR}={spec}\n"
+        f"  {prog} broadcast hello\n"
+        f"  {prog} subscribe --count 1",
+        err=True,
+    )
+    stopping = threading.Event()  # set by the signal handler, read by the loop
 
     def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    exited: list[int] = []  # nodes that exited on their own, in the order seen
     try:
-        while not stopping:
+        while not stopping.is_set() and len(exited) < len(children):
             for node_id, child in children.items():
-                if child.poll() is not None:
-                    click.echo(f"node {node_id} exited with code {child.returncode}", err=True)
-                    stopping = True
+                if stopping.is_set():
+                    break  # Ctrl-C reaches the nodes too: their exit is no news
+                if node_id not in exited and child.poll() is not None:
+                    exited.append(node_id)
+                    if len(exited) < len(children):
+                        click.echo(
+                            f"node {node_id} exited with code {child.returncode}; "
+                            "the other nodes keep running",
+                            err=True,
+                        )
             time.sleep(0.2)  # a supervisor's heartbeat, not a test wait
     finally:
         for child in children.values():
@@ -178,54 +233,92 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
-    failed = [i for i, c in children.items() if c.returncode not in (0, -signal.SIGTERM)]
-    if failed:
-        raise click.ClickException(f"nodes {failed} did not stop cleanly")
+                child.wait()
+    if len(exited) == len(children):
+        codes = ", ".join(f"node {i}: {children[i].returncode}" for i in cluster.ids)
+        raise click.ClickException(f"every node has exited ({codes})")
+    unclean = [
+        i for i, c in children.items()
+        if i not in exited and c.returncode not in (0, -signal.SIGTERM)
+    ]
+    problems = []
+    if exited:
+        problems.append(f"nodes {sorted(exited)} exited while the cluster ran")
+    if unclean:
+        problems.append(f"nodes {unclean} did not stop cleanly")
+    if problems:
+        raise click.ClickException("; ".join(problems))
 
 
 # ---------------------------------------------------------------------- paxos broadcast
 
 
-def _payloads(messages: tuple[str, ...], count: int | None, size: int) -> Iterator[bytes]:
-    if count is not None:
-        for i in range(1, count + 1):
-            stem = f"msg-{i}-"
-            yield (stem + "x" * max(0, size - len(stem))).encode()[: max(size, len(stem))]
-        return
-    for message in messages:
-        if message == "-":
-            for line in sys.stdin:
-                yield line.rstrip("\n").encode()
-        else:
-            yield message.encode()
-
-
 @click.command("broadcast")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option("--client-id", default=None, help="Session name; reusing one continues its seqs.")
 @click.option("--count", type=click.IntRange(1), default=None, help="Generate COUNT messages.")
-@click.option("--size", type=click.IntRange(1, 16 * 1024 * 1024), default=100, show_default=True,
-              help="Size in bytes of generated messages.")
+@click.option("--size", type=click.IntRange(1), default=100, show_default=True,
+              help="Size in bytes of generated messages (at most --max-payload-bytes).")
+@click.option("--file", "files", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Broadcast the file's bytes as one payload (repeatable, in order).")
+@click.option("--b64", is_flag=True,
+              help="MESSAGE arguments and stdin lines are base64: broadcast the decoded bytes.")
+@click.option("--max-payload-bytes", type=click.IntRange(1), default=DEFAULT_MAX_PAYLOAD_BYTES,
+              show_default=True, help="Refuse larger payloads (arguments, lines, files).")
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Give up after this many seconds without progress.")
 @click.argument("messages", nargs=-1)
 @log_level_option
 def broadcast_command(
-    spec: str,
+    spec: str | None,
     client_id: str | None,
     count: int | None,
     size: int,
+    files: tuple[Path, ...],
+    b64: bool,
+    max_payload_bytes: int,
     timeout: float,
     messages: tuple[str, ...],
     log_level: str,
 ) -> None:
-    """Broadcast MESSAGES in order ('-' reads lines from stdin); one JSON line per commit."""
+    """Broadcast MESSAGES in order ('-' reads lines from stdin); one JSON line per commit.
+
+    Each MESSAGE argument, stdin line or --file is one payload. With --b64,
+    arguments and stdin lines are base64 text of binary payloads. A payload
+    larger than --max-payload-bytes is refused (a too long stdin line stops the
+    run after the lines before it are committed, without reading the rest).
+    """
     configure(log_level if log_level != "info" else "warning")
-    if count is None and not messages:
-        raise click.UsageError("give MESSAGE arguments, '-' for stdin, or --count N")
-    if count is not None and messages:
-        raise click.UsageError("--count generates messages: give no MESSAGE arguments with it")
+    if count is None and not messages and not files:
+        raise click.UsageError("give MESSAGE arguments, '-' for stdin, --file PATH or --count N")
+    if count is not None and (messages or files):
+        raise click.UsageError("--count generates messages: give no MESSAGE or --file with it")
+    if files and messages:
+        raise click.UsageError("--file gives the payloads: give no MESSAGE arguments with it")
+    if b64 and (files or count is not None):
+        raise click.UsageError("--b64 decodes MESSAGE arguments and stdin lines only")
     cluster = _cluster(spec)
+    try:
+        if count is not None:
+            source = payloads.generated(count, size, max_payload_bytes)
+        elif files:
+            source = payloads.files(files, max_payload_bytes)
+        else:
+            source = payloads.payloads(
+                messages, sys.stdin.buffer, b64=b64, limit=max_payload_bytes
+            )
+    except payloads.PayloadError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    # A bad stdin line or file ends the run: what came before it is committed first.
+    stopped: list[payloads.PayloadError] = []
+
+    def until_error() -> Iterator[bytes]:
+        try:
+            yield from source
+        except payloads.PayloadError as exc:
+            stopped.append(exc)
 
     out = sys.stdout
     quoted: dict[str, str] = {}
@@ -239,11 +332,15 @@ def broadcast_command(
 
     try:
         with Client(cluster, client_id=client_id, timeout=timeout) as client:
-            client.broadcast_many(_payloads(messages, count, size), on_commit=report)
+            committed = client.broadcast_many(until_error(), on_commit=report)
     except ClusterUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    if stopped:
+        raise click.ClickException(
+            f"{stopped[0]}; stopped there, {len(committed)} payloads before it committed"
+        )
 
 
 # ---------------------------------------------------------------------- paxos subscribe
@@ -260,7 +357,7 @@ def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
 
 
 @click.command("subscribe")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option("--from", "from_index", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--count", type=click.IntRange(1), default=None, help="Exit after COUNT deliveries.")
 @click.option("--node", "node_id", type=int, default=None, help="Read from this node only.")
@@ -270,7 +367,7 @@ def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
               help="Fail after this many seconds in which no node answered.")
 @log_level_option
 def subscribe_command(
-    spec: str,
+    spec: str | None,
     from_index: int,
     count: int | None,
     node_id: int | None,
@@ -305,10 +402,10 @@ def subscribe_command(
 
 
 @click.command("status")
-@click.option("--cluster", "spec", required=True, help="ID=HOST:PORT,... or a TOML file.")
+@cluster_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @click.option("--timeout", type=click.FloatRange(0.05), default=1.0, show_default=True)
-def status_command(spec: str, as_json: bool, timeout: float) -> None:
+def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
     """Show each node: id, address, reachable, role, ballot, leader, last delivered index."""
     configure("warning")
     cluster = _cluster(spec)

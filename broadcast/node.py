@@ -31,8 +31,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-import structlog
-
+from broadcast.logs import RateLimited, get_logger
 from broadcast.protocol import (
     FETCH_MAX,
     Deliveries,
@@ -45,7 +44,7 @@ from broadcast.protocol import (
     SubmitAck,
     SubmitRefused,
 )
-from broadcast.spec import Cluster, ConfigError
+from broadcast.spec import Cluster, ConfigError, bind_address
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
 from broadcast.wal import WalCorruptionError, WriteAheadLog
 from paxos.codec import (
@@ -65,7 +64,7 @@ from paxos.multi.replica import Replica
 from paxos.records import AcceptRecord, Record
 from paxos.types import Command, Delivery, Value
 
-log = structlog.get_logger("broadcast.node")
+log = get_logger("broadcast.node")
 
 _command_of = itemgetter(2)  # Delivery -> its Command, in C
 
@@ -152,7 +151,7 @@ class Node:
             self.replica = Replica(node_id, self.config, random.Random(os.urandom(16)), records)
             peers = {i: addr for i, addr in cluster.nodes.items() if i != node_id}
             self.transport = NodeTransport(
-                node_id, cluster.nodes[node_id], peers, transport_config
+                node_id, bind_address(cluster.nodes[node_id]), peers, transport_config
             )
         except BaseException:
             self.wal.close()
@@ -183,7 +182,8 @@ class Node:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = time.monotonic() + self.tick_s
-        self._dropped_frames = 0
+        # One line at once, then at most one per 5 s with the count of the rest.
+        self._dropped_frames = RateLimited(log, "frame.dropped", interval_s=5.0)
         self._closed = False
         self.max_routes = 100_000
 
@@ -223,6 +223,7 @@ class Node:
             future.cancel()
         self.transport.close()
         self.wal.close()
+        self._dropped_frames.flush()
         log.info("node.stopped", node=self.node_id)
 
     def __enter__(self) -> Node:
@@ -438,17 +439,13 @@ class Node:
             self._drop(identity, f"unexpected {type(msg).__name__}", len(frame))
 
     def _drop(self, identity: bytes, reason: str, size: int) -> None:
-        self._dropped_frames += 1
         # Bounded logging: a flood of junk must not turn into a flood of log lines.
-        if self._dropped_frames <= 100 or self._dropped_frames % 1000 == 0:
-            log.warning(
-                "frame.dropped",
-                node=self.node_id,
-                sender=identity[:64].decode("ascii", "replace"),
-                reason=reason[:200],
-                bytes=size,
-                dropped_total=self._dropped_frames,
-            )
+        self._dropped_frames.hit(
+            node=self.node_id,
+            sender=identity[:64].decode("ascii", "replace"),
+            reason=reason[:200],
+            bytes=size,
+        )
 
     def _on_submit(self, identity: bytes, msg: Submit) -> None:
         replica = self.replica

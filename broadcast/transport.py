@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-import structlog
 import zmq
+
+from broadcast.logs import get_logger
 
 __all__ = [
     "ClientTransport",
@@ -57,7 +58,7 @@ __all__ = [
     "node_identity",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _Socket = zmq.Socket[bytes]
 

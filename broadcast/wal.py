@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, NoReturn
 
-import structlog
+from broadcast.logs import get_logger
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
@@ -80,7 +80,7 @@ _MAX_RECORD_BYTES: Final = 0xFFFF_FFFF
 _SEGMENT_RE: Final = re.compile(r"wal-(\d{8})\.log")
 _NONZERO_RE: Final = re.compile(rb"[^\x00]")
 
-_log = structlog.get_logger(__name__)
+_log = get_logger(__name__)
 
 
 class WalError(Exception):

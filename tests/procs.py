@@ -31,10 +31,12 @@ def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = 60.0)
 class ProcessCluster:
     """``n`` separate ``paxos node`` processes with data and logs under ``tmp``."""
 
-    def __init__(self, tmp: Path, n: int = 3, fsync: bool = True) -> None:
+    def __init__(
+        self, tmp: Path, n: int = 3, fsync: bool = True, host: str = "127.0.0.1"
+    ) -> None:
         self.tmp = tmp
         self.fsync = fsync
-        self.cluster: Cluster = local_cluster(n, free_base_port(n))
+        self.cluster: Cluster = local_cluster(n, free_base_port(n), host)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         for node in self.cluster.ids:
             self.start(node)

@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.metadata
+import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from procs import ProcessCluster
+from procs import ProcessCluster, wait_for
+
+from broadcast import payloads
+from broadcast.commands import free_base_port
+from broadcast.spec import Cluster, ConfigError, bind_address, local_cluster, parse_cluster
 
 pytestmark = pytest.mark.integration
 
 
 def paxos(
-    *args: str, stdin: str | None = None, timeout: float = 120
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "PAXOS_CLUSTER"}
     return subprocess.run(
         [sys.executable, "-m", "broadcast", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**environ, **(env or {})},
     )
+
+
+def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    """The failed command's single ``Error:`` line (JSON log lines aside)."""
+    assert out.returncode != 0, out.stdout
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("{")]
+    assert len(errors) == 1 and errors[0].startswith("Error:"), out.stderr
+    return errors[0]
 
 
 @pytest.fixture
@@ -95,6 +119,10 @@ def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
         (("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2"), "reachable"),
         (("broadcast", "--cluster", "1=127.0.0.1:7405"), "MESSAGE"),
         (("sim", "--nodes", "99"), "--nodes"),
+        (
+            ("node", "--id", "1", "--cluster", "1=bad_host:7401", "--data-dir", "{tmp}"),
+            "not an IP address or a valid host name",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_non_zero(
@@ -125,3 +153,335 @@ def test_port_in_use_and_corrupted_data_dir(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "wal-00000001.log" in out.stderr.splitlines()[-1]
+
+
+# ---------------------------------------------------------------------- SPEC parsing
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["node-a.example", "localhost", "NODE1", "a.1b", "xn--bcher-kva.example", "10.0.0.1", "[::1]"],
+)
+def test_spec_hosts_may_be_ip_addresses_or_host_names(host: str) -> None:
+    cluster = parse_cluster(f"1={host}:7101,2=127.0.0.1:7102")
+    assert cluster.nodes[1] == f"{host}:7101"
+    assert parse_cluster(cluster.spec()) == cluster
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["bad_host", "-a.example", "a-.example", "a..b", "a" * 64, "256.1.1.1", "1.2.3", "ho st", "*"],
+)
+def test_spec_rejects_garbage_hosts(host: str) -> None:
+    with pytest.raises(ConfigError, match="not an IP address or a valid host name"):
+        parse_cluster(f"1={host}:7101")
+
+
+def test_a_node_binds_the_address_its_host_name_resolves_to() -> None:
+    assert bind_address("localhost:7101") == "127.0.0.1:7101"
+    assert bind_address("10.1.2.3:7101") == "10.1.2.3:7101"
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        bind_address("no-such-host.invalid:7101")
+
+
+def test_toml_spec_may_carry_a_cluster_id_the_inline_form_cannot(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_text('cluster_id = "3f9a0c"\n[nodes]\n1 = "localhost:7101"\n2 = "node-b:7102"\n')
+    cluster = parse_cluster(str(path))
+    assert cluster == Cluster({1: "localhost:7101", 2: "node-b:7102"}, "3f9a0c")
+    assert parse_cluster(cluster.spec()).cluster_id is None
+    path.write_text('[nodes]\n1 = "127.0.0.1:7101"\n')
+    assert parse_cluster(str(path)).cluster_id is None
+    for bad in ("cluster_id = 7", 'cluster_id = ""'):
+        path.write_text(f'{bad}\n[nodes]\n1 = "127.0.0.1:7101"\n')
+        with pytest.raises(ConfigError, match="cluster_id must be a non-empty string"):
+            parse_cluster(str(path))
+
+
+def test_a_cluster_on_localhost_host_names(tmp_path: Path) -> None:
+    procs = ProcessCluster(tmp_path, host="localhost")
+    try:
+        spec = procs.cluster.spec()
+        assert spec.startswith("1=localhost:")
+        procs.leader()
+        out = paxos("broadcast", "--cluster", spec, "hello")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["index"] == 1
+        out = paxos("status", "--cluster", spec, "--json")
+        assert all(json.loads(line)["reachable"] for line in out.stdout.splitlines())
+    finally:
+        procs.stop()
+
+
+# ---------------------------------------------------------------------- --version, PAXOS_CLUSTER
+
+
+def test_version() -> None:
+    out = paxos("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"paxos {importlib.metadata.version('paxos-broadcast')}\n"
+
+
+def test_paxos_cluster_is_the_default_spec_and_cluster_wins(tmp_path: Path) -> None:
+    env = {"PAXOS_CLUSTER": "1=127.0.0.1:7407"}
+    # An unreachable cluster names the spec it tried: the environment's.
+    error = one_error_line(paxos("status", "--timeout", "0.1", env=env))
+    assert "1=127.0.0.1:7407" in error
+    error = one_error_line(
+        paxos("status", "--cluster", "1=127.0.0.1:7408", "--timeout", "0.1", env=env)
+    )
+    assert "1=127.0.0.1:7408" in error
+    # A bad environment value is a one-line error too; an explicit --cluster does not read it.
+    error = one_error_line(paxos("status", env={"PAXOS_CLUSTER": "nonsense"}))
+    assert "--cluster (from PAXOS_CLUSTER)" in error and "nonsense" in error
+    assert "PAXOS_CLUSTER" in one_error_line(paxos("status"))
+    assert "PAXOS_CLUSTER" in one_error_line(paxos("broadcast", "x"))
+
+
+@pytest.mark.parametrize("command", ["node", "broadcast", "subscribe", "status"])
+def test_help_mentions_paxos_cluster(command: str) -> None:
+    out = paxos(command, "--help")
+    assert out.returncode == 0 and "PAXOS_CLUSTER" in out.stdout
+
+
+def test_paxos_cluster_reaches_a_running_cluster(cluster: ProcessCluster) -> None:
+    env = {"PAXOS_CLUSTER": cluster.cluster.spec()}
+    cluster.leader()
+    out = paxos("broadcast", "hello", env=env)
+    assert out.returncode == 0, out.stderr
+    out = paxos("subscribe", "--count", "1", env=env)
+    assert json.loads(out.stdout)["payload"] == "hello"
+
+
+# ---------------------------------------------------------------------- binary payloads
+
+
+class CountingStdin(io.BytesIO):
+    """A stdin that remembers the largest line read it was asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.largest_request = 0
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        assert size is not None and size > 0, "an unbounded readline"
+        self.largest_request = max(self.largest_request, size)
+        return super().readline(size)
+
+
+def test_stdin_lines_are_payloads_read_with_a_bound() -> None:
+    stdin = CountingStdin(b"a\nbb\r\n\nlast")
+    assert list(payloads.stdin_payloads(stdin, b64=False, limit=4)) == [b"a", b"bb", b"", b"last"]
+    assert stdin.largest_request == 4 + 2
+
+
+def test_a_stdin_line_longer_than_the_limit_stops_without_reading_it_whole() -> None:
+    stdin = CountingStdin(b"1234\n12345\n" + b"x" * 1_000_000 + b"\nnever\n")
+    source = payloads.stdin_payloads(stdin, b64=False, limit=4)
+    assert next(source) == b"1234"
+    with pytest.raises(payloads.PayloadError, match="stdin line 2 is larger than the payload"):
+        next(source)
+    stdin = CountingStdin(b"x" * 1_000_000 + b"\n")
+    with pytest.raises(payloads.PayloadError, match="stdin line 1"):
+        list(payloads.stdin_payloads(stdin, b64=False, limit=10))
+    assert stdin.tell() <= 12  # 10 bytes and a line end at most
+
+
+def test_b64_stdin_lines_and_arguments_are_decoded() -> None:
+    stdin = CountingStdin(b"//4=\nAAEC\n")
+    assert list(payloads.stdin_payloads(stdin, b64=True, limit=3)) == [b"\xff\xfe", b"\0\1\2"]
+    assert stdin.largest_request == 4 + 2
+    with pytest.raises(payloads.PayloadError, match="stdin line 2 is not valid base64"):
+        list(payloads.stdin_payloads(io.BytesIO(b"AAEC\n!!!!\n"), b64=True, limit=3))
+    with pytest.raises(payloads.PayloadError, match="stdin line 1 is larger"):
+        list(payloads.stdin_payloads(io.BytesIO(b"AAECAw==\n"), b64=True, limit=3))
+    assert payloads.argument_payload("//4=", 1, b64=True, limit=10) == b"\xff\xfe"
+    with pytest.raises(payloads.PayloadError, match="MESSAGE 2 is not valid base64"):
+        payloads.argument_payload("a*", 2, b64=True, limit=10)
+
+
+def test_arguments_keep_their_bytes_and_are_bounded() -> None:
+    # argv bytes that are not UTF-8 arrive as surrogate escapes: broadcast the original bytes.
+    assert payloads.argument_payload(os.fsdecode(b"\xff"), 1, b64=False, limit=1) == b"\xff"
+    assert payloads.argument_payload("wörld", 1, b64=False, limit=6) == "wörld".encode()
+    with pytest.raises(payloads.PayloadError, match=r"MESSAGE 3 \(7 bytes\) is larger"):
+        payloads.argument_payload("abcdefg", 3, b64=False, limit=6)
+    stdin = io.BytesIO(b"s1\ns2\n")
+    got = list(payloads.payloads(["a", "-", "b"], stdin, b64=False, limit=10))
+    assert got == [b"a", b"s1", b"s2", b"b"]
+    with pytest.raises(payloads.PayloadError, match="MESSAGE 2"):
+        payloads.payloads(["a", "x" * 11], io.BytesIO(), b64=False, limit=10)  # checked upfront
+
+
+def test_files_are_one_payload_each_and_their_sizes_are_checked_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"\x00\x01")
+    big.write_bytes(b"x" * 11)
+    assert list(payloads.files([small, small], 10)) == [b"\x00\x01", b"\x00\x01"]
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def recording_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(self)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", recording_open)
+    with pytest.raises(payloads.PayloadError, match=r"--file .*big \(11 bytes\) is larger"):
+        payloads.files([small, big], 10)
+    assert opened == []
+
+
+def test_generated_messages_are_bounded_too() -> None:
+    assert [len(p) for p in payloads.generated(3, 10, 10)] == [10, 10, 10]
+    with pytest.raises(payloads.PayloadError, match="--size 11"):
+        payloads.generated(3, 11, 10)
+
+
+def test_broadcast_files_and_base64(cluster: ProcessCluster, tmp_path: Path) -> None:
+    spec = cluster.cluster.spec()
+    cluster.leader()
+    blob = bytes(range(256)) * 3
+    (tmp_path / "blob").write_bytes(blob)
+    (tmp_path / "empty").write_bytes(b"")
+    out = paxos("broadcast", "--cluster", spec, "--client-id", "bin",
+                "--file", str(tmp_path / "blob"), "--file", str(tmp_path / "empty"))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [1, 2]
+    out = paxos("broadcast", "--cluster", spec, "--client-id", "bin", "--b64", "//4=", "-",
+                stdin=base64.b64encode(b"\x00line\xff").decode() + "\n")
+    assert out.returncode == 0, out.stderr
+    out = paxos("subscribe", "--cluster", spec, "--count", "4")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [base64.b64decode(r["payload_b64"]) if "payload_b64" in r else r["payload"].encode()
+            for r in rows] == [blob, b"", b"\xff\xfe", b"\x00line\xff"]
+
+
+def test_a_bad_stdin_line_ends_the_run_after_the_lines_before_it(
+    cluster: ProcessCluster,
+) -> None:
+    spec = cluster.cluster.spec()
+    cluster.leader()
+    out = paxos("broadcast", "--cluster", spec, "--max-payload-bytes", "5", "-",
+                stdin="one\ntwo\n" + "x" * 100_000 + "\nnever\n")
+    assert [json.loads(line)["index"] for line in out.stdout.splitlines()] == [1, 2]
+    error = one_error_line(out)
+    assert "stdin line 3 is larger than the payload limit of 5 bytes" in error
+    assert "2 payloads before it committed" in error
+    error = one_error_line(paxos("broadcast", "--cluster", spec, "--b64", "-", stdin="%%%\n"))
+    assert "stdin line 1 is not valid base64" in error
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--b64", "a*"), "MESSAGE 1 is not valid base64"),
+        (("--max-payload-bytes", "3", "abcd"), "larger than the payload limit of 3 bytes"),
+        (("--count", "2", "--size", str(2 * 1024 * 1024)), "--size 2097152"),
+        (("--file", "/nonexistent/file"), "does not exist"),
+        (("--file", "{big}", "--max-payload-bytes", "10"), "(11 bytes) is larger"),
+        (("--file", "{big}", "x"), "no MESSAGE arguments"),
+        (("--b64", "--count", "2"), "--b64"),
+    ],
+)
+def test_bad_payload_arguments_are_one_line_errors(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 11)
+    out = paxos("broadcast", "--cluster", "1=127.0.0.1:7410", "--timeout", "1",
+                *(a.replace("{big}", str(big)) for a in args))
+    assert message in one_error_line(out)
+
+
+# ---------------------------------------------------------------------- paxos cluster up
+
+
+class Supervisor:
+    """``paxos cluster up`` as a child process, its stderr lines collected by a thread."""
+
+    def __init__(self, tmp: Path, nodes: int = 3) -> None:
+        self.base = free_base_port(nodes)
+        environ = {k: v for k, v in os.environ.items() if k != "PAXOS_CLUSTER"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "broadcast", "cluster", "up", "--nodes", str(nodes),
+             "--base-port", str(self.base), "--data-dir", str(tmp / "data"), "--no-fsync"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=environ,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.spec = self.proc.stdout.readline().strip()
+        self.lines: list[str] = []
+        stderr = self.proc.stderr
+        self._reader = threading.Thread(target=lambda: self.lines.extend(stderr), daemon=True)
+        self._reader.start()
+
+    def messages(self) -> list[str]:
+        """stderr lines other than the nodes' JSON log lines."""
+        return [line.rstrip("\n") for line in list(self.lines) if not line.startswith("{")]
+
+    def node_pids(self) -> dict[int, int]:
+        """node id -> pid of the ``paxos node`` children (read from /proc)."""
+        pids: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError, ValueError):
+                continue  # the process is gone
+            if ppid == self.proc.pid and b"--id" in argv:
+                pids[int(argv[argv.index(b"--id") + 1])] = int(stat.parent.name)
+        return pids
+
+    def wait_nodes(self, count: int) -> dict[int, int]:
+        def probe() -> dict[int, int] | None:
+            pids = self.node_pids()
+            return pids if len(pids) == count else None
+
+        return wait_for(f"{count} node processes", probe)
+
+    def wait_message(self, text: str) -> str:
+        return wait_for(
+            repr(text), lambda: next((m for m in self.messages() if text in m), None)
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self._reader.join(30)
+
+
+def test_cluster_up_prints_the_spec_and_a_hint_and_stops_on_sigterm(tmp_path: Path) -> None:
+    up = Supervisor(tmp_path)
+    try:
+        assert up.spec == local_cluster(3, up.base).spec()
+        up.wait_message(f"export PAXOS_CLUSTER={up.spec}")
+        pids = up.wait_nodes(3)
+    finally:
+        up.close()
+    assert up.proc.returncode == 0, up.messages()
+    wait_for("the nodes gone", lambda: not any(Path(f"/proc/{p}").exists() for p in pids.values()))
+
+
+def test_cluster_up_keeps_the_other_nodes_running_when_one_dies(tmp_path: Path) -> None:
+    up = Supervisor(tmp_path)
+    try:
+        pids = up.wait_nodes(3)
+        os.kill(pids[2], signal.SIGKILL)
+        up.wait_message(f"node 2 exited with code {-signal.SIGKILL}; the other nodes keep running")
+        # Nodes 1 and 3 are a majority: the cluster still commits.
+        out = paxos("broadcast", "--cluster", up.spec, "still", "serving")
+        assert out.returncode == 0, out.stderr
+        assert up.proc.poll() is None
+        os.kill(pids[1], signal.SIGKILL)
+        up.wait_message("node 1 exited with code")
+        os.kill(pids[3], signal.SIGKILL)
+        up.proc.wait(60)
+    finally:
+        up.close()
+    assert up.proc.returncode != 0
+    errors = [m for m in up.messages() if m.startswith("Error:")]
+    assert len(errors) == 1 and "every node has exited" in errors[0], up.messages()
+    assert not any("node 3 exited" in m for m in up.messages())

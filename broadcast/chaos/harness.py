@@ -35,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 from broadcast.chaos.checkers import Verdict, build_order, check_all, parse_kv
 from broadcast.chaos.faults import FAULT_KINDS, FaultLog, power_loss, unsynced_bytes
 from broadcast.chaos.history import History, Op
@@ -51,11 +49,12 @@ from broadcast.chaos.network import (
     netns_available,
 )
 from broadcast.client import Client
+from broadcast.logs import get_logger
 from broadcast.protocol import Status
 from broadcast.spec import Cluster
 from paxos.types import Command
 
-log = structlog.get_logger("broadcast.chaos")
+log = get_logger("broadcast.chaos")
 
 PARTITIONS = ("leader-minority", "bridge", "halves", "isolate-one")
 

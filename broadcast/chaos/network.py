@@ -31,9 +31,9 @@ import signal
 import subprocess
 from collections.abc import Iterable, Sequence
 
-import structlog
+from broadcast.logs import get_logger
 
-log = structlog.get_logger("broadcast.chaos.network")
+log = get_logger("broadcast.chaos.network")
 
 SUBNET = "10.77.0"
 CLIENT_HOST = 200
