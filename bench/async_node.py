@@ -45,8 +45,8 @@ from broadcast.protocol import (
     FETCH_MAX,
     Deliveries,
     Fetch,
-    SessionInfo,
-    SessionQuery,
+    OpenSession,
+    SessionOpened,
     Status,
     StatusRequest,
     Submit,
@@ -216,11 +216,16 @@ class AsyncNode:
             role = "leader" if self.is_leader else "follower"
             ballot = Ballot(self.epoch // EPOCH_NODES, self.epoch % EPOCH_NODES)
             n = len(self.log)
-            status = Status(msg.nonce, self.node_id, role, ballot, self.leader, n, n, self.fsync)
+            status = Status(
+                msg.nonce, self.node_id, role, ballot, self.leader, n, n, self.fsync,
+                True, "", len(self.last_seq),
+            )
             self.transport.reply(identity, encode(status))
-        elif isinstance(msg, SessionQuery):
-            info = SessionInfo(msg.client, self.last_seq.get(msg.client, 0))
-            self.transport.reply(identity, encode(info))
+        elif isinstance(msg, OpenSession):
+            # The baseline keeps no session table in a log: the nonce makes the key unique.
+            key = f"{msg.name[:180]}#{msg.nonce.hex()[:16]}"
+            opened = SessionOpened(msg.nonce, key, "", 1 << 20, 1 << 20)
+            self.transport.reply(identity, encode(opened))
         else:
             self.dropped += 1
 

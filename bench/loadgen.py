@@ -37,7 +37,7 @@ import traceback
 from array import array
 from dataclasses import dataclass, field
 
-from broadcast.protocol import Submit, SubmitAck, SubmitRefused
+from broadcast.protocol import OpenSession, SessionOpened, Submit, SubmitAck, SubmitRefused
 from broadcast.spec import parse_cluster
 from broadcast.transport import ClientTransport, TransportConfig
 from paxos.codec import CodecError, decode, encode
@@ -118,6 +118,8 @@ class LoadClient:
             {i: self.cluster.endpoint(i) for i in self.ids}, config=config
         )
         self.target = spec.target if spec.target in self.cluster.nodes else self.ids[0]
+        #: The session's key, given by the cluster (sessions are opened through the log).
+        self.key = self._open_session()
         self.payload = os.urandom(spec.payload_bytes)
         self.send_time = array("d")  # send_time[seq - 1]: first send (monotonic s)
         self.is_acked = bytearray()  # is_acked[seq - 1]
@@ -135,6 +137,25 @@ class LoadClient:
 
     def close(self) -> None:
         self.transport.close()
+
+    def _open_session(self, timeout_s: float = 30.0) -> str:
+        nonce = os.urandom(16)
+        request = encode(OpenSession(self.spec.client_id, nonce, ""))
+        deadline = time.monotonic() + timeout_s
+        next_send = 0.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_send:
+                for node in self.ids:  # same nonce: one session, whoever applies it
+                    self.transport.send(node, request)
+                next_send = time.monotonic() + 0.25
+            for _, frame in self.transport.poll(20):
+                try:
+                    msg = decode(frame)
+                except CodecError:
+                    continue
+                if isinstance(msg, SessionOpened) and msg.nonce == nonce:
+                    return msg.key
+        raise TimeoutError("no node opened a session")
 
     # ------------------------------------------------------------------ sending
 
@@ -162,7 +183,7 @@ class LoadClient:
         self.target = leader
 
     def _send_new(self, count: int, now: float) -> None:
-        cid, payload, first = self.spec.client_id, self.payload, self.next_seq
+        cid, payload, first = self.key, self.payload, self.next_seq
         commands = [Command(cid, seq, payload) for seq in range(first, first + count)]
         self.next_seq = first + count
         self.send_time.extend([now] * count)
@@ -183,7 +204,7 @@ class LoadClient:
         if timed_out:
             self.suspect, self.suspect_until = self.target, now + 0.5
             self._rotate()
-        cid, payload, acked = self.spec.client_id, self.payload, self.is_acked
+        cid, payload, acked = self.key, self.payload, self.is_acked
         commands = [
             Command(cid, seq, payload)
             for seq in range(self.low, self.next_seq)
@@ -206,9 +227,9 @@ class LoadClient:
                 msg = decode(frame)
             except CodecError:
                 continue
-            if isinstance(msg, SubmitAck) and msg.client == self.spec.client_id:
+            if isinstance(msg, SubmitAck) and msg.client == self.key:
                 self._on_ack(node, msg)
-            elif isinstance(msg, SubmitRefused) and msg.client == self.spec.client_id:
+            elif isinstance(msg, SubmitRefused) and msg.client == self.key:
                 self.result.refused += 1
                 self._follow_hint(msg.leader)
                 self.resend_at = min(self.resend_at, time.monotonic() + _QUICK_RETRY_S)

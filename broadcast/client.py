@@ -1,10 +1,17 @@
 """The client library: broadcast into a cluster and follow its ordered stream from outside.
 
-A :class:`Client` talks to whichever node answers. Broadcasts are exactly-once:
-each payload gets ``(client id, seq)``, unacknowledged payloads are resent (in
-order, to the leader or another node) until the cluster acknowledges them, and
-the replicated sessions drop any repeat. Subscriptions resume after a node
-failure at the next index, so they have neither gaps nor duplicates.
+A :class:`Client` talks to whichever node answers. Before its first broadcast it
+opens a *session* through the log (the Raft thesis, section 6.3): the cluster
+gives it a key no other client has, even one using the same name, so two copies
+of one application never see each other's results. Broadcasts are exactly-once:
+each payload gets ``(session key, seq)``, unacknowledged payloads are resent (in
+order, to the leader or any node) until the cluster acknowledges them, and the
+replicated session drops any repeat. Subscriptions resume after a node failure
+at the next index, so they have neither gaps nor duplicates.
+
+Sizes are bounded: a payload above the cluster's limit raises
+:class:`~broadcast.errors.PayloadTooLarge` before it is sent; at most
+``window`` payloads (and about ``window_bytes``) are in flight.
 
 A client is driven by one thread at a time (it is not thread-safe); asyncio
 code can use the ``*_async`` forms, which run the blocking calls in a worker
@@ -15,31 +22,39 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import NamedTuple
 
+from broadcast.errors import PayloadTooLarge, SessionExpired, WrongCluster
 from broadcast.logs import get_logger
 from broadcast.protocol import (
     FETCH_MAX,
+    CloseSession,
     Deliveries,
     Fetch,
-    SessionInfo,
-    SessionQuery,
+    OpenSession,
+    SessionEnded,
+    SessionOpened,
     Status,
     StatusRequest,
     Submit,
     SubmitAck,
     SubmitRefused,
 )
-from broadcast.spec import Cluster, parse_cluster
+from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, parse_cluster
 from broadcast.transport import ClientTransport
-from paxos.codec import MAX_CLIENT_ID_LEN, CodecError, decode, encode
+from paxos.codec import CodecError, decode, encode
+from paxos.multi.sessions import MAX_NAME_LEN
 from paxos.types import Command, Delivery
 
 log = get_logger("broadcast.client")
+
+#: Resends back off from ``retry_s`` up to this.
+_MAX_RETRY_S = 2.0
 
 
 class ClusterUnavailable(TimeoutError):
@@ -47,10 +62,8 @@ class ClusterUnavailable(TimeoutError):
 
 
 class Committed(NamedTuple):
-    """A payload this client broadcast, now committed at ``index`` (1-based) in the total order.
-
-    ``index`` is 0 if the payload was committed so long ago that no node kept its index.
-    """
+    """A payload this client broadcast, now committed at ``index`` (1-based) in the
+    total order; ``client`` is the session key it was sent under."""
 
     index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
     client: str
@@ -61,10 +74,12 @@ class Client:
     """Broadcast payloads into a cluster, and subscribe to its ordered deliveries.
 
     ``cluster`` is a :class:`~broadcast.spec.Cluster` or a SPEC string
-    (``1=127.0.0.1:7101,...`` or the path of a TOML file).
+    (``1=127.0.0.1:7101,...`` or the path of a TOML file). ``cluster_id`` (default:
+    the SPEC file's, if any) makes nodes of another cluster refuse this client.
 
-    ``client_id`` names the session. Reusing an id continues its session: the
-    client first asks the cluster for the last sequence number it committed.
+    ``client_id`` names the client's sessions (default: a random name). It is a
+    label, not an identity: every client opens a session of its own, with a key
+    ``"<client_id>#<n>"`` the cluster makes unique (:attr:`session`).
     """
 
     def __init__(
@@ -75,25 +90,42 @@ class Client:
         timeout: float = 30.0,
         retry_s: float = 0.25,
         window: int = 4096,
+        window_bytes: int = 64 * 1024 * 1024,
         batch: int = 256,
+        cluster_id: str | None = None,
     ) -> None:
         self.cluster = parse_cluster(cluster) if isinstance(cluster, str) else cluster
         self.client_id = client_id or f"client-{uuid.uuid4().hex[:16]}"
-        if not 0 < len(self.client_id) <= MAX_CLIENT_ID_LEN:
-            raise ValueError(f"client id must have 1..{MAX_CLIENT_ID_LEN} characters")
+        if not 0 < len(self.client_id) <= MAX_NAME_LEN:
+            raise ValueError(f"client id must have 1..{MAX_NAME_LEN} characters")
+        if window < 1 or window_bytes < 1 or batch < 1:
+            raise ValueError("window, window_bytes and batch must be >= 1")
         self.timeout = timeout
         self.retry_s = retry_s
         self.window = window
+        self.window_bytes = window_bytes
         self.batch = batch
+        self.cluster_id = cluster_id if cluster_id is not None else self.cluster.cluster_id
+        #: The cluster's payload limit: the default until a node tells (at session open).
+        self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+        #: The key of this client's session, once opened.
+        self.session: str | None = None
         self.transport = ClientTransport(
             {i: self.cluster.endpoint(i) for i in self.cluster.ids}
         )
         self._rng = random.Random()
         self._target = self._rng.choice(self.cluster.ids)
-        self._next_seq: int | None = None if client_id else 1
+        self._next_seq = 1
         self._nonce = itertools.count(1)
 
     def close(self) -> None:
+        """End the session (best effort: an unclosed session expires on its own) and
+        release the sockets."""
+        if self.session is not None and not self.transport.closed:
+            self.transport.send(self._target, encode(CloseSession(self.session)))
+            # Give the close a moment to leave (sockets close with LINGER 0).
+            self.transport.poll(20)
+            self.session = None
         self.transport.close()
 
     def __enter__(self) -> Client:
@@ -101,6 +133,46 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(self) -> str:
+        """Open this client's session (done by the first broadcast); returns its key."""
+        nonce = os.urandom(16)
+        request = encode(OpenSession(self.client_id, nonce, self.cluster_id or ""))
+        deadline = time.monotonic() + self.timeout
+        last_send = 0.0
+        target = self._target
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise ClusterUnavailable(
+                    f"no node opened a session within {self.timeout:.0f}s ({self.cluster.spec()})"
+                )
+            if now - last_send >= self.retry_s:
+                # Same nonce every time: however many nodes apply it, one session.
+                targets = (target,) if last_send == 0.0 else self.cluster.ids
+                for node in targets:
+                    self.transport.send(node, request)
+                last_send = now
+            for node, frame in self.transport.poll(50):
+                msg = self._decode(node, frame)
+                if isinstance(msg, SessionOpened) and msg.nonce == nonce:
+                    if self.cluster_id and msg.cluster_id != self.cluster_id:
+                        raise WrongCluster(
+                            f"node {node} belongs to cluster {msg.cluster_id}, "
+                            f"not {self.cluster_id}"
+                        )
+                    self.session = msg.key
+                    self.max_payload_bytes = msg.max_payload_bytes
+                    self.window = max(1, min(self.window, msg.window))
+                    self._next_seq = 1
+                    self._target = node
+                    return msg.key
+                if isinstance(msg, SubmitRefused) and msg.reason == "cluster":
+                    raise WrongCluster(
+                        f"node {node} does not belong to cluster {self.cluster_id}"
+                    )
 
     # ------------------------------------------------------------------ broadcast
 
@@ -118,114 +190,149 @@ class Client:
     ) -> list[Committed]:
         """Broadcast payloads in order, pipelined (up to ``window`` in flight).
 
-        Returns one :class:`Committed` per payload, in the order given; each
-        is also passed to ``on_commit`` as soon as it is known, in seq order.
-        Raises :class:`ClusterUnavailable` if no progress is made for ``timeout``.
+        Returns one :class:`Committed` per payload, in the order given; each is
+        also passed to ``on_commit`` as soon as it is known, in order. Raises
+        :class:`~broadcast.errors.PayloadTooLarge` for a payload above the
+        cluster's limit (the payloads before it are committed, none after it is
+        sent), :class:`ClusterUnavailable` if no progress is made for ``timeout``,
+        and :class:`~broadcast.errors.SessionExpired` if the session ended while
+        the fate of some broadcasts cannot be known.
         """
-        if self._next_seq is None:
-            self._next_seq = self._recover_seq() + 1
+        if self.session is None:
+            self.open_session()
         source = iter(payloads)
         exhausted = False
-        unacked: dict[int, Command] = {}  # seq -> command, insertion (= seq) order
-        done: dict[int, Committed] = {}
-        first_seq = self._next_seq
-        reported = first_seq
+        # Payloads in order; position i is the i-th payload of this call.
+        results: list[Committed | None] = []
+        # seq -> (position, command), insertion (= seq) order.
+        unacked: dict[int, tuple[int, Command]] = {}
+        unacked_bytes = 0
+        reported = 0
         unsent: list[Command] = []
+        too_large: PayloadTooLarge | None = None
         last_progress = time.monotonic()
         last_send = 0.0
+        retry_s = self.retry_s
         while True:
-            while not exhausted and len(unacked) < self.window:
+            while (
+                not exhausted
+                and too_large is None
+                and len(unacked) < self.window
+                and unacked_bytes < self.window_bytes
+            ):
                 try:
-                    payload = next(source)
+                    payload = bytes(next(source))
                 except StopIteration:
                     exhausted = True
                     break
-                command = Command(self.client_id, self._next_seq, bytes(payload))
+                if len(payload) > self.max_payload_bytes:
+                    # Refused before it gets a seq: the session goes on without a gap.
+                    too_large = PayloadTooLarge(len(payload), self.max_payload_bytes)
+                    break
+                assert self.session is not None
+                command = Command(self.session, self._next_seq, payload)
                 self._next_seq += 1
-                unacked[command.seq] = command
+                unacked[command.seq] = (len(results), command)
+                unacked_bytes += len(payload)
+                results.append(None)
                 unsent.append(command)
-            if exhausted and not unacked:
+            if not unacked and (exhausted or too_large is not None):
                 break
             now = time.monotonic()
             targets: tuple[int, ...] = (self._target,)
-            if now - last_send >= self.retry_s and unacked and not unsent:
+            if now - last_send >= retry_s and unacked and not unsent:
                 # No acknowledgement for a while: the target may be down or cut off.
                 # Resend everything unacknowledged, in order, to every node: any live
                 # one forwards to the leader (or queues until one is elected), and the
-                # replicated sessions drop the repeats.
+                # replicated session drops the repeats. Back off while nothing moves.
                 targets = self.cluster.ids
-                unsent = list(unacked.values())
+                unsent = [command for _, command in unacked.values()]
+                retry_s = min(_MAX_RETRY_S, retry_s * 2)
             if unsent:
-                frames = [
-                    encode(Submit(tuple(unsent[i : i + self.batch])))
-                    for i in range(0, len(unsent), self.batch)
-                ]
-                for target in targets:
-                    for frame in frames:
+                for frame in self._submit_frames(unsent):
+                    for target in targets:
                         self.transport.send(target, frame)
                 unsent = []
                 last_send = now
             for node, frame in self.transport.poll(50):
                 msg = self._decode(node, frame)
-                if isinstance(msg, SubmitAck) and msg.client == self.client_id:
-                    client_id = self.client_id
-                    pop = unacked.pop
+                if isinstance(msg, SubmitAck) and msg.client == self.session:
+                    fresh = False
                     for first_seq, first_index, count in msg.acks:
+                        if not first_index:
+                            continue  # "delivered, index forgotten": never for seqs we await
                         for seq in range(first_seq, first_seq + count):
-                            if pop(seq, None) is not None:
-                                # index 0: delivered so long ago the node forgot where.
-                                index = first_index + (seq - first_seq) if first_index else 0
-                                done[seq] = Committed(index, client_id, seq)
-                    last_progress = time.monotonic()
-                    last_send = last_progress
+                            entry = unacked.pop(seq, None)
+                            if entry is not None:
+                                position, command = entry
+                                unacked_bytes -= len(command.payload)
+                                index = first_index + (seq - first_seq)
+                                results[position] = Committed(index, command.client, seq)
+                                fresh = True
+                    if fresh:
+                        last_progress = last_send = time.monotonic()
+                        retry_s = self.retry_s
                     if msg.leader and msg.leader in self.cluster.nodes:
                         self._target = msg.leader
-                elif (
-                    isinstance(msg, SubmitRefused)
-                    and msg.client == self.client_id
-                    and msg.leader in self.cluster.nodes
-                ):
-                    self._target = msg.leader
-            while reported in done and on_commit is not None:
-                on_commit(done[reported])
+                elif isinstance(msg, SubmitRefused) and msg.client == self.session:
+                    if msg.reason == "too_large":
+                        # Only if our limit was wrong; nothing after it can be delivered.
+                        raise PayloadTooLarge(-1, self.max_payload_bytes)
+                    if msg.leader in self.cluster.nodes:
+                        self._target = msg.leader
+                elif isinstance(msg, SessionEnded) and msg.key == self.session:
+                    unsent = self._session_ended(msg, unacked)
+                    last_progress = time.monotonic()
+            while reported < len(results) and results[reported] is not None:
+                if on_commit is not None:
+                    committed = results[reported]
+                    assert committed is not None
+                    on_commit(committed)
                 reported += 1
             if time.monotonic() - last_progress > self.timeout:
                 raise ClusterUnavailable(
                     f"no broadcast committed for {self.timeout:.0f}s "
                     f"({len(unacked)} unacknowledged; cluster {self.cluster.spec()})"
                 )
-        return [done[seq] for seq in range(first_seq, self._next_seq)]
+        if too_large is not None:
+            raise too_large
+        return [r for r in results if r is not None]
 
-    def _after(self, node: int) -> int:
-        ids = self.cluster.ids
-        return ids[(ids.index(node) + 1) % len(ids)]
+    def _submit_frames(self, commands: list[Command]) -> Iterator[bytes]:
+        """Submit frames of at most ``batch`` commands and about 1 MiB of payloads."""
+        start = 0
+        while start < len(commands):
+            end, size = start, 0
+            while end < len(commands) and end - start < self.batch:
+                size += len(commands[end].payload)
+                end += 1
+                if size >= 1024 * 1024:
+                    break
+            yield encode(Submit(tuple(commands[start:end])))
+            start = end
 
-    def _recover_seq(self) -> int:
-        """The last seq the cluster committed for this client id (0 if none).
-
-        Asks every node and waits for a majority of answers: a committed
-        command reached a majority of acceptors, and each node reports what
-        it has delivered, so the maximum is the best lower bound available.
-        """
-        deadline = time.monotonic() + self.timeout
-        answers: dict[int, int] = {}
-        majority = len(self.cluster.ids) // 2 + 1
-        query = encode(SessionQuery(self.client_id))
-        last_send = 0.0
-        while len(answers) < majority:
-            now = time.monotonic()
-            if now > deadline:
-                raise ClusterUnavailable(f"no majority answered ({self.cluster.spec()})")
-            if now - last_send > self.retry_s:
-                for node in self.cluster.ids:
-                    if node not in answers:
-                        self.transport.send(node, query)
-                last_send = now
-            for node, frame in self.transport.poll(50):
-                msg = self._decode(node, frame)
-                if isinstance(msg, SessionInfo) and msg.client == self.client_id:
-                    answers[node] = msg.last_seq
-        return max(answers.values())
+    def _session_ended(
+        self, msg: SessionEnded, unacked: dict[int, tuple[int, Command]]
+    ) -> list[Command]:
+        """Our session ended. What it had not delivered never will be: resend that in a
+        new session. Anything whose fate is unknown is an error for the caller."""
+        delivered = [seq for seq in unacked if msg.known and seq <= msg.last_seq]
+        unknown = list(unacked) if not msg.known else []
+        log.info("client.session_ended", session=msg.key, unacked=len(unacked))
+        if delivered or unknown:
+            self.session = None
+            raise SessionExpired(msg.key, delivered, unknown)
+        self.open_session()
+        assert self.session is not None
+        again = [(position, command) for position, command in unacked.values()]
+        unacked.clear()
+        resend = []
+        for position, command in again:
+            renewed = Command(self.session, self._next_seq, command.payload)
+            self._next_seq += 1
+            unacked[renewed.seq] = (position, renewed)
+            resend.append(renewed)
+        return resend
 
     # ------------------------------------------------------------------ subscribe
 
@@ -306,6 +413,10 @@ class Client:
             if delivery is None:
                 return
             yield delivery
+
+    def _after(self, node: int) -> int:
+        ids = self.cluster.ids
+        return ids[(ids.index(node) + 1) % len(ids)]
 
     # ------------------------------------------------------------------ status
 

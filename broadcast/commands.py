@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import click
 
 from broadcast import payloads
 from broadcast.client import Client, ClusterUnavailable, Committed
+from broadcast.errors import SessionExpired, WrongCluster
 from broadcast.logs import LEVELS, configure
 from broadcast.spec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -46,6 +48,8 @@ log_level_option = click.option(
 
 #: The environment variable every ``--cluster`` option falls back to.
 CLUSTER_ENVVAR = "PAXOS_CLUSTER"
+#: ... and ``paxos node --cluster-id``.
+CLUSTER_ID_ENVVAR = "PAXOS_CLUSTER_ID"
 
 cluster_option = click.option(
     "--cluster",
@@ -90,6 +94,22 @@ def _cluster(spec: str | None) -> Cluster:
     help="Do not fsync the log (benchmarks only: a crash can lose acknowledged data).",
 )
 @click.option("--tick-ms", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--cluster-id",
+    default=None,
+    envvar=CLUSTER_ID_ENVVAR,
+    show_envvar=True,
+    help="The cluster this node belongs to (recorded in the data directory on the first "
+    "start and checked on every later one). Default: the SPEC file's cluster_id, else "
+    "what the data directory recorded, else an id derived from the SPEC's members.",
+)
+@click.option(
+    "--max-payload-bytes",
+    type=click.IntRange(1),
+    default=None,
+    help=f"The cluster's payload limit, recorded on the first start (default "
+    f"{DEFAULT_MAX_PAYLOAD_BYTES}); every member must be started with the same one.",
+)
 @log_level_option
 def node_command(
     node_id: int,
@@ -97,6 +117,8 @@ def node_command(
     data_dir: Path,
     no_fsync: bool,
     tick_ms: int,
+    cluster_id: str | None,
+    max_payload_bytes: int | None,
     log_level: str,
 ) -> None:
     """Run one node in the foreground until Ctrl-C or SIGTERM."""
@@ -105,7 +127,15 @@ def node_command(
     configure(log_level)
     cluster = _cluster(spec)
     try:
-        node = Node(node_id, cluster, data_dir, fsync=not no_fsync, tick_ms=tick_ms)
+        node = Node(
+            node_id,
+            cluster,
+            data_dir,
+            fsync=not no_fsync,
+            tick_ms=tick_ms,
+            cluster_id=cluster_id,
+            max_payload_bytes=max_payload_bytes,
+        )
     except (ConfigError, TransportError, WalError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
@@ -121,7 +151,11 @@ def node_command(
     # collect the young generation less often, and never rescan what startup made.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    node.run()
+    try:
+        node.run()
+    except WalError as exc:
+        # The one thing a node cannot survive: it can no longer make its vows durable.
+        raise click.ClickException(f"stopped: {exc}") from None
 
 
 # ---------------------------------------------------------------------- paxos cluster up
@@ -160,6 +194,8 @@ def spawn_node(
     ]
     if not fsync:
         args.append("--no-fsync")
+    if cluster.cluster_id is not None:
+        args += ["--cluster-id", cluster.cluster_id]
     stderr: Any = None
     if log_file is not None:
         stderr = open(log_file, "ab")  # noqa: SIM115 - handed to the child
@@ -186,7 +222,10 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
         cluster = local_cluster(nodes, base_port)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cluster = cluster_file(data_dir, cluster)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     children = {
         i: spawn_node(i, cluster, data_dir, fsync=not no_fsync, log_level=log_level)
         for i in cluster.ids
@@ -250,12 +289,35 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
         raise click.ClickException("; ".join(problems))
 
 
+def cluster_file(data_dir: Path, cluster: Cluster) -> Cluster:
+    """The cluster ``paxos cluster up`` runs in ``data_dir``: on the first run, ``cluster``
+    with a fresh random cluster id, written to ``data_dir/cluster.toml``; later, what
+    that file says (it must list the same nodes). Bootstrapping creates the id; every
+    node records it, so a node can never be started on another cluster's directory."""
+    path = data_dir / "cluster.toml"
+    if path.exists():
+        recorded = parse_cluster(str(path))
+        if recorded.nodes != cluster.nodes:
+            raise ConfigError(
+                f"{data_dir} holds the cluster {recorded.spec()} (see {path}); use another "
+                f"--data-dir for {cluster.spec()}"
+            )
+        return recorded
+    data_dir.mkdir(parents=True, exist_ok=True)
+    made = Cluster(dict(cluster.nodes), cluster_id=uuid.uuid4().hex)
+    lines = [f'cluster_id = "{made.cluster_id}"', "", "[nodes]"]
+    lines += [f'{i} = "{made.nodes[i]}"' for i in made.ids]
+    path.write_text("\n".join(lines) + "\n")
+    return made
+
+
 # ---------------------------------------------------------------------- paxos broadcast
 
 
 @click.command("broadcast")
 @cluster_option
-@click.option("--client-id", default=None, help="Session name; reusing one continues its seqs.")
+@click.option("--client-id", default=None,
+              help="A name for this run's session (a label: every run opens a new session).")
 @click.option("--count", type=click.IntRange(1), default=None, help="Generate COUNT messages.")
 @click.option("--size", type=click.IntRange(1), default=100, show_default=True,
               help="Size in bytes of generated messages (at most --max-payload-bytes).")
@@ -264,8 +326,9 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
               help="Broadcast the file's bytes as one payload (repeatable, in order).")
 @click.option("--b64", is_flag=True,
               help="MESSAGE arguments and stdin lines are base64: broadcast the decoded bytes.")
-@click.option("--max-payload-bytes", type=click.IntRange(1), default=DEFAULT_MAX_PAYLOAD_BYTES,
-              show_default=True, help="Refuse larger payloads (arguments, lines, files).")
+@click.option("--max-payload-bytes", type=click.IntRange(1), default=None,
+              help="Refuse larger payloads (arguments, lines, files) [default: the "
+              "cluster's limit].")
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Give up after this many seconds without progress.")
 @click.argument("messages", nargs=-1)
@@ -277,7 +340,7 @@ def broadcast_command(
     size: int,
     files: tuple[Path, ...],
     b64: bool,
-    max_payload_bytes: int,
+    max_payload_bytes: int | None,
     timeout: float,
     messages: tuple[str, ...],
     log_level: str,
@@ -299,20 +362,10 @@ def broadcast_command(
     if b64 and (files or count is not None):
         raise click.UsageError("--b64 decodes MESSAGE arguments and stdin lines only")
     cluster = _cluster(spec)
-    try:
-        if count is not None:
-            source = payloads.generated(count, size, max_payload_bytes)
-        elif files:
-            source = payloads.files(files, max_payload_bytes)
-        else:
-            source = payloads.payloads(
-                messages, sys.stdin.buffer, b64=b64, limit=max_payload_bytes
-            )
-    except payloads.PayloadError as exc:
-        raise click.ClickException(str(exc)) from None
 
     # A bad stdin line or file ends the run: what came before it is committed first.
     stopped: list[payloads.PayloadError] = []
+    source: Iterator[bytes] = iter(())
 
     def until_error() -> Iterator[bytes]:
         try:
@@ -330,12 +383,21 @@ def broadcast_command(
             client = quoted[c.client] = json.dumps(c.client)
         out.write(f'{{"index": {c.index}, "client": {client}, "seq": {c.seq}}}\n')
 
+    committed: list[Committed] = []
     try:
         with Client(cluster, client_id=client_id, timeout=timeout) as client:
+            client.open_session()
+            limit = min(max_payload_bytes or client.max_payload_bytes, client.max_payload_bytes)
+            if count is not None:
+                source = payloads.generated(count, size, limit)
+            elif files:
+                source = payloads.files(files, limit)
+            else:
+                source = payloads.payloads(messages, sys.stdin.buffer, b64=b64, limit=limit)
             committed = client.broadcast_many(until_error(), on_commit=report)
-    except ClusterUnavailable as exc:
+    except (ClusterUnavailable, SessionExpired, WrongCluster) as exc:
         raise click.ClickException(str(exc)) from None
-    except ValueError as exc:
+    except ValueError as exc:  # PayloadTooLarge, PayloadError, a bad client id
         raise click.ClickException(str(exc)) from None
     if stopped:
         raise click.ClickException(
@@ -406,7 +468,11 @@ def subscribe_command(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @click.option("--timeout", type=click.FloatRange(0.05), default=1.0, show_default=True)
 def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
-    """Show each node: id, address, reachable, role, ballot, leader, last delivered index."""
+    """Show each node: id, address, reachable, role, ballot, leader, last delivered index.
+
+    Exits non-zero unless a majority of the cluster's nodes answer and see one leader
+    with a quorum (the leader heard from a majority lately; followers heard from it).
+    """
     configure("warning")
     cluster = _cluster(spec)
     rows = []
@@ -423,6 +489,9 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
                     "leader": (s.leader or None) if s else None,
                     "delivered": s.delivered if s else None,
                     "commit_slot": s.commit if s else None,
+                    "leader_ok": s.leader_ok if s else None,
+                    "cluster_id": s.cluster_id if s else None,
+                    "sessions": s.sessions if s else None,
                 }
             )
     if as_json:
@@ -441,6 +510,20 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
             )
     if not any(row["reachable"] for row in rows):
         raise click.ClickException(f"no node of {cluster.spec()} is reachable")
+    # A leader with a quorum, as the nodes we reach see it: a majority of the cluster
+    # agrees on one leader they hear from (and that leader hears from a majority).
+    votes: dict[int, int] = {}
+    for row in rows:
+        leader = row["leader"]
+        if row["leader_ok"] and isinstance(leader, int):
+            votes[leader] = votes.get(leader, 0) + 1
+    majority = len(cluster.ids) // 2 + 1
+    if not any(count >= majority for count in votes.values()):
+        reachable = sum(1 for row in rows if row["reachable"])
+        raise click.ClickException(
+            f"no leader with a quorum: {reachable} of {len(cluster.ids)} nodes reachable, "
+            f"leaders seen: {sorted(votes) or 'none'}"
+        )
 
 
 def free_base_port(nodes: int, start: int = 17000, stop: int = 60000) -> int:

@@ -14,11 +14,23 @@ turn of the loop:
 
 Step 4's order is the crash-recovery contract: nothing a promise or an accept
 vouches for leaves the node before it is on disk.
+
+Nothing a peer or a client sends can stop the loop: a frame that fails to
+decode, to be handled or to be answered is dropped, counted and logged (at
+most one line per few seconds per kind, with counts), and the node goes on.
+Only its own disk can stop it: a write-ahead log that fails to write or sync
+ends :meth:`Node.run` with :class:`~broadcast.wal.WalError`, since a node that
+cannot persist its vows must not make any.
+
+Before anything else, the node checks its data directory's identity
+(:mod:`broadcast.identity`): cluster id, node id, members and payload limit.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import os
 import queue
 import random
@@ -31,20 +43,26 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from broadcast.errors import PayloadTooLarge
+from broadcast.identity import Identity, cluster_id_bytes, establish
 from broadcast.logs import RateLimited, get_logger
 from broadcast.protocol import (
+    ACK_RUNS_MAX,
     FETCH_MAX,
+    FETCH_MAX_BYTES,
+    CloseSession,
     Deliveries,
     Fetch,
-    SessionInfo,
-    SessionQuery,
+    OpenSession,
+    SessionEnded,
+    SessionOpened,
     Status,
     StatusRequest,
     Submit,
     SubmitAck,
     SubmitRefused,
 )
-from broadcast.spec import Cluster, ConfigError, bind_address
+from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, bind_address
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
 from broadcast.wal import WalCorruptionError, WriteAheadLog
 from paxos.codec import (
@@ -60,7 +78,8 @@ from paxos.codec import (
 from paxos.messages import Accept, Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
-from paxos.multi.replica import Replica
+from paxos.multi.replica import Replica, StepFailed
+from paxos.multi.sessions import MAX_NAME_LEN, close_command, open_command
 from paxos.records import AcceptRecord, Record
 from paxos.types import Command, Delivery, Value
 
@@ -70,6 +89,11 @@ _command_of = itemgetter(2)  # Delivery -> its Command, in C
 
 _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
 
+#: Open requests waiting for their open to be applied here, at most.
+_MAX_PENDING_OPENS = 10_000
+#: Long-poll fetches held at once, at most.
+_MAX_HELD_FETCHES = 10_000
+
 
 class StateMachine(Protocol):
     """What a replicated application implements.
@@ -78,7 +102,8 @@ class StateMachine(Protocol):
     the node's loop thread; it must be deterministic (same deliveries, same
     state on every node) and should be quick. After a restart the node
     re-learns the log and calls ``apply`` again from index 1, rebuilding the
-    state from scratch.
+    state from scratch. If ``apply`` raises, the exception is the command's
+    result (the broadcaster on this node gets it) and delivery goes on.
     """
 
     def apply(self, delivery: Delivery) -> Any: ...
@@ -94,12 +119,23 @@ class BroadcastResult:
 
 
 class _LocalSender:
-    """The node's own client session, for broadcasts made through :meth:`Node.broadcast`."""
+    """The node's own client session, for broadcasts made through :meth:`Node.broadcast`.
 
-    def __init__(self, client: str) -> None:
-        self.client = client
+    It opens its session through the log like any client. Payloads wait in
+    ``held`` until the session is open and the window has room; a session that
+    ends (expired while idle, say) is replaced, and the broadcasts it had not
+    delivered are sent again in the new one: they can never be delivered in the
+    old one after its end, so nothing is delivered twice.
+    """
+
+    def __init__(self, name: str, window: int) -> None:
+        self.name = name
+        self.window = window
+        self.key: str | None = None
+        self.nonce: bytes | None = None
         self.next_seq = 1
         self.waiting: dict[int, tuple[Command, concurrent.futures.Future[BroadcastResult]]] = {}
+        self.held: list[tuple[bytes, concurrent.futures.Future[BroadcastResult]]] = []
         self.last_try = 0.0
 
 
@@ -110,6 +146,10 @@ class Node:
     or :meth:`start` / :meth:`stop` to run in a background thread inside an
     application, then :meth:`broadcast` from any thread (or
     ``await node.broadcast_async(...)`` from asyncio).
+
+    ``cluster_id`` and ``max_payload_bytes`` are recorded in the data directory
+    on the first start (defaults: the SPEC file's ``cluster_id`` or an id derived
+    from the SPEC's members; 1 MiB) and must match on every later start.
 
     Guarantees: every node delivers every committed payload exactly once, all
     in one total order, each sender's payloads in the order it sent them; a
@@ -129,11 +169,18 @@ class Node:
         replica_config: ReplicaConfig | None = None,
         transport_config: TransportConfig | None = None,
         retry_s: float = 1.0,
+        cluster_id: str | None = None,
+        max_payload_bytes: int | None = None,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
         if tick_ms < 1:
             raise ConfigError("tick_ms must be >= 1")
+        if max_payload_bytes is not None and max_payload_bytes < 1:
+            raise ConfigError("max_payload_bytes must be >= 1")
+        config = replica_config or ReplicaConfig(nodes=cluster.ids)
+        if config.nodes != cluster.ids:
+            raise ConfigError("replica_config.nodes must match the cluster")
         self.node_id = node_id
         self.cluster = cluster
         self.data_dir = Path(data_dir)
@@ -141,9 +188,21 @@ class Node:
         self.fsync = fsync
         self.tick_s = tick_ms / 1000.0
         self.retry_s = retry_s
-        self.config = replica_config or ReplicaConfig(nodes=cluster.ids)
-        if self.config.nodes != cluster.ids:
-            raise ConfigError("replica_config.nodes must match the cluster")
+        self.identity: Identity = establish(
+            self.data_dir,
+            node_id,
+            cluster,
+            cluster_id=cluster_id,
+            max_payload_bytes=max_payload_bytes,
+            default_max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+        )
+        try:
+            # The recorded limit decides what enters the log, the same on every member.
+            self.config = dataclasses.replace(
+                config, max_payload_bytes=self.identity.max_payload_bytes
+            )
+        except ValueError as exc:
+            raise ConfigError(f"payload limit: {exc}") from None
 
         self.wal, raw = WriteAheadLog.open(self.data_dir / "wal", fsync=fsync)
         try:
@@ -151,7 +210,11 @@ class Node:
             self.replica = Replica(node_id, self.config, random.Random(os.urandom(16)), records)
             peers = {i: addr for i, addr in cluster.nodes.items() if i != node_id}
             self.transport = NodeTransport(
-                node_id, bind_address(cluster.nodes[node_id]), peers, transport_config
+                node_id,
+                bind_address(cluster.nodes[node_id]),
+                peers,
+                transport_config,
+                cluster_id=cluster_id_bytes(self.identity.cluster_id),
             )
         except BaseException:
             self.wal.close()
@@ -159,6 +222,7 @@ class Node:
         log.info(
             "node.recovered",
             node=node_id,
+            cluster=self.identity.cluster_id,
             records=len(raw),
             ballot=list(self.replica.ballot),
             fsync=fsync,
@@ -170,21 +234,33 @@ class Node:
         # Per turn: slot values' encodings, and the Accept frames they arrived in.
         self._values: dict[int, tuple[Value, bytes]] = {}
         self._received_accepts: dict[int, tuple[Accept, bytes]] = {}
-        # client id -> routing identity of its latest request here. Every delivery of
-        # that client is acknowledged to it: acknowledging something committed is
+        # session key -> routing identity of its latest request here. Every delivery of
+        # that session is acknowledged to it: acknowledging something committed is
         # always true, and a client ignores acks for seqs it is not waiting for.
         self._routes: dict[str, bytes] = {}
         self._acks: dict[bytes, dict[str, list[tuple[int, int, int]]]] = {}
+        # (name, nonce) -> routing identity, for opens proposed here and not yet applied.
+        self._pending_opens: dict[tuple[str, bytes], bytes] = {}
         self._held_fetches: list[tuple[float, bytes, Fetch]] = []
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._local = _LocalSender(f"node{node_id}-{uuid.uuid4().hex[:12]}")
+        self._local = _LocalSender(
+            f"node{node_id}-{uuid.uuid4().hex[:8]}", self.config.session_window
+        )
         self._callbacks: list[Callable[[Delivery], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_tick = time.monotonic() + self.tick_s
-        # One line at once, then at most one per 5 s with the count of the rest.
+        # Repetitive warnings: one line at once, then at most one per 5 s with counts.
         self._dropped_frames = RateLimited(log, "frame.dropped", interval_s=5.0)
+        self._failed_frames = RateLimited(log, "frame.failed", interval_s=5.0, level="error")
+        self._failed_sends = RateLimited(log, "send.failed", interval_s=5.0, level="error")
+        self._failed_applies = RateLimited(log, "apply.failed", interval_s=5.0, level="error")
+        #: Frames dropped (bad, hostile or failing), by reason; for tests and metrics.
+        self.drops: dict[str, int] = {}
+        self._role = (self.replica.role, self.replica.leader)
         self._closed = False
+        #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
+        self.failure: BaseException | None = None
         self.max_routes = 100_000
 
     # ------------------------------------------------------------------ lifecycle
@@ -193,10 +269,18 @@ class Node:
         """Serve in a background thread; returns self."""
         if self._thread is not None:
             raise RuntimeError("node already started")
-        self._thread = threading.Thread(target=self.run, name=f"paxos-node-{self.node_id}")
+        self._thread = threading.Thread(
+            target=self._run_in_thread, name=f"paxos-node-{self.node_id}"
+        )
         self._thread.daemon = True
         self._thread.start()
         return self
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # recorded: the application reads node.failure
+            log.error("node.failed", node=self.node_id, error=f"{type(exc).__name__}: {exc}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and release the socket and the log. Idempotent."""
@@ -208,10 +292,16 @@ class Node:
             self._close()
 
     def run(self) -> None:
-        """Serve until :meth:`stop` (or KeyboardInterrupt) in the calling thread."""
+        """Serve until :meth:`stop` (or KeyboardInterrupt) in the calling thread.
+
+        Raises :class:`~broadcast.wal.WalError` if the log can no longer be written.
+        """
         try:
             while not self._stop.is_set():
                 self._turn()
+        except BaseException as exc:
+            self.failure = exc
+            raise
         finally:
             self._close()
 
@@ -219,11 +309,20 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        for _, future in self._local.waiting.values():
+        local = self._local
+        for _, future in local.waiting.values():
+            future.cancel()
+        for _, future in local.held:
             future.cancel()
         self.transport.close()
         self.wal.close()
-        self._dropped_frames.flush()
+        for limited in (
+            self._dropped_frames,
+            self._failed_frames,
+            self._failed_sends,
+            self._failed_applies,
+        ):
+            limited.flush()
         log.info("node.stopped", node=self.node_id)
 
     def __enter__(self) -> Node:
@@ -238,8 +337,9 @@ class Node:
         """Broadcast ``payload`` and wait until it is committed and applied here.
 
         Returns its index in the total order and the local state machine's
-        result. Raises ``TimeoutError`` after ``timeout`` seconds (the payload
-        may still be committed later, exactly once).
+        result. Raises :class:`~broadcast.errors.PayloadTooLarge` for a payload
+        above the cluster's limit, ``TimeoutError`` after ``timeout`` seconds
+        (the payload may still be committed later, exactly once).
         """
         return self.submit(payload).result(timeout)
 
@@ -253,8 +353,11 @@ class Node:
         """Start a broadcast from any thread; the future resolves once committed here."""
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise TypeError("payload must be bytes")
-        future: concurrent.futures.Future[BroadcastResult] = concurrent.futures.Future()
         data = bytes(payload)
+        limit = self.config.max_payload_bytes
+        if len(data) > limit:
+            raise PayloadTooLarge(len(data), limit)
+        future: concurrent.futures.Future[BroadcastResult] = concurrent.futures.Future()
         self._inbox.put(lambda: self._local_broadcast(data, future))
         self.transport.wake()
         return future
@@ -263,10 +366,15 @@ class Node:
         """Call ``callback(delivery)`` for every delivery, in order, from the loop thread."""
         self._callbacks.append(callback)
 
-    def status(self) -> Status:
+    @property
+    def max_payload_bytes(self) -> int:
+        """The cluster's payload limit."""
+        return self.config.max_payload_bytes
+
+    def status(self, nonce: int = 0) -> Status:
         r = self.replica
         return Status(
-            0,
+            nonce,
             self.node_id,
             r.role.value,
             r.ballot,
@@ -274,6 +382,9 @@ class Node:
             r.commit,
             r.delivered_index,
             self.fsync,
+            r.leader_ok(),
+            self.identity.cluster_id,
+            len(r.sessions),
         )
 
     # ------------------------------------------------------------------ the loop
@@ -284,7 +395,15 @@ class Node:
         if self._pending or not self._inbox.empty():
             timeout_ms = 0
         for identity, frame in self.transport.poll(timeout_ms):
-            self._on_frame(identity, frame)
+            try:
+                self._on_frame(identity, frame)
+            except StepFailed as exc:
+                # The replica's own bug, not the sender's: keep what it persisted and
+                # delivered (its memory already holds it), send nothing of that step.
+                self._take(exc.ready)
+                self._frame_failed(identity, frame, exc.__cause__ or exc)
+            except Exception as exc:
+                self._frame_failed(identity, frame, exc)
         while True:
             try:
                 work = self._inbox.get_nowait()
@@ -300,6 +419,16 @@ class Node:
             self._retry_local(now)
             self._expire_fetches(now)
         self._flush()
+        role = (self.replica.role, self.replica.leader)
+        if role != self._role:
+            self._role = role
+            log.info(
+                "node.role",
+                node=self.node_id,
+                role=role[0].value,
+                leader=role[1],
+                ballot=list(self.replica.ballot),
+            )
 
     def _take(self, ready: Ready) -> None:
         if ready:
@@ -316,14 +445,20 @@ class Node:
             self._send(ready.eager)
         if ready.records:
             # The vow before the word: records are durable before any message leaves.
+            # A failure here is not survivable (WalError ends run()): a node that
+            # cannot persist must not promise or accept anything.
             self.wal.append([self._encode_record(r) for r in ready.records])
             self.wal.sync()
         if ready.messages:
             self._send(ready.messages)
         self._values.clear()
         self._received_accepts.clear()
+        if ready.opened:
+            self._sessions_opened(ready.opened)
         if ready.deliveries:
             self._deliver(ready.deliveries, ready.runs)
+        if ready.ended:
+            self._sessions_ended(ready.ended)
 
     def _value_bytes(self, value: Value) -> bytes:
         """A slot value's msgpack bytes, encoded (or cut from the received Accept) once per turn.
@@ -351,17 +486,28 @@ class Node:
 
     def _send(self, messages: list[tuple[int, Message]]) -> None:
         per_peer: dict[int, list[bytes]] = {}
-        encoded: dict[int, bytes] = {}  # one encoding per message object, however many peers
+        encoded: dict[int, bytes | None] = {}  # one encoding per message object
         for dst, msg in messages:
             key = id(msg)
-            frame = encoded.get(key)
-            if frame is None:
-                if isinstance(msg, Accept):
-                    frame = encode_accept(msg, self._value_bytes(msg.value))
-                else:
-                    frame = encode(msg)
+            if key in encoded:
+                frame = encoded[key]
+            else:
+                try:
+                    if isinstance(msg, Accept):
+                        frame = encode_accept(msg, self._value_bytes(msg.value))
+                    else:
+                        frame = encode(msg)
+                except CodecError as exc:
+                    # Cannot happen with the replica's bounds; if it does, this one
+                    # message is lost (Paxos survives lost messages), not the node.
+                    frame = None
+                    self._count("encode")
+                    self._failed_sends.hit(
+                        node=self.node_id, type=type(msg).__name__, reason=str(exc)[:200]
+                    )
                 encoded[key] = frame
-            per_peer.setdefault(dst, []).append(frame)
+            if frame is not None:
+                per_peer.setdefault(dst, []).append(frame)
         for dst, frames in per_peer.items():
             # Dropped frames are fine: Paxos retransmits what matters.
             self.transport.send_many(dst, frames)
@@ -373,18 +519,34 @@ class Node:
         results: dict[int, Any] = {}
         if sm is not None or self._callbacks:
             callbacks = self._callbacks
+            local_key = local.key
             for delivery in deliveries:
-                result = sm.apply(delivery) if sm is not None else None
+                result: Any = None
+                if sm is not None:
+                    try:
+                        result = sm.apply(delivery)
+                    except Exception as exc:
+                        # Deterministic code fails alike on every replica: the failure
+                        # is the command's result; the order goes on.
+                        result = exc
+                        self._failed_applies.hit(
+                            node=self.node_id, index=delivery.index, error=repr(exc)[:200]
+                        )
                 for callback in callbacks:
-                    callback(delivery)
-                if delivery.command.client == local.client:
+                    try:
+                        callback(delivery)
+                    except Exception as exc:
+                        self._failed_applies.hit(
+                            node=self.node_id, index=delivery.index, callback=repr(exc)[:200]
+                        )
+                if delivery.command.client == local_key:
                     results[delivery.index] = result
         routes = self._routes
         acks = self._acks
-        local_client = local.client
+        local_key = local.key
         # Acknowledge by runs (one per client per batch), not command by command.
         for client, first_seq, first_index, count in runs:
-            if client == local_client:
+            if client == local_key:
                 for k in range(count):
                     index = first_index + k
                     self._resolve_local(first_seq + k, index, results.get(index))
@@ -395,13 +557,55 @@ class Node:
                     (first_seq, first_index, count)
                 )
         self._send_acks()
+        if local.held:
+            self._send_held()
         if self._held_fetches:
             self._serve_fetches(time.monotonic(), expire=False)
 
     def _resolve_local(self, seq: int, index: int, result: Any) -> None:
         entry = self._local.waiting.pop(seq, None)
-        if entry is not None:
-            entry[1].set_result(BroadcastResult(index, result))
+        if entry is None:
+            return
+        future = entry[1]
+        if future.cancelled():
+            return
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(BroadcastResult(index, result))
+
+    # ------------------------------------------------------------------ sessions
+
+    def _sessions_opened(self, opened: list[tuple[str, bytes, str]]) -> None:
+        local = self._local
+        for name, nonce, key in opened:
+            if name == local.name and nonce == local.nonce and local.key is None:
+                local.key = key
+                local.next_seq = 1
+                self._send_held()
+            identity = self._pending_opens.pop((name, nonce), None)
+            if identity is not None:
+                self._reply(identity, self._opened(nonce, key))
+
+    def _opened(self, nonce: bytes, key: str) -> SessionOpened:
+        return SessionOpened(
+            nonce,
+            key,
+            self.identity.cluster_id,
+            self.config.max_payload_bytes,
+            self.config.session_window,
+        )
+
+    def _sessions_ended(self, ended: list[tuple[str, int, str]]) -> None:
+        local = self._local
+        for key, last, reason in ended:
+            log.info("session.ended", node=self.node_id, session=key, last_seq=last, reason=reason)
+            if key == local.key:
+                self._local_session_ended(last)
+            identity = self._routes.pop(key, None)
+            if identity is not None:
+                # The client may be waiting for some of it: tell it now.
+                self._reply(identity, SessionEnded(key, True, last))
 
     # ------------------------------------------------------------------ frames
 
@@ -409,67 +613,144 @@ class Node:
         try:
             msg = decode(frame)
         except CodecError as exc:
-            self._drop(identity, f"undecodable frame: {exc}", len(frame))
+            self._drop(identity, "undecodable", f"undecodable frame: {exc}", len(frame))
             return
         if isinstance(msg, _MESSAGE_TYPES):
             # Only a node may speak Paxos, and only under its own id.
             if node_id_of(identity) != msg.src:  # type: ignore[attr-defined]
-                if identity[:1] == b"\x00":
-                    # ZeroMQ's own identity for a peer connection being handed over to
-                    # its reconnected successor: late frames of a live peer, not junk.
-                    log.debug("frame.dropped", node=self.node_id, reason="handover")
-                    return
-                self._drop(identity, "message src does not match the sender", len(frame))
+                self._drop(identity, "src", "message src does not match the sender", len(frame))
                 return
             if type(msg) is Accept:
                 # Its value goes to our log as it came: no second encoding.
                 self._received_accepts[id(msg.value)] = (msg, frame)
             self._take(self.replica.step(msg))  # type: ignore[arg-type]
+        elif node_id_of(identity) is not None:
+            # Peers speak Paxos only; client requests come from client identities.
+            self._drop(identity, "unexpected", f"{type(msg).__name__} from a node", len(frame))
         elif isinstance(msg, Submit):
             self._on_submit(identity, msg)
         elif isinstance(msg, Fetch):
             self._on_fetch(identity, msg)
         elif isinstance(msg, StatusRequest):
-            status = self.status()
-            self.transport.reply(identity, encode(_with_nonce(status, msg.nonce)))
-        elif isinstance(msg, SessionQuery):
-            last = self.replica.sessions.last_seq(msg.client)
-            self.transport.reply(identity, encode(SessionInfo(msg.client, last)))
+            self._reply(identity, self.status(msg.nonce))
+        elif isinstance(msg, OpenSession):
+            self._on_open_session(identity, msg)
+        elif isinstance(msg, CloseSession):
+            if self.replica.session_status(msg.key)[0] == "live":
+                self._take(self.replica.propose([close_command(msg.key)]))
         else:
-            self._drop(identity, f"unexpected {type(msg).__name__}", len(frame))
+            self._drop(identity, "unexpected", f"unexpected {type(msg).__name__}", len(frame))
 
-    def _drop(self, identity: bytes, reason: str, size: int) -> None:
+    def _count(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _drop(self, identity: bytes, reason: str, detail: str, size: int) -> None:
+        self._count(reason)
         # Bounded logging: a flood of junk must not turn into a flood of log lines.
         self._dropped_frames.hit(
             node=self.node_id,
             sender=identity[:64].decode("ascii", "replace"),
-            reason=reason[:200],
+            reason=detail[:200],
             bytes=size,
         )
 
+    def _frame_failed(self, identity: bytes, frame: bytes, exc: BaseException) -> None:
+        """Handling one frame raised: a bug, logged with what it was; the node goes on."""
+        self._count("failed")
+        kind = "?"
+        with contextlib.suppress(CodecError):
+            kind = type(decode(frame)).__name__
+        self._failed_frames.hit(
+            node=self.node_id,
+            sender=identity[:64].decode("ascii", "replace"),
+            type=kind,
+            bytes=len(frame),
+            error=f"{type(exc).__name__}: {exc}"[:300],
+        )
+
+    def _reply(self, identity: bytes, msg: object) -> None:
+        try:
+            frame = encode(msg)
+        except CodecError as exc:
+            self._count("encode")
+            self._failed_sends.hit(node=self.node_id, type=type(msg).__name__, reason=str(exc))
+            return
+        self.transport.reply(identity, frame)
+
+    def _on_open_session(self, identity: bytes, msg: OpenSession) -> None:
+        if msg.cluster_id and msg.cluster_id != self.identity.cluster_id:
+            self._drop(identity, "cluster", f"client wants cluster {msg.cluster_id}", 0)
+            self._reply(identity, SubmitRefused(msg.name, 0, "cluster", 0))
+            return
+        if not 0 < len(msg.name) <= MAX_NAME_LEN:
+            self._reply(identity, SubmitRefused(msg.name, 0, "bad_name", 0))
+            return
+        key = self.replica.session_key(msg.name, msg.nonce)
+        if key is not None:
+            self._reply(identity, self._opened(msg.nonce, key))
+            return
+        pending = self._pending_opens
+        if (msg.name, msg.nonce) not in pending and len(pending) >= _MAX_PENDING_OPENS:
+            del pending[next(iter(pending))]  # bounded: that client retries
+        pending[(msg.name, msg.nonce)] = identity
+        self._take(self.replica.propose([open_command(msg.name, msg.nonce)]))
+
     def _on_submit(self, identity: bytes, msg: Submit) -> None:
         replica = self.replica
-        last = replica.sessions.last
         routes = self._routes
+        limit = self.config.max_payload_bytes
+        leader = replica.leader or 0
         fresh: list[Command] = []
+        known: dict[str, tuple[str, int | None]] = {}
+        stopped: set[str] = set()
         for command in msg.commands:
-            client, seq, _ = command
-            if seq <= last.get(client, 0):
+            key, seq, payload = command
+            if key in stopped:
+                continue
+            state = known.get(key)
+            if state is None:
+                state = known[key] = replica.session_status(key)
+                if state[0] == "ended":
+                    # Its session is gone: none of its commands beyond its last seq
+                    # will ever be delivered. Tell the client instead of queueing.
+                    last = state[1]
+                    self._reply(identity, SessionEnded(key, last is not None, last or 0))
+                    stopped.add(key)
+                    continue
+                if routes.get(key) != identity:
+                    routes.pop(key, None)
+                    routes[key] = identity  # most recent last, so the oldest go first
+                    if len(routes) > self.max_routes:
+                        del routes[next(iter(routes))]
+            if seq == 0:
+                # Clients open and close sessions with their own messages; a system
+                # command smuggled in a Submit is not theirs to make.
+                self._drop(identity, "system", "system command in a Submit", len(payload))
+                stopped.add(key)
+                continue
+            if len(payload) > limit:
+                # Never enters the log; the client must not resend it (nor what follows
+                # it in its session, which would wait for it forever).
+                self._reply(identity, SubmitRefused(key, seq, "too_large", leader))
+                stopped.add(key)
+                continue
+            last = state[1]
+            if last is not None and seq <= last:
                 # Delivered already (a retry): answer from the replicated session.
-                self._ack(identity, client, seq, replica.outcome(client, seq) or 0)
+                index = replica.outcome(key, seq)
+                if index:
+                    self._ack(identity, key, seq, index)
             else:
                 fresh.append(command)
-            if routes.get(client) != identity:
-                routes.pop(client, None)
-                routes[client] = identity  # most recent last, so the oldest go first
-                if len(routes) > self.max_routes:
-                    del routes[next(iter(routes))]
         if fresh:
-            if len(replica.queue) + len(fresh) > self.config.queue_max:
+            queued, queued_bytes = replica.backlog()
+            if (
+                queued + len(fresh) > self.config.queue_max
+                or queued_bytes + sum(len(c.payload) for c in fresh) > self.config.queue_max_bytes
+            ):
                 # Backpressure: refuse instead of queueing without bound; the client retries.
                 first = fresh[0]
-                refusal = SubmitRefused(first.client, first.seq, "busy", replica.leader or 0)
-                self.transport.reply(identity, encode(refusal))
+                self._reply(identity, SubmitRefused(first.client, first.seq, "busy", leader))
             else:
                 self._take(replica.propose(fresh))
         self._send_acks()
@@ -483,25 +764,34 @@ class Node:
         leader = self.replica.leader or 0
         for identity, per_client in self._acks.items():
             for client, acks in per_client.items():
-                self.transport.reply(identity, encode(SubmitAck(client, tuple(acks), leader)))
+                for i in range(0, len(acks), ACK_RUNS_MAX):  # bounded frames
+                    part = tuple(acks[i : i + ACK_RUNS_MAX])
+                    self._reply(identity, SubmitAck(client, part, leader))
         self._acks = {}
 
     def _on_fetch(self, identity: bytes, msg: Fetch) -> None:
         if msg.from_index < 1:
-            self._drop(identity, "fetch from index 0", 0)
+            self._drop(identity, "fetch", "fetch from index 0", 0)
             return
         if msg.from_index <= len(self.log) or msg.wait_ms == 0:
             self._reply_fetch(identity, msg)
         else:
             deadline = time.monotonic() + min(msg.wait_ms, 30_000) / 1000.0
-            if len(self._held_fetches) < 10_000:
+            if len(self._held_fetches) < _MAX_HELD_FETCHES:
                 self._held_fetches.append((deadline, identity, msg))
 
     def _reply_fetch(self, identity: bytes, msg: Fetch) -> None:
         start = msg.from_index - 1
         count = max(1, min(msg.max_count, FETCH_MAX))
-        commands = tuple(self.log[start : start + count])
-        self.transport.reply(identity, encode(Deliveries(msg.from_index, commands, len(self.log))))
+        commands = self.log[start : start + count]
+        budget = FETCH_MAX_BYTES
+        for i, command in enumerate(commands):
+            # Bounded reply: at most one payload beyond the byte budget.
+            budget -= len(command.payload)
+            if budget <= 0:
+                commands = commands[: i + 1]
+                break
+        self._reply(identity, Deliveries(msg.from_index, tuple(commands), len(self.log)))
 
     def _serve_fetches(self, now: float, *, expire: bool) -> None:
         kept = []
@@ -522,12 +812,49 @@ class Node:
         self, payload: bytes, future: concurrent.futures.Future[BroadcastResult]
     ) -> None:
         local = self._local
-        command = Command(local.client, local.next_seq, payload)
-        local.next_seq += 1
-        local.waiting[command.seq] = (command, future)
-        if len(local.waiting) == 1:
+        local.held.append((payload, future))
+        if local.key is None:
+            self._open_local_session()
+        else:
+            self._send_held()
+
+    def _open_local_session(self) -> None:
+        local = self._local
+        if local.nonce is None:
+            local.nonce = os.urandom(16)
             local.last_try = time.monotonic()
-        self._take(self.replica.propose([command]))
+        self._take(self.replica.propose([open_command(local.name, local.nonce)]))
+
+    def _send_held(self) -> None:
+        """Give held payloads seqs in the open session, as far as the window allows."""
+        local = self._local
+        if local.key is None or not local.held:
+            return
+        room = local.window - len(local.waiting)
+        if room <= 0:
+            return
+        take, local.held = local.held[:room], local.held[room:]
+        commands = []
+        for payload, future in take:
+            command = Command(local.key, local.next_seq, payload)
+            local.next_seq += 1
+            local.waiting[command.seq] = (command, future)
+            commands.append(command)
+        if len(local.waiting) == len(commands):
+            local.last_try = time.monotonic()
+        self._take(self.replica.propose(commands))
+
+    def _local_session_ended(self, last: int) -> None:
+        """Our session ended in the log at ``last``: what it had not delivered never will
+        be, so those broadcasts go again, in order, in a new session."""
+        local = self._local
+        again = [local.waiting[seq] for seq in sorted(local.waiting) if seq > last]
+        local.waiting.clear()
+        local.held[:0] = [(command.payload, future) for command, future in again]
+        local.key = None
+        local.nonce = None
+        if local.held:
+            self._open_local_session()
 
     def _retry_local(self, now: float) -> None:
         """Resend every unacknowledged local command, in order, after ``retry_s``.
@@ -536,10 +863,17 @@ class Node:
         the resend harmless (a command already delivered is skipped).
         """
         local = self._local
-        if not local.waiting or now - local.last_try < self.retry_s:
+        if now - local.last_try < self.retry_s:
+            return
+        if local.key is None:
+            if local.nonce is not None:
+                local.last_try = now
+                self._open_local_session()
+            return
+        if not local.waiting:
             return
         local.last_try = now
-        commands = [command for command, _ in sorted(local.waiting.values())]
+        commands = [command for command, _ in sorted(local.waiting.values(), key=_seq_key)]
         self._take(self.replica.propose(commands))
 
     # ------------------------------------------------------------------ recovery
@@ -558,14 +892,5 @@ class Node:
         return records
 
 
-def _with_nonce(status: Status, nonce: int) -> Status:
-    return Status(
-        nonce,
-        status.node,
-        status.role,
-        status.ballot,
-        status.leader,
-        status.commit,
-        status.delivered,
-        status.fsync,
-    )
+def _seq_key(entry: tuple[Command, object]) -> int:
+    return entry[0].seq

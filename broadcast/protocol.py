@@ -1,8 +1,14 @@
 """Client <-> node messages, registered with the same versioned codec as Paxos' own.
 
-A client talks to any node. Broadcasts are exactly-once because every command
-carries ``(client, seq)`` and the replicated sessions drop repeats; a client may
-therefore resend anything unacknowledged to any node at any time.
+A client talks to any node. It first opens a session through the log
+(:class:`OpenSession`, answered by :class:`SessionOpened` with the session's
+key). Broadcasts are exactly-once because every command carries ``(session key,
+seq)`` and the replicated sessions drop repeats; a client may therefore resend
+anything unacknowledged to any node at any time.
+
+Every reply is bounded in bytes: :class:`Deliveries` carries at most
+``FETCH_MAX`` commands and about ``FETCH_MAX_BYTES`` of payloads (always at
+least one command), and a :class:`SubmitAck` at most ``ACK_RUNS_MAX`` runs.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from paxos.codec import (
     BOOL,
     CLIENT_ID,
     INT,
-    STR,
     UINT,
     VALUE,
     CodecError,
@@ -22,10 +27,20 @@ from paxos.codec import (
     register,
     tuple_of,
 )
+from paxos.multi.sessions import NONCE_BYTES
 from paxos.types import Ballot, Value
+
+#: Longest cluster id (a hex digest is 32 characters; TOML files may name it freely).
+MAX_CLUSTER_ID_LEN = 128
 
 #: Most deliveries one Deliveries frame carries.
 FETCH_MAX = 4096
+#: About this many bytes of payloads per Deliveries frame (one larger command travels alone).
+FETCH_MAX_BYTES = 1024 * 1024
+#: Most runs one SubmitAck carries.
+ACK_RUNS_MAX = 1024
+#: Longest refusal reason or role name.
+_SHORT_STR = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,50 @@ class Submit:
     """Broadcast these commands (each tagged ``(client, seq)``), in this order."""
 
     commands: Value
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """Open a session named ``name`` through the log. ``nonce`` (16 random bytes) makes
+    the request unique: a resend with the same nonce gets the same session.
+    ``cluster_id`` ("" for any) makes the node refuse if it belongs to another cluster."""
+
+    name: str
+    nonce: bytes
+    cluster_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """The session opened for ``nonce`` has the key ``key``; commands carry it.
+
+    Also tells the client the cluster's limits: payloads above ``max_payload_bytes``
+    are refused, and at most ``window`` commands may be unacknowledged at once.
+    """
+
+    nonce: bytes
+    key: str
+    cluster_id: str
+    max_payload_bytes: int
+    window: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    """End the session ``key`` (its client is done). No answer."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The session ``key`` ended (closed, expired or evicted): none of its commands
+    beyond seq ``last_seq`` will ever be delivered. ``known`` is False when the node
+    no longer remembers ``last_seq`` (it is then 0)."""
+
+    key: str
+    known: bool
+    last_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +110,12 @@ class SubmitAck:
 
 @dataclass(frozen=True, slots=True)
 class SubmitRefused:
-    """The node did not take the commands (``reason``: "busy", "stopping").
+    """The node did not take the commands from ``first_seq`` on.
 
-    The client retries later, maybe at ``leader`` (0: unknown).
+    ``reason``: "busy" (queue full: retry later, maybe at ``leader``, 0: unknown);
+    "too_large" (a payload above the cluster's limit: never retry it);
+    "no_session" (the key is not a session: open one first); "cluster" (the
+    client asked for another cluster id).
     """
 
     client: str
@@ -97,7 +159,11 @@ class StatusRequest:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A node's view: role, promised ballot, believed leader (0: none), progress."""
+    """A node's view: role, promised ballot, believed leader (0: none), progress.
+
+    ``leader_ok``: this node leads and has heard from a majority lately, or it
+    follows a leader it has heard from lately (within the election timeout).
+    """
 
     nonce: int
     node: int
@@ -107,21 +173,27 @@ class Status:
     commit: int
     delivered: int
     fsync: bool
+    leader_ok: bool
+    cluster_id: str
+    sessions: int
 
 
-@dataclass(frozen=True, slots=True)
-class SessionQuery:
-    """What is the last sequence number of ``client`` delivered at this node?"""
+def _short_str(x: object) -> str:
+    if type(x) is not str or len(x) > _SHORT_STR:
+        raise CodecError(f"expected a str of at most {_SHORT_STR} characters")
+    return x
 
-    client: str
+
+def _nonce(x: object) -> bytes:
+    if type(x) is not bytes or len(x) != NONCE_BYTES:
+        raise CodecError(f"expected a nonce of {NONCE_BYTES} bytes")
+    return x
 
 
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """Answer to :class:`SessionQuery` (0: nothing delivered from ``client`` here)."""
-
-    client: str
-    last_seq: int
+def _cluster_id(x: object) -> str:
+    if type(x) is not str or len(x) > MAX_CLUSTER_ID_LEN:
+        raise CodecError(f"expected a cluster id of at most {MAX_CLUSTER_ID_LEN} characters")
+    return x
 
 
 def _ack(x: object) -> tuple[int, int, int]:
@@ -149,15 +221,25 @@ def ack_runs(acks: list[tuple[int, int]]) -> tuple[tuple[int, int, int], ...]:
 
 
 
+SHORT_STR = Field("short_str", _short_str)
+NONCE = Field("nonce", _nonce)
+CLUSTER_ID = Field("cluster_id", _cluster_id)
+
 register(64, Submit, (VALUE,))
-register(65, SubmitAck, (CLIENT_ID, tuple_of(Field("ack", _ack)), UINT))
-register(66, SubmitRefused, (CLIENT_ID, UINT, STR, UINT))
+register(65, SubmitAck, (CLIENT_ID, tuple_of(Field("ack", _ack), ACK_RUNS_MAX), UINT))
+register(66, SubmitRefused, (CLIENT_ID, UINT, SHORT_STR, UINT))
 register(67, Fetch, (UINT, UINT, UINT))
 register(68, Deliveries, (UINT, VALUE, UINT))
 register(69, StatusRequest, (INT,))
-register(70, Status, (INT, UINT, STR, BALLOT, UINT, UINT, UINT, BOOL))
-register(71, SessionQuery, (CLIENT_ID,))
-register(72, SessionInfo, (CLIENT_ID, UINT))
+register(
+    70,
+    Status,
+    (INT, UINT, SHORT_STR, BALLOT, UINT, UINT, UINT, BOOL, BOOL, CLUSTER_ID, UINT),
+)
+register(73, OpenSession, (CLIENT_ID, NONCE, CLUSTER_ID))
+register(74, SessionOpened, (NONCE, CLIENT_ID, CLUSTER_ID, UINT, UINT))
+register(75, CloseSession, (CLIENT_ID,))
+register(76, SessionEnded, (CLIENT_ID, BOOL, UINT))
 
-ClientMessage = Submit | Fetch | StatusRequest | SessionQuery
-NodeReply = SubmitAck | SubmitRefused | Deliveries | Status | SessionInfo
+ClientMessage = Submit | Fetch | StatusRequest | OpenSession | CloseSession
+NodeReply = SubmitAck | SubmitRefused | Deliveries | Status | SessionOpened | SessionEnded

@@ -262,6 +262,12 @@ class Worker(threading.Thread):
                 if client is None:
                     client = Client(r.cluster, timeout=r.config.op_timeout, retry_s=0.3)
                     seq = 0
+                    try:
+                        client.open_session()  # the key the history records
+                    except Exception:
+                        client.close()
+                        client = None
+                        continue
                 tag = f"{self.process}-{count}"
                 value: str | None = None
                 if draw < 0.55:
@@ -278,7 +284,7 @@ class Worker(threading.Thread):
                     key,
                     value,
                     payload=payload,
-                    client=client.client_id,
+                    client=client.session or "",
                     seq=seq,
                 )
                 try:
@@ -290,7 +296,7 @@ class Worker(threading.Thread):
                     client.close()
                     client = None
                 else:
-                    op.seq = committed.seq
+                    op.client, op.seq = committed.client, committed.seq  # a reopened session
                     r.history.complete(op, "ok", index=committed.index)
         finally:
             if client is not None:
@@ -643,7 +649,7 @@ class ChaosRun:
             "put", "probe", "final", "probe"))
         try:
             with Client(self.cluster, timeout=30.0) as client:
-                probe.client = client.client_id
+                probe.client = client.open_session()
                 probe.seq = 1
                 committed = client.broadcast(probe.payload or b"")
             self.history.complete(probe, "ok", index=committed.index)

@@ -76,6 +76,17 @@ from paxos.single.rules import may_accept, may_promise, pick_value
 from paxos.types import MAX_ROUND, NOOP, ZERO_BALLOT, Ballot, Command, Delivery, Value
 
 
+class StepFailed(Exception):
+    """A handler raised (a bug: no input should make one). ``ready`` is the part of
+    the call's Ready built before it did, its messages removed: its records match
+    the state changes already made in memory, so the driver persists them (and
+    delivers its deliveries), and sends nothing; losing messages is always safe."""
+
+    def __init__(self, ready: Ready) -> None:
+        super().__init__("replica handler failed")
+        self.ready = ready
+
+
 class Role(enum.Enum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
@@ -85,12 +96,19 @@ class Role(enum.Enum):
 class _Proposal:
     """A slot the leader proposed and has not yet seen chosen."""
 
-    __slots__ = ("acks", "sent_tick", "value")
+    __slots__ = ("acks", "sent_tick", "value", "wait")
 
-    def __init__(self, value: Value, acks: set[int], sent_tick: int) -> None:
+    def __init__(self, value: Value, acks: set[int], sent_tick: int, wait: int) -> None:
         self.value = value
         self.acks = acks
         self.sent_tick = sent_tick
+        #: Ticks until the next retransmission: doubles each time (up to a bound), so a
+        #: slow follower gets a few copies of a large value, not one every few ticks.
+        self.wait = wait
+
+
+#: Retransmissions back off up to this many times ``retransmit_ticks``.
+_MAX_BACKOFF = 8
 
 
 class Replica:
@@ -181,6 +199,7 @@ class Replica:
         self.heartbeat_elapsed = 0
         self.heard_from: set[int] = set()
         self.quorum_elapsed = 0
+        self.quorum_ok = False
 
         # --- session expiry (decided by the leader, applied through the log).
         #: Live session key -> tick of its last activity seen here (deliveries, intake).
@@ -191,6 +210,7 @@ class Replica:
 
         # --- catch-up.
         self.catchup_sent_tick: int | None = None
+        self.catchup_wait = config.retransmit_ticks
 
         self._out = Ready()
         # True while this call's Ready carries our own new ballot's PromiseRecord:
@@ -204,7 +224,10 @@ class Replica:
     # ------------------------------------------------------------------ public API
 
     def step(self, msg: Message) -> Ready:
-        """Handle one message from a peer; returns what to persist, send and deliver."""
+        """Handle one message from a peer; returns what to persist, send and deliver.
+
+        Raises :class:`StepFailed` (with what can be salvaged) if a handler fails.
+        """
         self._out = out = Ready()
         self._ballot_in_flight = False
         src = msg.src
@@ -212,7 +235,12 @@ class Replica:
             return out  # not a member: ignore (the transport logs it)
         handler = self._handlers.get(type(msg))
         if handler is not None:
-            handler(msg)
+            try:
+                handler(msg)
+            except Exception as exc:
+                out.eager.clear()
+                out.messages.clear()
+                raise StepFailed(out) from exc
         return out
 
     def tick(self) -> Ready:
@@ -263,6 +291,13 @@ class Replica:
     @property
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
+
+    def leader_ok(self) -> bool:
+        """Leading with a majority heard from within the last check-quorum period, or
+        following a leader heard from within the minimum election timeout."""
+        if self.role is Role.LEADER:
+            return self.quorum_ok
+        return self._has_live_leader()
 
     # ------------------------------------------------------------------ acceptor
 
@@ -460,6 +495,7 @@ class Replica:
         self._advance_commit(None)
         if self.commit > before:
             self.catchup_sent_tick = None
+            self.catchup_wait = self.config.retransmit_ticks
         if self.commit < self.known_commit and msg.entries:
             self._request_catchup(msg.src)
 
@@ -539,6 +575,7 @@ class Replica:
         self.inflight.clear()
         self.heard_from = self.promised_by - {self.node_id}
         self.quorum_elapsed = 0
+        self.quorum_ok = True  # a majority just promised
         self.heartbeat_elapsed = 0
         self.lead_start = self.now  # every session gets a full timeout from a new leader
         self.expiring.clear()
@@ -616,12 +653,14 @@ class Replica:
             heard = len(self.heard_from) + 1
             self.heard_from = set()
             self.quorum_elapsed = 0
+            self.quorum_ok = heard >= self.phase1_quorum
             if heard < self.phase1_quorum:
                 self._become_follower(None)
                 return
         for slot, proposal in self.inflight.items():
-            if self.now - proposal.sent_tick >= cfg.retransmit_ticks:
+            if self.now - proposal.sent_tick >= proposal.wait:
                 proposal.sent_tick = self.now
+                proposal.wait = min(2 * proposal.wait, _MAX_BACKOFF * cfg.retransmit_ticks)
                 accept = Accept(self.node_id, self.my_ballot, slot, proposal.value, self.commit)
                 for peer in self.peers:
                     if peer not in proposal.acks:
@@ -660,8 +699,13 @@ class Replica:
             return
         if (
             self.catchup_sent_tick is None
-            or self.now - self.catchup_sent_tick >= self.config.retransmit_ticks
+            or self.now - self.catchup_sent_tick >= self.catchup_wait
         ):
+            # Unanswered: ask again, less and less often (replies may be large and the
+            # peer slow); any progress resets it (see on_catchup_reply).
+            self.catchup_wait = min(
+                2 * self.catchup_wait, _MAX_BACKOFF * self.config.retransmit_ticks
+            )
             target = self.leader if self.leader not in (None, self.node_id) else None
             if target is None and self.peers:
                 target = self.rng.choice(self.peers)
@@ -1020,7 +1064,9 @@ class Replica:
         ballot = self.my_ballot
         self.accepted[slot] = (ballot, value)
         self._out.records.append(AcceptRecord(slot, ballot, value))
-        self.inflight[slot] = _Proposal(value, {self.node_id}, self.now)
+        self.inflight[slot] = _Proposal(
+            value, {self.node_id}, self.now, self.config.retransmit_ticks
+        )
         accept = Accept(self.node_id, ballot, slot, value, self.commit)
         if self._ballot_in_flight:
             self._broadcast(accept)  # our ballot itself is not durable yet: wait for it

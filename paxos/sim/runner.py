@@ -337,6 +337,8 @@ class SessionPlan:
 
 
 def _exception_violation(now: int, exc: Exception) -> Violation:
+    if exc.__cause__ is not None and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # a StepFailed: where the handler itself failed
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
     if frames:
