@@ -5,13 +5,15 @@ says who sent them. The node decodes (``paxos.codec.decode``) and handles ``Code
 
 Topology (one ``NodeTransport`` per node, one ``ClientTransport`` per client)::
 
-    node A                               node B
-    DEALER (identity b"n:A") --------->  ROUTER bound to B's address <--- client DEALER b"c:<uuid>"
-    ROUTER bound to A's address <------  DEALER (identity b"n:B")         (replies come back
-                                                                          through B's ROUTER)
+    node A                             node B
+    DEALER (identity b"n:A/<i>") --->  ROUTER bound to B's address <--- client DEALER b"c:<uuid>"
+    ROUTER bound to A's address <----  DEALER (identity b"n:B/<i>")     (replies come back
+                                                                        through B's ROUTER)
 
 * Every node binds one ROUTER that receives from peers *and* clients; the ROUTER prefixes each
   message with the sender's routing identity, so ``poll()`` yields ``(identity, frame)`` pairs.
+  A node's identity is ``n:<id>`` (``poll()`` strips the ``/<incarnation>`` its DEALERs add,
+  see ``_wire_identity``); anything else is a client.
 * Every node has one DEALER per peer, connected to that peer's ROUTER. Node-to-node traffic only
   ever flows DEALER -> ROUTER, so each direction of a node pair is its own TCP connection with its
   own bounded queue (a slow peer fills only its own queue). Nodes never ``reply()`` to nodes.
@@ -30,6 +32,11 @@ high-water mark; Paxos retransmits, and the node can read the ``send``/``send_ma
 values to apply backpressure to proposers. A client's frames to a node that is not connected
 (yet) are queued instead, up to the high-water mark: its first request must not be lost to the
 TCP handshake, and a stale request delivered later is harmless.
+
+Liveness: no ZMTP heartbeats and no ROUTER_HANDOVER anywhere (libzmq 4.3 can abort the process
+with either; see ``_configure`` and ``NodeTransport.__init__``). A dead connection is noticed by
+TCP keepalive (``TransportConfig.tcp_keepalive_*``); liveness of nodes and clients is the
+application's business (Paxos heartbeats, client retries).
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ _ZERO_COPY_BYTES = 64 * 1024
 
 NODE_PREFIX = b"n:"
 CLIENT_PREFIX = b"c:"
+_INCARNATION = b"/"
+#: How many incarnation identities ``poll()`` remembers the plain identity of.
+_CANONICAL_CACHE = 1024
 
 
 class TransportError(Exception):
@@ -77,22 +87,63 @@ class TransportError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
-    """Socket options. Defaults suit a LAN/loopback cluster; tests shrink the timers."""
+    """Socket options. Defaults suit a LAN/loopback cluster; tests shrink the timers.
 
-    sndhwm: int = 1_000
-    """Max frames queued per outgoing connection before sends are dropped (bounded memory)."""
-    rcvhwm: int = 1_000
-    """Max frames queued per incoming connection; beyond it zmq stops reading TCP (backpressure)."""
+    **Memory bound.** ZeroMQ bounds its queues in messages (high-water marks), not in bytes,
+    so the bound in bytes is *high-water mark x largest message*, per connection and
+    direction: each connection has its own pipe on each side. The largest message is
+    ``max_msg_bytes`` plus a few bytes (a node's frame too large to share an envelope
+    travels in one of its own, with the envelope's header); incoming messages that are
+    larger are refused by ZeroMQ (it drops the connection). Per connection:
+
+    * node -> peer (a DEALER's send queue, and the peer ROUTER's receive pipe for it):
+      ``sndhwm`` (resp. ``rcvhwm``) messages; a message is an envelope of at most
+      ``ENVELOPE_BYTES`` (1 MiB) while frames are under 64 KiB, or one larger frame;
+    * client -> node (the node ROUTER's receive pipe for that client): ``rcvhwm`` frames;
+    * node -> client (``reply``, the ROUTER's send pipe to that client): ``sndhwm`` frames.
+
+    With the defaults: 128 x 1 MiB = 128 MiB per connection and direction for envelopes of
+    small frames, and at worst 128 x 64 MiB = 8 GiB if every message is a maximal frame
+    (``max_queued_bytes``). Lower ``max_msg_bytes`` (and the codec's frame limit with it) to
+    tighten the worst case. On top of this come the kernel's TCP buffers
+    (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers. The number of client
+    connections is not bounded here: the bound is per connection.
+    """
+
+    sndhwm: int = 128
+    """Max messages queued per outgoing connection before sends are dropped (bounded memory)."""
+    rcvhwm: int = 128
+    """Max messages queued per incoming connection; beyond it zmq stops reading TCP."""
     max_msg_bytes: int = 64 * 1024 * 1024
-    """Larger incoming frames make zmq drop the connection (the sender reconnects)."""
+    """Larger incoming message parts make zmq drop the connection (the sender reconnects)."""
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2_000
-    heartbeat_ivl_ms: int = 1_000
-    heartbeat_timeout_ms: int = 3_000
-    heartbeat_ttl_ms: int = 3_000
-    """Asks the remote side to drop us after this much silence (zmq rounds to 100 ms)."""
+    tcp_keepalive_idle_s: int = 2
+    """TCP keepalive (not ZMTP heartbeats, see ``_configure``): a connection silent for this
+    long is probed ..."""
+    tcp_keepalive_intvl_s: int = 1
+    """... every this many seconds ..."""
+    tcp_keepalive_cnt: int = 3
+    """... and closed after this many unanswered probes: a peer whose host is gone or cut off
+    is noticed after about idle + intvl x cnt = 5 s of silence (the kernel does it)."""
     max_batch: int = 4_096
     """Max messages read by one ``poll()`` call, so one busy sender cannot starve the loop."""
+
+    def __post_init__(self) -> None:
+        # A high-water mark of 0 means "no limit" to ZeroMQ: never allow it.
+        if self.sndhwm < 1 or self.rcvhwm < 1:
+            raise ValueError("sndhwm and rcvhwm must be >= 1 (0 would mean unbounded)")
+        if self.max_msg_bytes < ENVELOPE_BYTES:
+            raise ValueError(f"max_msg_bytes must be >= ENVELOPE_BYTES ({ENVELOPE_BYTES})")
+        if min(self.tcp_keepalive_idle_s, self.tcp_keepalive_intvl_s, self.tcp_keepalive_cnt) < 1:
+            raise ValueError("TCP keepalive idle, interval and count must be >= 1")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+
+    @property
+    def max_queued_bytes(self) -> int:
+        """The worst-case bytes ZeroMQ queues per connection and direction (see above)."""
+        return max(self.sndhwm, self.rcvhwm) * (self.max_msg_bytes + _MAX_HEADER_BYTES)
 
 
 @dataclass(slots=True)
@@ -123,6 +174,26 @@ def node_identity(node_id: int) -> bytes:
 def client_identity() -> bytes:
     """A fresh, unique client routing identity, e.g. ``b"c:9f1c..."``."""
     return CLIENT_PREFIX + uuid.uuid4().hex.encode()
+
+
+def _wire_identity(node_id: int) -> bytes:
+    """The routing identity a node's DEALERs really use: ``n:<id>/<incarnation>``.
+
+    The incarnation (random per ``NodeTransport``) keeps a restarted node's connections
+    from colliding with a connection of its previous incarnation that a peer's ROUTER still
+    holds (the old process died without its FIN reaching the peer): without ROUTER_HANDOVER,
+    a colliding connection would never be read (see ``NodeTransport.__init__``). Receivers
+    report the plain ``n:<id>`` (``node_identity``).
+    """
+    return node_identity(node_id) + _INCARNATION + uuid.uuid4().hex[:16].encode()
+
+
+def _canonical_node_identity(identity: bytes) -> bytes:
+    """``n:<id>`` for ``n:<id>`` or ``n:<id>/<incarnation>``; anything else unchanged."""
+    head, sep, tail = identity.partition(_INCARNATION)
+    if node_id_of(head) is None or (sep and not 0 < len(tail) <= 32):
+        return identity
+    return head
 
 
 def node_id_of(identity: bytes) -> int | None:
@@ -160,16 +231,30 @@ def _log_sampled(event: str, count: int, warn: bool = False, **fields: object) -
 def _configure(sock: _Socket, config: TransportConfig) -> None:
     # LINGER 0: close() never waits for unsent frames; anything lost is retransmitted by Paxos.
     sock.setsockopt(zmq.LINGER, 0)
-    # Bounded queues (in frames) on both sides: memory stays bounded whatever the peers do.
+    # Bounded queues (in messages, see TransportConfig) on both sides: memory stays bounded
+    # whatever the peers do. 0 would mean unbounded; TransportConfig refuses it.
     sock.setsockopt(zmq.SNDHWM, config.sndhwm)
     sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
-    # Oversized frames are rejected by zmq before they reach Python.
+    # Oversized messages are rejected by zmq before they reach Python.
     sock.setsockopt(zmq.MAXMSGSIZE, config.max_msg_bytes)
-    # ZMTP heartbeats: a silent (dead, partitioned) peer's connection is closed and, on the
-    # connecting side, re-established, instead of queueing to it forever.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, config.heartbeat_ivl_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.heartbeat_timeout_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, config.heartbeat_ttl_ms)
+    # No ZMTP heartbeats (HEARTBEAT_IVL/TIMEOUT/TTL), on purpose: libzmq 4.3 aborts the whole
+    # process (``Assertion failed: !_io_error``, stream_engine_base.cpp) when a connection
+    # whose receive pipe is full fails: the engine, waiting for the pipe to drain, marks the
+    # I/O error and stops polling, and the next heartbeat timer calls out_event(), which
+    # asserts there was none. A client that floods a node and exits is enough (the node's
+    # own heartbeat ping draws the RST); see tests/zmq_abort_repro.py. Dead connections are
+    # noticed by TCP keepalive instead, which the kernel runs without waking libzmq: a
+    # connection silent for idle seconds gets probes, and is reset after cnt unanswered
+    # ones. That covers the direction that matters most, a ROUTER's incoming connection
+    # from a peer whose host vanished (a ROUTER never sends to nodes, so the connection is
+    # idle from our side). A DEALER with data in flight to a vanished host is covered by
+    # TCP retransmission instead (it gives up after tcp_retries2, ~15 min; meanwhile sends
+    # fill the queue and are dropped, and a host that comes back answers with an RST, so
+    # the DEALER reconnects at once).
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, config.tcp_keepalive_idle_s)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, config.tcp_keepalive_intvl_s)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, config.tcp_keepalive_cnt)
 
 
 def _connect_dealer(
@@ -205,6 +290,8 @@ ENVELOPE = b"\x00"
 #: Frames are packed into envelopes of about this many bytes at most.
 ENVELOPE_BYTES = 1 << 20
 _LEN = struct.Struct("<I")
+#: The most bytes an envelope adds around a frame that travels alone.
+_MAX_HEADER_BYTES = len(ENVELOPE) + _LEN.size
 
 
 def pack_envelopes(frames: Sequence[bytes]) -> list[tuple[bytes, int]]:
@@ -384,6 +471,9 @@ class NodeTransport(_Endpoint):
         super().__init__(config or TransportConfig())
         self.node_id = node_id
         self.identity = node_identity(node_id)
+        """What receivers report as the sender of our frames (``n:<id>``)."""
+        self._wire_identity = _wire_identity(node_id)
+        self._canonical: dict[bytes, bytes] = {}
         self._peers: dict[int, _Socket] = {}
         try:
             self._router = self._ctx.socket(zmq.ROUTER)
@@ -391,9 +481,19 @@ class NodeTransport(_Endpoint):
             # MANDATORY: a reply to an unknown/gone client raises instead of vanishing silently,
             # so it is counted (stats.reply_dropped).
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # HANDOVER: a restarted peer/client reconnecting with the same identity takes over
-            # the route at once; otherwise zmq ignores it until the old connection times out.
-            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            # No ROUTER_HANDOVER (the option that lets a new connection take over a routing
+            # identity in use): with it, the connection taken over keeps an engine without a
+            # pipe, and when that connection then sends and fails, libzmq 4.3 aborts as
+            # described in _configure (reproduced with ZMTP heartbeats on). Without it, a
+            # connection whose identity is in use is accepted but never read: libzmq consumes
+            # its identity message, finds the identity taken and parks the connection among
+            # its "anonymous pipes", where it stays even after the first connection is gone
+            # (it is looked at again only on a read activation, which never comes for a pipe
+            # left non-empty). Its frames are lost until that connection ends.
+            # A restarted node never collides with its old incarnation's connection (node
+            # DEALERs add an incarnation to their identity, see _wire_identity); a client
+            # reconnecting while our end of its previous connection is still open does,
+            # until TCP keepalive or the client ends one of the two.
             ep = endpoint(bind_addr)
             try:
                 self._router.bind(ep)
@@ -417,7 +517,9 @@ class NodeTransport(_Endpoint):
             raise ValueError(f"node {peer_id} cannot be its own peer")
         if peer_id in self._peers:
             raise ValueError(f"peer {peer_id} already added")
-        self._peers[peer_id] = _connect_dealer(self._ctx, self.identity, address, self.config)
+        self._peers[peer_id] = _connect_dealer(
+            self._ctx, self._wire_identity, address, self.config
+        )
 
     @property
     def peer_ids(self) -> list[int]:
@@ -495,6 +597,8 @@ class NodeTransport(_Endpoint):
                 self._count_malformed(len(parts))
                 continue
             identity, frame = parts
+            if identity.startswith(NODE_PREFIX):
+                identity = self._node_identity(identity)
             if frame[:1] == ENVELOPE:
                 frames = unpack_envelope(frame)
                 if frames is None:
@@ -504,6 +608,14 @@ class NodeTransport(_Endpoint):
             else:
                 out.append((identity, frame))
         self.stats.received += len(out) - before
+
+    def _node_identity(self, identity: bytes) -> bytes:
+        canonical = self._canonical.get(identity)
+        if canonical is None:
+            if len(self._canonical) >= _CANONICAL_CACHE:
+                self._canonical.clear()  # bounded; peers' identities come back on next use
+            canonical = self._canonical[identity] = _canonical_node_identity(identity)
+        return canonical
 
 
 class ClientTransport(_Endpoint):

@@ -204,11 +204,84 @@ def test_restarted_peer_receives_again(make_node: Callable[..., NodeTransport]) 
     connect(b2, a)  # the new incarnation's DEALER (same identity) is routed at a
 
 
+def test_restarted_peer_is_heard_while_its_old_connection_is_still_open(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    # The old incarnation's connection stays open at a (as when its FIN never arrived): with
+    # one identity per node and no ROUTER_HANDOVER, a would never read the new connection.
+    a, old = make_node(1), make_node(2)
+    mesh([a, old])
+    new = make_node(2)
+    new.add_peer(1, a.address)
+    connect(new, a)
+    connect(old, a)  # both are heard as node 2 until the old one's connection is gone
+    assert new.identity == old.identity == node_identity(2)
+
+
+def test_sockets_use_tcp_keepalive_and_no_zmtp_heartbeats(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    config = dataclasses.replace(
+        FAST, tcp_keepalive_idle_s=7, tcp_keepalive_intvl_s=2, tcp_keepalive_cnt=4
+    )
+    a, b = make_node(1, config=config), make_node(2, config=config)
+    mesh([a, b])
+    with ClientTransport({1: a.address}, config=config) as client:
+        sockets = [a._router, a._peers[2], *client._nodes.values()]
+        for sock in sockets:
+            assert sock.getsockopt(zmq.HEARTBEAT_IVL) == 0
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE) == 1
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE_IDLE) == 7
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE_INTVL) == 2
+            assert sock.getsockopt(zmq.TCP_KEEPALIVE_CNT) == 4
+            assert sock.getsockopt(zmq.SNDHWM) == config.sndhwm
+            assert sock.getsockopt(zmq.RCVHWM) == config.rcvhwm
+    port = int(b.address.rsplit(":", 1)[1])
+    if not _kernel_tcp_table():
+        pytest.skip("no /proc/net/tcp to check the kernel's keepalive timers")
+
+    def both_ends_keepalive() -> bool:
+        # /proc/net/tcp: "tr" 2 = the keepalive timer is armed (an idle connection with
+        # SO_KEEPALIVE); both the accepted and the connecting end of a -> b must have it.
+        ends = [row for row in _kernel_tcp_table() if port in (row[0], row[1])]
+        return len(ends) == 2 and all(row[2] == 2 for row in ends)
+
+    wait_until(both_ends_keepalive, "keepalive timers on the a -> b connection")
+
+
+def _kernel_tcp_table() -> list[tuple[int, int, int]]:
+    """(local port, remote port, timer) of every established IPv4 TCP connection."""
+    try:
+        with open("/proc/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        fields = line.split()
+        if fields[3] != "01":  # ESTABLISHED
+            continue
+        local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+        rows.append((local, remote, int(fields[5].split(":")[0], 16)))
+    return rows
+
+
+def test_node_identities_carry_an_incarnation_that_receivers_strip() -> None:
+    from broadcast.transport import _canonical_node_identity, _wire_identity
+
+    wire = _wire_identity(3)
+    assert wire.startswith(b"n:3/") and wire != _wire_identity(3)
+    assert _canonical_node_identity(wire) == b"n:3"
+    assert _canonical_node_identity(b"n:3") == b"n:3"
+    for other in (b"n:3/", b"n:x/1", b"c:3/1", b"n:3/" + b"1" * 33):
+        assert _canonical_node_identity(other) == other
+
+
 def test_hwm_overflow_does_not_block_and_is_counted(
     make_node: Callable[..., NodeTransport],
 ) -> None:
-    # Long heartbeat timeout: b deliberately stops reading for a while, which must not look dead.
-    tiny = TransportConfig(sndhwm=2, rcvhwm=2, heartbeat_timeout_ms=30_000, heartbeat_ttl_ms=30_000)
+    # b deliberately stops reading for a while; with no ZMTP heartbeats that never looks dead.
+    tiny = TransportConfig(sndhwm=2, rcvhwm=2)
     a, b = make_node(1, config=tiny), make_node(2, config=tiny)
     mesh([a, b])
     dropped_before = a.stats.dropped.get(2, 0)  # pings dropped while connecting
