@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from broadcast.node import spec_cluster_id
 from broadcast.protocol import Status, StatusRequest, Submit, SubmitAck, SubmitRefused, ack_runs
 from broadcast.spec import ConfigError, parse_cluster
 from broadcast.transport import NodeTransport, TransportError
@@ -74,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = parse_cluster(args.cluster)
         raft = dict(zip(cluster.ids, args.raft.split(","), strict=True))
-        transport = NodeTransport(args.id, cluster.nodes[args.id])
+        transport = NodeTransport(
+            args.id, cluster.nodes[args.id], cluster_id=spec_cluster_id(cluster)
+        )
     except (ConfigError, TransportError, ValueError, KeyError) as exc:
         sys.stderr.write(f"pso node: {exc}\n")
         return 2

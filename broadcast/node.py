@@ -19,6 +19,7 @@ vouches for leaves the node before it is on disk.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import queue
 import random
@@ -70,6 +71,15 @@ log = structlog.get_logger("broadcast.node")
 _command_of = itemgetter(2)  # Delivery -> its Command, in C
 
 _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
+
+
+def spec_cluster_id(cluster: Cluster) -> bytes:
+    """TEMPORARY placeholder for the cluster id a node records in its data directory.
+
+    16 bytes derived from the cluster spec, so that nodes started with different specs
+    refuse each other's messages. Replace it with the recorded id when that lands.
+    """
+    return hashlib.blake2b(cluster.spec().encode(), digest_size=16).digest()
 
 
 class StateMachine(Protocol):
@@ -152,7 +162,11 @@ class Node:
             self.replica = Replica(node_id, self.config, random.Random(os.urandom(16)), records)
             peers = {i: addr for i, addr in cluster.nodes.items() if i != node_id}
             self.transport = NodeTransport(
-                node_id, cluster.nodes[node_id], peers, transport_config
+                node_id,
+                cluster.nodes[node_id],
+                peers,
+                transport_config,
+                cluster_id=spec_cluster_id(cluster),
             )
         except BaseException:
             self.wal.close()

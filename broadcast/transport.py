@@ -20,6 +20,16 @@ Topology (one ``NodeTransport`` per node, one ``ClientTransport`` per client)::
 * Clients have one DEALER per node (so they can address a specific node), all with one identity;
   nodes answer with ``reply(identity, frame)`` through their ROUTER.
 
+Wire format. Every node-to-node message is an envelope, even for a single frame::
+
+    0x00 | cluster id (16 bytes) | u32 little-endian length | frame | length | frame ...
+
+in one ZeroMQ message part; a frame of 64 KiB or more travels alone as ``[0x00 | cluster id |
+length] [frame]`` (two parts of one message, so the frame is not copied). ``poll()`` drops,
+counts and logs a message from a node identity that is not such an envelope or carries another
+cluster id. Client requests and replies are one raw frame each (no envelope); a client frame
+starting with 0x00 is dropped as malformed (no codec frame starts with it).
+
 Threading: a transport is driven by ONE thread (the node's loop thread): ``send*``, ``reply``,
 ``poll`` and ``close`` must all be called from it. Only ``wake()`` may be called from any thread;
 it makes a blocked (or the next) ``poll()`` return promptly so the loop thread can pick up work
@@ -52,6 +62,8 @@ from typing import Self
 import structlog
 import zmq
 
+from broadcast.logs import RateLimited
+
 __all__ = [
     "ClientTransport",
     "NodeTransport",
@@ -69,6 +81,19 @@ log = structlog.get_logger(__name__)
 _Socket = zmq.Socket[bytes]
 
 _ZERO_COPY_BYTES = 64 * 1024
+
+#: First byte of every node-to-node message (an envelope). No codec frame starts with it
+#: (every frame is a msgpack array, 0x9X or 0xdc/0xdd), so no client frame may either.
+ENVELOPE = b"\x00"
+#: Length of a cluster id; every envelope carries its sender's.
+CLUSTER_ID_BYTES = 16
+#: Frames under 64 KiB are packed into envelopes of at most this many bytes.
+ENVELOPE_BYTES = 1 << 20
+_LEN = struct.Struct("<I")
+#: ENVELOPE and the cluster id.
+_HEADER_BYTES = len(ENVELOPE) + CLUSTER_ID_BYTES
+#: The first part of a two-part envelope: the header and the length of the one frame.
+_MAX_HEADER_BYTES = _HEADER_BYTES + _LEN.size
 
 NODE_PREFIX = b"n:"
 CLIENT_PREFIX = b"c:"
@@ -91,10 +116,10 @@ class TransportConfig:
 
     **Memory bound.** ZeroMQ bounds its queues in messages (high-water marks), not in bytes,
     so the bound in bytes is *high-water mark x largest message*, per connection and
-    direction: each connection has its own pipe on each side. The largest message is
-    ``max_msg_bytes`` plus a few bytes (a node's frame too large to share an envelope
-    travels in one of its own, with the envelope's header); incoming messages that are
-    larger are refused by ZeroMQ (it drops the connection). Per connection:
+    direction: each connection has its own pipe on each side. ZeroMQ refuses (by dropping the
+    connection) an incoming message with a part larger than ``max_msg_bytes``, so the largest
+    message is ``max_msg_bytes + 21`` bytes (a node's frame of 64 KiB or more travels alone,
+    after a 21-byte envelope header part, see ``pack_envelopes``). Per connection:
 
     * node -> peer (a DEALER's send queue, and the peer ROUTER's receive pipe for it):
       ``sndhwm`` (resp. ``rcvhwm``) messages; a message is an envelope of at most
@@ -103,9 +128,9 @@ class TransportConfig:
     * node -> client (``reply``, the ROUTER's send pipe to that client): ``sndhwm`` frames.
 
     With the defaults: 128 x 1 MiB = 128 MiB per connection and direction for envelopes of
-    small frames, and at worst 128 x 64 MiB = 8 GiB if every message is a maximal frame
-    (``max_queued_bytes``). Lower ``max_msg_bytes`` (and the codec's frame limit with it) to
-    tighten the worst case. On top of this come the kernel's TCP buffers
+    small frames, and at worst 128 x (64 MiB + 21 B), about 8 GiB, if every message holds a
+    maximal frame (``max_queued_bytes``). Lower ``max_msg_bytes`` (and the codec's frame
+    limit with it) to tighten the worst case. On top of this come the kernel's TCP buffers
     (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers. The number of client
     connections is not bounded here: the bound is per connection.
     """
@@ -159,7 +184,11 @@ class TransportStats:
     reply_dropped: int = 0
     """Replies to a client that is unknown/gone or whose queue is full."""
     malformed: int = 0
-    """Incoming messages with the wrong number of parts, dropped."""
+    """Incoming messages dropped as malformed: the wrong number of parts; from a node identity,
+    anything but a well-formed envelope (or an identity that is not ``n:<id>``); from a client,
+    a frame starting with the envelope byte."""
+    foreign_cluster: int = 0
+    """Envelopes from a node of another cluster (another cluster id), dropped."""
 
     @property
     def total_dropped(self) -> int:
@@ -188,11 +217,11 @@ def _wire_identity(node_id: int) -> bytes:
     return node_identity(node_id) + _INCARNATION + uuid.uuid4().hex[:16].encode()
 
 
-def _canonical_node_identity(identity: bytes) -> bytes:
-    """``n:<id>`` for ``n:<id>`` or ``n:<id>/<incarnation>``; anything else unchanged."""
+def _canonical_node_identity(identity: bytes) -> bytes | None:
+    """``n:<id>`` for ``n:<id>`` or ``n:<id>/<incarnation>``; None for anything else."""
     head, sep, tail = identity.partition(_INCARNATION)
     if node_id_of(head) is None or (sep and not 0 < len(tail) <= 32):
-        return identity
+        return None
     return head
 
 
@@ -219,6 +248,11 @@ def endpoint(address: str) -> str:
     if not host or not port.isdigit():
         raise TransportError(f"invalid address {address!r}: expected host:port", address=address)
     return f"tcp://{host}:{port}"
+
+
+def _printable(identity: bytes) -> str:
+    """A routing identity for a log line (they may be binary, and a client chooses its own)."""
+    return identity[:64].decode("ascii", "backslashreplace")
 
 
 def _log_sampled(event: str, count: int, warn: bool = False, **fields: object) -> None:
@@ -284,42 +318,65 @@ def _connect_dealer(
     return sock
 
 
-#: First byte of an envelope carrying several frames in one ZeroMQ message. No codec frame
-#: starts with it (every frame is a msgpack array, 0x9X or 0xdc/0xdd).
-ENVELOPE = b"\x00"
-#: Frames are packed into envelopes of about this many bytes at most.
-ENVELOPE_BYTES = 1 << 20
-_LEN = struct.Struct("<I")
-#: The most bytes an envelope adds around a frame that travels alone.
-_MAX_HEADER_BYTES = len(ENVELOPE) + _LEN.size
+def pack_envelopes(cluster_id: bytes, frames: Sequence[bytes]) -> list[tuple[list[bytes], int]]:
+    """Pack frames, in order, into as few ZeroMQ messages as possible.
 
-
-def pack_envelopes(frames: Sequence[bytes]) -> list[tuple[bytes, int]]:
-    """Pack frames into as few messages as possible: one ZeroMQ send (and one wake-up of
-    its I/O thread) per envelope instead of per frame. Returns ``(message, frames in it)``;
-    a lone frame is sent as it is unless it could be mistaken for an envelope."""
-    if len(frames) < 2 and not (frames and frames[0][:1] == ENVELOPE):
-        return [(frame, 1) for frame in frames]
-    out: list[tuple[bytes, int]] = []
-    parts: list[bytes] = [ENVELOPE]
-    size = 1
+    One send (and one wake-up of ZeroMQ's I/O thread) per message instead of per frame.
+    Returns ``(the parts of one message, how many frames it holds)`` per message. Frames
+    under 64 KiB share one-part envelopes of at most ``ENVELOPE_BYTES``; a larger frame
+    travels alone as the second part of a two-part envelope, so that it is sent without
+    being copied (ZeroMQ delivers all parts of a message or none). Raises ValueError for an
+    empty frame (an envelope cannot carry one) or a cluster id of the wrong length.
+    """
+    if len(cluster_id) != CLUSTER_ID_BYTES:
+        raise ValueError(f"a cluster id has {CLUSTER_ID_BYTES} bytes, not {len(cluster_id)}")
+    head = ENVELOPE + cluster_id
     pack = _LEN.pack
+    out: list[tuple[list[bytes], int]] = []
+    parts: list[bytes] = [head]  # head, then length and frame for each frame
+    size = _HEADER_BYTES
     for frame in frames:
-        if size + 4 + len(frame) > ENVELOPE_BYTES and len(parts) > 1:
-            out.append((b"".join(parts), (len(parts) - 1) // 2))
-            parts, size = [ENVELOPE], 1
-        parts.append(pack(len(frame)))
+        length = len(frame)
+        if not length:
+            raise ValueError("cannot send an empty frame")
+        alone = length >= _ZERO_COPY_BYTES
+        if (alone or size + 4 + length > ENVELOPE_BYTES) and len(parts) > 1:
+            out.append(([b"".join(parts)], (len(parts) - 1) // 2))
+            parts, size = [head], _HEADER_BYTES
+        if alone:
+            out.append(([head + pack(length), frame], 1))
+            continue
+        parts.append(pack(length))
         parts.append(frame)
-        size += 4 + len(frame)
-    out.append((b"".join(parts), (len(parts) - 1) // 2))
+        size += 4 + length
+    if len(parts) > 1:
+        out.append(([b"".join(parts)], (len(parts) - 1) // 2))
     return out
 
 
-def unpack_envelope(data: bytes) -> list[bytes] | None:
-    """The frames of an envelope, or None if it is malformed (the caller drops it)."""
+def unpack_envelope(parts: Sequence[bytes]) -> tuple[bytes, list[bytes]] | None:
+    """The sender's cluster id and the frames of an envelope (the parts of a message after
+    the routing identity), or None if it is not a well-formed envelope (the caller drops it).
+    """
+    if len(parts) == 2:  # [header | length, frame]
+        head, frame = parts
+        if (
+            len(head) != _MAX_HEADER_BYTES
+            or not head.startswith(ENVELOPE)
+            or not frame
+            or _LEN.unpack_from(head, _HEADER_BYTES)[0] != len(frame)
+        ):
+            return None
+        return head[1:_HEADER_BYTES], [frame]
+    if len(parts) != 1:
+        return None
+    data = parts[0]
+    end = len(data)
+    if end <= _HEADER_BYTES or not data.startswith(ENVELOPE):
+        return None  # not an envelope, or one without frames
     frames: list[bytes] = []
     view = memoryview(data)
-    pos, end = 1, len(data)
+    pos = _HEADER_BYTES
     unpack = _LEN.unpack_from
     while pos < end:
         if pos + 4 > end:
@@ -330,20 +387,26 @@ def unpack_envelope(data: bytes) -> list[bytes] | None:
             return None
         frames.append(bytes(view[pos : pos + length]))
         pos += length
-    return frames
+    return data[1:_HEADER_BYTES], frames
 
 
-def _send_frames(sock: _Socket, frames: Sequence[bytes]) -> int:
-    """Queue frames without blocking; returns how many were queued (a prefix of ``frames``)."""
+def _send_messages(sock: _Socket, messages: Sequence[Sequence[bytes]]) -> int:
+    """Queue messages (each a sequence of parts) without blocking; returns how many were
+    queued (a prefix of ``messages``)."""
     sent = 0
     try:
-        for frame in frames:
-            # Zero-copy only pays off for large frames (measured: 8 MiB 12 ms -> 0.03 ms per send;
-            # small frames are ~8% faster copied).
-            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < _ZERO_COPY_BYTES)
+        for parts in messages:
+            # Zero-copy only pays off for large parts (measured: 8 MiB 12 ms -> 0.03 ms per
+            # send; small frames are ~8% faster copied).
+            last = len(parts) - 1
+            for i, part in enumerate(parts):
+                flags = zmq.NOBLOCK if i == last else zmq.NOBLOCK | zmq.SNDMORE
+                sock.send(part, flags, copy=len(part) < _ZERO_COPY_BYTES)
             sent += 1
     except zmq.Again:
         # Queue full or peer not connected. The rest would fail too; stop making syscalls.
+        # (ZeroMQ checks the high-water mark at a message's first part, and drops a message
+        # whose later part fails, so a message is queued whole or not at all.)
         pass
     return sent
 
@@ -404,6 +467,8 @@ class _Endpoint:
         self._poller = zmq.Poller()
         self._waker = _Waker(self._ctx)
         self._poller.register(self._waker.socket, zmq.POLLIN)
+        # Input from the network can repeat without bound: at most one line per interval.
+        self._log_malformed = RateLimited("transport.malformed_dropped", logger=log)
 
     def wake(self) -> None:
         """Make a blocked (or the next) ``poll()`` return promptly. Safe from any thread."""
@@ -430,9 +495,14 @@ class _Endpoint:
         self.stats.dropped[peer_id] = total
         _log_sampled("transport.send_dropped", total, peer=peer_id)
 
-    def _count_malformed(self, parts: int) -> None:
+    def _count_malformed(self, sender: bytes | int, reason: str, parts: int) -> None:
         self.stats.malformed += 1
-        _log_sampled("transport.malformed_dropped", self.stats.malformed, warn=True, parts=parts)
+        self._log_malformed(
+            sender=_printable(sender) if isinstance(sender, bytes) else sender,
+            reason=reason,
+            parts=parts,
+            malformed_total=self.stats.malformed,
+        )
 
     def _wait(self, timeout_ms: int | None) -> list[tuple[_Socket, int]]:
         self._check_open()
@@ -459,6 +529,11 @@ class NodeTransport(_Endpoint):
     ``bind_addr`` is ``"host:port"``, a bare ``"port"`` (127.0.0.1) or a zmq endpoint; port 0
     binds an ephemeral port, see ``address``. Raises ``TransportError`` naming the address if it
     cannot be bound (e.g. port in use).
+
+    ``cluster_id`` (``CLUSTER_ID_BYTES`` bytes) names the cluster: every frame to a peer
+    travels in an envelope that carries it, and ``poll()`` drops (and counts in
+    ``stats.foreign_cluster``) envelopes that carry another, so that a node configured with
+    another cluster's address is refused instead of mixing two clusters' Paxos messages.
     """
 
     def __init__(
@@ -467,13 +542,20 @@ class NodeTransport(_Endpoint):
         bind_addr: str,
         peers: Mapping[int, str] | None = None,
         config: TransportConfig | None = None,
+        *,
+        cluster_id: bytes,
     ) -> None:
+        if type(cluster_id) is not bytes or len(cluster_id) != CLUSTER_ID_BYTES:
+            raise ValueError(f"cluster_id must be {CLUSTER_ID_BYTES} bytes")
         super().__init__(config or TransportConfig())
+        self.cluster_id = cluster_id
+        """Carried by every envelope we send; envelopes carrying another are dropped."""
+        self._log_foreign = RateLimited("transport.foreign_cluster_dropped", logger=log)
         self.node_id = node_id
         self.identity = node_identity(node_id)
         """What receivers report as the sender of our frames (``n:<id>``)."""
         self._wire_identity = _wire_identity(node_id)
-        self._canonical: dict[bytes, bytes] = {}
+        self._canonical: dict[bytes, bytes | None] = {}
         self._peers: dict[int, _Socket] = {}
         try:
             self._router = self._ctx.socket(zmq.ROUTER)
@@ -539,8 +621,8 @@ class NodeTransport(_Endpoint):
         sock = self._peers.get(peer_id)
         if sock is None:
             raise TransportError(f"unknown peer {peer_id}")
-        envelopes = pack_envelopes(frames)
-        queued = _send_frames(sock, [message for message, _ in envelopes])
+        envelopes = pack_envelopes(self.cluster_id, frames)
+        queued = _send_messages(sock, [parts for parts, _ in envelopes])
         sent = sum(count for _, count in envelopes[:queued])
         self.stats.sent += sent
         if sent < len(frames):
@@ -550,7 +632,10 @@ class NodeTransport(_Endpoint):
     def reply(self, identity: bytes, frame: bytes) -> bool:
         """Send a frame back to a client (by routing identity from ``poll()``) without blocking.
 
-        False if the client is unknown/disconnected or its queue is full (counted).
+        False if the client is unknown/disconnected or its queue is full (counted). A reply is
+        one raw frame (no envelope): at most ``config.sndhwm`` replies wait per client, each
+        at most the client's ``max_msg_bytes`` (a larger one makes the client's ZeroMQ drop
+        the connection), so ``sndhwm x`` the largest reply bounds the bytes queued per client.
         """
         self._check_open()
         try:
@@ -572,9 +657,10 @@ class NodeTransport(_Endpoint):
     def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes]]:
         """Wait up to ``timeout_ms`` (None/negative: forever) for frames or a ``wake()``.
 
-        Returns every frame available right now (up to ``config.max_batch``) as
-        ``(sender_identity, frame)``; an empty list on timeout or wake-up. Messages with the
-        wrong number of parts are dropped and counted, never raised.
+        Returns every frame available right now (from up to ``config.max_batch`` messages)
+        as ``(sender_identity, frame)``; an empty list on timeout or wake-up. A node's identity
+        is ``n:<id>``. Messages that are malformed or come from another cluster are dropped,
+        counted and logged (rate-limited), never raised.
         """
         out: list[tuple[bytes, bytes]] = []
         for sock, _ in self._wait(timeout_ms):
@@ -593,28 +679,48 @@ class NodeTransport(_Endpoint):
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if len(parts) != 2:  # a well-behaved DEALER yields [identity, frame]; else junk
-                self._count_malformed(len(parts))
-                continue
-            identity, frame = parts
-            if identity.startswith(NODE_PREFIX):
-                identity = self._node_identity(identity)
-            if frame[:1] == ENVELOPE:
-                frames = unpack_envelope(frame)
-                if frames is None:
-                    self._count_malformed(1)
+            identity = parts[0]
+            if not identity.startswith(NODE_PREFIX):
+                # A client: one raw frame, which cannot start like an envelope.
+                if len(parts) == 2 and not parts[1].startswith(ENVELOPE):
+                    out.append((identity, parts[1]))
                     continue
-                out.extend([(identity, f) for f in frames])
+                reason = "starts like an envelope" if len(parts) == 2 else "wrong number of parts"
+                self._count_malformed(identity, reason, len(parts))
+                continue
+            peer = self._node_identity(identity)
+            if peer is None:
+                self._count_malformed(identity, "node identity is not n:<id>", len(parts))
+                continue
+            opened = unpack_envelope(parts[1:])
+            if opened is None:
+                self._count_malformed(identity, "node message is not an envelope", len(parts))
+            elif opened[0] != self.cluster_id:
+                self._count_foreign(identity, opened[0])
             else:
-                out.append((identity, frame))
+                out.extend([(peer, frame) for frame in opened[1]])
         self.stats.received += len(out) - before
 
-    def _node_identity(self, identity: bytes) -> bytes:
-        canonical = self._canonical.get(identity)
-        if canonical is None:
-            if len(self._canonical) >= _CANONICAL_CACHE:
-                self._canonical.clear()  # bounded; peers' identities come back on next use
-            canonical = self._canonical[identity] = _canonical_node_identity(identity)
+    def _count_foreign(self, identity: bytes, cluster_id: bytes) -> None:
+        self.stats.foreign_cluster += 1
+        self._log_foreign(
+            node=self.node_id,
+            sender=_printable(identity),
+            cluster_id=cluster_id.hex(),
+            our_cluster_id=self.cluster_id.hex(),
+            foreign_total=self.stats.foreign_cluster,
+        )
+
+    def _node_identity(self, identity: bytes) -> bytes | None:
+        """``n:<id>`` for a node's wire identity, None if it is not a valid one."""
+        try:
+            return self._canonical[identity]
+        except KeyError:
+            pass
+        if len(self._canonical) >= _CANONICAL_CACHE:
+            self._canonical.clear()  # bounded; live peers' identities come back on next use
+        canonical = _canonical_node_identity(identity)
+        self._canonical[identity] = canonical
         return canonical
 
 
@@ -652,12 +758,16 @@ class ClientTransport(_Endpoint):
         return sorted(self._nodes)
 
     def send(self, node_id: int, frame: bytes) -> bool:
-        """Queue one frame to a node without blocking. False if dropped (counted)."""
+        """Queue one frame to a node without blocking. False if dropped (counted).
+
+        The frame travels raw (no envelope), so it must not start with ``ENVELOPE`` (no codec
+        frame does): the node would drop it as malformed.
+        """
         self._check_open()
         sock = self._nodes.get(node_id)
         if sock is None:
             raise TransportError(f"unknown node {node_id}")
-        if _send_frames(sock, (frame,)) == 1:
+        if _send_messages(sock, ((frame,),)) == 1:
             self.stats.sent += 1
             return True
         self._count_drop(node_id, 1)
@@ -677,7 +787,7 @@ class ClientTransport(_Endpoint):
                 except zmq.Again:
                     break
                 if len(parts) != 1:  # the ROUTER strips our identity: exactly one frame remains
-                    self._count_malformed(len(parts))
+                    self._count_malformed(node_id, "wrong number of parts", len(parts))
                     continue
                 out.append((node_id, parts[0]))
         self.stats.received += len(out)

@@ -14,9 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
+import structlog
 import zmq
 
 from broadcast.transport import (
+    ENVELOPE,
+    ENVELOPE_BYTES,
     ClientTransport,
     NodeTransport,
     TransportConfig,
@@ -24,12 +27,16 @@ from broadcast.transport import (
     endpoint,
     node_id_of,
     node_identity,
+    pack_envelopes,
+    unpack_envelope,
 )
 
 DEADLINE_S = 15.0  # generous: a loaded 2-core CI box; healthy runs take milliseconds
 # Short reconnect timers so reconnect tests converge quickly.
 FAST = TransportConfig(reconnect_ivl_ms=20, reconnect_ivl_max_ms=100)
 PING = b"ping"
+CLUSTER = bytes(range(16))
+OTHER_CLUSTER = bytes(range(16, 32))
 T = TypeVar("T")
 
 
@@ -81,9 +88,12 @@ def make_node() -> Iterator[Callable[..., NodeTransport]]:
     created: list[NodeTransport] = []
 
     def make(
-        node_id: int, addr: str = "127.0.0.1:0", config: TransportConfig = FAST
+        node_id: int,
+        addr: str = "127.0.0.1:0",
+        config: TransportConfig = FAST,
+        cluster_id: bytes = CLUSTER,
     ) -> NodeTransport:
-        t = NodeTransport(node_id, addr, config=config)
+        t = NodeTransport(node_id, addr, config=config, cluster_id=cluster_id)
         created.append(t)
         return t
 
@@ -274,7 +284,7 @@ def test_node_identities_carry_an_incarnation_that_receivers_strip() -> None:
     assert _canonical_node_identity(wire) == b"n:3"
     assert _canonical_node_identity(b"n:3") == b"n:3"
     for other in (b"n:3/", b"n:x/1", b"c:3/1", b"n:3/" + b"1" * 33):
-        assert _canonical_node_identity(other) == other
+        assert _canonical_node_identity(other) is None
 
 
 def test_hwm_overflow_does_not_block_and_is_counted(
@@ -354,7 +364,7 @@ def test_client_drops_malformed_reply() -> None:
 def test_port_in_use_raises_transport_error(make_node: Callable[..., NodeTransport]) -> None:
     a = make_node(1)
     with pytest.raises(TransportError, match="in use") as info:
-        NodeTransport(2, a.address)
+        NodeTransport(2, a.address, cluster_id=CLUSTER)
     assert info.value.address == a.address
     assert a.address in str(info.value)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a non-zmq listener too
@@ -362,7 +372,7 @@ def test_port_in_use_raises_transport_error(make_node: Callable[..., NodeTranspo
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(TransportError, match=f"127.0.0.1:{port}"):
-            NodeTransport(2, f"127.0.0.1:{port}")
+            NodeTransport(2, f"127.0.0.1:{port}", cluster_id=CLUSTER)
 
 
 def test_wake_from_another_thread_makes_poll_return(
@@ -410,7 +420,12 @@ def test_bad_arguments_are_typed_errors(make_node: Callable[..., NodeTransport])
     with pytest.raises(ValueError):
         a.add_peer(1, "127.0.0.1:1")
     with pytest.raises(TransportError, match="invalid address"):
-        NodeTransport(2, "nonsense:port")
+        NodeTransport(2, "nonsense:port", cluster_id=CLUSTER)
+    with pytest.raises(ValueError, match="16 bytes"):
+        NodeTransport(2, "127.0.0.1:0", cluster_id=b"short")
+    with pytest.raises(ValueError, match="unbounded"):
+        TransportConfig(sndhwm=0)
+    assert TransportConfig().max_queued_bytes == 128 * (64 * 1024 * 1024 + 21)
     assert endpoint("5555") == "tcp://127.0.0.1:5555"
     assert endpoint("10.0.0.1:7") == "tcp://10.0.0.1:7"
     assert endpoint("ipc:///tmp/x") == "ipc:///tmp/x"
@@ -420,23 +435,127 @@ def test_bad_arguments_are_typed_errors(make_node: Callable[..., NodeTransport])
     assert node_id_of(b"n:-1") is None
 
 
-def test_envelopes_round_trip_and_garbage_envelopes_are_dropped(
-    make_node: Callable[..., NodeTransport],
-) -> None:
-    from broadcast.transport import ENVELOPE, pack_envelopes, unpack_envelope
-
-    frames = [b"\x93a", b"\x00looks like an envelope", b"x" * 300_000] * 5
-    packed = pack_envelopes(frames)
+def test_envelopes_carry_the_cluster_id_and_round_trip() -> None:
+    small = [b"\x93a", b"\x00looks like an envelope", b"y" * 60_000] * 30
+    large = b"x" * 300_000
+    frames = [*small[:5], large, *small[5:], large]
+    packed = pack_envelopes(CLUSTER, frames)
     assert sum(count for _, count in packed) == len(frames)
-    unpacked = [f for message, _ in packed for f in (unpack_envelope(message) or [message])]
+    unpacked: list[bytes] = []
+    for parts, count in packed:
+        opened = unpack_envelope(parts)
+        assert opened is not None and opened[0] == CLUSTER and len(opened[1]) == count
+        unpacked += opened[1]
+        assert len(b"".join(parts)) <= max(ENVELOPE_BYTES, len(large) + 21)
+        if len(parts) == 2:  # a large frame travels alone, as the envelope's second part
+            assert parts[1] is large and parts[0] == ENVELOPE + CLUSTER + b"\xe0\x93\x04\x00"
     assert unpacked == frames
-    assert pack_envelopes([b"\x00alone"])[0][0][:1] == ENVELOPE  # never mistaken on arrival
-    assert unpack_envelope(ENVELOPE + b"\xff\xff\xff\xff") is None
-    assert unpack_envelope(ENVELOPE + b"\x01\x00") is None
+    assert [len(parts) for parts, _ in packed] == [1, 2, 1, 1, 2]  # order kept, 1 MiB bound
+    # Even a lone small frame is enveloped, with the cluster id.
+    assert pack_envelopes(CLUSTER, [b"\x91\x01"]) == [
+        ([ENVELOPE + CLUSTER + b"\x02\x00\x00\x00\x91\x01"], 1)
+    ]
+    assert pack_envelopes(CLUSTER, []) == []
+    with pytest.raises(ValueError):
+        pack_envelopes(CLUSTER, [b"ok", b""])
+    with pytest.raises(ValueError):
+        pack_envelopes(b"short", [b"ok"])
 
+
+def test_malformed_envelopes_are_recognised() -> None:
+    head = ENVELOPE + CLUSTER
+    assert unpack_envelope([head + b"\x01\x00\x00\x00z"]) == (CLUSTER, [b"z"])
+    for parts in (
+        [b"\x91\x01"],  # a raw frame
+        [head],  # no frames
+        [head[:10]],  # cut inside the cluster id
+        [head + b"\xff\xff\xff\xff"],  # a length past the end
+        [head + b"\x01\x00"],  # a cut length
+        [head + b"\x00\x00\x00\x00"],  # an empty frame
+        [head + b"\x02\x00\x00\x00", b"abc"],  # two parts, the length lies
+        [head, b"abc"],  # two parts, no length
+        [head + b"\x01\x00\x00\x00", b""],
+        [head + b"\x01\x00\x00\x00z", b"z", b"z"],  # three parts
+        [],
+    ):
+        assert unpack_envelope(parts) is None, parts
+
+
+def test_envelopes_between_nodes_round_trip(make_node: Callable[..., NodeTransport]) -> None:
     a, b = make_node(1), make_node(2)
     mesh([a, b])
+    big = b"x" * 300_000
+    frames = [b"\x93a", b"\x00looks like an envelope", big, b"y" * 300] * 5
     assert a.send_many(2, frames) == len(frames)
-    assert [f for _, f in collect(b, len(frames))] == frames
-    a.send(2, ENVELOPE + b"\x05\x00\x00\x00ab")  # a truncated envelope, wrapped: arrives intact
-    assert [f for _, f in collect(b, 1)] == [ENVELOPE + b"\x05\x00\x00\x00ab"]
+    assert collect(b, len(frames)) == [(a.identity, f) for f in frames]
+    assert b.stats.malformed == b.stats.foreign_cluster == 0
+
+
+def test_peer_of_another_cluster_is_dropped_counted_and_logged(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    foreign = make_node(3, cluster_id=OTHER_CLUSTER)
+    foreign.add_peer(2, b.address)
+    received = b.stats.received  # the pings of mesh()
+
+    def dropped() -> bool:
+        # A one-part and a two-part envelope per send (refused by the sender until connected).
+        foreign.send_many(2, [b"\x91\x07", b"\x91\x08" * 40_000])
+        assert b.poll(10) == []
+        return b.stats.foreign_cluster >= 20
+
+    with structlog.testing.capture_logs() as logs:
+        wait_until(dropped, "envelopes of another cluster to be dropped")
+    assert b.stats.received == received and b.stats.malformed == 0
+    warnings = [e for e in logs if e["event"] == "transport.foreign_cluster_dropped"]
+    assert warnings[0]["log_level"] == "warning"
+    assert warnings[0]["sender"].startswith("n:3/")
+    assert warnings[0]["cluster_id"] == OTHER_CLUSTER.hex()
+    assert warnings[0]["our_cluster_id"] == CLUSTER.hex()
+    assert len(warnings) < b.stats.foreign_cluster  # rate-limited; the counter is exact
+    # b keeps working with its own cluster.
+    assert a.send(2, b"\x91\x09")
+    assert collect(b, 1) == [(a.identity, b"\x91\x09")]
+
+
+def test_node_identity_without_a_valid_envelope_is_dropped(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        raw = ctx.socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.IDENTITY, b"n:5")  # claims to be a node, old-style identity
+        raw.connect(b.address)  # no IMMEDIATE: queued until connected, in order
+        raw.send(b"\x91\x01")  # not an envelope
+        raw.send(ENVELOPE + CLUSTER + b"\x09\x00\x00\x00short")  # length lies
+        raw.send_multipart([ENVELOPE + CLUSTER, b"\x91\x01"])  # two parts, no length
+        raw.send(ENVELOPE + CLUSTER + b"\x02\x00\x00\x00\x91\x02")  # fine
+        bad = ctx.socket(zmq.DEALER)
+        bad.setsockopt(zmq.LINGER, 0)
+        bad.setsockopt(zmq.IDENTITY, b"n:nobody")  # not n:<id>
+        bad.connect(b.address)
+        bad.send(ENVELOPE + CLUSTER + b"\x02\x00\x00\x00\x91\x03")
+        client = ctx.socket(zmq.DEALER)
+        client.setsockopt(zmq.LINGER, 0)
+        client.setsockopt(zmq.IDENTITY, b"c:x")
+        client.connect(b.address)
+        client.send(ENVELOPE + CLUSTER + b"\x02\x00\x00\x00\x91\x04")  # clients: raw only
+        client.send(b"\x91\x05")
+        got: list[tuple[bytes, bytes]] = []
+
+        def settled() -> bool:
+            got.extend(b.poll(10))
+            return len(got) >= 2 and b.stats.malformed >= 5
+
+        wait_until(settled, "the good frames to arrive and the bad ones to be counted")
+        assert sorted(got) == [(b"c:x", b"\x91\x05"), (b"n:5", b"\x91\x02")]
+        assert b.stats.malformed == 5 and b.stats.foreign_cluster == 0
+        assert a.send(2, b"still works")
+        assert collect(b, 1) == [(a.identity, b"still works")]
+    finally:
+        ctx.destroy(linger=0)

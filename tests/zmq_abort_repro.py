@@ -192,7 +192,9 @@ def main() -> int:
 
 
 def _make_node() -> NodeTransport:
-    return NodeTransport(1, "127.0.0.1:0", config=TransportConfig(max_batch=1))
+    return NodeTransport(
+        1, "127.0.0.1:0", config=TransportConfig(max_batch=1), cluster_id=bytes(16)
+    )
 
 
 if __name__ == "__main__":
