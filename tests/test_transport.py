@@ -16,6 +16,7 @@ from typing import TypeVar
 import pytest
 import structlog
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from broadcast.transport import (
     ENVELOPE,
@@ -259,8 +260,8 @@ def test_sockets_use_tcp_keepalive_and_no_zmtp_heartbeats(
     wait_until(both_ends_keepalive, "keepalive timers on the a -> b connection")
 
 
-def _kernel_tcp_table() -> list[tuple[int, int, int]]:
-    """(local port, remote port, timer) of every established IPv4 TCP connection."""
+def _kernel_tcp_table(established: bool = True) -> list[tuple[int, int, int]]:
+    """(local port, remote port, timer) of every (established) IPv4 TCP connection."""
     try:
         with open("/proc/net/tcp") as f:
             lines = f.read().splitlines()[1:]
@@ -269,7 +270,7 @@ def _kernel_tcp_table() -> list[tuple[int, int, int]]:
     rows = []
     for line in lines:
         fields = line.split()
-        if fields[3] != "01":  # ESTABLISHED
+        if fields[3] == "0A" or (established and fields[3] != "01"):  # LISTEN; ESTABLISHED
             continue
         local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
         rows.append((local, remote, int(fields[5].split(":")[0], 16)))
@@ -559,3 +560,132 @@ def test_node_identity_without_a_valid_envelope_is_dropped(
         assert collect(b, 1) == [(a.identity, b"still works")]
     finally:
         ctx.destroy(linger=0)
+
+
+def _raw_dealer(
+    ctx: zmq.Context[zmq.Socket[bytes]], identity: bytes, address: str
+) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(address)  # no IMMEDIATE: frames wait for the connection
+    return sock
+
+
+def assert_still_serving(node: NodeTransport, peer: NodeTransport) -> None:
+    """A peer's frames reach ``node``, and a new client gets its reply."""
+    assert peer.send(node.node_id, b"\x91\x0a")
+    got: list[tuple[bytes, bytes]] = []
+
+    def arrived() -> bool:
+        got.extend(node.poll(10))
+        return (peer.identity, b"\x91\x0a") in got
+
+    wait_until(arrived, f"a frame from node {peer.node_id}")
+    with ClientTransport({node.node_id: node.address}, config=FAST) as client:
+        assert client.send(node.node_id, b"\x91\x0b")  # queued until connected
+        replies: list[tuple[int, bytes]] = []
+
+        def answered() -> bool:
+            for identity, frame in node.poll(10):
+                if (identity, frame) == (client.identity, b"\x91\x0b"):
+                    assert node.reply(identity, b"\x91\x0c")
+            replies.extend(client.poll(0))
+            return bool(replies)
+
+        wait_until(answered, "a new client's request and its reply")
+        assert replies == [(node.node_id, b"\x91\x0c")]
+
+
+def test_client_that_floods_and_vanishes_leaves_the_node_serving(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    # What aborted libzmq with ZMTP heartbeats on (tests/zmq_abort_repro.py runs it in a
+    # process of its own): the node's receive pipe for a client is full, and that client's
+    # connection fails. Here the node does not read until the connection is reset.
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    port = int(b.address.rsplit(":", 1)[1])
+    before = {remote for local, remote, _ in _kernel_tcp_table() if local == port}
+    flooder = b"c:flooder"
+    frame = b"\x91" + b"f" * (64 * 1024)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        sock = _raw_dealer(ctx, flooder, b.address)
+
+        def full() -> bool:
+            # Our queue refuses only once TCP stalls, i.e. once b stopped reading: its pipe
+            # for us is at its high-water mark.
+            try:
+                sock.send(frame, zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            return False
+
+        wait_until(full, "the flood to fill every queue up to the node")
+        ports = {remote for local, remote, _ in _kernel_tcp_table() if local == port} - before
+        assert len(ports) == 1, ports
+        assert b.reply(flooder, b"\x91\x00")  # unread when the flooder goes: it resets
+    finally:
+        ctx.destroy(linger=0)
+
+    def reset() -> bool:
+        # Until b's end of the connection is gone (reset), write to it: b's engine then
+        # sees the error while its pipe is full, the state in which libzmq used to abort.
+        b.reply(flooder, b"\x91\x00")
+        table = _kernel_tcp_table(established=False)
+        return not ports & {remote for local, remote, _ in table if local == port}
+
+    wait_until(reset, "the node's end of the flooder's connection to be reset")
+    got: list[tuple[bytes, bytes]] = []
+
+    def forgotten() -> bool:
+        got.extend(b.poll(10))  # the flood, then ZeroMQ closes the connection
+        return not b.reply(flooder, b"\x91\x00")
+
+    wait_until(forgotten, "the node to drop the flooder's connection")
+    assert got and all(identity == flooder and f == frame for identity, f in got)
+    assert_still_serving(b, a)
+    assert b.stats.malformed == 0
+
+
+def test_two_connections_with_one_identity_leave_the_node_serving(
+    make_node: Callable[..., NodeTransport],
+) -> None:
+    # Without ROUTER_HANDOVER the first connection keeps the identity, and ZeroMQ never reads
+    # the second one (see NodeTransport.__init__). With it, the second took the identity
+    # over, and libzmq could abort once the first sent more and failed (the sequence below;
+    # tests/zmq_abort_repro.py runs it in a process of its own).
+    a, b = make_node(1), make_node(2)
+    mesh([a, b])
+    twin = b"c:twin"
+    monitor = b._router.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        first = _raw_dealer(ctx, twin, b.address)
+        first.send(b"\x91\x01")
+        assert collect(b, 1) == [(twin, b"\x91\x01")]
+        second = _raw_dealer(ctx, twin, b.address)
+        second.send(b"\x91\x02")
+        handshakes: list[object] = []
+
+        def attached() -> bool:
+            if monitor.poll(10):
+                handshakes.append(recv_monitor_message(monitor))
+            return len(handshakes) == 2  # the first connection's and the second's
+
+        wait_until(attached, "the second connection's handshake")
+        assert b.poll(10) == []  # b's ROUTER takes the second connection in: nothing to read
+        first.send(b"\x91\x03")
+        assert collect(b, 1) == [(twin, b"\x91\x03")]  # the first still holds the identity
+        assert b.reply(twin, b"\x91\x04")
+        assert first.poll(int(DEADLINE_S * 1000)) and first.recv() == b"\x91\x04"
+        first.send(b"\x91\x05")
+        first.close(0)  # goes, maybe with frames in flight; the second stays, unheard
+        second.send(b"\x91\x06")
+        assert_still_serving(b, a)
+    finally:
+        ctx.destroy(linger=0)
+        b._router.disable_monitor()
+        monitor.close(0)
+    assert b.stats.malformed == 0
