@@ -13,8 +13,8 @@ Exit status 0 and a JSON line ``{"survived": true, ...}`` on stdout: the node se
 fresh client afterwards. An abort shows as a negative status (SIGABRT: -6 from
 subprocess, 134 from a shell) and libzmq's assertion on stderr.
 
-``--zmtp-heartbeat`` (and ``--handover``) put the options the transport used to set back
-on the node's ROUTER (for connections accepted from then on), to show that the abort is
+``--zmtp-heartbeat`` and ``--handover`` put back options the transport used to set (the
+heartbeats on every socket, the handover on the node's ROUTER), to show that the abort is
 libzmq's and that the transport avoids it by not setting them.
 
 The mechanism (libzmq 4.3.x, src/stream_engine_base.cpp): when the node's receive pipe
@@ -43,6 +43,7 @@ import time
 
 import zmq
 
+from broadcast import transport
 from broadcast.transport import ClientTransport, NodeTransport, TransportConfig
 
 VARIANTS = ("flood-exit", "flood-close", "takeover", "takeover-full")
@@ -166,12 +167,10 @@ def main() -> int:
     parser.add_argument("--handover", action="store_true", help="the old ROUTER_HANDOVER")
     args = parser.parse_args()
 
-    node = _make_node()
     if args.zmtp_heartbeat:
-        node._router.setsockopt(zmq.HEARTBEAT_IVL, 1_000)
-        node._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3_000)
-        node._router.setsockopt(zmq.HEARTBEAT_TTL, 3_000)
-    if args.handover:
+        _with_zmtp_heartbeats()
+    node = _make_node()
+    if args.handover:  # a ROUTER option read at each new connection: fine after bind
         node._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
     identity = b"c:flooder"
     result: dict[str, object] = {"variant": args.variant, "zmq": zmq.zmq_version()}
@@ -189,6 +188,23 @@ def main() -> int:
     node.close()
     print(json.dumps(result), flush=True)
     return 0 if result["survived"] else 1
+
+
+def _with_zmtp_heartbeats() -> None:
+    """Make the transport set the ZMTP heartbeat options it used to, on every socket.
+
+    They must be set before ``bind``: a listener hands its connections the options the
+    socket had when it was bound.
+    """
+    configure = transport._configure
+
+    def with_heartbeats(sock: zmq.Socket[bytes], config: TransportConfig) -> None:
+        configure(sock, config)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1_000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3_000)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3_000)
+
+    transport._configure = with_heartbeats
 
 
 def _make_node() -> NodeTransport:
