@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from broadcast.identity import cluster_id_bytes, derive_cluster_id
 from broadcast.protocol import (
     FETCH_MAX,
     Deliveries,
@@ -126,7 +127,12 @@ class AsyncNode:
         self.wal, _ = WriteAheadLog.open(data_dir / "wal", fsync=fsync)
         peers = {i: a for i, a in cluster.nodes.items() if i != node_id}
         try:
-            self.transport = NodeTransport(node_id, cluster.nodes[node_id], peers)
+            self.transport = NodeTransport(
+                node_id,
+                cluster.nodes[node_id],
+                peers,
+                cluster_id=cluster_id_bytes(derive_cluster_id(cluster)),
+            )
         except BaseException:
             self.wal.close()
             raise

@@ -24,7 +24,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broadcast.protocol import Status, StatusRequest, Submit, SubmitAck, SubmitRefused, ack_runs
+from broadcast.identity import cluster_id_bytes, derive_cluster_id
+from broadcast.protocol import (
+    OpenSession,
+    SessionOpened,
+    Status,
+    StatusRequest,
+    Submit,
+    SubmitAck,
+    SubmitRefused,
+    ack_runs,
+)
 from broadcast.spec import ConfigError, parse_cluster
 from broadcast.transport import NodeTransport, TransportError
 from paxos.codec import CodecError, decode, encode
@@ -74,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = parse_cluster(args.cluster)
         raft = dict(zip(cluster.ids, args.raft.split(","), strict=True))
-        transport = NodeTransport(args.id, cluster.nodes[args.id])
+        transport = NodeTransport(
+            args.id, cluster.nodes[args.id], cluster_id=cluster_id_bytes(derive_cluster_id(cluster))
+        )
     except (ConfigError, TransportError, ValueError, KeyError) as exc:
         sys.stderr.write(f"pso node: {exc}\n")
         return 2
@@ -135,8 +147,14 @@ def main(argv: list[str] | None = None) -> int:
                     status = Status(
                         msg.nonce, args.id, role, Ballot(0, lead or 1), lead,
                         counter.count, counter.count, args.journal is not None,
+                        lead is not None, "", 0,
                     )
                     transport.reply(identity, encode(status))
+                elif isinstance(msg, OpenSession):
+                    # No session table here: the nonce makes the key unique.
+                    key = f"{msg.name[:180]}#{msg.nonce.hex()[:16]}"
+                    opened = SessionOpened(msg.nonce, key, "", 1 << 20, 1 << 20)
+                    transport.reply(identity, encode(opened))
             if done:
                 acks: dict[tuple[bytes, str], list[tuple[int, int]]] = {}
                 refused: dict[tuple[bytes, str], int] = {}

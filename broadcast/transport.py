@@ -5,18 +5,30 @@ says who sent them. The node decodes (``paxos.codec.decode``) and handles ``Code
 
 Topology (one ``NodeTransport`` per node, one ``ClientTransport`` per client)::
 
-    node A                               node B
-    DEALER (identity b"n:A") --------->  ROUTER bound to B's address <--- client DEALER b"c:<uuid>"
-    ROUTER bound to A's address <------  DEALER (identity b"n:B")         (replies come back
-                                                                          through B's ROUTER)
+    node A                             node B
+    DEALER (identity b"n:A/<i>") --->  ROUTER bound to B's address <--- client DEALER b"c:<uuid>"
+    ROUTER bound to A's address <----  DEALER (identity b"n:B/<i>")     (replies come back
+                                                                        through B's ROUTER)
 
 * Every node binds one ROUTER that receives from peers *and* clients; the ROUTER prefixes each
   message with the sender's routing identity, so ``poll()`` yields ``(identity, frame)`` pairs.
+  A node's identity is ``n:<id>`` (``poll()`` strips the ``/<incarnation>`` its DEALERs add,
+  see ``_wire_identity``); anything else is a client.
 * Every node has one DEALER per peer, connected to that peer's ROUTER. Node-to-node traffic only
   ever flows DEALER -> ROUTER, so each direction of a node pair is its own TCP connection with its
   own bounded queue (a slow peer fills only its own queue). Nodes never ``reply()`` to nodes.
 * Clients have one DEALER per node (so they can address a specific node), all with one identity;
   nodes answer with ``reply(identity, frame)`` through their ROUTER.
+
+Wire format. Every node-to-node message is an envelope, even for a single frame::
+
+    0x00 | cluster id (16 bytes) | u32 little-endian length | frame | length | frame ...
+
+in one ZeroMQ message part; a frame of 64 KiB or more travels alone as ``[0x00 | cluster id |
+length] [frame]`` (two parts of one message, so the frame is not copied). ``poll()`` drops,
+counts and logs a message from a node identity that is not such an envelope or carries another
+cluster id. Client requests and replies are one raw frame each (no envelope); a client frame
+starting with 0x00 is dropped as malformed (no codec frame starts with it).
 
 Threading: a transport is driven by ONE thread (the node's loop thread): ``send*``, ``reply``,
 ``poll`` and ``close`` must all be called from it. Only ``wake()`` may be called from any thread;
@@ -30,6 +42,11 @@ high-water mark; Paxos retransmits, and the node can read the ``send``/``send_ma
 values to apply backpressure to proposers. A client's frames to a node that is not connected
 (yet) are queued instead, up to the high-water mark: its first request must not be lost to the
 TCP handshake, and a stale request delivered later is harmless.
+
+Liveness: no ZMTP heartbeats and no ROUTER_HANDOVER anywhere (libzmq 4.3 can abort the process
+with either; see ``_configure`` and ``NodeTransport.__init__``). A dead connection is noticed by
+TCP keepalive (``TransportConfig.tcp_keepalive_*``); liveness of nodes and clients is the
+application's business (Paxos heartbeats, client retries).
 """
 
 from __future__ import annotations
@@ -44,7 +61,7 @@ from typing import Self
 
 import zmq
 
-from broadcast.logs import get_logger
+from broadcast.logs import RateLimited, get_logger
 
 __all__ = [
     "ClientTransport",
@@ -64,8 +81,24 @@ _Socket = zmq.Socket[bytes]
 
 _ZERO_COPY_BYTES = 64 * 1024
 
+#: First byte of every node-to-node message (an envelope). No codec frame starts with it
+#: (every frame is a msgpack array, 0x9X or 0xdc/0xdd), so no client frame may either.
+ENVELOPE = b"\x00"
+#: Length of a cluster id; every envelope carries its sender's.
+CLUSTER_ID_BYTES = 16
+#: Frames under 64 KiB are packed into envelopes of at most this many bytes.
+ENVELOPE_BYTES = 1 << 20
+_LEN = struct.Struct("<I")
+#: ENVELOPE and the cluster id.
+_HEADER_BYTES = len(ENVELOPE) + CLUSTER_ID_BYTES
+#: The first part of a two-part envelope: the header and the length of the one frame.
+_MAX_HEADER_BYTES = _HEADER_BYTES + _LEN.size
+
 NODE_PREFIX = b"n:"
 CLIENT_PREFIX = b"c:"
+_INCARNATION = b"/"
+#: How many incarnation identities ``poll()`` remembers the plain identity of.
+_CANONICAL_CACHE = 1024
 
 
 class TransportError(Exception):
@@ -78,22 +111,63 @@ class TransportError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
-    """Socket options. Defaults suit a LAN/loopback cluster; tests shrink the timers."""
+    """Socket options. Defaults suit a LAN/loopback cluster; tests shrink the timers.
 
-    sndhwm: int = 1_000
-    """Max frames queued per outgoing connection before sends are dropped (bounded memory)."""
-    rcvhwm: int = 1_000
-    """Max frames queued per incoming connection; beyond it zmq stops reading TCP (backpressure)."""
+    **Memory bound.** ZeroMQ bounds its queues in messages (high-water marks), not in bytes,
+    so the bound in bytes is *high-water mark x largest message*, per connection and
+    direction: each connection has its own pipe on each side. ZeroMQ refuses (by dropping the
+    connection) an incoming message with a part larger than ``max_msg_bytes``, so the largest
+    message is ``max_msg_bytes + 21`` bytes (a node's frame of 64 KiB or more travels alone,
+    after a 21-byte envelope header part, see ``pack_envelopes``). Per connection:
+
+    * node -> peer (a DEALER's send queue, and the peer ROUTER's receive pipe for it):
+      ``sndhwm`` (resp. ``rcvhwm``) messages; a message is an envelope of at most
+      ``ENVELOPE_BYTES`` (1 MiB) while frames are under 64 KiB, or one larger frame;
+    * client -> node (the node ROUTER's receive pipe for that client): ``rcvhwm`` frames;
+    * node -> client (``reply``, the ROUTER's send pipe to that client): ``sndhwm`` frames.
+
+    With the defaults: 128 x 1 MiB = 128 MiB per connection and direction for envelopes of
+    small frames, and at worst 128 x (64 MiB + 21 B), about 8 GiB, if every message holds a
+    maximal frame (``max_queued_bytes``). Lower ``max_msg_bytes`` (and the codec's frame
+    limit with it) to tighten the worst case. On top of this come the kernel's TCP buffers
+    (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers. The number of client
+    connections is not bounded here: the bound is per connection.
+    """
+
+    sndhwm: int = 128
+    """Max messages queued per outgoing connection before sends are dropped (bounded memory)."""
+    rcvhwm: int = 128
+    """Max messages queued per incoming connection; beyond it zmq stops reading TCP."""
     max_msg_bytes: int = 64 * 1024 * 1024
-    """Larger incoming frames make zmq drop the connection (the sender reconnects)."""
+    """Larger incoming message parts make zmq drop the connection (the sender reconnects)."""
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2_000
-    heartbeat_ivl_ms: int = 1_000
-    heartbeat_timeout_ms: int = 3_000
-    heartbeat_ttl_ms: int = 3_000
-    """Asks the remote side to drop us after this much silence (zmq rounds to 100 ms)."""
+    tcp_keepalive_idle_s: int = 2
+    """TCP keepalive (not ZMTP heartbeats, see ``_configure``): a connection silent for this
+    long is probed ..."""
+    tcp_keepalive_intvl_s: int = 1
+    """... every this many seconds ..."""
+    tcp_keepalive_cnt: int = 3
+    """... and closed after this many unanswered probes: a peer whose host is gone or cut off
+    is noticed after about idle + intvl x cnt = 5 s of silence (the kernel does it)."""
     max_batch: int = 4_096
     """Max messages read by one ``poll()`` call, so one busy sender cannot starve the loop."""
+
+    def __post_init__(self) -> None:
+        # A high-water mark of 0 means "no limit" to ZeroMQ: never allow it.
+        if self.sndhwm < 1 or self.rcvhwm < 1:
+            raise ValueError("sndhwm and rcvhwm must be >= 1 (0 would mean unbounded)")
+        if self.max_msg_bytes < ENVELOPE_BYTES:
+            raise ValueError(f"max_msg_bytes must be >= ENVELOPE_BYTES ({ENVELOPE_BYTES})")
+        if min(self.tcp_keepalive_idle_s, self.tcp_keepalive_intvl_s, self.tcp_keepalive_cnt) < 1:
+            raise ValueError("TCP keepalive idle, interval and count must be >= 1")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+
+    @property
+    def max_queued_bytes(self) -> int:
+        """The worst-case bytes ZeroMQ queues per connection and direction (see above)."""
+        return max(self.sndhwm, self.rcvhwm) * (self.max_msg_bytes + _MAX_HEADER_BYTES)
 
 
 @dataclass(slots=True)
@@ -109,7 +183,11 @@ class TransportStats:
     reply_dropped: int = 0
     """Replies to a client that is unknown/gone or whose queue is full."""
     malformed: int = 0
-    """Incoming messages with the wrong number of parts, dropped."""
+    """Incoming messages dropped as malformed: the wrong number of parts; from a node identity,
+    anything but a well-formed envelope (or an identity that is not ``n:<id>``); from a client,
+    a frame starting with the envelope byte."""
+    foreign_cluster: int = 0
+    """Envelopes from a node of another cluster (another cluster id), dropped."""
 
     @property
     def total_dropped(self) -> int:
@@ -124,6 +202,26 @@ def node_identity(node_id: int) -> bytes:
 def client_identity() -> bytes:
     """A fresh, unique client routing identity, e.g. ``b"c:9f1c..."``."""
     return CLIENT_PREFIX + uuid.uuid4().hex.encode()
+
+
+def _wire_identity(node_id: int) -> bytes:
+    """The routing identity a node's DEALERs really use: ``n:<id>/<incarnation>``.
+
+    The incarnation (random per ``NodeTransport``) keeps a restarted node's connections
+    from colliding with a connection of its previous incarnation that a peer's ROUTER still
+    holds (the old process died without its FIN reaching the peer): without ROUTER_HANDOVER,
+    a colliding connection would never be read (see ``NodeTransport.__init__``). Receivers
+    report the plain ``n:<id>`` (``node_identity``).
+    """
+    return node_identity(node_id) + _INCARNATION + uuid.uuid4().hex[:16].encode()
+
+
+def _canonical_node_identity(identity: bytes) -> bytes | None:
+    """``n:<id>`` for ``n:<id>`` or ``n:<id>/<incarnation>``; None for anything else."""
+    head, sep, tail = identity.partition(_INCARNATION)
+    if node_id_of(head) is None or (sep and not 0 < len(tail) <= 32):
+        return None
+    return head
 
 
 def node_id_of(identity: bytes) -> int | None:
@@ -151,6 +249,11 @@ def endpoint(address: str) -> str:
     return f"tcp://{host}:{port}"
 
 
+def _printable(identity: bytes) -> str:
+    """A routing identity for a log line (they may be binary, and a client chooses its own)."""
+    return identity[:64].decode("ascii", "backslashreplace")
+
+
 def _log_sampled(event: str, count: int, warn: bool = False, **fields: object) -> None:
     # Drops can happen thousands of times a second under overload: log the 1st, 2nd, 4th, 8th, ...
     # occurrence only, so logging never becomes the bottleneck. The counters are exact.
@@ -161,16 +264,30 @@ def _log_sampled(event: str, count: int, warn: bool = False, **fields: object) -
 def _configure(sock: _Socket, config: TransportConfig) -> None:
     # LINGER 0: close() never waits for unsent frames; anything lost is retransmitted by Paxos.
     sock.setsockopt(zmq.LINGER, 0)
-    # Bounded queues (in frames) on both sides: memory stays bounded whatever the peers do.
+    # Bounded queues (in messages, see TransportConfig) on both sides: memory stays bounded
+    # whatever the peers do. 0 would mean unbounded; TransportConfig refuses it.
     sock.setsockopt(zmq.SNDHWM, config.sndhwm)
     sock.setsockopt(zmq.RCVHWM, config.rcvhwm)
-    # Oversized frames are rejected by zmq before they reach Python.
+    # Oversized messages are rejected by zmq before they reach Python.
     sock.setsockopt(zmq.MAXMSGSIZE, config.max_msg_bytes)
-    # ZMTP heartbeats: a silent (dead, partitioned) peer's connection is closed and, on the
-    # connecting side, re-established, instead of queueing to it forever.
-    sock.setsockopt(zmq.HEARTBEAT_IVL, config.heartbeat_ivl_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, config.heartbeat_timeout_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, config.heartbeat_ttl_ms)
+    # No ZMTP heartbeats (HEARTBEAT_IVL/TIMEOUT/TTL), on purpose: libzmq 4.3 aborts the whole
+    # process (``Assertion failed: !_io_error``, stream_engine_base.cpp) when a connection
+    # whose receive pipe is full fails: the engine, waiting for the pipe to drain, marks the
+    # I/O error and stops polling, and the next heartbeat timer calls out_event(), which
+    # asserts there was none. A client that floods a node and exits is enough (the node's
+    # own heartbeat ping draws the RST); see tests/zmq_abort_repro.py. Dead connections are
+    # noticed by TCP keepalive instead, which the kernel runs without waking libzmq: a
+    # connection silent for idle seconds gets probes, and is reset after cnt unanswered
+    # ones. That covers the direction that matters most, a ROUTER's incoming connection
+    # from a peer whose host vanished (a ROUTER never sends to nodes, so the connection is
+    # idle from our side). A DEALER with data in flight to a vanished host is covered by
+    # TCP retransmission instead (it gives up after tcp_retries2, ~15 min; meanwhile sends
+    # fill the queue and are dropped, and a host that comes back answers with an RST, so
+    # the DEALER reconnects at once).
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, config.tcp_keepalive_idle_s)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, config.tcp_keepalive_intvl_s)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, config.tcp_keepalive_cnt)
 
 
 def _connect_dealer(
@@ -200,40 +317,65 @@ def _connect_dealer(
     return sock
 
 
-#: First byte of an envelope carrying several frames in one ZeroMQ message. No codec frame
-#: starts with it (every frame is a msgpack array, 0x9X or 0xdc/0xdd).
-ENVELOPE = b"\x00"
-#: Frames are packed into envelopes of about this many bytes at most.
-ENVELOPE_BYTES = 1 << 20
-_LEN = struct.Struct("<I")
+def pack_envelopes(cluster_id: bytes, frames: Sequence[bytes]) -> list[tuple[list[bytes], int]]:
+    """Pack frames, in order, into as few ZeroMQ messages as possible.
 
-
-def pack_envelopes(frames: Sequence[bytes]) -> list[tuple[bytes, int]]:
-    """Pack frames into as few messages as possible: one ZeroMQ send (and one wake-up of
-    its I/O thread) per envelope instead of per frame. Returns ``(message, frames in it)``;
-    a lone frame is sent as it is unless it could be mistaken for an envelope."""
-    if len(frames) < 2 and not (frames and frames[0][:1] == ENVELOPE):
-        return [(frame, 1) for frame in frames]
-    out: list[tuple[bytes, int]] = []
-    parts: list[bytes] = [ENVELOPE]
-    size = 1
+    One send (and one wake-up of ZeroMQ's I/O thread) per message instead of per frame.
+    Returns ``(the parts of one message, how many frames it holds)`` per message. Frames
+    under 64 KiB share one-part envelopes of at most ``ENVELOPE_BYTES``; a larger frame
+    travels alone as the second part of a two-part envelope, so that it is sent without
+    being copied (ZeroMQ delivers all parts of a message or none). Raises ValueError for an
+    empty frame (an envelope cannot carry one) or a cluster id of the wrong length.
+    """
+    if len(cluster_id) != CLUSTER_ID_BYTES:
+        raise ValueError(f"a cluster id has {CLUSTER_ID_BYTES} bytes, not {len(cluster_id)}")
+    head = ENVELOPE + cluster_id
     pack = _LEN.pack
+    out: list[tuple[list[bytes], int]] = []
+    parts: list[bytes] = [head]  # head, then length and frame for each frame
+    size = _HEADER_BYTES
     for frame in frames:
-        if size + 4 + len(frame) > ENVELOPE_BYTES and len(parts) > 1:
-            out.append((b"".join(parts), (len(parts) - 1) // 2))
-            parts, size = [ENVELOPE], 1
-        parts.append(pack(len(frame)))
+        length = len(frame)
+        if not length:
+            raise ValueError("cannot send an empty frame")
+        alone = length >= _ZERO_COPY_BYTES
+        if (alone or size + 4 + length > ENVELOPE_BYTES) and len(parts) > 1:
+            out.append(([b"".join(parts)], (len(parts) - 1) // 2))
+            parts, size = [head], _HEADER_BYTES
+        if alone:
+            out.append(([head + pack(length), frame], 1))
+            continue
+        parts.append(pack(length))
         parts.append(frame)
-        size += 4 + len(frame)
-    out.append((b"".join(parts), (len(parts) - 1) // 2))
+        size += 4 + length
+    if len(parts) > 1:
+        out.append(([b"".join(parts)], (len(parts) - 1) // 2))
     return out
 
 
-def unpack_envelope(data: bytes) -> list[bytes] | None:
-    """The frames of an envelope, or None if it is malformed (the caller drops it)."""
+def unpack_envelope(parts: Sequence[bytes]) -> tuple[bytes, list[bytes]] | None:
+    """The sender's cluster id and the frames of an envelope (the parts of a message after
+    the routing identity), or None if it is not a well-formed envelope (the caller drops it).
+    """
+    if len(parts) == 2:  # [header | length, frame]
+        head, frame = parts
+        if (
+            len(head) != _MAX_HEADER_BYTES
+            or not head.startswith(ENVELOPE)
+            or not frame
+            or _LEN.unpack_from(head, _HEADER_BYTES)[0] != len(frame)
+        ):
+            return None
+        return head[1:_HEADER_BYTES], [frame]
+    if len(parts) != 1:
+        return None
+    data = parts[0]
+    end = len(data)
+    if end <= _HEADER_BYTES or not data.startswith(ENVELOPE):
+        return None  # not an envelope, or one without frames
     frames: list[bytes] = []
     view = memoryview(data)
-    pos, end = 1, len(data)
+    pos = _HEADER_BYTES
     unpack = _LEN.unpack_from
     while pos < end:
         if pos + 4 > end:
@@ -244,20 +386,26 @@ def unpack_envelope(data: bytes) -> list[bytes] | None:
             return None
         frames.append(bytes(view[pos : pos + length]))
         pos += length
-    return frames
+    return data[1:_HEADER_BYTES], frames
 
 
-def _send_frames(sock: _Socket, frames: Sequence[bytes]) -> int:
-    """Queue frames without blocking; returns how many were queued (a prefix of ``frames``)."""
+def _send_messages(sock: _Socket, messages: Sequence[Sequence[bytes]]) -> int:
+    """Queue messages (each a sequence of parts) without blocking; returns how many were
+    queued (a prefix of ``messages``)."""
     sent = 0
     try:
-        for frame in frames:
-            # Zero-copy only pays off for large frames (measured: 8 MiB 12 ms -> 0.03 ms per send;
-            # small frames are ~8% faster copied).
-            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < _ZERO_COPY_BYTES)
+        for parts in messages:
+            # Zero-copy only pays off for large parts (measured: 8 MiB 12 ms -> 0.03 ms per
+            # send; small frames are ~8% faster copied).
+            last = len(parts) - 1
+            for i, part in enumerate(parts):
+                flags = zmq.NOBLOCK if i == last else zmq.NOBLOCK | zmq.SNDMORE
+                sock.send(part, flags, copy=len(part) < _ZERO_COPY_BYTES)
             sent += 1
     except zmq.Again:
         # Queue full or peer not connected. The rest would fail too; stop making syscalls.
+        # (ZeroMQ checks the high-water mark at a message's first part, and drops a message
+        # whose later part fails, so a message is queued whole or not at all.)
         pass
     return sent
 
@@ -318,6 +466,8 @@ class _Endpoint:
         self._poller = zmq.Poller()
         self._waker = _Waker(self._ctx)
         self._poller.register(self._waker.socket, zmq.POLLIN)
+        # Input from the network can repeat without bound: at most one line per interval.
+        self._log_malformed = RateLimited(log, "transport.malformed_dropped")
 
     def wake(self) -> None:
         """Make a blocked (or the next) ``poll()`` return promptly. Safe from any thread."""
@@ -344,9 +494,14 @@ class _Endpoint:
         self.stats.dropped[peer_id] = total
         _log_sampled("transport.send_dropped", total, peer=peer_id)
 
-    def _count_malformed(self, parts: int) -> None:
+    def _count_malformed(self, sender: bytes | int, reason: str, parts: int) -> None:
         self.stats.malformed += 1
-        _log_sampled("transport.malformed_dropped", self.stats.malformed, warn=True, parts=parts)
+        self._log_malformed.hit(
+            sender=_printable(sender) if isinstance(sender, bytes) else sender,
+            reason=reason,
+            parts=parts,
+            malformed_total=self.stats.malformed,
+        )
 
     def _wait(self, timeout_ms: int | None) -> list[tuple[_Socket, int]]:
         self._check_open()
@@ -373,6 +528,11 @@ class NodeTransport(_Endpoint):
     ``bind_addr`` is ``"host:port"``, a bare ``"port"`` (127.0.0.1) or a zmq endpoint; port 0
     binds an ephemeral port, see ``address``. Raises ``TransportError`` naming the address if it
     cannot be bound (e.g. port in use).
+
+    ``cluster_id`` (``CLUSTER_ID_BYTES`` bytes) names the cluster: every frame to a peer
+    travels in an envelope that carries it, and ``poll()`` drops (and counts in
+    ``stats.foreign_cluster``) envelopes that carry another, so that a node configured with
+    another cluster's address is refused instead of mixing two clusters' Paxos messages.
     """
 
     def __init__(
@@ -381,10 +541,20 @@ class NodeTransport(_Endpoint):
         bind_addr: str,
         peers: Mapping[int, str] | None = None,
         config: TransportConfig | None = None,
+        *,
+        cluster_id: bytes,
     ) -> None:
+        if type(cluster_id) is not bytes or len(cluster_id) != CLUSTER_ID_BYTES:
+            raise ValueError(f"cluster_id must be {CLUSTER_ID_BYTES} bytes")
         super().__init__(config or TransportConfig())
+        self.cluster_id = cluster_id
+        """Carried by every envelope we send; envelopes carrying another are dropped."""
+        self._log_foreign = RateLimited(log, "transport.foreign_cluster_dropped")
         self.node_id = node_id
         self.identity = node_identity(node_id)
+        """What receivers report as the sender of our frames (``n:<id>``)."""
+        self._wire_identity = _wire_identity(node_id)
+        self._canonical: dict[bytes, bytes | None] = {}
         self._peers: dict[int, _Socket] = {}
         try:
             self._router = self._ctx.socket(zmq.ROUTER)
@@ -392,9 +562,19 @@ class NodeTransport(_Endpoint):
             # MANDATORY: a reply to an unknown/gone client raises instead of vanishing silently,
             # so it is counted (stats.reply_dropped).
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # HANDOVER: a restarted peer/client reconnecting with the same identity takes over
-            # the route at once; otherwise zmq ignores it until the old connection times out.
-            self._router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            # No ROUTER_HANDOVER (the option that lets a new connection take over a routing
+            # identity in use): with it, the connection taken over keeps an engine without a
+            # pipe, and when that connection then sends and fails, libzmq 4.3 aborts as
+            # described in _configure (reproduced with ZMTP heartbeats on). Without it, a
+            # connection whose identity is in use is accepted but never read: libzmq consumes
+            # its identity message, finds the identity taken and parks the connection among
+            # its "anonymous pipes", where it stays even after the first connection is gone
+            # (it is looked at again only on a read activation, which never comes for a pipe
+            # left non-empty). Its frames are lost until that connection ends.
+            # A restarted node never collides with its old incarnation's connection (node
+            # DEALERs add an incarnation to their identity, see _wire_identity); a client
+            # reconnecting while our end of its previous connection is still open does,
+            # until TCP keepalive or the client ends one of the two.
             ep = endpoint(bind_addr)
             try:
                 self._router.bind(ep)
@@ -418,7 +598,9 @@ class NodeTransport(_Endpoint):
             raise ValueError(f"node {peer_id} cannot be its own peer")
         if peer_id in self._peers:
             raise ValueError(f"peer {peer_id} already added")
-        self._peers[peer_id] = _connect_dealer(self._ctx, self.identity, address, self.config)
+        self._peers[peer_id] = _connect_dealer(
+            self._ctx, self._wire_identity, address, self.config
+        )
 
     @property
     def peer_ids(self) -> list[int]:
@@ -438,8 +620,8 @@ class NodeTransport(_Endpoint):
         sock = self._peers.get(peer_id)
         if sock is None:
             raise TransportError(f"unknown peer {peer_id}")
-        envelopes = pack_envelopes(frames)
-        queued = _send_frames(sock, [message for message, _ in envelopes])
+        envelopes = pack_envelopes(self.cluster_id, frames)
+        queued = _send_messages(sock, [parts for parts, _ in envelopes])
         sent = sum(count for _, count in envelopes[:queued])
         self.stats.sent += sent
         if sent < len(frames):
@@ -449,7 +631,10 @@ class NodeTransport(_Endpoint):
     def reply(self, identity: bytes, frame: bytes) -> bool:
         """Send a frame back to a client (by routing identity from ``poll()``) without blocking.
 
-        False if the client is unknown/disconnected or its queue is full (counted).
+        False if the client is unknown/disconnected or its queue is full (counted). A reply is
+        one raw frame (no envelope): at most ``config.sndhwm`` replies wait per client, each
+        at most the client's ``max_msg_bytes`` (a larger one makes the client's ZeroMQ drop
+        the connection), so ``sndhwm x`` the largest reply bounds the bytes queued per client.
         """
         self._check_open()
         try:
@@ -471,9 +656,10 @@ class NodeTransport(_Endpoint):
     def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes]]:
         """Wait up to ``timeout_ms`` (None/negative: forever) for frames or a ``wake()``.
 
-        Returns every frame available right now (up to ``config.max_batch``) as
-        ``(sender_identity, frame)``; an empty list on timeout or wake-up. Messages with the
-        wrong number of parts are dropped and counted, never raised.
+        Returns every frame available right now (from up to ``config.max_batch`` messages)
+        as ``(sender_identity, frame)``; an empty list on timeout or wake-up. A node's identity
+        is ``n:<id>``. Messages that are malformed or come from another cluster are dropped,
+        counted and logged (rate-limited), never raised.
         """
         out: list[tuple[bytes, bytes]] = []
         for sock, _ in self._wait(timeout_ms):
@@ -492,19 +678,49 @@ class NodeTransport(_Endpoint):
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            if len(parts) != 2:  # a well-behaved DEALER yields [identity, frame]; else junk
-                self._count_malformed(len(parts))
-                continue
-            identity, frame = parts
-            if frame[:1] == ENVELOPE:
-                frames = unpack_envelope(frame)
-                if frames is None:
-                    self._count_malformed(1)
+            identity = parts[0]
+            if not identity.startswith(NODE_PREFIX):
+                # A client: one raw frame, which cannot start like an envelope.
+                if len(parts) == 2 and not parts[1].startswith(ENVELOPE):
+                    out.append((identity, parts[1]))
                     continue
-                out.extend([(identity, f) for f in frames])
+                reason = "starts like an envelope" if len(parts) == 2 else "wrong number of parts"
+                self._count_malformed(identity, reason, len(parts))
+                continue
+            peer = self._node_identity(identity)
+            if peer is None:
+                self._count_malformed(identity, "node identity is not n:<id>", len(parts))
+                continue
+            opened = unpack_envelope(parts[1:])
+            if opened is None:
+                self._count_malformed(identity, "node message is not an envelope", len(parts))
+            elif opened[0] != self.cluster_id:
+                self._count_foreign(identity, opened[0])
             else:
-                out.append((identity, frame))
+                out.extend([(peer, frame) for frame in opened[1]])
         self.stats.received += len(out) - before
+
+    def _count_foreign(self, identity: bytes, cluster_id: bytes) -> None:
+        self.stats.foreign_cluster += 1
+        self._log_foreign.hit(
+            node=self.node_id,
+            sender=_printable(identity),
+            cluster_id=cluster_id.hex(),
+            our_cluster_id=self.cluster_id.hex(),
+            foreign_total=self.stats.foreign_cluster,
+        )
+
+    def _node_identity(self, identity: bytes) -> bytes | None:
+        """``n:<id>`` for a node's wire identity, None if it is not a valid one."""
+        try:
+            return self._canonical[identity]
+        except KeyError:
+            pass
+        if len(self._canonical) >= _CANONICAL_CACHE:
+            self._canonical.clear()  # bounded; live peers' identities come back on next use
+        canonical = _canonical_node_identity(identity)
+        self._canonical[identity] = canonical
+        return canonical
 
 
 class ClientTransport(_Endpoint):
@@ -541,12 +757,16 @@ class ClientTransport(_Endpoint):
         return sorted(self._nodes)
 
     def send(self, node_id: int, frame: bytes) -> bool:
-        """Queue one frame to a node without blocking. False if dropped (counted)."""
+        """Queue one frame to a node without blocking. False if dropped (counted).
+
+        The frame travels raw (no envelope), so it must not start with ``ENVELOPE`` (no codec
+        frame does): the node would drop it as malformed.
+        """
         self._check_open()
         sock = self._nodes.get(node_id)
         if sock is None:
             raise TransportError(f"unknown node {node_id}")
-        if _send_frames(sock, (frame,)) == 1:
+        if _send_messages(sock, ((frame,),)) == 1:
             self.stats.sent += 1
             return True
         self._count_drop(node_id, 1)
@@ -566,7 +786,7 @@ class ClientTransport(_Endpoint):
                 except zmq.Again:
                     break
                 if len(parts) != 1:  # the ROUTER strips our identity: exactly one frame remains
-                    self._count_malformed(len(parts))
+                    self._count_malformed(node_id, "wrong number of parts", len(parts))
                     continue
                 out.append((node_id, parts[0]))
         self.stats.received += len(out)

@@ -9,7 +9,7 @@ Two kinds of network:
     clients are ``10.77.0.200``. A partition is a set of iptables ``DROP`` rules inside
     the nodes' namespaces (INPUT and OUTPUT, by peer address), installed atomically with
     ``iptables-restore``: packets really vanish, established TCP connections included, so
-    ZeroMQ sees what it would see on a broken LAN (silence, heartbeat timeouts,
+    ZeroMQ sees what it would see on a broken LAN (silence, keepalive timeouts,
     reconnects that hang). Nothing touches the root namespace: these addresses exist only
     inside namespaces this harness created, and the bridge has no way out.
 
