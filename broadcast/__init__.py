@@ -13,6 +13,7 @@ returned is committed and is never lost.
 """
 
 from broadcast.client import Client, ClusterUnavailable, Committed
+from broadcast.errors import PayloadTooLarge, SessionExpired, WrongCluster
 from broadcast.node import BroadcastResult, Node, StateMachine
 from broadcast.spec import Cluster, ConfigError, local_cluster, parse_cluster
 from paxos.types import Command, Delivery
@@ -27,7 +28,10 @@ __all__ = [
     "ConfigError",
     "Delivery",
     "Node",
+    "PayloadTooLarge",
+    "SessionExpired",
     "StateMachine",
+    "WrongCluster",
     "local_cluster",
     "parse_cluster",
 ]

@@ -362,6 +362,19 @@ def broadcast_command(
     if b64 and (files or count is not None):
         raise click.UsageError("--b64 decodes MESSAGE arguments and stdin lines only")
     cluster = _cluster(spec)
+    # What can be refused before a node answers is refused now: bad base64 arguments,
+    # missing files and, with an explicit --max-payload-bytes, anything above it. The
+    # cluster's own limit is known once a session is open (it may be above the default).
+    unknown_limit = max_payload_bytes or 2**62
+    try:
+        if count is not None:
+            payloads.generated(count, size, unknown_limit)
+        elif files:
+            payloads.files(files, unknown_limit)
+        else:
+            payloads.payloads(messages, sys.stdin.buffer, b64=b64, limit=unknown_limit)
+    except payloads.PayloadError as exc:
+        raise click.ClickException(str(exc)) from None
 
     # A bad stdin line or file ends the run: what came before it is committed first.
     stopped: list[payloads.PayloadError] = []

@@ -599,7 +599,10 @@ class Node:
     def _sessions_ended(self, ended: list[tuple[str, int, str]]) -> None:
         local = self._local
         for key, last, reason in ended:
-            log.info("session.ended", node=self.node_id, session=key, last_seq=last, reason=reason)
+            # A client closing its session is routine; an expiry or eviction is news.
+            (log.debug if reason == "closed" else log.info)(
+                "session.ended", node=self.node_id, session=key, last_seq=last, reason=reason
+            )
             if key == local.key:
                 self._local_session_ended(last)
             identity = self._routes.pop(key, None)

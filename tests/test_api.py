@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from procs import wait_for
 
-from broadcast import Client, ConfigError, Delivery, Node, local_cluster
+from broadcast import Client, Committed, ConfigError, Delivery, Node, PayloadTooLarge, local_cluster
 from broadcast.commands import free_base_port
 
 
@@ -82,14 +82,43 @@ def test_asyncio_broadcast_and_delivery_callbacks(nodes: list[Node]) -> None:
     assert seen == list(range(1, 21))
 
 
-def test_client_session_resumes_and_subscribe_reads_from_any_index(nodes: list[Node]) -> None:
+def test_two_clients_with_one_name_get_sessions_of_their_own(nodes: list[Node]) -> None:
+    """Two copies of one app (one client id) never see each other's results."""
     spec = nodes[0].cluster.spec()
-    with Client(spec, client_id="app") as client:
-        committed = client.broadcast_many([b"1", b"2", b"3"])
-    assert [c.seq for c in committed] == [1, 2, 3]
-    with Client(spec, client_id="app") as again:  # a new process reusing the client id
-        assert again.broadcast(b"4").seq == 4
-        stream = again.subscribe(from_index=2)
+    with Client(spec, client_id="app") as one, Client(spec, client_id="app") as two:
+        first = one.broadcast_many([b"1", b"2", b"3"])
+        second = two.broadcast_many([b"10", b"20"])
+        third = one.broadcast(b"4")
+        assert one.session and two.session and one.session != two.session
+        assert [c.seq for c in first] == [1, 2, 3] and [c.seq for c in second] == [1, 2]
+        assert third.seq == 4
+        # Every result points at the client's own payload, at its real index.
+        stream = one.subscribe(from_index=1)
+        order = {d.index: d.command for d in (next(stream) for _ in range(6))}
+    for committed, payload in zip([*first, *second, third], [b"1", b"2", b"3", b"10", b"20", b"4"],
+                                  strict=True):
+        command = order[committed.index]
+        assert (command.client, command.seq, command.payload) == (
+            committed.client, committed.seq, payload
+        )
+
+
+def test_broadcast_many_returns_one_result_per_payload_in_order(nodes: list[Node]) -> None:
+    spec = nodes[0].cluster.spec()
+    with Client(spec, window=64) as client:
+        payloads = [b"%d" % i for i in range(3000)]
+        seen: list[Committed] = []
+        results = client.broadcast_many(payloads, on_commit=seen.append)
+    assert len(results) == 3000 and results == seen
+    assert [c.seq for c in results] == list(range(1, 3001))
+    assert [c.index for c in results] == sorted(c.index for c in results)
+
+
+def test_subscribe_reads_from_any_index(nodes: list[Node]) -> None:
+    spec = nodes[0].cluster.spec()
+    with Client(spec) as client:
+        client.broadcast_many([b"1", b"2", b"3", b"4"])
+        stream = client.subscribe(from_index=2)
         got = [next(stream) for _ in range(3)]
     assert [d.index for d in got] == [2, 3, 4]
     assert [d.command.payload for d in got] == [b"2", b"3", b"4"]
@@ -101,6 +130,35 @@ def test_client_session_resumes_and_subscribe_reads_from_any_index(nodes: list[N
             return index, seen
 
     assert asyncio.run(via_asyncio()) == (5, [3, 4, 5])
+
+
+def test_payloads_above_the_limit_are_refused_before_they_are_sent(nodes: list[Node]) -> None:
+    spec = nodes[0].cluster.spec()
+    limit = nodes[0].max_payload_bytes
+    with pytest.raises(PayloadTooLarge):
+        nodes[0].submit(b"x" * (limit + 1))
+    with Client(spec) as client:
+        with pytest.raises(PayloadTooLarge) as info:
+            client.broadcast_many([b"a", b"x" * (limit + 1), b"b"])
+        assert info.value.limit == limit
+        after = client.broadcast(b"c")  # the session goes on, without a gap
+        assert after.seq == 2
+        biggest = client.broadcast(b"y" * limit)  # the largest allowed payload commits
+    assert biggest.index == after.index + 1
+
+
+def test_a_failing_state_machine_returns_its_error_and_delivery_goes_on(tmp_path: Path) -> None:
+    class Picky:
+        def apply(self, delivery: Delivery) -> int:
+            if delivery.command.payload == b"bad":
+                raise ValueError("no")
+            return delivery.index
+
+    cluster = local_cluster(1, free_base_port(1))
+    with Node(1, cluster, tmp_path, state_machine=Picky(), fsync=False) as node:
+        with pytest.raises(ValueError, match="no"):
+            node.broadcast(b"bad", timeout=30)
+        assert node.broadcast(b"good", timeout=30).result == 2
 
 
 def test_unknown_node_id_is_a_config_error(tmp_path: Path) -> None:

@@ -65,19 +65,24 @@ def test_broadcast_subscribe_and_status(cluster: ProcessCluster) -> None:
     out = paxos("broadcast", "--cluster", spec, "--client-id", "ops", "hello", "wörld")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
+    # The client id names the run's session; the cluster makes its key unique.
+    key = lines[0]["client"]
+    assert key.startswith("ops#")
     assert lines == [
-        {"index": 1, "client": "ops", "seq": 1},
-        {"index": 2, "client": "ops", "seq": 2},
+        {"index": 1, "client": key, "seq": 1},
+        {"index": 2, "client": key, "seq": 2},
     ]
     out = paxos("broadcast", "--cluster", spec, "--client-id", "ops", "-", stdin="a\nb\n")
-    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [3, 4]
+    again = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["index"], r["seq"]) for r in again] == [(3, 1), (4, 2)]
+    assert again[0]["client"] not in (key,) and again[0]["client"].startswith("ops#")
     out = paxos("broadcast", "--cluster", spec, "--count", "50", "--size", "10")
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 50
 
     out = paxos("subscribe", "--cluster", spec, "--from", "2", "--count", "3", "--node", "2")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert rows[0] == {"index": 2, "client": "ops", "seq": 2, "payload": "wörld"}
+    assert rows[0] == {"index": 2, "client": key, "seq": 2, "payload": "wörld"}
     assert [r["index"] for r in rows] == [2, 3, 4]
 
     out = paxos("status", "--cluster", spec, "--json")
@@ -113,7 +118,7 @@ def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
         ),
         (
             ("broadcast", "--cluster", "1=127.0.0.1:7402", "--timeout", "1", "x"),
-            "no broadcast committed",
+            "no node opened a session",
         ),
         (("subscribe", "--cluster", "1=127.0.0.1:7403", "--timeout", "1"), "no node answered"),
         (("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2"), "reachable"),
@@ -378,7 +383,8 @@ def test_a_bad_stdin_line_ends_the_run_after_the_lines_before_it(
     [
         (("--b64", "a*"), "MESSAGE 1 is not valid base64"),
         (("--max-payload-bytes", "3", "abcd"), "larger than the payload limit of 3 bytes"),
-        (("--count", "2", "--size", str(2 * 1024 * 1024)), "--size 2097152"),
+        (("--count", "2", "--size", "2097152", "--max-payload-bytes", "1048576"),
+         "--size 2097152"),
         (("--file", "/nonexistent/file"), "does not exist"),
         (("--file", "{big}", "--max-payload-bytes", "10"), "(11 bytes) is larger"),
         (("--file", "{big}", "x"), "no MESSAGE arguments"),

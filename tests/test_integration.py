@@ -83,10 +83,12 @@ def _check_total_order(
         seen.add(key)
         per_client.setdefault(command.client, []).append(command.seq)
     for client, committed in acked.items():
-        assert per_client[client] == list(range(1, count + 1)), f"{client}: FIFO broken"
+        key = committed[0].client  # the session the cluster gave this client
+        assert key.startswith(f"{client}#")
+        assert per_client[key] == list(range(1, count + 1)), f"{client}: FIFO broken"
         for c in committed:
             # Every acknowledged message is in the order, at the index it was acknowledged with.
-            assert reference[c.index - 1] == Command(client, c.seq, f"{client}-{c.seq}".encode())
+            assert reference[c.index - 1] == Command(key, c.seq, f"{client}-{c.seq}".encode())
 
 
 def test_two_clients_one_total_order(cluster: ProcessCluster) -> None:
