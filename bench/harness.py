@@ -316,7 +316,7 @@ def run_failover(
         kill_time = summary["kill_time"]
         survivors = [i for i in cluster.cluster.ids if i != leader]
         cluster.wait_quiet(survivors)
-        client = results[0].client_id
+        client = results[0].session
         acks = results[0].acks
         acked = {seq for seq, _, _ in acks}
         missing: dict[str, int | None] = {}

@@ -72,6 +72,8 @@ class LoadResult:
     """What one load process measured."""
 
     client_id: str
+    session: str = ""
+    """The key of the session the cluster opened for this load (its commands carry it)."""
     sent: int = 0
     """Distinct messages sent (first sends)."""
     acked: int = 0
@@ -127,7 +129,7 @@ class LoadClient:
         self.low = 1  # lowest seq not acknowledged
         self.inflight = 0
         self.latencies = array("d")
-        self.result = LoadResult(spec.client_id)
+        self.result = LoadResult(spec.client_id, self.key)
         self.window_start = 0.0
         self.window_end = 0.0
         self.last_progress = 0.0
