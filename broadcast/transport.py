@@ -195,7 +195,8 @@ class TransportStats:
 
 
 def node_identity(node_id: int) -> bytes:
-    """Routing identity of a node's DEALERs, e.g. ``b"n:3"``."""
+    """A node's identity as ``poll()`` reports it, e.g. ``b"n:3"`` (on the wire, its DEALERs
+    add an incarnation: see ``_wire_identity``)."""
     return b"%s%d" % (NODE_PREFIX, node_id)
 
 
@@ -209,9 +210,10 @@ def _wire_identity(node_id: int) -> bytes:
 
     The incarnation (random per ``NodeTransport``) keeps a restarted node's connections
     from colliding with a connection of its previous incarnation that a peer's ROUTER still
-    holds (the old process died without its FIN reaching the peer): without ROUTER_HANDOVER,
-    a colliding connection would never be read (see ``NodeTransport.__init__``). Receivers
-    report the plain ``n:<id>`` (``node_identity``).
+    holds: because the old FIN was lost (host gone, partition), or simply not processed yet
+    (a ROUTER frees an identity only once it has read the old connection's last frames, so a
+    quick restart races with it). Without ROUTER_HANDOVER a colliding connection would never
+    be read (see ``NodeTransport.__init__``). Receivers report the plain ``n:<id>``.
     """
     return node_identity(node_id) + _INCARNATION + uuid.uuid4().hex[:16].encode()
 
