@@ -720,6 +720,13 @@ class Node:
                     self._reply(identity, SessionEnded(key, last is not None, last or 0))
                     stopped.add(key)
                     continue
+                if state[0] == "unknown":
+                    # Not a session as far as we have applied the log (maybe opened a
+                    # moment ago elsewhere): such commands could only fill the log with
+                    # what is never delivered. The client resends later or elsewhere.
+                    self._reply(identity, SubmitRefused(key, seq, "no_session", leader))
+                    stopped.add(key)
+                    continue
                 if routes.get(key) != identity:
                     routes.pop(key, None)
                     routes[key] = identity  # most recent last, so the oldest go first

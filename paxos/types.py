@@ -32,6 +32,13 @@ ZERO_BALLOT = Ballot(0, 0)
 #: One election per millisecond would take 285,000 years to get there.
 MAX_ROUND = 2**53
 
+#: The most a promise may jump above the round promised before. Rounds grow by one
+#: per election, so a real candidate is never this far ahead of an acceptor that has
+#: heard any leader of the last million elections; a forged Prepare with a round near
+#: MAX_ROUND (which would leave nobody able to campaign again) is refused instead.
+#: Refusing a promise is always safe.
+MAX_ROUND_STEP = 2**20
+
 
 class Command(NamedTuple):
     """One broadcast payload, tagged with its sender's session.

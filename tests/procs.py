@@ -32,10 +32,16 @@ class ProcessCluster:
     """``n`` separate ``paxos node`` processes with data and logs under ``tmp``."""
 
     def __init__(
-        self, tmp: Path, n: int = 3, fsync: bool = True, host: str = "127.0.0.1"
+        self,
+        tmp: Path,
+        n: int = 3,
+        fsync: bool = True,
+        host: str = "127.0.0.1",
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.tmp = tmp
         self.fsync = fsync
+        self.extra = extra
         self.cluster: Cluster = local_cluster(n, free_base_port(n), host)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         for node in self.cluster.ids:
@@ -49,7 +55,12 @@ class ProcessCluster:
 
     def start(self, node: int) -> None:
         self.procs[node] = spawn_node(
-            node, self.cluster, self.tmp, fsync=self.fsync, log_file=self.log_file(node)
+            node,
+            self.cluster,
+            self.tmp,
+            fsync=self.fsync,
+            log_file=self.log_file(node),
+            extra=self.extra,
         )
 
     def kill(self, node: int, sig: int = signal.SIGKILL) -> None:
@@ -87,3 +98,11 @@ class ProcessCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident set size (``VmRSS``) or its peak (``VmHWM``), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for pid {pid}")

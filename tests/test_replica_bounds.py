@@ -12,6 +12,7 @@ from cluster import Cluster
 from paxos.codec import MAX_FRAME_BYTES, encode
 from paxos.messages import (
     Accept,
+    Accepted,
     CatchupReply,
     CatchupRequest,
     Forward,
@@ -22,10 +23,10 @@ from paxos.messages import (
     Promise,
 )
 from paxos.multi.config import ReplicaConfig
-from paxos.multi.replica import Replica, Role
+from paxos.multi.replica import MAX_SLOTS_AHEAD, Replica, Role
 from paxos.multi.sessions import close_command, open_command
 from paxos.records import PromiseRecord
-from paxos.types import MAX_ROUND, Ballot, Command
+from paxos.types import MAX_ROUND, MAX_ROUND_STEP, Ballot, Command
 
 
 def big(key: str, seq: int, size: int) -> Command:
@@ -334,3 +335,35 @@ def test_session_status_tells_ended_from_not_yet_known() -> None:
     assert r.session_status(key) == ("live", 0)
     assert r.session_status("app#99") == ("unknown", None)  # maybe opened, not applied here
     assert r.session_status("no-number") == ("unknown", None)
+
+
+def test_a_round_that_jumps_further_than_any_election_is_refused() -> None:
+    r = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
+    r.step(Prepare(2, Ballot(5, 2), 1))
+    ready = r.step(Prepare(3, Ballot(5 + MAX_ROUND_STEP + 1, 3), 1))
+    assert ready.records == [] and [type(m) for _, m in ready.messages] == [Nack]
+    assert r.max_round == 5  # not seen either: our next ballot stays one others promise
+    ready = r.step(Prepare(3, Ballot(5 + MAX_ROUND_STEP, 3), 1))
+    assert ready.records == [PromiseRecord(Ballot(5 + MAX_ROUND_STEP, 3))]
+
+
+def test_a_slot_far_beyond_the_chosen_prefix_is_not_accepted() -> None:
+    """Otherwise the next leader would fill the gap with no-ops, one slot at a time."""
+    r = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
+    ready = r.step(Accept(2, Ballot(1, 2), MAX_SLOTS_AHEAD + 1, (), 0))
+    assert ready.records == [] and ready.messages == []
+    ready = r.step(Accept(2, Ballot(1, 2), MAX_SLOTS_AHEAD, (), 0))
+    assert ready.records and [type(m) for _, m in ready.messages] == [Accepted]
+
+
+def test_a_candidate_ignores_reported_slots_no_acceptor_could_have_accepted() -> None:
+    candidate = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
+    candidate.election_elapsed = candidate.election_timeout
+    pv = next(m for _, m in candidate.tick().messages if isinstance(m, PreVote))
+    candidate.step(PreVoteReply(2, pv.ballot, True))
+    far = 2 * MAX_SLOTS_AHEAD + 1
+    ready = candidate.step(
+        Promise(2, candidate.my_ballot, 1, ((far, Ballot(0, 3), (big("k#1", 1, 5),)),), 0, 0)
+    )
+    assert candidate.is_leader and candidate.next_slot < 10
+    assert len([m for _, m in ready.eager if isinstance(m, Accept)]) < 10

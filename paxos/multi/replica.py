@@ -73,7 +73,16 @@ from paxos.multi.ready import Ready
 from paxos.multi.sessions import Sessions, expire_command
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.single.rules import may_accept, may_promise, pick_value
-from paxos.types import MAX_ROUND, NOOP, ZERO_BALLOT, Ballot, Command, Delivery, Value
+from paxos.types import (
+    MAX_ROUND,
+    MAX_ROUND_STEP,
+    NOOP,
+    ZERO_BALLOT,
+    Ballot,
+    Command,
+    Delivery,
+    Value,
+)
 
 
 class StepFailed(Exception):
@@ -109,6 +118,11 @@ class _Proposal:
 
 #: Retransmissions back off up to this many times ``retransmit_ticks``.
 _MAX_BACKOFF = 8
+#: An acceptor accepts no slot further than this beyond its chosen prefix. Honest
+#: leaders stay within a few windows of it (a window of open slots, plus what the
+#: last CommitRecord lags behind); this bounds what a forged or corrupt slot number
+#: can make a new leader do at takeover (fill the gap up to it with no-ops).
+MAX_SLOTS_AHEAD = 2**14
 
 
 class Replica:
@@ -339,6 +353,12 @@ class Replica:
             self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
             return
         self._hear_leader(msg.src, msg.ballot)
+        if msg.slot > self.commit + MAX_SLOTS_AHEAD:
+            # A leader keeps at most a window of slots open beyond what is chosen; a slot
+            # this far ahead of our own chosen prefix is forged or stale. Accepting it
+            # would make every later leader fill the gap with no-ops, one slot at a time.
+            # Silence only slows a leader (we catch up, then accept its retransmission).
+            return
         known = self.chosen.get(msg.slot)
         if known is not None and known != msg.value:
             # A stale leader's proposal for a slot we know was chosen otherwise (it
@@ -398,7 +418,13 @@ class Replica:
             return  # complete already: a duplicate
         if msg.from_slot != self.promise_next.get(src, self.prepare_from):
             return  # a part we did not ask for (late or duplicated): the retransmit asks again
-        self.promise_entries.setdefault(src, []).extend(msg.entries)
+        # What an acceptor can have accepted stays within MAX_SLOTS_AHEAD of its chosen
+        # prefix (on_accept); anything beyond is forged and would make us fill a gap of
+        # no-ops without end.
+        bound = msg.commit + 2 * MAX_SLOTS_AHEAD
+        self.promise_entries.setdefault(src, []).extend(
+            entry for entry in msg.entries if entry[0] <= bound
+        )
         self.promise_commit[src] = max(self.promise_commit.get(src, 0), msg.commit)
         self.known_commit = max(self.known_commit, msg.commit)
         if msg.next_slot:
@@ -754,9 +780,12 @@ class Replica:
         return self.leader is not None and self.election_elapsed < self.config.election_min_ticks
 
     def _see_round(self, ballot: Ballot) -> None:
-        # Rounds at the bound are never promised (may_promise), so they never count as
-        # seen either: a stray one must not leave us unable to build a next ballot.
-        if self.max_round < ballot.round < MAX_ROUND:
+        # Rounds that may_promise would refuse (at the bound, or a jump no real election
+        # makes) do not count as seen either: a stray one must not make our next ballot
+        # one that nobody promises.
+        if self.max_round < ballot.round < MAX_ROUND and ballot.round <= (
+            self.ballot.round + MAX_ROUND_STEP
+        ):
             self.max_round = ballot.round
 
     def _hear_leader(self, src: int, ballot: Ballot) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeVar
 
-from paxos.types import MAX_ROUND, Ballot
+from paxos.types import MAX_ROUND, MAX_ROUND_STEP, Ballot
 
 V = TypeVar("V")
 
@@ -21,9 +21,14 @@ def may_promise(promised: Ballot, ballot: Ballot) -> bool:
     same answer; two proposers never share a ballot (the node id breaks ties).
     A round at or above :data:`~paxos.types.MAX_ROUND` is never promised: after
     promising it nobody could build a higher ballot, and the cluster could never
-    elect again.
+    elect again. Nor is one more than :data:`~paxos.types.MAX_ROUND_STEP` above
+    the promised round: only a forged ballot jumps that far.
     """
-    return ballot >= promised and ballot.round < MAX_ROUND
+    return (
+        ballot >= promised
+        and ballot.round < MAX_ROUND
+        and ballot.round <= promised.round + MAX_ROUND_STEP
+    )
 
 
 def may_accept(promised: Ballot, ballot: Ballot) -> bool:
@@ -31,9 +36,13 @@ def may_accept(promised: Ballot, ballot: Ballot) -> bool:
 
     This is what makes a chosen value stick: once a majority promised ``b``,
     no ballot below ``b`` can gather a majority of accepts any more. Accepting
-    implies promising, so the round bound of :func:`may_promise` holds here too.
+    implies promising, so the round bounds of :func:`may_promise` hold here too.
     """
-    return ballot >= promised and ballot.round < MAX_ROUND
+    return (
+        ballot >= promised
+        and ballot.round < MAX_ROUND
+        and ballot.round <= promised.round + MAX_ROUND_STEP
+    )
 
 
 def pick_value(reports: Iterable[tuple[Ballot, V]], default: V) -> V:
