@@ -1,0 +1,407 @@
+"""Hostile frames at a live node, as a client and as a peer (real processes on loopback).
+
+A 3-node cluster of ``paxos node`` processes; node 3 is killed first, so that
+its identity ``n:3`` is free and frames can arrive under a real member's name.
+(A raw DEALER with the identity of a *live* member is not refused either:
+ROUTER_HANDOVER gives it the route, and the member's own connection takes it
+back only when it times out and reconnects, after a few seconds; frames would
+land under that name only part of the time.) The node that then leads
+receives, from raw ZeroMQ DEALER sockets, the frames of :mod:`fuzzframes` on
+three channels, interleaved window by window:
+
+* ``client``: a client identity ``c:...`` of the maximal length (255 bytes);
+* ``stranger``: ``n:99``, a node id outside the cluster;
+* ``member``: ``n:3``, the killed member.
+
+The peer channels send every other window bare and the others in node-to-node
+envelopes (``fuzzframes.peer_message``). One socket per identity: two DEALERs
+with one identity would take the route from each other.
+
+Pacing: a window of frames, then a StatusRequest on the same channel; the next
+window leaves once its Status came back, so at most one window is in flight
+and the node has read everything before it.
+
+Afterwards: every node process is alive; each node's RSS stayed under
+:func:`rss_limit_mb` (sampled every ``SAMPLE_EVERY`` frames) and its peak
+(VmHWM) under ``HWM_LIMIT_MB``; its log grew by at most :func:`log_line_limit`
+lines (and ``LOG_BYTES_PER_LINE`` bytes a line); node 3 restarts, a broadcast
+commits, and all three nodes deliver the same sequence.
+
+That acceptance run leaves out well-formed Paxos messages in the member's own
+name (``FrameFuzzer(lies=False)``): Multi-Paxos tolerates crashes, not lying
+members, so such messages may break agreement, which that run checks. A second
+run sends only them (and junk) in the member's name, and checks everything but
+agreement: a lie must not stop a node.
+
+``PAXOS_FUZZ_FRAMES=N`` sends N frames instead of 100k (``PAXOS_FUZZ_LIES_FRAMES``
+for the run of lies, 30k); ``PAXOS_FUZZ_SEED=S`` changes the seed. A failure
+names the frames of the last windows as ``#i``; ``fuzzframes.frame_at(S + k, i,
+src=...)`` rebuilds one (``k``: the channel's position in its run's specs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import zmq
+from fuzzframes import FrameFuzzer, Hostile, peer_message
+from procs import ProcessCluster
+
+from broadcast.client import Client
+from broadcast.protocol import Status, StatusRequest
+from paxos.codec import CodecError, decode, encode
+
+pytestmark = pytest.mark.integration
+
+FRAMES = int(os.environ.get("PAXOS_FUZZ_FRAMES", "100000"))
+SEED = int(os.environ.get("PAXOS_FUZZ_SEED", "20261201"))
+#: Frames per window: at most this many (plus one probe) are in flight on a channel.
+WINDOW = 200
+#: RSS is sampled (and the nodes checked for life) every this many frames.
+SAMPLE_EVERY = 5_000
+#: A node starts at ~35 MB. Well-formed Submits among the frames commit a few thousand
+#: commands per 100k frames, and a node keeps its whole log in memory (no compaction):
+#: that, not junk, is what the per-frame allowance is for.
+RSS_BASE_MB = 150
+RSS_MB_PER_100K_FRAMES = 25
+#: Bound on a node's peak resident set: a 64 MiB frame is held a few times over while
+#: it is received and refused, so the peak is well above the steady state.
+HWM_LIMIT_MB = 600
+#: A log line is a few hundred bytes; longer ones would be a flood of bytes.
+LOG_BYTES_PER_LINE = 400
+#: A probe not answered within this time is lost (or the node is stuck).
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A sender: its routing identity (None: a fresh client one of the maximal length),
+    the node id it has (0 for a client), its share of the frames, and whether its
+    Paxos messages may claim its own id (see ``FrameFuzzer``'s ``lies``)."""
+
+    name: str
+    identity: bytes | None
+    src: int
+    share: float
+    lies: bool = False
+
+
+#: The acceptance run: client, stranger and (killed) member, no lies in the member's name.
+CHANNELS = (
+    ChannelSpec("client", None, 0, 0.4),
+    ChannelSpec("stranger", b"n:99", 99, 0.3),
+    ChannelSpec("member", b"n:3", 3, 0.3),
+)
+#: The run of lies: well-formed Paxos messages in the killed member's name, with junk.
+LIAR = (ChannelSpec("member", b"n:3", 3, 1.0, lies=True),)
+LIES_FRAMES = int(os.environ.get("PAXOS_FUZZ_LIES_FRAMES", "30000"))
+
+
+def rss_limit_mb(frames: int) -> float:
+    return RSS_BASE_MB + RSS_MB_PER_100K_FRAMES * frames / 100_000
+
+
+def log_line_limit(frames: int) -> int:
+    """A node may log a few hundred lines, then about one per 200 junk frames at most."""
+    return 500 + frames // 200
+
+
+def proc_status_mb(pid: int, name: str = "VmRSS") -> float:
+    """A memory field of /proc/<pid>/status in MB (VmRSS: now; VmHWM: the peak so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {name} for pid {pid}")
+
+
+def raw_dealer(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, identity: bytes
+) -> zmq.Socket[bytes]:
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, int(PROBE_TIMEOUT_S * 1000))
+    sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(endpoint)
+    return sock
+
+
+def probe(sock: zmq.Socket[bytes], nonce: int, *, enveloped: bool = False) -> tuple[bool, int]:
+    """Send a StatusRequest; (True once its Status came back, replies read meanwhile)."""
+    frame = encode(StatusRequest(nonce))
+    sock.send(peer_message([frame], enveloped=enveloped))
+    replies = 0
+    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not sock.poll(100):
+            continue
+        while True:
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            replies += 1
+            try:
+                msg = decode(parts[-1])
+            except CodecError:
+                continue
+            if isinstance(msg, Status) and msg.nonce == nonce:
+                return True, replies
+    return False, replies
+
+
+@dataclass
+class Channel:
+    """One raw DEALER at the target node, and its part of the run."""
+
+    name: str
+    src: int
+    peer: bool
+    fuzzer: FrameFuzzer
+    indexes: Iterator[int]
+    sock: zmq.Socket[bytes]
+    sent: int = 0
+    probes_lost: int = 0
+    replies: int = 0
+    enveloped: bool = False
+
+    def send(self, items: list[Hostile]) -> None:
+        """Send items the way this channel's sender would; a peer envelopes every other window."""
+        self.enveloped = self.peer and not self.enveloped
+        group: list[bytes] = []
+        for item in items:
+            frame = item.parts[0]
+            plain = len(item.parts) == 1 and frame[:1] != b"\x00" and 0 < len(frame) < 1 << 20
+            if self.enveloped and plain:
+                group.append(frame)
+                if len(group) > item.index % 4:  # envelopes of 1 to 4 frames
+                    self._send([peer_message(group, enveloped=True)])
+                    group = []
+            else:
+                # Bare: a client's frames, multipart items, envelopes of their own, empty
+                # frames (one would void its envelope) and huge ones.
+                self._send(list(item.parts))
+        if group:
+            self._send([peer_message(group, enveloped=True)])
+        self.sent += len(items)
+
+    def _send(self, parts: list[bytes]) -> None:
+        self.sock.send_multipart(parts, copy=max(map(len, parts)) < 1 << 16)
+
+    def probe(self, nonce: int) -> bool:
+        answered, replies = probe(self.sock, nonce, enveloped=self.enveloped)
+        self.replies += replies
+        self.probes_lost += not answered
+        return answered
+
+
+def open_channels(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, specs: tuple[ChannelSpec, ...], frames: int
+) -> list[Channel]:
+    channels = []
+    start = 0
+    for k, spec in enumerate(specs):
+        identity = spec.identity
+        if identity is None:
+            identity = b"c:" + uuid.uuid4().hex.encode()
+            identity += b"x" * (255 - len(identity))  # the longest routing identity zmq allows
+        count = round(frames * spec.share)
+        # One seed per channel (its position), and disjoint indexes.
+        fuzzer = FrameFuzzer(SEED + k, src=spec.src, lies=spec.lies)
+        indexes = iter(range(start, start + count))
+        sock = raw_dealer(ctx, endpoint, identity)
+        channels.append(Channel(spec.name, spec.src, spec.src > 0, fuzzer, indexes, sock))
+        start += count
+    return channels
+
+
+def crash_report(log: Path, lines: int = 60) -> str:
+    """The end of a node's log from its last traceback (or Python stack dump) on."""
+    text = log.read_text(errors="replace").splitlines()
+    starts = [i for i, line in enumerate(text) if line.startswith(("Traceback", "Fatal Python"))]
+    first = starts[-1] if starts else max(0, len(text) - lines)
+    body = [line for line in text[first:] if "site-packages/click" not in line]
+    return "\n".join(body[-lines:])
+
+
+class Watch:
+    """The live nodes under fire: their life, RSS and logs, and what to say when one fails."""
+
+    def __init__(self, cluster: ProcessCluster, nodes: list[int]) -> None:
+        self.cluster = cluster
+        self.nodes = nodes
+        self.pids = {n: cluster.procs[n].pid for n in nodes}
+        self.logs = {n: cluster.log_file(n) for n in nodes}
+        self.log_start = {n: self._log_size(n) for n in nodes}
+        self.rss_max = {n: proc_status_mb(pid) for n, pid in self.pids.items()}
+        self.recent: deque[tuple[str, bool, list[Hostile]]] = deque(maxlen=6)
+
+    def _log_size(self, node: int) -> tuple[int, int]:
+        data = self.logs[node].read_bytes()
+        return len(data), data.count(b"\n")
+
+    def log_growth(self, node: int) -> tuple[int, int]:
+        size, lines = self._log_size(node)
+        return size - self.log_start[node][0], lines - self.log_start[node][1]
+
+    def sample(self) -> None:
+        for n, pid in self.pids.items():
+            self.rss_max[n] = max(self.rss_max[n], proc_status_mb(pid))
+
+    def peak_mb(self, node: int) -> float:
+        return proc_status_mb(self.pids[node], "VmHWM")
+
+    def check_alive(self, where: str) -> None:
+        procs = self.cluster.procs
+        dead = {n: procs[n].returncode for n in self.nodes if procs[n].poll() is not None}
+        if dead:
+            self.fail(f"node(s) {sorted(dead)} exited (codes {dead}) {where}", sorted(dead))
+
+    def stuck(self, node: int, where: str) -> None:
+        """Fail for a node that is alive but answers nothing: its Python stack tells why."""
+        self.check_alive(where)  # it may have died meanwhile: that is the better report
+        rss = proc_status_mb(self.pids[node])
+        self.cluster.procs[node].send_signal(signal.SIGABRT)  # faulthandler dumps the stack
+        self.cluster.procs[node].wait(10)
+        self.fail(f"node {node} alive but stuck {where} (RSS {rss:.0f} MB)", [node])
+
+    def fail(self, what: str, nodes: list[int]) -> None:
+        report = [f"{what}; seed {SEED}. Last windows, oldest first:"]
+        for name, enveloped, window in self.recent:
+            report.append(f"-- channel {name} (enveloped={enveloped}):")
+            report += [f"   {item.describe(48)}" for item in window]
+        for n in nodes:
+            report.append(f"--- node {n}, {self.logs[n]}:\n{crash_report(self.logs[n])}")
+        pytest.fail("\n".join(report), pytrace=False)
+
+
+def fuzz(watch: Watch, channels: list[Channel], target: int) -> int:
+    """Send every channel's frames, window by window; returns the number sent."""
+    sent = nonce = 0
+    next_sample = SAMPLE_EVERY
+    active = list(channels)
+    while active:
+        for channel in list(active):
+            window = [channel.fuzzer.item(i) for i in itertools.islice(channel.indexes, WINDOW)]
+            if not window:
+                active.remove(channel)
+                continue
+            watch.recent.append((channel.name, not channel.enveloped and channel.peer, window))
+            try:
+                channel.send(window)
+            except zmq.Again:
+                watch.check_alive("while a window was being sent")
+                watch.stuck(target, "(its socket took no more frames)")
+            # A lost probe: a frame over the size limit made zmq drop the connection
+            # (the DEALER reconnects, and what was queued behind it is lost). A second
+            # probe must get through.
+            for attempt in range(2):
+                nonce += 1
+                if channel.probe(nonce):
+                    break
+                watch.check_alive("before answering a probe")
+                if attempt:
+                    watch.stuck(target, f"(no answer to two probes on {channel.name})")
+            sent += len(window)
+            if sent >= next_sample:
+                next_sample += SAMPLE_EVERY
+                watch.check_alive(f"after {sent} frames")
+                watch.sample()
+    return sent
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ProcessCluster]:
+    # faulthandler: a node that gets SIGABRT (see Watch.stuck) writes its stack to its log.
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
+    # No fsync: the fuzz is about input handling, and the member channel makes the node
+    # write promises; an fsync per turn would only slow the run down.
+    procs = ProcessCluster(tmp_path, fsync=False)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def run(
+    cluster: ProcessCluster,
+    specs: tuple[ChannelSpec, ...],
+    frames: int,
+    record_property: Callable[[str, object], None],
+) -> Watch:
+    """Kill node 3, fuzz the leader of the other two, check life, RSS and logs."""
+    cluster.leader()
+    cluster.kill(3)  # frees the identity n:3 for the member channel
+    target = cluster.leader(exclude=3)
+    watch = Watch(cluster, [1, 2])
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        channels = open_channels(ctx, cluster.cluster.endpoint(target), specs, frames)
+        started = time.monotonic()
+        sent = fuzz(watch, channels, target)
+        seconds = time.monotonic() - started
+    finally:
+        ctx.destroy(linger=0)
+    watch.check_alive("after the run")
+    watch.sample()
+
+    figures: dict[str, object] = {
+        "frames": sent,
+        "seconds": round(seconds, 1),
+        "frames_per_s": round(sent / seconds),
+        "target": target,
+        "rss_max_mb": {n: round(v, 1) for n, v in watch.rss_max.items()},
+        "rss_peak_mb": {n: round(watch.peak_mb(n), 1) for n in watch.nodes},
+        "log_growth_bytes_lines": {n: watch.log_growth(n) for n in watch.nodes},
+        "sent": {c.name: c.sent for c in channels},
+        "probes_lost": {c.name: c.probes_lost for c in channels},
+        "replies": {c.name: c.replies for c in channels},
+    }
+    for key, value in figures.items():
+        record_property(f"fuzz_{key}", value)
+    print(f"\nfuzz figures (seed {SEED}): {figures}")
+
+    assert sent >= frames - len(specs), f"only {sent} of {frames} frames were sent"
+    for n in watch.nodes:
+        assert watch.rss_max[n] < rss_limit_mb(sent), f"node {n}: RSS {watch.rss_max[n]:.0f} MB"
+        assert watch.peak_mb(n) < HWM_LIMIT_MB, f"node {n}: peak RSS {watch.peak_mb(n):.0f} MB"
+        size, lines = watch.log_growth(n)
+        assert lines <= log_line_limit(sent), f"node {n} logged {lines} lines"
+        assert size <= LOG_BYTES_PER_LINE * log_line_limit(sent), f"node {n} logged {size} bytes"
+    return watch
+
+
+def test_fuzz_a_live_node_as_client_and_as_peer(
+    cluster: ProcessCluster, record_property: Callable[[str, object], None]
+) -> None:
+    run(cluster, CHANNELS, FRAMES, record_property)
+    # The cluster still commits, and every node, the restarted member included, agrees.
+    cluster.start(3)
+    with Client(cluster.cluster, client_id="after-fuzz", timeout=60) as client:
+        committed = client.broadcast(b"still serving")
+    orders = {n: cluster.order(n, committed.index) for n in cluster.cluster.ids}
+    for n, order in orders.items():
+        assert len(order) == committed.index, f"node {n}: {len(order)} of {committed.index}"
+        assert order == orders[1], f"node {n} delivered another sequence than node 1"
+    assert all(p.poll() is None for p in cluster.procs.values()), "a node died at the end"
+    record_property("fuzz_delivered", committed.index)
+
+
+def test_fuzz_a_live_node_with_lies_in_a_members_name(
+    cluster: ProcessCluster, record_property: Callable[[str, object], None]
+) -> None:
+    """Lies may break agreement (crash-fault Paxos trusts its members), but no node may
+    exit, hang, or grow without bound, and the cluster must still commit."""
+    watch = run(cluster, LIAR, LIES_FRAMES, record_property)
+    with Client(cluster.cluster, client_id="after-lies", timeout=60) as client:
+        client.broadcast(b"still serving")
+    watch.check_alive("after a broadcast")
+
