@@ -37,6 +37,9 @@ agreement: a lie must not stop a node.
 for the run of lies, 30k); ``PAXOS_FUZZ_SEED=S`` changes the seed. A failure
 names the frames of the last windows as ``#i``; ``fuzzframes.frame_at(S + k, i,
 src=...)`` rebuilds one (``k``: the channel's position in its run's specs).
+
+The ``test_finding_*`` tests are the bugs this fuzzing found, with the one frame
+that does each.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ from pathlib import Path
 import pytest
 import zmq
 from fuzzframes import FrameFuzzer, Hostile, peer_message
-from procs import ProcessCluster
+from procs import ProcessCluster, wait_for
 
 from broadcast.client import Client
 from broadcast.protocol import Status, StatusRequest
 from paxos.codec import CodecError, decode, encode
+from paxos.messages import Accept, CatchupReply, Nack, Prepare
+from paxos.types import Ballot, Command
 
 pytestmark = pytest.mark.integration
 
@@ -405,3 +410,145 @@ def test_fuzz_a_live_node_with_lies_in_a_members_name(
         client.broadcast(b"still serving")
     watch.check_alive("after a broadcast")
 
+
+# ---------------------------------------------------------------------------
+# Findings: one frame each, in the name of killed member 3. Multi-Paxos trusts
+# its members not to lie, but a lie must not stop a node.
+# ---------------------------------------------------------------------------
+
+U64 = 2**64 - 1
+
+
+def send_as(cluster: ProcessCluster, node: int, identity: bytes, frames: list[bytes]) -> None:
+    """Send frames to ``node`` from a raw DEALER; returns once it read them (or did not answer)."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        sock = raw_dealer(ctx, cluster.cluster.endpoint(node), identity)
+        for frame in frames:
+            sock.send(frame)
+        probe(sock, 1)
+    finally:
+        ctx.destroy(linger=0)
+
+
+def assert_keeps_serving(cluster: ProcessCluster, watch: Watch, seconds: float = 8.0) -> None:
+    """For ``seconds``, every watched node is alive, answers and stays small; then one commit."""
+    deadline = time.monotonic() + seconds
+    with Client(cluster.cluster, client_id=f"check-{uuid.uuid4().hex[:8]}", timeout=20) as client:
+        while time.monotonic() < deadline:
+            watch.check_alive("after the frame")
+            for n in watch.nodes:
+                if client.status(n, 2.0) is None:
+                    watch.stuck(n, "after the frame")
+                if proc_status_mb(watch.pids[n]) > RSS_BASE_MB:
+                    watch.stuck(n, "after the frame, and growing")
+        client.broadcast(b"after the frame")
+    watch.check_alive("after a broadcast")
+
+
+def member_and_leader(cluster: ProcessCluster) -> tuple[Watch, int, Status]:
+    """Kill node 3 (its identity is free), then the leader of the rest and its Status."""
+    cluster.leader()
+    cluster.kill(3)
+    leader = cluster.leader(exclude=3)
+    with Client(cluster.cluster) as client:
+        status = client.status(leader, 5.0)
+    assert status is not None
+    return Watch(cluster, [1, 2]), leader, status
+
+
+def test_finding_a_round_at_the_uint64_limit_crashes_the_next_campaign(
+    cluster: ProcessCluster,
+) -> None:
+    """F1. A Nack from a member, to both live nodes, saying it promised round 2**64-1.
+
+    The leader steps down (the Nack is for its ballot), and whichever node campaigns
+    next asks for round 2**64: its PreVote does not encode (msgpack stops at uint64)
+    and the CodecError escapes the node loop. Any message with a round near 2**64
+    (Prepare, PreVote, Accept, Heartbeat, a Nack's ``promised``...) arms the same crash
+    for the next campaign of the node that saw it, however much later.
+    """
+    watch, leader, status = member_and_leader(cluster)
+    frame = encode(Nack(3, status.ballot, Ballot(U64, 3)))  # 9501050392..92cfff..ff03
+    watch.recent.append(("member", False, [Hostile(0, "finding.F1.nack", (frame,))]))
+    send_as(cluster, 3 - leader, b"n:3", [frame])
+    send_as(cluster, leader, b"n:3", [frame])
+    assert_keeps_serving(cluster, watch)
+
+
+def test_finding_a_promised_round_at_the_uint64_limit_survives_restarts(
+    cluster: ProcessCluster,
+) -> None:
+    """F1, persisted. A leaderless node promises a Prepare for round 2**64-1 and writes
+    the promise to its log: it crashes at its next campaign, and again after a restart."""
+    watch, leader, _ = member_and_leader(cluster)
+    follower = 3 - leader
+    cluster.kill(leader)
+    with Client(cluster.cluster) as client:
+
+        def leaderless() -> bool:
+            status = client.status(follower, 0.5)
+            return status is not None and status.leader == 0
+
+        wait_for("the follower to give up on its leader", leaderless, 10)
+    frame = encode(Prepare(3, Ballot(U64, 3), 1))  # 9501010392cfffffffffffffffff0301
+    send_as(cluster, follower, b"n:3", [frame])
+    deadline = time.monotonic() + 2.0
+    while cluster.procs[follower].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # its next campaign is due within 300 ms
+    if cluster.procs[follower].poll() is not None:
+        cluster.start(follower)  # from its log, which holds the promise
+    cluster.start(leader)
+    watch = Watch(cluster, [1, 2])
+    watch.recent.append(("member", False, [Hostile(0, "finding.F1.prepare", (frame,))]))
+    assert_keeps_serving(cluster, watch)
+
+
+def test_finding_a_slot_far_ahead_makes_the_next_leader_fill_every_slot_before_it(
+    cluster: ProcessCluster,
+) -> None:
+    """F2. An Accept from a member at a higher ballot for slot 2**63.
+
+    The receiver accepts it (and follows the dead member). At the next election the new
+    leader's phase 1 reports that slot, and ``_become_leader`` proposes a no-op for every
+    slot up to it, in one loop: the node stops answering and its memory grows by
+    gigabytes. A slot a few million ahead does the same, for less time.
+    """
+    watch, leader, status = member_and_leader(cluster)
+    ballot = Ballot(status.ballot.round + 1, 3)
+    frame = encode(Accept(3, ballot, 2**63, (), 0))
+    watch.recent.append(("member", False, [Hostile(0, "finding.F2.accept", (frame,))]))
+    send_as(cluster, leader, b"n:3", [frame])
+    assert_keeps_serving(cluster, watch)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="F3: Multi-Paxos trusts its members; nothing authenticates a peer's frames",
+)
+def test_finding_a_forged_catchup_reply_breaks_agreement(tmp_path: Path) -> None:
+    """F3. A CatchupReply in a member's name is believed: the receiver delivers a value
+    that was never chosen, while the others choose another one in that slot.
+
+    Out of the crash-fault model, so an expected failure; it passes once peers are
+    authenticated (a cluster id in the envelope is not that: anyone who sees the
+    traffic can copy it).
+    """
+    cluster = ProcessCluster(tmp_path, n=5, fsync=False)  # a majority without the victim
+    try:
+        cluster.leader()
+        cluster.kill(5)
+        leader = cluster.leader(exclude=5)
+        victim = next(n for n in (1, 2, 3, 4) if n != leader)
+        with Client(cluster.cluster) as client:
+            status = client.status(victim, 5.0)
+        assert status is not None
+        slot = status.commit + 1
+        forged = (Command("forger", 1, b"forged"),)
+        send_as(cluster, victim, b"n:5", [encode(CatchupReply(5, ((slot, forged),), slot))])
+        with Client(cluster.cluster, client_id="honest", timeout=30) as client:
+            committed = client.broadcast(b"honest")
+        orders = {n: cluster.order(n, committed.index, deadline_s=15) for n in (1, 2, 3, 4)}
+        assert all(order == orders[leader] for order in orders.values()), orders[victim][-2:]
+    finally:
+        cluster.stop()
