@@ -59,8 +59,8 @@ import zmq
 from fuzzframes import FrameFuzzer, Hostile, peer_message
 from procs import ProcessCluster, wait_for
 
-from broadcast.client import Client
-from broadcast.protocol import Status, StatusRequest
+from broadcast.client import Client, ClusterUnavailable
+from broadcast.protocol import Status, StatusRequest, Submit, SubmitAck
 from paxos.codec import CodecError, decode, encode
 from paxos.messages import Accept, CatchupReply, Nack, Prepare
 from paxos.types import Ballot, Command
@@ -279,7 +279,9 @@ class Watch:
         self.fail(f"node {node} alive but stuck {where} (RSS {rss:.0f} MB)", [node])
 
     def fail(self, what: str, nodes: list[int]) -> None:
-        report = [f"{what}; seed {SEED}. Last windows, oldest first:"]
+        report = [f"{what}; seed {SEED}."]
+        if self.recent:
+            report.append("Last windows, oldest first (a crash may come from an earlier one):")
         for name, enveloped, window in self.recent:
             report.append(f"-- channel {name} (enveloped={enveloped}):")
             report += [f"   {item.describe(48)}" for item in window]
@@ -552,3 +554,77 @@ def test_finding_a_forged_catchup_reply_breaks_agreement(tmp_path: Path) -> None
         assert all(order == orders[leader] for order in orders.values()), orders[victim][-2:]
     finally:
         cluster.stop()
+
+
+# ---------------------------------------------------------------------------
+# Findings about big values: no lie needed, a client (or an honest workload) does it.
+# ---------------------------------------------------------------------------
+
+
+def test_finding_a_message_of_many_values_exceeds_the_frame_limit_and_kills_the_node(
+    cluster: ProcessCluster,
+) -> None:
+    """F4. 4200 broadcasts of 16.5 KB, then a subscriber reading them from the start.
+
+    The node answers the subscriber's Fetch with up to 4096 deliveries in one Deliveries
+    frame: 4096 x 16.5 KB is over MAX_FRAME_BYTES (64 MiB), ``encode`` raises CodecError
+    in ``_reply_fetch`` and the node exits. CatchupReply (64 slots of up to 256 commands)
+    and Promise (every accepted slot above the last CommitRecord) have no bound either:
+    the same workload kills nodes that answer a catch-up or a Prepare, from ``_send``
+    (a CatchupRequest(src=3, 1, 64) in a member's name does it at will).
+    """
+    cluster.leader()
+    watch = Watch(cluster, [1, 2, 3])
+    count = 4200
+    payloads = (b"%06d" % i + b"x" * 16_500 for i in range(count))
+    try:
+        with Client(cluster.cluster, client_id="many-values", timeout=30) as client:
+            client.broadcast_many(payloads)
+    except ClusterUnavailable:
+        watch.check_alive("during the broadcasts")
+        raise
+    watch.check_alive("after the broadcasts")
+    leader = cluster.leader()
+    delivered = cluster.order(leader, count, deadline_s=30)
+    watch.check_alive("after a subscriber read from the start")
+    assert len(delivered) == count
+
+
+def test_finding_a_40_mib_broadcast_balloons_every_node(cluster: ProcessCluster) -> None:
+    """F5. One 40 MiB command (the limit is 64 MiB), resent to every node every 0.25 s
+    until acknowledged, as ``Client`` does.
+
+    Decoding, logging and re-encoding 40 MiB keeps a node's loop busy for longer than
+    the election timeout, so leadership churns; every node proposes or forwards each
+    copy, and the leader retransmits 40 MiB Accepts every 40 ms: each node's RSS passes
+    1.2 GB before it commits (with ``Client`` itself, 2-3 GB and no commit in 30 s), and
+    the slots holding copies make F4's Promise exceed 64 MiB (a node exits).
+    """
+    cluster.leader()
+    watch = Watch(cluster, list(cluster.cluster.ids))
+    frame = encode(Submit((Command("big", 1, b"x" * (40 << 20)),)))
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        socks = [raw_dealer(ctx, cluster.cluster.endpoint(n), b"c:big") for n in watch.nodes]
+        acked = False
+        last_send = 0.0
+        deadline = time.monotonic() + 30
+        while not acked and time.monotonic() < deadline:
+            watch.check_alive("during a 40 MiB broadcast")
+            watch.sample()
+            if max(watch.rss_max.values()) > 2000:
+                break  # no need to wait for the machine to swap
+            if time.monotonic() - last_send >= 0.25:
+                for sock in socks:
+                    sock.send(frame, copy=False)
+                last_send = time.monotonic()
+            for sock in socks:
+                while sock.poll(0):
+                    acked |= isinstance(decode(sock.recv()), SubmitAck)
+            time.sleep(0.02)
+    finally:
+        ctx.destroy(linger=0)
+    watch.check_alive("after a 40 MiB broadcast")
+    peaks = {n: round(watch.peak_mb(n)) for n in watch.nodes}
+    assert acked, f"a 40 MiB command was not committed in 30 s (peak RSS MB {peaks})"
+    assert max(peaks.values()) < HWM_LIMIT_MB, f"peak RSS MB per node: {peaks}"
