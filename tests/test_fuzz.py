@@ -202,7 +202,9 @@ class Channel:
         self.sock.send_multipart(parts, copy=max(map(len, parts)) < 1 << 16)
 
     def probe(self, nonce: int) -> bool:
-        answered, replies = probe(self.sock, nonce, enveloped=self.enveloped)
+        # A peer's probe always travels the way a real node's frames do, enveloped: once
+        # bare frames from node identities are dropped, it must still get through.
+        answered, replies = probe(self.sock, nonce, enveloped=self.peer)
         self.replies += replies
         self.probes_lost += not answered
         return answered
