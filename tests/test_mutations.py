@@ -1,16 +1,21 @@
 """Mutation tests: each plants a known bug and asserts that the simulator catches it.
 
 The bugs live here, in subclasses, never behind switches in production code.
-Each must produce a safety violation within 1000 seeds; the search stops at
-the first seed that shows one, so these runs are short when the simulator is
-good at its job.
+Each must produce a safety violation of an expected kind within 1000 seeds, on
+3 and on 5 nodes; the search stops at the first seed that shows one, so these
+runs are short when the simulator is good at its job. A run that crashes is a
+failure of the test, never a catch. First seeds at the time of writing (3 / 5
+nodes): quorum one short 3 / 7, promise not persisted 27 / 755, replies before
+durable 1 / 1, new leader ignores accepted 5 / 3, ballot reused 222 / 83,
+repeat delivered 5 / 5, second client shares a session 2 / 2, ended session
+revived 2 / 2.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -18,10 +23,11 @@ from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
+from paxos.multi.sessions import Sessions
 from paxos.records import PromiseRecord, Record
 from paxos.sim.node import NodeDriver
 from paxos.sim.runner import SimConfig, run
-from paxos.types import NOOP, Ballot, Command, Value
+from paxos.types import NOOP, Ballot, Command, Delivery, Value
 
 MAX_SEEDS = 1000
 
@@ -87,6 +93,79 @@ class RepliesBeforeDurable(NodeDriver):
             self.deliver(ready.deliveries)
 
 
+class ByNameSessions(Sessions):
+    """Opens one session per *name*: a second client with the same name gets the first's
+    key (the classic "client id is the session" mistake)."""
+
+    def _open(self, name: str, nonce: bytes) -> None:
+        for key in self.last:
+            if key.rpartition("#")[0] == name:
+                self.opened.append((name, nonce, key))
+                return
+        super()._open(name, nonce)
+
+
+class SharesSessionsByName(Replica):
+    """Lets a second incarnation of a client name through as the first."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.sessions = ByNameSessions(self.config.max_sessions, self.config.session_window)
+
+
+class AdmitsRepeats(Replica):
+    """Delivers a command whose seq is not above the session's last: a repeat gets through."""
+
+    def _deliver(self, first: int, last: int) -> None:
+        out, sessions = self._out, self.sessions
+        index = self.delivered_index
+        for slot in range(first, last + 1):
+            value = self.chosen[slot]
+            out.chosen.append((slot, value))
+            for command in value:
+                key, seq, _ = command
+                done = sessions.last.get(key)
+                if seq == 0:
+                    self._apply_system(command)
+                    continue
+                if done is None or seq > done + 1:  # the bug: seq <= done is let through
+                    continue
+                sessions.last[key] = max(done, seq)
+                index += 1
+                out.deliveries.append(Delivery(index, slot, command))
+                sessions.record(key, seq, index, 1)
+                out.runs.append((key, seq, index, 1))
+        self.delivered_index = index
+
+
+class _Resurrecting(dict[str, int]):
+    """A session table that treats any unknown key as a live session with nothing
+    delivered (the old implicit sessions): an ended session's late command revives it."""
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        return super().get(key, 0 if default == -2 else default)
+
+
+class _TolerantSessions(Sessions):
+    def _end(self, key: str, reason: str) -> None:
+        last = self.last.pop(key)
+        nonce = self._nonce_of.pop(key, None)
+        if nonce is not None:
+            del self._by_nonce[nonce]
+        self._runs.pop(key, None)
+        self.tombstones[key] = last
+        self.ended.append((key, last, reason))
+
+
+class ResurrectsEndedSessions(Replica):
+    """Delivers commands of sessions it does not know (ended, or never opened)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.sessions = _TolerantSessions(self.config.max_sessions, self.config.session_window)
+        self.sessions.last = _Resurrecting()
+
+
 def _factory(cls: type[Replica]):  # type: ignore[no-untyped-def]
     def build(
         node_id: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
@@ -96,37 +175,75 @@ def _factory(cls: type[Replica]):  # type: ignore[no-untyped-def]
     return build
 
 
-def first_violation(base: SimConfig) -> int | None:
+@dataclass(frozen=True)
+class Mutant:
+    """A planted bug, the run that should expose it, and the violations that count as a
+    catch: a run that merely crashes (an exception) is a failure of the test, never a
+    catch, and so is a violation of another kind."""
+
+    base: SimConfig
+    kinds: frozenset[str]
+
+
+def first_violation(mutant: Mutant, nodes: int) -> tuple[int, set[str]] | None:
+    """The first seed whose run shows a violation, with the kinds it shows."""
     for seed in range(1, MAX_SEEDS + 1):
-        result = run(replace(base, seed=seed))
+        result = run(replace(mutant.base, seed=seed, nodes=nodes))
+        kinds = {v.checker for v in result.violations}
+        assert "exception" not in kinds, (seed, result.violations[:3])
         if result.violation_count:
-            return seed
+            return seed, kinds
     return None
 
 
 MUTANTS = {
-    "phase-2 quorum one below a majority": SimConfig(0, replica_factory=_factory(QuorumOneShort)),
+    "phase-2 quorum one below a majority": Mutant(
+        SimConfig(0, replica_factory=_factory(QuorumOneShort)), frozenset({"agreement"})
+    ),
     # A forgotten promise only matters if the acceptor restarts between promising a
     # new candidate and hearing from the old leader again: a narrow window (pre-vote
     # and stickiness make competing leaders rare), so this run crashes nodes often.
-    "promise not persisted across restart": SimConfig(
-        0, replica_factory=_factory(ForgetsPromises), crash_rate=0.03
+    "promise not persisted across restart": Mutant(
+        SimConfig(0, replica_factory=_factory(ForgetsPromises), crash_rate=0.03),
+        frozenset({"agreement"}),
     ),
-    "acceptor replies before its record is durable": SimConfig(
-        0, driver_cls=RepliesBeforeDurable
+    # Messages leave before the vow is durable: a crash in between forgets an accept or
+    # a promise a peer relies on; what shows first may be any broken replicated state.
+    "acceptor replies before its record is durable": Mutant(
+        SimConfig(0, driver_cls=RepliesBeforeDurable),
+        frozenset({"agreement", "sessions", "total-order", "acked-delivered"}),
     ),
-    "new leader ignores previously accepted values": SimConfig(
-        0, replica_factory=_factory(IgnoresAcceptedValues)
+    "new leader ignores previously accepted values": Mutant(
+        SimConfig(0, replica_factory=_factory(IgnoresAcceptedValues)),
+        frozenset({"agreement", "acked-delivered", "total-order", "sessions"}),
     ),
-    "ballot reused after restart": SimConfig(0, replica_factory=_factory(ReusesBallots)),
+    "ballot reused after restart": Mutant(
+        SimConfig(0, replica_factory=_factory(ReusesBallots)),
+        frozenset({"agreement", "acked-delivered", "total-order", "sessions"}),
+    ),
+    "a repeated (session, seq) delivered": Mutant(
+        SimConfig(0, replica_factory=_factory(AdmitsRepeats)), frozenset({"integrity", "fifo"})
+    ),
+    "a second client with one name gets the first's session": Mutant(
+        SimConfig(0, replica_factory=_factory(SharesSessionsByName)),
+        frozenset({"sessions", "validity"}),
+    ),
+    "an ended session's late command delivered": Mutant(
+        SimConfig(0, replica_factory=_factory(ResurrectsEndedSessions)),
+        frozenset({"sessions"}),
+    ),
 }
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("nodes", [3, 5])
 @pytest.mark.parametrize("name", sorted(MUTANTS))
-def test_simulator_catches_planted_bug(name: str) -> None:
-    seed = first_violation(MUTANTS[name])
-    assert seed is not None, f"the simulator missed the planted bug: {name}"
+def test_simulator_catches_planted_bug(name: str, nodes: int) -> None:
+    mutant = MUTANTS[name]
+    found = first_violation(mutant, nodes)
+    assert found is not None, f"the simulator missed the planted bug: {name}"
+    seed, kinds = found
+    assert kinds & mutant.kinds, f"seed {seed} shows {kinds}, expected one of {mutant.kinds}"
 
 
 def test_the_real_replica_passes_the_seeds_that_catch_the_mutants() -> None:
