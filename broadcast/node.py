@@ -787,8 +787,12 @@ class Node:
             self._reply_fetch(identity, msg)
         else:
             deadline = time.monotonic() + min(msg.wait_ms, 30_000) / 1000.0
-            if len(self._held_fetches) < _MAX_HELD_FETCHES:
-                self._held_fetches.append((deadline, identity, msg))
+            # One held fetch per client: a new one replaces its earlier one, so a client
+            # that keeps asking is owed one reply, not one per request.
+            held = [entry for entry in self._held_fetches if entry[1] != identity]
+            if len(held) < _MAX_HELD_FETCHES:
+                held.append((deadline, identity, msg))
+            self._held_fetches = held
 
     def _reply_fetch(self, identity: bytes, msg: Fetch) -> None:
         start = msg.from_index - 1

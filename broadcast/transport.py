@@ -124,7 +124,8 @@ class TransportConfig:
       ``sndhwm`` (resp. ``rcvhwm``) messages; a message is an envelope of at most
       ``ENVELOPE_BYTES`` (1 MiB) while frames are under 64 KiB, or one larger frame;
     * client -> node (the node ROUTER's receive pipe for that client): ``rcvhwm`` frames;
-    * node -> client (``reply``, the ROUTER's send pipe to that client): ``sndhwm`` frames.
+    * node -> client (``reply``, the ROUTER's send pipe to that client): ``reply_hwm``
+      frames (replies are bounded too: a node's largest is about 1 MiB of deliveries).
 
     With the defaults: 128 x 1 MiB = 128 MiB per connection and direction for envelopes of
     small frames, and at worst 128 x (64 MiB + 21 B), about 8 GiB, if every message holds a
@@ -135,6 +136,9 @@ class TransportConfig:
     """
 
     sndhwm: int = 128
+    reply_hwm: int = 32
+    """Max replies queued per client connection: a client that stops reading (a subscriber
+    that never reads) costs at most this many replies of at most ~1 MiB each."""
     """Max messages queued per outgoing connection before sends are dropped (bounded memory)."""
     rcvhwm: int = 128
     """Max messages queued per incoming connection; beyond it zmq stops reading TCP."""
@@ -155,7 +159,7 @@ class TransportConfig:
 
     def __post_init__(self) -> None:
         # A high-water mark of 0 means "no limit" to ZeroMQ: never allow it.
-        if self.sndhwm < 1 or self.rcvhwm < 1:
+        if min(self.sndhwm, self.rcvhwm, self.reply_hwm) < 1:
             raise ValueError("sndhwm and rcvhwm must be >= 1 (0 would mean unbounded)")
         if self.max_msg_bytes < ENVELOPE_BYTES:
             raise ValueError(f"max_msg_bytes must be >= ENVELOPE_BYTES ({ENVELOPE_BYTES})")
@@ -561,6 +565,8 @@ class NodeTransport(_Endpoint):
         try:
             self._router = self._ctx.socket(zmq.ROUTER)
             _configure(self._router, self.config)
+            # The ROUTER sends only replies to clients: their own, smaller bound.
+            self._router.setsockopt(zmq.SNDHWM, self.config.reply_hwm)
             # MANDATORY: a reply to an unknown/gone client raises instead of vanishing silently,
             # so it is counted (stats.reply_dropped).
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -634,9 +640,10 @@ class NodeTransport(_Endpoint):
         """Send a frame back to a client (by routing identity from ``poll()``) without blocking.
 
         False if the client is unknown/disconnected or its queue is full (counted). A reply is
-        one raw frame (no envelope): at most ``config.sndhwm`` replies wait per client, each
+        one raw frame (no envelope): at most ``config.reply_hwm`` replies wait per client, each
         at most the client's ``max_msg_bytes`` (a larger one makes the client's ZeroMQ drop
-        the connection), so ``sndhwm x`` the largest reply bounds the bytes queued per client.
+        the connection), so ``reply_hwm x`` the largest reply bounds the bytes queued per
+        client (the node's replies are about 1 MiB at most).
         """
         self._check_open()
         try:

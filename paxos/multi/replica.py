@@ -971,7 +971,8 @@ class Replica:
             skip = self._run_start(key, first_seq, dedup)
             if skip is None or skip >= n:
                 return []
-            self.session_seen[key] = self.now
+            if key in self.sessions.last:  # only live sessions: the dict stays bounded
+                self.session_seen[key] = self.now
             return list(commands[skip:])
         # General path (a forward of many sessions, system commands, odd input).
         out: list[Command] = []
