@@ -2,8 +2,8 @@
 
 Three replicas wired together in memory (no codec, no sockets, no disk), no
 faults: the leader gets commands in batches, everything is delivered on all
-three replicas. This bounds what any runtime around the core can do on one
-core.
+three replicas. Every Ready goes through the runtime's ReadyDriver, as in
+production. This bounds what any runtime around the core can do on one core.
 
     python -m bench.core_sim [--commands 1000000] [--batch 256] [--window 16]
 """
@@ -15,9 +15,11 @@ import json
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import open_command
@@ -30,10 +32,30 @@ def run(commands: int, batch: int, window: int, payload: int = 100) -> dict[str,
     inbox: deque[tuple[int, Message]] = deque()
     delivered = dict.fromkeys(config.nodes, 0)
 
+    class World:
+        """One replica's storage (discarded), outbox (the shared inbox) and applier."""
+
+        def __init__(self, node: int) -> None:
+            self.node = node
+
+        def append(self, records: Sequence[object]) -> None:
+            pass
+
+        def sync(self) -> None:
+            pass
+
+        def send(self, messages: Sequence[tuple[int, Message]]) -> None:
+            inbox.extend(messages)
+
+        def apply(self, ready: Ready) -> None:
+            delivered[self.node] += len(ready.deliveries)
+
+    drivers = {i: ReadyDriver(World(i), World(i), World(i)) for i in config.nodes}
+
     def apply(node: int, ready: Ready) -> None:
-        inbox.extend(ready.eager)
-        inbox.extend(ready.messages)
-        delivered[node] += len(ready.deliveries)
+        driver = drivers[node]
+        driver.take(ready)
+        driver.flush()
 
     def drain() -> None:
         while inbox:

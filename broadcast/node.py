@@ -37,7 +37,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -77,6 +77,7 @@ from paxos.codec import (
 )
 from paxos.messages import Accept, Message
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica, StepFailed
 from paxos.multi.sessions import MAX_NAME_LEN, close_command, open_command
@@ -230,7 +231,9 @@ class Node:
         )
 
         self.log: list[Command] = []  # delivered commands; log[i - 1] has index i
-        self._pending = Ready()
+        #: Keeps the Ready contract for every Ready of a turn.
+        hooks = _Hooks(self)
+        self.driver = ReadyDriver(hooks, hooks, hooks)
         # Per turn: slot values' encodings, and the Accept frames they arrived in.
         self._values: dict[int, tuple[Value, bytes]] = {}
         self._received_accepts: dict[int, tuple[Accept, bytes]] = {}
@@ -392,7 +395,7 @@ class Node:
     def _turn(self) -> None:
         now = time.monotonic()
         timeout_ms = max(0, int((self._next_tick - now) * 1000) + 1)
-        if self._pending or not self._inbox.empty():
+        if self.driver.pending or not self._inbox.empty():
             timeout_ms = 0
         for identity, frame in self.transport.poll(timeout_ms):
             try:
@@ -431,28 +434,22 @@ class Node:
             )
 
     def _take(self, ready: Ready) -> None:
-        if ready:
-            self._pending.extend(ready)
+        self.driver.take(ready)
 
     def _flush(self) -> None:
-        ready = self._pending
-        if not ready:
-            return
-        self._pending = Ready()
-        if ready.eager:
-            # The leader's Accepts vouch for nothing below: let the followers start
-            # their fsync while we do ours.
-            self._send(ready.eager)
-        if ready.records:
-            # The vow before the word: records are durable before any message leaves.
-            # A failure here is not survivable (WalError ends run()): a node that
-            # cannot persist must not promise or accept anything.
-            self.wal.append([self._encode_record(r) for r in ready.records])
-            self.wal.sync()
-        if ready.messages:
-            self._send(ready.messages)
-        self._values.clear()
-        self._received_accepts.clear()
+        """The turn's Readies, in the contract's order (paxos.multi.driver)."""
+        try:
+            self.driver.flush()
+        finally:
+            self._values.clear()
+            self._received_accepts.clear()
+
+    def _append(self, records: Sequence[Record]) -> None:
+        # A failure here (WalError) is not survivable: it ends run(). A node that
+        # cannot persist must not promise or accept anything.
+        self.wal.append([self._encode_record(r) for r in records])
+
+    def _apply(self, ready: Ready) -> None:
         if ready.opened:
             self._sessions_opened(ready.opened)
         if ready.deliveries:
@@ -484,7 +481,7 @@ class Node:
             return encode_accept_record(record, self._value_bytes(record.value))
         return encode(record)
 
-    def _send(self, messages: list[tuple[int, Message]]) -> None:
+    def _send(self, messages: Sequence[tuple[int, Message]]) -> None:
         per_peer: dict[int, list[bytes]] = {}
         encoded: dict[int, bytes | None] = {}  # one encoding per message object
         for dst, msg in messages:
@@ -904,6 +901,27 @@ class Node:
                     f"record #{number} passed its CRC but does not decode ({exc})",
                 ) from None
         return records
+
+
+class _Hooks:
+    """The node as the driver's storage (the WAL), outbox (the peers) and applier."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def append(self, records: Sequence[Record]) -> None:
+        self.node._append(records)
+
+    def sync(self) -> None:
+        self.node.wal.sync()
+
+    def send(self, messages: Sequence[tuple[int, Message]]) -> None:
+        self.node._send(messages)
+
+    def apply(self, ready: Ready) -> None:
+        self.node._apply(ready)
 
 
 def _seq_key(entry: tuple[Command, object]) -> int:

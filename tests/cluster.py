@@ -1,16 +1,20 @@
 """An in-memory cluster of replicas for scenario tests (h11's ConnectionPair, for Paxos).
 
-Messages are delivered in FIFO order unless a test drops or holds them; records
-are "persisted" by appending to a per-node list before messages are queued.
+Messages are delivered in FIFO order unless a test drops or holds them. Every
+Ready goes through the runtime's own :class:`~paxos.multi.driver.ReadyDriver`
+(flushed at once: one Ready per turn), whose storage here is a per-node list
+(durable as soon as it is synced) and whose outbox is the shared inbox.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import open_command
@@ -30,13 +34,12 @@ class Cluster:
         self.delivered: dict[int, list[Delivery]] = {i: [] for i in self.config.nodes}
         self.down: set[int] = set()
         self.cut: set[tuple[int, int]] = set()  # (src, dst) links that drop everything
+        self.drivers = {i: ReadyDriver(*(_NodeWorld(self, i),) * 3) for i in self.config.nodes}
 
     def apply(self, node: int, ready: Ready) -> None:
-        self.disks[node].extend(ready.records)
-        for dst, msg in ready.eager + ready.messages:
-            if (node, dst) not in self.cut:
-                self.inbox.append((dst, msg))
-        self.delivered[node].extend(ready.deliveries)
+        driver = self.drivers[node]
+        driver.take(ready)
+        driver.flush()
 
     def deliver_all(self, limit: int = 100_000) -> None:
         for _ in range(limit):
@@ -95,3 +98,27 @@ class Cluster:
 
     def payloads(self, node: int) -> list[bytes]:
         return [d.command.payload for d in self.delivered[node]]
+
+
+class _NodeWorld:
+    """One node's storage (its disk list), outbox (the shared inbox) and applier."""
+
+    def __init__(self, cluster: Cluster, node: int) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.unsynced: list[Record] = []
+
+    def append(self, records: Sequence[Record]) -> None:
+        self.unsynced.extend(records)
+
+    def sync(self) -> None:
+        self.cluster.disks[self.node].extend(self.unsynced)
+        self.unsynced.clear()
+
+    def send(self, messages: Sequence[tuple[int, Message]]) -> None:
+        for dst, msg in messages:
+            if (self.node, dst) not in self.cluster.cut:
+                self.cluster.inbox.append((dst, msg))
+
+    def apply(self, ready: Ready) -> None:
+        self.cluster.delivered[self.node].extend(ready.deliveries)

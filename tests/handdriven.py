@@ -2,11 +2,13 @@
 """A hand-driven cluster of real replicas: the test decides which message arrives when.
 
 Used by regression tests that replay interleavings the simulator had not found.
+Every Ready goes through the runtime's ReadyDriver (one Ready per turn).
 """
 import random
 
 from paxos import messages as M  # re-exported for the scenarios
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.multi.replica import Replica, Role
 from paxos.types import Command
 
@@ -24,14 +26,10 @@ class Cluster:
         self.violations = []
         self.delivered = {i: [] for i in self.ids}
     def handle(self, i, ready):
-        for dst, m in ready.eager: self.bag.append((i, dst, m))
-        self.disk[i].extend(ready.records)
-        for dst, m in ready.messages: self.bag.append((i, dst, m))
-        for slot, v in ready.chosen:
-            prev = self.chosen_log.setdefault(slot, (v, i))
-            if prev[0] != v:
-                self.violations.append(f"AGREEMENT: slot {slot} chosen {prev[0]} on node {prev[1]} but {v} on node {i}")
-        self.delivered[i].extend(ready.deliveries)
+        world = _World(self, i)
+        driver = ReadyDriver(world, world, world)
+        driver.take(ready)
+        driver.flush()
     def tick(self, nodes=None, n=1):
         for _ in range(n):
             for i in (nodes or self.ids):
@@ -66,3 +64,18 @@ class Cluster:
 
 def C(client, seq, payload=b"x"):
     return Command(client, seq, payload)
+
+
+class _World:
+    """Node i's storage (durable at once), outbox (the bag) and applier (the checks)."""
+    def __init__(self, c, i): self.c, self.i = c, i
+    def append(self, records): self.c.disk[self.i].extend(records)
+    def sync(self): pass
+    def send(self, messages):
+        for dst, m in messages: self.c.bag.append((self.i, dst, m))
+    def apply(self, ready):
+        for slot, v in ready.chosen:
+            prev = self.c.chosen_log.setdefault(slot, (v, self.i))
+            if prev[0] != v:
+                self.c.violations.append(f"AGREEMENT: slot {slot} chosen {prev[0]} on node {prev[1]} but {v} on node {self.i}")
+        self.c.delivered[self.i].extend(ready.deliveries)

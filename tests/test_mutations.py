@@ -21,11 +21,11 @@ import pytest
 
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import Sessions
 from paxos.records import PromiseRecord, Record
-from paxos.sim.node import NodeDriver
 from paxos.sim.runner import SimConfig, run
 from paxos.types import NOOP, Ballot, Command, Delivery, Value
 
@@ -77,20 +77,32 @@ class ReusesBallots(Replica):
         return Ballot(self.campaigns, self.node_id)
 
 
-class RepliesBeforeDurable(NodeDriver):
-    """Sends a Ready's messages first and makes its records durable afterwards."""
+class RepliesBeforeDurable(ReadyDriver):
+    """Sends a turn's messages first and makes its records durable afterwards (the
+    runtime's driver, with its two middle steps swapped)."""
 
-    def handle_ready(self, ready: Ready) -> None:
+    def handle(self, ready: Ready) -> None:
         if ready.eager:
-            self.send(ready.eager)
+            self.outbox.send(ready.eager)
         if ready.messages:
-            self.send(ready.messages)
+            self.outbox.send(ready.messages)
         if ready.records:
-            self.persist(ready.records)
-        if ready.chosen:
-            self.observe_chosen(ready.chosen)
-        if ready.deliveries:
-            self.deliver(ready.deliveries)
+            self.storage.append(ready.records)
+            self.storage.sync()
+        self.applier.apply(ready)
+
+
+class NeverSyncs(ReadyDriver):
+    """Writes a turn's records but never syncs them: a crash loses what was promised."""
+
+    def handle(self, ready: Ready) -> None:
+        if ready.eager:
+            self.outbox.send(ready.eager)
+        if ready.records:
+            self.storage.append(ready.records)
+        if ready.messages:
+            self.outbox.send(ready.messages)
+        self.applier.apply(ready)
 
 
 class ByNameSessions(Sessions):
@@ -210,7 +222,11 @@ MUTANTS = {
     # Messages leave before the vow is durable: a crash in between forgets an accept or
     # a promise a peer relies on; what shows first may be any broken replicated state.
     "acceptor replies before its record is durable": Mutant(
-        SimConfig(0, driver_cls=RepliesBeforeDurable),
+        SimConfig(0, ready_driver=RepliesBeforeDurable),
+        frozenset({"agreement", "sessions", "total-order", "acked-delivered"}),
+    ),
+    "records never synced": Mutant(
+        SimConfig(0, ready_driver=NeverSyncs),
         frozenset({"agreement", "sessions", "total-order", "acked-delivered"}),
     ),
     "new leader ignores previously accepted values": Mutant(

@@ -921,11 +921,11 @@ class Replica:
         a forward is not retransmitted: the client's resend is the retransmission.
         """
         if self.role is not Role.LEADER and self.leader not in (None, self.node_id):
-            fresh = self._admit(commands, dedup=False)
+            fresh, _ = self._admit(commands, dedup=False)
             if fresh:
                 self._forward(fresh)
             return
-        fresh = self._admit(commands, dedup=True)
+        fresh, size = self._admit(commands, dedup=True)
         if not fresh:
             return
         # Bounded queue, in commands and in payload bytes: beyond it commands are
@@ -933,7 +933,7 @@ class Replica:
         room = self.config.queue_max - len(self.queue)
         if room < len(fresh):
             fresh = fresh[: max(0, room)]
-        size = payload_bytes(fresh)
+            size = payload_bytes(fresh)
         if self.queue_bytes + size > self.config.queue_max_bytes:
             room_bytes = self.config.queue_max_bytes - self.queue_bytes
             part, size = _prefix_within(fresh, room_bytes, at_least_one=False)
@@ -952,11 +952,12 @@ class Replica:
         self.queue_bytes += payload_bytes(commands)
         self._fill_window()
 
-    def _admit(self, commands: Sequence[Command], dedup: bool) -> list[Command]:
-        """The commands worth taking (see :meth:`_enqueue`), in their order."""
+    def _admit(self, commands: Sequence[Command], dedup: bool) -> tuple[list[Command], int]:
+        """The commands worth taking (see :meth:`_enqueue`), in their order, and the
+        bytes of their payloads."""
         n = len(commands)
         if not n:
-            return []
+            return [], 0
         limit = self.config.max_payload_bytes
         key, first_seq, _ = commands[0]
         # Fast path: one session's run of seqs (what a client sends), judged as a run.
@@ -966,14 +967,15 @@ class Replica:
             first_seq > 0
             and commands[-1][1] - first_seq == n - 1
             and list(map(_key_of, commands)).count(key) == n
-            and max(map(len, map(_payload_of, commands))) <= limit
         ):
-            skip = self._run_start(key, first_seq, dedup)
-            if skip is None or skip >= n:
-                return []
-            if key in self.sessions.last:  # only live sessions: the dict stays bounded
-                self.session_seen[key] = self.now
-            return list(commands[skip:])
+            sizes = list(map(len, map(_payload_of, commands)))
+            if max(sizes) <= limit:
+                skip = self._run_start(key, first_seq, dedup)
+                if skip is None or skip >= n:
+                    return [], 0
+                if key in self.sessions.last:  # only live sessions: the dict stays bounded
+                    self.session_seen[key] = self.now
+                return list(commands[skip:]), sum(sizes[skip:] if skip else sizes)
         # General path (a forward of many sessions, system commands, odd input).
         out: list[Command] = []
         expect: dict[str, int | None] = {}
@@ -994,7 +996,7 @@ class Replica:
                 continue
             expect[key] = seq + 1
             out.append(command)
-        return out
+        return out, payload_bytes(out)
 
     def _run_start(self, key: str, first_seq: int, dedup: bool) -> int | None:
         """How many commands of a run of ``key`` from ``first_seq`` to skip (already

@@ -1,15 +1,17 @@
 """The node driver: runs one Replica on a virtual disk and network, crashes and restarts it.
 
-The driver is where the Ready contract is kept (see :class:`~paxos.multi.ready.Ready`):
-records are written and synced, only then are messages sent, then deliveries
-are handed out. Each step is its own method (:meth:`NodeDriver.handle_ready`,
-:meth:`~NodeDriver.persist`, :meth:`~NodeDriver.send`, :meth:`~NodeDriver.deliver`)
-so that a test can subclass the driver to plant a bug, e.g. send before persist.
+The Ready contract is kept by the same :class:`~paxos.multi.driver.ReadyDriver`
+the runtime uses, with the same turn-level batching: every Ready of a node's
+tick (the messages delivered to it, client requests, its own tick) is taken,
+then flushed once. This module supplies the driver's storage (the virtual
+:class:`~paxos.sim.disk.Disk`), outbox (the virtual network) and applier (the
+checkers and the clients' answers). A test plants a bug in the contract by
+passing a ReadyDriver subclass (``SimConfig.ready_driver``).
 
-Crash points: a crash can be armed to strike in the middle of handling a Ready,
-after the disk write, after the sync or after any single send. That is what
-makes "send before persist" observable: a crash between the two loses a vow
-that a peer has already heard.
+Crash points: a crash can be armed to strike in the middle of a flush, after
+the disk write, after the sync or after any single send. That is what makes
+"send before persist" observable: a crash between the two loses a vow that a
+peer has already heard.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Protocol
 
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.sessions import close_command, open_command
 from paxos.records import Record
@@ -78,8 +81,11 @@ class NodeDriver:
         network: Network,
         checkers: Checkers,
         trace: list[str] | None = None,
+        ready_driver: type[ReadyDriver] = ReadyDriver,
     ) -> None:
         self.node_id = node_id
+        self.ready_driver = ready_driver
+        self.driver = ready_driver(self, self, self)
         self.config = config
         self.replica_factory = replica_factory
         self.network = network
@@ -114,6 +120,7 @@ class NodeDriver:
         self.pending_opens = {}
         self.crash_countdown = 0
         self._leader = None
+        self.driver = self.ready_driver(self, self, self)
         self.replica = self.replica_factory(self.node_id, self.config, rng, records)
         self.checkers.on_incarnation(self.node_id, self.incarnation, self.network.now)
         self._log(f"start incarnation {self.incarnation} from {len(records)} durable records")
@@ -122,6 +129,7 @@ class NodeDriver:
         """Power loss: the replica and all volatile state go, unsynced writes too."""
         lost = self.disk.crash()
         self.replica = None
+        self.driver = self.ready_driver(self, self, self)  # the turn's Readies die with it
         self.pending = {}
         self.pending_opens = {}
         self.crash_countdown = 0
@@ -148,11 +156,14 @@ class NodeDriver:
     # ------------------------------------------------------------------ inputs
 
     def tick(self) -> None:
+        """The end of this node's turn: its tick, then one flush of everything taken."""
         replica = self.replica
         if replica is None:
             return
         try:
             self._handle(replica.tick())
+            self._vowing = bool(self.driver.pending.records)
+            self.driver.flush()
         except CrashNow:
             self.crash()
         if self.trace is not None and self.replica is not None:
@@ -214,23 +225,23 @@ class NodeDriver:
         if new:
             self._handle(replica.propose(new))
 
-    # ------------------------------------------------------------------ the Ready contract
+    # ------------------------------------------------------------------ the driver's hooks
 
     def _handle(self, ready: Ready) -> None:
-        self._vowing = bool(ready.records)
-        self.handle_ready(ready)
+        self.driver.take(ready)
 
-    def handle_ready(self, ready: Ready) -> None:
-        # Eager messages vouch for nothing in this Ready: they may leave first
-        # (and a crash may strike before the records below are durable).
-        if ready.eager:
-            self.send(ready.eager)
-        # Records must be durable before any other message leaves: a Promise or
-        # an Accepted is a vow, and a vow forgotten in a crash breaks agreement.
-        if ready.records:
-            self.persist(ready.records)
-        if ready.messages:
-            self.send(ready.messages)
+    def append(self, records: Sequence[Record]) -> None:
+        """Storage: write to the virtual disk (lost in a crash until synced)."""
+        self.disk.write(records)
+        self.crash_point()
+
+    def sync(self) -> None:
+        self.disk.sync()
+        self.crash_point()
+
+    def apply(self, ready: Ready) -> None:
+        """Applier: what the turn chose, opened, delivered and ended, to the checkers and
+        the clients waiting for it."""
         if ready.chosen:
             self.observe_chosen(ready.chosen)
         if ready.opened:
@@ -239,12 +250,6 @@ class NodeDriver:
             self.deliver(ready.deliveries)
         if ready.ended:
             self.sessions_ended(ready.ended)
-
-    def persist(self, records: Sequence[Record]) -> None:
-        self.disk.write(records)
-        self.crash_point()
-        self.disk.sync()
-        self.crash_point()
 
     def send(self, messages: Sequence[tuple[int, Message]]) -> None:
         network = self.network

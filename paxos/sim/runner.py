@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.driver import ReadyDriver
 from paxos.records import Record
 from paxos.sim.checkers import Checker, Checkers, Liveness, TotalOrder, Violation
 from paxos.sim.client import SimClient
@@ -71,8 +72,11 @@ class SimConfig:
     replica_config: ReplicaConfig | None = None
     #: Builds each replica; tests plant bugs by passing a Replica subclass.
     replica_factory: ReplicaFactory = default_replica_factory
-    #: Runs each node; tests plant bugs in the Ready handling by subclassing it.
+    #: Runs each node (its clients' answers, crashes, restarts).
     driver_cls: type[NodeDriver] = NodeDriver
+    #: Keeps the Ready contract; tests plant bugs in it by subclassing (the runtime
+    #: uses the same class).
+    ready_driver: type[ReadyDriver] = ReadyDriver
     #: Builds the checkers; None: all of :func:`~paxos.sim.checkers.default_checkers`.
     checkers: Callable[[], list[Checker]] | None = None
     trace: bool = False
@@ -167,7 +171,13 @@ class _Run:
         self.network = Network(net_rng, rates, node_ids, client_ids, self.trace)
         self.drivers = [
             config.driver_cls(
-                n, replica_config, config.replica_factory, self.network, self.checkers, self.trace
+                n,
+                replica_config,
+                config.replica_factory,
+                self.network,
+                self.checkers,
+                self.trace,
+                config.ready_driver,
             )
             for n in node_ids
         ]
