@@ -54,14 +54,18 @@ def test_a_chosen_slot_is_never_overwritten_by_a_stale_accept() -> None:
 
 
 def test_a_leader_that_learns_a_foreign_choice_in_its_slot_steps_down() -> None:
-    """Scenario B: a leader of ballot B that is behind learns slot s by catch-up (chosen at a higher ballot it never heard of), overwrites its own accepted value at B, and then announces commit >= s at B. A follower that accepted the leader's ORIGINAL proposal at B in slot s applies the commit-notice rule ("accepted at exactly the announcing ballot") and takes the wrong value."""
+    """Scenario B: a leader of ballot B that is behind learns slot s by catch-up (chosen at a higher ballot it never heard of), overwrites its own accepted value at B, and then announces commit >= s at B. A follower that accepted the leader's ORIGINAL proposal at B in slot s applies the commit-notice rule ("accepted at exactly the announcing ballot") and takes the wrong value.
+
+    Each step asserts what it sets up, so that the scenario cannot silently stop reaching the rule (it did once: L was no longer behind when elected, so it never caught up while leading). With the step-down undone, F takes w and the agreement check fails."""
     c = Cluster(5)
     c.run(c.ids, 60)
     L0 = c.leader()[0]
     c.propose(L0, [C("a", 1)]); c.run(c.ids, 10)
     L, F, Y, Z = [i for i in c.ids if i != L0]
-    # L misses slot 2 (it is chosen by the others)
-    c.propose(L0, [C("a", 2)]); c.run([L0, F, Y, Z], 6)
+    # L misses slot 2, chosen by the others, who record it durably (CommitRecord) meanwhile:
+    # their promises will tell L that 2 is settled, so L leads while it is behind.
+    c.propose(L0, [C("a", 2)]); c.run([L0, F, Y, Z], 60)
+    assert all(c.r[i].recorded_commit >= 2 for i in (L0, F, Y, Z)) and c.r[L].commit == 1
 
     # L0 goes silent; L times out first (a legal rng draw) and is elected by {L, F, Y}
     for i in (F, Y, Z): c.r[i].election_timeout = 29; c.r[i].election_elapsed = 0
@@ -71,41 +75,47 @@ def test_a_leader_that_learns_a_foreign_choice_in_its_slot_steps_down() -> None:
     for _ in range(60):
         c.tick([L, F, Y]); c.deliver(leader_traffic_only_LFY, keep_rest=False)
         if c.r[L].role is Role.LEADER: break
+    assert c.r[L].role is Role.LEADER
     B = c.r[L].my_ballot
+    assert c.r[L].commit < c.r[L].known_commit  # L leads while it still has to catch up
 
     # L proposes w in slot 3; only F gets the Accept
     c.propose(L, [C("w", 1)])
     s = max(c.r[L].inflight)
     c.deliver(lambda s_, d, m: s_ == L and d == F and isinstance(m, M.Accept), keep_rest=False)
     c.bag = []
+    assert c.r[F].accepted[s] == (B, (C("w", 1),))
 
     # {L0, Y, Z} elect a new leader and choose v in slot 3
     # realistic variant: L and F keep running (L<->F traffic flows; L's traffic to the others is lost)
     both = lambda s_, d, m: (s_ in (L0, Y, Z) and d in (L0, Y, Z)) or ({s_, d} == {L, F} and not isinstance(m, (M.CatchupRequest, M.CatchupReply)))
-    ticks = 0
     for _ in range(100):
-        c.tick(); ticks += 1
+        c.tick()
         for _ in range(3): c.deliver(both, keep_rest=False)
         if [i for i in (L0, Y, Z) if c.r[i].role is Role.LEADER and c.r[i].my_ballot > B]: break
     P = next(i for i in (L0, Y, Z) if c.r[i].role is Role.LEADER and c.r[i].my_ballot > B)
     c.propose(P, [C("v", 1)])
     for _ in range(4):
-        c.tick(); ticks += 1
+        c.tick()
         for _ in range(3): c.deliver(both, keep_rest=False)
-
+    assert c.r[P].chosen.get(s) == (C("v", 1),)
+    assert c.r[L].role is Role.LEADER and c.r[L].commit < s  # L does not know yet
 
     # L (still leader at B) catches up from the P side; only catch-up traffic passes L<->{L0,Y,Z}
     cu = lambda s_, d, m: both(s_, d, m) or (isinstance(m, (M.CatchupRequest, M.CatchupReply)) and {s_, d} <= {L, L0, Y, Z})
-    for _ in range(40):
-        c.tick(); ticks += 1
+    for _ in range(60):
+        leading = c.r[L].role is Role.LEADER
+        c.tick()
         for _ in range(3): c.deliver(cu, keep_rest=False)
         if c.r[L].commit >= s: break
-
+    assert c.r[L].chosen.get(s) == (C("v", 1),)
+    assert leading  # it learned slot s while it led: the rule under test had to act
 
     # L's next Heartbeat/Accept (ballot B, commit >= s) reaches F
     for _ in range(6):
         c.tick(); c.deliver(both, keep_rest=False)
     assert not c.violations, c.violations
+    assert c.r[F].chosen.get(s) in (None, (C("v", 1),))
 
 
 def test_settled_prefix_survives_crashes_of_the_nodes_that_knew_it() -> None:

@@ -473,6 +473,12 @@ class Replica:
             if msg.commit < self.commit:
                 # Push the chosen prefix so a lagging follower asks for the gap.
                 self._send(msg.src, Commit(self.node_id, self.my_ballot, self.commit))
+            elif msg.commit > self.known_commit:
+                # The follower knows a longer chosen prefix than we do: slots were chosen
+                # that we have not learned (maybe by a newer leader, while we were cut
+                # off). Catch up: if they are in slots of ours, we are deposed and step
+                # down (on_catchup_reply).
+                self.known_commit = msg.commit
 
     def on_forward(self, msg: Forward) -> None:
         if self.role is not Role.LEADER and self.leader == msg.src:

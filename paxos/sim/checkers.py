@@ -468,7 +468,10 @@ class SessionRules(Checker):
 
 
 def default_checkers() -> list[Checker]:
+    from paxos.sim.invariants import Invariants
+
     return [
+        Invariants(),
         Agreement(),
         Integrity(),
         Validity(),

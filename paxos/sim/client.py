@@ -55,6 +55,7 @@ class SimClient:
         issue_rate: float,
         retry_ticks: int,
         close_rate: float = 0.0,
+        bursty: bool = False,
         trace: list[str] | None = None,
     ) -> None:
         self.id = client_id
@@ -68,6 +69,8 @@ class SimClient:
         self.issue_rate = issue_rate
         self.retry_ticks = retry_ticks
         self.close_rate = close_rate
+        #: Issue a whole pipeline's worth at once, now and then, instead of one at a time.
+        self.bursty = bursty
         self.trace = trace
         #: False once the fault phase is over: no new commands, retries go on.
         self.issuing = True
@@ -109,10 +112,12 @@ class SimClient:
             self._close(now)
             return
         new: list[Command] = []
+        # A burst: with the same average rate, a full pipeline at once.
+        burst = self.bursty and rng.random() < self.issue_rate / self.outstanding
         while (
             len(self.unacked) < self.outstanding
             and self.issued < self.max_commands
-            and rng.random() < self.issue_rate
+            and (burst or (not self.bursty and rng.random() < self.issue_rate))
         ):
             seq = self.next_seq
             self.next_seq += 1

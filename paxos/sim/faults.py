@@ -31,6 +31,26 @@ class FaultRates:
     #: Probability that a crash strikes in the middle of handling a Ready
     #: (between the disk write, the sync and each send) rather than between events.
     mid_ready_crash: float = 0.0
+    #: Probability that a message takes a long-tail delay, up to ``tail_max_ticks``: far
+    #: beyond an election timeout, so it arrives after leaders have changed.
+    tail: float = 0.0
+    tail_max_ticks: int = 0
+    #: Per-tick probability that an old message (one of the last few hundred sent) is
+    #: delivered again, long after it was first.
+    replay_rate: float = 0.0
+    #: Per-node, per-tick probability that a live node pauses (a stopped process: no
+    #: ticks, no handling; what arrives waits) for up to ``pause_max_ticks``.
+    pause_rate: float = 0.0
+    pause_max_ticks: int = 0
+    #: Per-tick probability that one node (the leader, mostly) keeps its links to a
+    #: minority only: a deposed leader that still talks to some followers.
+    partial_rate: float = 0.0
+    partial_max_ticks: int = 0
+    #: Nodes' clocks run at different rates: each ticks 1 +- up to this per sim tick.
+    clock_skew: float = 0.0
+    #: Per-tick probability that every message of one type is dropped for a while.
+    burst_rate: float = 0.0
+    burst_max_ticks: int = 0
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultRates:
@@ -59,6 +79,17 @@ class FaultRates:
         crash_rate = maybe(0.7, 0.0005 * 100 ** rng.random())
         crash_max_down = log_uniform(3, 300)
         mid_ready = rng.uniform(0.0, 1.0)
+        # Drawn after the faults above, so that their draws do not depend on these.
+        tail = maybe(0.4, rng.uniform(0.01, 0.2))
+        tail_max = log_uniform(40, 600)
+        replay_rate = maybe(0.4, rng.uniform(0.01, 0.3))
+        pause_rate = maybe(0.4, 0.0005 * 40 ** rng.random())
+        pause_max = log_uniform(10, 400)
+        partial_rate = maybe(0.4, rng.uniform(0.002, 0.02))
+        partial_max = log_uniform(20, 400)
+        clock_skew = maybe(0.4, rng.uniform(0.1, 0.6))
+        burst_rate = maybe(0.3, rng.uniform(0.002, 0.02))
+        burst_max = log_uniform(5, 100)
         return cls(
             loss=loss,
             duplication=duplication,
@@ -71,6 +102,16 @@ class FaultRates:
             crash_rate=crash_rate,
             crash_max_down_ticks=crash_max_down,
             mid_ready_crash=mid_ready,
+            tail=tail,
+            tail_max_ticks=tail_max,
+            replay_rate=replay_rate,
+            pause_rate=pause_rate,
+            pause_max_ticks=pause_max,
+            partial_rate=partial_rate,
+            partial_max_ticks=partial_max,
+            clock_skew=clock_skew,
+            burst_rate=burst_rate,
+            burst_max_ticks=burst_max,
         )
 
     def describe(self) -> str:
@@ -80,7 +121,11 @@ class FaultRates:
             f"partition={self.partition_rate:.4f}/<={self.partition_max_ticks}t "
             f"linkcut={self.link_cut_rate:.4f}/<={self.link_cut_max_ticks}t "
             f"crash={self.crash_rate:.4f}/<={self.crash_max_down_ticks}t "
-            f"midready={self.mid_ready_crash:.2f}"
+            f"midready={self.mid_ready_crash:.2f} "
+            f"tail={self.tail:.3f}/<={self.tail_max_ticks}t replay={self.replay_rate:.3f} "
+            f"pause={self.pause_rate:.4f}/<={self.pause_max_ticks}t "
+            f"partial={self.partial_rate:.4f}/<={self.partial_max_ticks}t "
+            f"skew={self.clock_skew:.2f} burst={self.burst_rate:.4f}/<={self.burst_max_ticks}t"
         )
 
 

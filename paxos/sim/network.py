@@ -8,6 +8,12 @@ delays.
 
 Endpoints are node ids (``int``) and client ids (``str``); client traffic goes
 through the same faults as traffic between nodes.
+
+Besides loss, duplication and short delays, the faults that make messages old and
+leaders stale: long-tail delays (a message arrives after several leader changes),
+replays of messages sent long ago, bursts that drop every message of one type,
+and partial partitions that leave one node (the leader, mostly) talking to a
+minority only, one-way or both ways.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from paxos import messages as wire
 from paxos.messages import Message
 from paxos.sim.faults import PERFECT, FaultRates
 from paxos.types import Command
@@ -94,6 +101,27 @@ Payload = (
 # One message in flight: (delivery tick, send sequence number, src, dst, payload).
 _InFlight = tuple[int, int, Address, Address, Payload]
 
+#: The side of a bridge node in a partition: it talks to both sides.
+_BRIDGE = -1
+#: How many past messages a replay is drawn from.
+_REPLAY_WINDOW = 512
+#: The message types a burst may drop.
+_BURST_TYPES: tuple[type, ...] = (
+    wire.Prepare,
+    wire.Promise,
+    wire.Accept,
+    wire.Accepted,
+    wire.Nack,
+    wire.Commit,
+    wire.Heartbeat,
+    wire.HeartbeatReply,
+    wire.PreVote,
+    wire.PreVoteReply,
+    wire.CatchupRequest,
+    wire.CatchupReply,
+    wire.Forward,
+)
+
 
 class Network:
     """The virtual network of one run. The runner sets :attr:`now` every tick."""
@@ -119,8 +147,17 @@ class Network:
         self._partition_until = 0
         #: Active one-directional cuts: (src, dst) -> until tick. Insertion-ordered.
         self._cuts: dict[tuple[Address, Address], int] = {}
+        #: The last messages sent, for replays (a ring).
+        self._past: list[tuple[Address, Address, Payload]] = []
+        self._past_next = 0
+        #: Selective drops (a burst): message types dropped on some directed links until
+        #: a tick, like a flaky middlebox. Empty when none is active.
+        self._burst_types: frozenset[type] = frozenset()
+        self._burst_links: frozenset[tuple[Address, Address]] = frozenset()
+        self._burst_until = 0
         self.sent = 0
         self.dropped = 0
+        self.replayed = 0
 
     # ------------------------------------------------------------------ sending
 
@@ -135,11 +172,29 @@ class Network:
         if rates.loss and rng.random() < rates.loss:
             self._drop(src, dst, payload, "lost")
             return
+        if (
+            self._burst_types
+            and type(payload) in self._burst_types
+            and (src, dst) in self._burst_links
+        ):
+            self._drop(src, dst, payload, "burst")
+            return
+        if rates.replay_rate:
+            past = self._past
+            if len(past) < _REPLAY_WINDOW:
+                past.append((src, dst, payload))
+            else:
+                past[self._past_next] = (src, dst, payload)
+                self._past_next = (self._past_next + 1) % _REPLAY_WINDOW
         copies = 2 if rates.duplication and rng.random() < rates.duplication else 1
         low = rates.delay_min_ticks
         spread = rates.delay_max_ticks - low + 1
         for _ in range(copies):
             delay = low + int(rng.random() * spread)  # uniform in [min, max], cheaper than randint
+            if rates.tail and rng.random() < rates.tail:
+                # The long tail: delivered after leaders have come and gone.
+                longest = max(rates.delay_max_ticks, rates.tail_max_ticks)
+                delay = rng.randint(rates.delay_max_ticks, longest)
             self._seq += 1
             heapq.heappush(self._queue, (self.now + delay, self._seq, src, dst, payload))
             if self.trace is not None:
@@ -164,8 +219,10 @@ class Network:
 
     def _blocked(self, src: Address, dst: Address) -> bool:
         side = self._side
-        if side and side.get(src, 0) != side.get(dst, 0):
-            return True
+        if side:
+            a, b = side.get(src, 0), side.get(dst, 0)
+            if a != b and a != _BRIDGE and b != _BRIDGE:
+                return True
         return bool(self._cuts) and (src, dst) in self._cuts
 
     def _drop(self, src: Address, dst: Address, payload: Payload, why: str) -> None:
@@ -175,11 +232,29 @@ class Network:
 
     # ------------------------------------------------------------------ faults
 
-    def update_faults(self) -> None:
-        """Once per fault-phase tick: end expired partitions and cuts, maybe start new ones."""
+    def update_faults(self, leader: int | None = None) -> None:
+        """Once per fault-phase tick: end expired partitions and cuts, maybe start new ones.
+
+        ``leader`` (a node that believes it leads, if any) is the usual victim of a
+        partial partition.
+        """
         rates = self.rates
         rng = self.rng
         now = self.now
+        if self._burst_types and now >= self._burst_until:
+            self._log("selective drops over")
+            self._burst_types = frozenset()
+        if rates.burst_rate and not self._burst_types and rng.random() < rates.burst_rate:
+            self._start_burst(rng.randint(1, max(1, rates.burst_max_ticks)))
+        if rates.replay_rate and self._past and rng.random() < rates.replay_rate:
+            src, dst, payload = rng.choice(self._past)
+            self.replayed += 1
+            self._seq += 1
+            heapq.heappush(self._queue, (now + 1, self._seq, src, dst, payload))
+            if self.trace is not None:
+                self.trace.append(f"{now} replay {src}->{dst} {payload!r}")
+        if rates.partial_rate and len(self.nodes) > 2 and rng.random() < rates.partial_rate:
+            self._start_partial(leader, rng.randint(1, max(1, rates.partial_max_ticks)))
         if self._side and now >= self._partition_until:
             self._side = {}
             self._log("partition healed")
@@ -194,15 +269,81 @@ class Network:
             self._cuts[(src, dst)] = now + rng.randint(1, max(1, rates.link_cut_max_ticks))
             self._log(f"link {src}->{dst} cut until {self._cuts[(src, dst)]}")
 
+    def _start_burst(self, duration: int) -> None:
+        """Drop some message types on some links for a while: everywhere, into one node,
+        out of one node, or on one link. A follower that misses a new leader's Prepares
+        and Accepts but hears its heartbeats keeps its old promise; a deposed leader that
+        gets catch-up replies but no heartbeat from the new majority goes on leading."""
+        rng = self.rng
+        types = frozenset(t for t in _BURST_TYPES if rng.random() < 0.3)
+        if not types:
+            types = frozenset((rng.choice(_BURST_TYPES),))
+        nodes = self.nodes
+        links = [(a, b) for a in nodes for b in nodes if a != b]
+        where = rng.random()
+        victim = rng.choice(nodes)
+        if where < 0.2:
+            chosen = links
+        elif where < 0.5:
+            chosen = [(a, b) for a, b in links if b == victim]
+        elif where < 0.8:
+            chosen = [(a, b) for a, b in links if a == victim]
+        else:
+            chosen = [rng.choice(links)] if links else []
+        self._burst_types = types
+        self._burst_links = frozenset(chosen)
+        self._burst_until = self.now + duration
+        if self.trace is not None:
+            names = ",".join(sorted(t.__name__ for t in types))
+            self._log(f"drops {names} on {sorted(chosen)} until {self._burst_until}")
+
+    def _start_partial(self, leader: int | None, duration: int) -> None:
+        """Cut one node (the leader, mostly) off from all but a minority of the others,
+        both ways or one way: it may stay leader of a minority, or keep being heard by
+        some while it hears none."""
+        rng = self.rng
+        victim = leader if leader is not None and rng.random() < 0.7 else rng.choice(self.nodes)
+        others = [n for n in self.nodes if n != victim]
+        rng.shuffle(others)
+        majority = len(self.nodes) // 2 + 1
+        keep = set(others[: rng.randint(0, majority - 2)])
+        until = self.now + duration
+        both_ways = rng.random() < 0.7
+        for other in others:
+            if other in keep:
+                continue
+            if both_ways or rng.random() < 0.5:
+                self._cuts[(victim, other)] = until
+            if both_ways or (victim, other) not in self._cuts:
+                self._cuts[(other, victim)] = until
+        self._log(f"partial partition: node {victim} keeps only {sorted(keep)} until {until}")
+        if keep and not self._burst_types and rng.random() < 0.5:
+            # The minority the victim keeps hears the rest only partly: their Prepares
+            # and Accepts are lost, their heartbeats and catch-up replies get through. It
+            # follows a new leader without promising it, and tells the old one what the
+            # new one chose.
+            self._burst_types = frozenset((wire.Prepare, wire.Accept))
+            self._burst_links = frozenset(
+                (other, kept) for kept in keep for other in others if other not in keep
+            )
+            self._burst_until = until
+            self._log(f"... and {sorted(keep)} miss the others' Prepares and Accepts")
+
     def _start_partition(self, duration: int) -> None:
-        """Split the nodes into two non-empty sides at random; each client joins a random side."""
+        """Split the nodes into two non-empty sides at random; each client joins a random side.
+
+        Sometimes one node is a bridge that talks to both sides (Jepsen's "bridge"): a
+        leader on the smaller side can then hear of the other side's choices through it.
+        """
         if len(self.nodes) < 2:
             return
         rng = self.rng
         order = list(self.nodes)
         rng.shuffle(order)
-        cut = rng.randint(1, len(order) - 1)
         side: dict[Address, int] = {}
+        if len(order) >= 3 and rng.random() < 0.3:
+            side[order.pop()] = _BRIDGE
+        cut = rng.randint(1, len(order) - 1)
         for i, node in enumerate(order):
             side[node] = 0 if i < cut else 1
         for client in self.clients:
@@ -212,13 +353,15 @@ class Network:
         if self.trace is not None:
             a = sorted(n for n in self.nodes if side[n] == 0)
             b = sorted(n for n in self.nodes if side[n] == 1)
-            self._log(f"partition {a} | {b} until {self._partition_until}")
+            bridge = sorted(n for n in self.nodes if side[n] == _BRIDGE)
+            self._log(f"partition {a} | {b} bridge {bridge} until {self._partition_until}")
 
     def heal(self) -> None:
         """Enter the heal phase: every link up, no loss or duplication, small delays.
         Messages already in flight still arrive."""
         self._side = {}
         self._cuts = {}
+        self._burst_types = frozenset()
         self.rates = PERFECT
         self._log("network healed")
 

@@ -25,9 +25,10 @@ from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.sessions import close_command, open_command
-from paxos.records import Record
+from paxos.records import AcceptRecord, Record
 from paxos.sim.checkers import Checkers
 from paxos.sim.disk import Disk
+from paxos.sim.invariants import Invariants
 from paxos.sim.network import (
     Address,
     ClientReply,
@@ -90,6 +91,10 @@ class NodeDriver:
         self.replica_factory = replica_factory
         self.network = network
         self.checkers = checkers
+        #: State invariants, checked at every step (if the run checks them).
+        self.invariants = next(
+            (c for c in checkers.checkers if isinstance(c, Invariants)), None
+        )
         self.trace = trace
         self.disk = Disk()
         self.replica: ReplicaLike | None = None
@@ -123,6 +128,10 @@ class NodeDriver:
         self.driver = self.ready_driver(self, self, self)
         self.replica = self.replica_factory(self.node_id, self.config, rng, records)
         self.checkers.on_incarnation(self.node_id, self.incarnation, self.network.now)
+        if self.invariants is not None:
+            self.invariants.started(
+                self.node_id, self.incarnation, self.replica, records, self.network.now
+            )
         self._log(f"start incarnation {self.incarnation} from {len(records)} durable records")
 
     def crash(self) -> None:
@@ -155,13 +164,15 @@ class NodeDriver:
 
     # ------------------------------------------------------------------ inputs
 
-    def tick(self) -> None:
-        """The end of this node's turn: its tick, then one flush of everything taken."""
+    def tick(self, ticks: int = 1) -> None:
+        """The end of this node's turn: ``ticks`` ticks of its clock (0, 1 or more: clocks
+        run at different rates), then one flush of everything taken."""
         replica = self.replica
         if replica is None:
             return
         try:
-            self._handle(replica.tick())
+            for _ in range(ticks):
+                self._handle(replica.tick())
             self._vowing = bool(self.driver.pending.records)
             self.driver.flush()
         except CrashNow:
@@ -232,6 +243,10 @@ class NodeDriver:
 
     def append(self, records: Sequence[Record]) -> None:
         """Storage: write to the virtual disk (lost in a crash until synced)."""
+        if self.invariants is not None:
+            self.invariants.appended(
+                self.node_id, self.incarnation, self.replica, records, self.network.now
+            )
         self.disk.write(records)
         self.crash_point()
 
@@ -250,12 +265,21 @@ class NodeDriver:
             self.deliver(ready.deliveries)
         if ready.ended:
             self.sessions_ended(ready.ended)
+        if self.invariants is not None:
+            slots = {slot for slot, _ in ready.chosen}
+            slots.update(r.slot for r in ready.records if isinstance(r, AcceptRecord))
+            self.invariants.flushed(
+                self.node_id, self.incarnation, self.replica, slots, self.network.now
+            )
 
     def send(self, messages: Sequence[tuple[int, Message]]) -> None:
         network = self.network
         src = self.node_id
+        invariants = self.invariants
         for dst, msg in messages:
             network.send(src, dst, msg)
+            if invariants is not None:
+                invariants.sent(src, ((dst, msg),))
             self.crash_point()
 
     def observe_chosen(self, chosen: Sequence[tuple[int, Value]]) -> None:

@@ -9,9 +9,12 @@ replays byte-identically (trace included) on any machine and any
 
 * **Fault phase** (``fault_ticks``): clients issue commands; nodes crash (any
   number of them, also all at once, also in the middle of handling a Ready)
-  and restart after a random downtime from their durable records; the network
-  loses, duplicates, delays, partitions and cuts links. Safety must hold
-  throughout.
+  and restart after a random downtime from their durable records; nodes pause
+  (no ticks, no handling; what arrives waits) and their clocks run at
+  different rates; the network loses, duplicates, delays (some messages far
+  beyond an election timeout), replays old messages, drops bursts of one
+  message type, partitions and cuts links (also leaving a deposed leader
+  talking to a minority). Safety must hold throughout.
 * **Heal phase** (at most ``heal_ticks``): every node is up, the network is
   perfect but for small delays, clients issue nothing new and retry what is
   unacknowledged. It ends as soon as every issued command is acknowledged and
@@ -32,7 +35,7 @@ from paxos.records import Record
 from paxos.sim.checkers import Checker, Checkers, Liveness, TotalOrder, Violation
 from paxos.sim.client import SimClient
 from paxos.sim.faults import FaultRates
-from paxos.sim.network import Address, Network
+from paxos.sim.network import Address, Network, Payload
 from paxos.sim.node import NodeDriver, ReplicaFactory, ReplicaLike
 
 DEFAULT_FAULT_TICKS = 1500
@@ -60,10 +63,12 @@ class SimConfig:
     fault_ticks: int = DEFAULT_FAULT_TICKS
     #: The liveness bound: ticks the healed cluster gets to converge.
     heal_ticks: int = DEFAULT_HEAL_TICKS
-    clients: int = 3
-    commands_per_client: int = 30
+    #: The workload; None: drawn from the seed (2-6 clients, 20-80 commands each, up to
+    #: 1-16 unacknowledged at once, some of them in bursts).
+    clients: int | None = None
+    commands_per_client: int | None = None
     #: Unacknowledged commands a client may have at once.
-    outstanding: int = 3
+    outstanding: int | None = None
     #: Per-node, per-tick crash probability; None: drawn from the seed.
     crash_rate: float | None = None
     #: All fault rates; None: drawn from the seed (crash_rate, if set, still wins).
@@ -133,7 +138,7 @@ def run_many(
 
 class _Run:
     def __init__(self, config: SimConfig) -> None:
-        if config.nodes < 1 or config.clients < 1:
+        if config.nodes < 1 or (config.clients is not None and config.clients < 1):
             raise ValueError("need at least one node and one client")
         if config.fault_ticks < 0 or config.heal_ticks < 1:
             raise ValueError("fault_ticks must be >= 0 and heal_ticks >= 1")
@@ -152,11 +157,25 @@ class _Run:
         net_rng = random.Random(rng.getrandbits(64))
         client_rng = random.Random(rng.getrandbits(64))
         session_rng = random.Random(rng.getrandbits(64))
+        workload_rng = random.Random(rng.getrandbits(64))
+        # The workload: many slots open at every leader change needs many clients with
+        # deep pipelines; bursts open many at once.
+        self.workload = Workload.draw(workload_rng, config)
+        # Clocks: each node ticks at its own rate (swarm: the same rate, in most runs).
+        skew = rates.clock_skew
+        self.clock_rate = {
+            n: 1.0 + self.fault_rng.uniform(-skew, skew) if skew else 1.0
+            for n in range(1, config.nodes + 1)
+        }
+        self.clock: dict[int, float] = dict.fromkeys(self.clock_rate, 0.0)
+        #: Paused nodes: node -> the tick it resumes; what arrives for it meanwhile waits.
+        self.paused_until: dict[int, int] = {}
+        self.held: dict[int, list[tuple[Address, Payload]]] = {}
 
         self.trace: list[str] | None = [] if config.trace else None
         node_ids = tuple(range(1, config.nodes + 1))
         self.node_ids = node_ids
-        client_ids = [f"c{i}" for i in range(1, config.clients + 1)]
+        client_ids = [f"c{i}" for i in range(1, self.workload.clients + 1)]
         sessions = SessionPlan.draw(session_rng, client_ids)
         self.sessions = sessions
         replica_config = config.replica_config or ReplicaConfig(
@@ -182,7 +201,8 @@ class _Run:
             for n in node_ids
         ]
         # Clients spread their commands over the fault phase (at 1-4x the even pace).
-        even_rate = config.commands_per_client / max(1, config.fault_ticks)
+        workload = self.workload
+        even_rate = workload.commands / max(1, config.fault_ticks)
         self.clients = [
             SimClient(
                 cid,
@@ -191,11 +211,12 @@ class _Run:
                 random.Random(client_rng.getrandbits(64)),
                 self.network,
                 self.checkers,
-                commands=config.commands_per_client,
-                outstanding=config.outstanding,
+                commands=workload.commands,
+                outstanding=workload.outstanding,
                 issue_rate=min(1.0, even_rate * client_rng.uniform(1.0, 4.0)),
                 retry_ticks=client_rng.randint(30, 60),
                 close_rate=sessions.close_rate,
+                bursty=workload.bursty,
                 trace=self.trace,
             )
             for cid in client_ids
@@ -220,7 +241,7 @@ class _Run:
             (c for c in self.checkers.checkers if isinstance(c, Liveness)), None
         )
         self._log(0, f"seed {config.seed} nodes {config.nodes} faults {self.rates.describe()}")
-        self._log(0, f"sessions {self.sessions.describe()}")
+        self._log(0, f"sessions {self.sessions.describe()} workload {self.workload.describe()}")
         now = 0
         try:
             for driver in self.drivers:
@@ -231,19 +252,31 @@ class _Run:
                 now += 1
                 network.now = now
                 if now <= config.fault_ticks:
-                    network.update_faults()
+                    network.update_faults(self._a_leader())
                     self._crashes_and_restarts(now)
+                    self._pauses(now)
                 elif not healed:
                     healed = True
                     self._heal(now)
                 endpoints = self.endpoints
+                paused = self.paused_until
                 for src, dst, payload in network.due():
+                    if dst in paused:
+                        self.held[dst].append((src, payload))  # a stopped process reads later
+                        continue
                     endpoint = endpoints.get(dst)
                     if endpoint is None:
                         raise ValueError(f"{src!r} sent {payload!r} to unknown endpoint {dst!r}")
                     endpoint.receive(src, payload)
+                clock, rate = self.clock, self.clock_rate
                 for driver in self.drivers:
-                    driver.tick()
+                    node = driver.node_id
+                    if node in paused:
+                        continue
+                    clock[node] += rate[node]
+                    ticks = int(clock[node])
+                    clock[node] -= ticks
+                    driver.tick(ticks)
                 for client in self.clients:
                     client.tick(now)
                 if healed and (
@@ -263,7 +296,7 @@ class _Run:
         result.liveness_failures = self.checkers.liveness_failures
         result.violation_count += self.checkers.violation_count
         result.liveness_count = self.checkers.liveness_count
-        result.issued = sum(c.next_seq - 1 for c in self.clients)
+        result.issued = sum(c.issued for c in self.clients)
         result.acked = sum(len(c.acked) for c in self.clients)
         order = next((c for c in self.checkers.checkers if isinstance(c, TotalOrder)), None)
         result.delivered = len(order.order) if order is not None else 0
@@ -297,9 +330,45 @@ class _Run:
                     del self.restart_at[node]
                     driver.start(random.Random(self.replica_rngs.getrandbits(64)))
 
+    def _a_leader(self) -> int | None:
+        """A node that believes it leads (the first found), if any."""
+        for driver in self.drivers:
+            replica = driver.replica
+            if replica is not None and replica.leader == driver.node_id:
+                return driver.node_id
+        return None
+
+    def _pauses(self, now: int) -> None:
+        rates = self.rates
+        for driver in self.drivers:
+            node = driver.node_id
+            until = self.paused_until.get(node)
+            if until is not None:
+                if now >= until or not driver.up:
+                    self._resume(node)
+            elif rates.pause_rate and driver.up and self.fault_rng.random() < rates.pause_rate:
+                self.paused_until[node] = now + self.fault_rng.randint(1, rates.pause_max_ticks)
+                self.held[node] = []
+                self._log(now, f"node {node} paused until {self.paused_until[node]}")
+
+    def _resume(self, node: int) -> None:
+        """A paused node goes on: it reads, in order, what arrived while it was stopped
+        (a crashed one lost it)."""
+        del self.paused_until[node]
+        waiting = self.held.pop(node, [])
+        driver = self.drivers[node - 1]
+        self._log(self.network.now, f"node {node} resumes with {len(waiting)} waiting")
+        if driver.up:
+            for src, payload in waiting:
+                driver.receive(src, payload)
+
     def _heal(self, now: int) -> None:
         self._log(now, "heal: all nodes up, network perfect, clients stop issuing")
         self.network.heal()
+        for node in list(self.paused_until):
+            self._resume(node)
+        for node in self.clock_rate:
+            self.clock_rate[node] = 1.0
         self.restart_at.clear()
         for driver in self.drivers:
             driver.crash_countdown = 0
@@ -307,6 +376,38 @@ class _Run:
                 driver.start(random.Random(self.replica_rngs.getrandbits(64)))
         for client in self.clients:
             client.issuing = False
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """How much the clients of one run do, drawn from its seed unless SimConfig fixes it."""
+
+    clients: int
+    commands: int
+    outstanding: int
+    bursty: bool
+
+    @classmethod
+    def draw(cls, rng: random.Random, config: SimConfig) -> Workload:
+        clients = rng.randint(2, 6)
+        commands = rng.randint(20, 80)
+        outstanding = rng.choice((1, 2, 4, 8, 16))
+        bursty = rng.random() < 0.4
+        return cls(
+            clients=config.clients if config.clients is not None else clients,
+            commands=(
+                config.commands_per_client if config.commands_per_client is not None
+                else commands
+            ),
+            outstanding=config.outstanding if config.outstanding is not None else outstanding,
+            bursty=bursty,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"clients={self.clients} commands={self.commands} "
+            f"outstanding={self.outstanding} bursty={self.bursty}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,152 @@
+"""State invariants, checked at every step of every node (not only outcomes).
+
+The outcome checkers (:mod:`paxos.sim.checkers`) see what was chosen and
+delivered. Many bugs break an acceptor's state long before two different
+values are ever seen chosen, or in runs where nobody looks at the slot again.
+These checks look inside each replica through the driver's hooks, after every
+flush and at every (re)start:
+
+* **promises never go down**: once a node told anyone it promised a ballot (a
+  Promise, an Accepted, a Nack naming it), the node's promise is never lower,
+  across restarts too;
+* **no accept below the promise**: an accept is recorded only at a ballot at
+  least as high as everything promised before;
+* **a chosen slot's accepted value is the chosen value**: a node that knows a
+  slot is chosen never records another value as accepted there (its recorded
+  chosen prefix is replayed from its accepted values after a restart);
+* **one leader per ballot**: no two nodes, and no two incarnations of one node,
+  lead at the same ballot;
+* **recovery is exact**: a restarted replica's promise and accepted values
+  are exactly what its synced records say, nothing more, nothing less.
+
+Each violation names the node, its incarnation, the tick and what was seen;
+the run's seed is in the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from paxos.messages import Accepted, Message, Nack, Promise
+from paxos.records import AcceptRecord, PromiseRecord, Record
+from paxos.sim.checkers import Checker
+from paxos.types import ZERO_BALLOT, Ballot, Value
+
+
+class Invariants(Checker):
+    """The state invariants above. The node driver feeds it; it never raises."""
+
+    name = "invariants"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # node -> the highest ballot it ever vouched for in a message (all incarnations).
+        self._vowed: dict[int, Ballot] = {}
+        # node -> the highest ballot in the records it wrote (this incarnation + durable).
+        self._recorded: dict[int, Ballot] = {}
+        # ballot -> (node, incarnation) that led at it.
+        self._leaders: dict[Ballot, tuple[int, int]] = {}
+
+    # ------------------------------------------------------------------ hooks
+
+    def started(
+        self, node: int, incarnation: int, replica: Any, records: Sequence[Record], tick: int
+    ) -> None:
+        """A (re)start from ``records`` (the durable ones): recovery must be exact."""
+        ballot, accepted = _replay(records)
+        self._recorded[node] = ballot
+        where = f"node {node} (incarnation {incarnation})"
+        got_ballot = getattr(replica, "ballot", None)
+        got_accepted = getattr(replica, "accepted", None)
+        if got_ballot is not None and got_ballot != ballot:
+            self.report(tick, f"{where} recovered promise {got_ballot}, its records say {ballot}")
+        if got_accepted is not None and dict(got_accepted) != accepted:
+            wrong = sorted(
+                s for s in set(got_accepted) | set(accepted)
+                if got_accepted.get(s) != accepted.get(s)
+            )
+            self.report(tick, f"{where} recovered other accepted values than its records, "
+                        f"slots {wrong[:5]}")
+        self._check_promise(node, incarnation, replica, tick)
+
+    def appended(
+        self, node: int, incarnation: int, replica: Any, records: Iterable[Record], tick: int
+    ) -> None:
+        """Records about to be written (before the sync)."""
+        where = f"node {node} (incarnation {incarnation})"
+        recorded = self._recorded.get(node, ZERO_BALLOT)
+        for record in records:
+            if isinstance(record, PromiseRecord):
+                recorded = max(recorded, record.ballot)
+            elif isinstance(record, AcceptRecord):
+                if record.ballot < recorded:
+                    self.report(
+                        tick,
+                        f"{where} accepted slot {record.slot} at {record.ballot}, below its "
+                        f"promise {recorded}",
+                    )
+                recorded = max(recorded, record.ballot)
+        self._recorded[node] = recorded
+
+    def sent(self, node: int, messages: Iterable[tuple[int, Message]]) -> None:
+        """Messages that left: what they vouch for is a promise for good."""
+        vowed = self._vowed.get(node, ZERO_BALLOT)
+        for _, msg in messages:
+            if isinstance(msg, Promise | Accepted):
+                if msg.ballot > vowed:
+                    vowed = msg.ballot
+            elif isinstance(msg, Nack) and msg.promised > vowed:
+                vowed = msg.promised
+        self._vowed[node] = vowed
+
+    def flushed(
+        self, node: int, incarnation: int, replica: Any, slots: Iterable[int], tick: int
+    ) -> None:
+        """After a node's turn, in which ``slots`` were accepted or learned chosen."""
+        self._check_promise(node, incarnation, replica, tick)
+        chosen: dict[int, Value] = getattr(replica, "chosen", {})
+        accepted: dict[int, tuple[Ballot, Value]] = getattr(replica, "accepted", {})
+        for slot in slots:
+            value = chosen.get(slot)
+            entry = accepted.get(slot)
+            if value is not None and entry is not None and entry[1] != value:
+                self.report(
+                    tick,
+                    f"node {node} (incarnation {incarnation}) has another value accepted in "
+                    f"slot {slot} than the one it knows was chosen",
+                )
+        if getattr(replica, "leader", None) == node and getattr(replica, "is_leader", False):
+            ballot = replica.my_ballot
+            first = self._leaders.setdefault(ballot, (node, incarnation))
+            if first != (node, incarnation):
+                self.report(
+                    tick,
+                    f"node {node} (incarnation {incarnation}) leads at {ballot}, which node "
+                    f"{first[0]} (incarnation {first[1]}) led at before",
+                )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_promise(self, node: int, incarnation: int, replica: Any, tick: int) -> None:
+        ballot = getattr(replica, "ballot", None)
+        vowed = self._vowed.get(node)
+        if ballot is not None and vowed is not None and ballot < vowed:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) promises {ballot}, below {vowed} "
+                f"which it vouched for in a message",
+            )
+
+
+def _replay(records: Sequence[Record]) -> tuple[Ballot, dict[int, tuple[Ballot, Value]]]:
+    """What an acceptor's records say, computed independently of the replica."""
+    ballot = ZERO_BALLOT
+    accepted: dict[int, tuple[Ballot, Value]] = {}
+    for record in records:
+        if isinstance(record, PromiseRecord):
+            ballot = max(ballot, record.ballot)
+        elif isinstance(record, AcceptRecord):
+            ballot = max(ballot, record.ballot)
+            accepted[record.slot] = (record.ballot, record.value)
+    return ballot, accepted
