@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,11 @@ class _Job:
     ticks: int
     trace: bool
     replica: str | None
+    #: Fault rates fixed on the command line: (FaultRates field, value).
+    overrides: tuple[tuple[str, float], ...] = ()
+    clients: int | None = None
+    commands: int | None = None
+    outstanding: int | None = None
 
 
 def _load_replica(spec: str) -> ReplicaFactory:
@@ -115,47 +120,76 @@ def _run_job(job: _Job) -> SimResult:
             fault_ticks=job.ticks,
             trace=job.trace,
             replica_factory=factory,
+            overrides=job.overrides,
+            clients=job.clients,
+            commands_per_client=job.commands,
+            outstanding=job.outstanding,
         )
     )
 
 
-def _results(jobs: list[_Job], workers: int) -> Iterator[SimResult]:
+def _results(jobs: Iterable[_Job], workers: int) -> Iterator[tuple[_Job, SimResult]]:
     """Results in seed order, whether computed here or in worker processes."""
-    if workers <= 1 or len(jobs) <= 1:
+    if workers <= 1:
         for job in jobs:
-            yield _run_job(job)
+            yield job, _run_job(job)
         return
-    chunk = max(1, min(16, len(jobs) // (workers * 8)))
     # spawn: a clean interpreter per worker, same behaviour on every platform.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_run_job, jobs, chunksize=chunk)
+        pending: list[tuple[_Job, Any]] = []
+        for job in jobs:
+            pending.append((job, pool.apply_async(_run_job, (job,))))
+            if len(pending) >= 4 * workers:
+                done, result = pending.pop(0)
+                yield done, result.get()
+        for done, result in pending:
+            yield done, result.get()
+
+
+_OPTION_OF_FIELD = {
+    "crash_rate": "--crash-rate",
+    "tail": "--delay-tail",
+    "tail_max_ticks": "--tail-ticks",
+    "pause_rate": "--pause-rate",
+}
 
 
 def _replay_command(job: _Job) -> str:
     command = f"paxos sim --seed {job.seed} --nodes {job.nodes} --ticks {job.ticks}"
+    for name, value in job.overrides:
+        command += f" {_OPTION_OF_FIELD[name]} {value:g}"
+    for option, count in (
+        ("--clients", job.clients),
+        ("--commands", job.commands),
+        ("--outstanding", job.outstanding),
+    ):
+        if count is not None:
+            command += f" {option} {count}"
     if job.replica is not None:
         command += f" --replica {job.replica}"
     return command + " --trace"
 
 
 class _Progress:
-    """One line updated in place on a terminal; a line every ~10% otherwise."""
+    """One line updated in place on a terminal; a line every ~10% otherwise (every 500
+    seeds when the total is not known: a time budget)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.failing = 0
         self.tty = sys.stderr.isatty()
-        self.step = max(1, total // 10)
+        self.step = max(1, total // 10) if total else 500
         self.start = time.monotonic()
 
     def update(self, result: SimResult) -> None:
         self.done += 1
         self.failing += not result.ok
-        if self.total <= 1:
+        if self.total == 1:
             return
+        of = f"/{self.total}" if self.total else ""
         line = (
-            f"{self.done}/{self.total} seeds, {self.failing} failing, "
+            f"{self.done}{of} seeds, {self.failing} failing, "
             f"{time.monotonic() - self.start:.1f}s"
         )
         if self.tty:
@@ -189,6 +223,22 @@ class _Progress:
     help="Simulate this Replica class instead of paxos.multi.replica.Replica "
     "(e.g. a mutant with a planted bug).",
 )
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Run seeds (from --seed, or 1) until this much time is spent, instead of --seeds.",
+)
+@click.option("--crash-rate", type=click.FloatRange(0, 1), help="Per-node, per-tick crash "
+              "probability [default: drawn per seed].")
+@click.option("--delay-tail", type=click.FloatRange(0, 1), help="Probability that a message is "
+              "delayed far beyond an election timeout [default: drawn per seed].")
+@click.option("--tail-ticks", type=click.IntRange(min=1), help="The longest such delay.")
+@click.option("--pause-rate", type=click.FloatRange(0, 1), help="Per-node, per-tick probability "
+              "that a node pauses [default: drawn per seed].")
+@click.option("--clients", type=click.IntRange(1, 64), help="Clients [default: drawn per seed].")
+@click.option("--commands", type=click.IntRange(0), help="Commands per client [default: drawn].")
+@click.option("--outstanding", type=click.IntRange(1), help="Unacknowledged commands a client "
+              "may have [default: drawn per seed].")
 def sim(
     seeds: int | None,
     seed: int | None,
@@ -197,30 +247,63 @@ def sim(
     trace: bool,
     jobs: int | None,
     replica: str | None,
+    minutes: float | None,
+    crash_rate: float | None,
+    delay_tail: float | None,
+    tail_ticks: int | None,
+    pause_rate: float | None,
+    clients: int | None,
+    commands: int | None,
+    outstanding: int | None,
 ) -> None:
-    """Deterministic fault simulation: crashes, partitions, loss, duplication, reordering.
+    """Deterministic fault simulation: crashes, pauses, partitions, loss, duplication,
+    reordering, long delays, replays of old messages.
 
-    Every seed draws its own fault rates and replays identically. Exits non-zero
-    if any run breaks safety or fails to converge after healing.
+    Every seed draws its own fault rates (and workload) and replays identically;
+    the options fix some of them to focus a search. A failing seed prints the
+    command that replays it. Exits non-zero if any run breaks safety or fails
+    to converge after healing.
     """
-    if seeds is None:
+    if seeds is not None and minutes is not None:
+        raise click.UsageError("give --seeds or --minutes, not both")
+    if seeds is None and minutes is None:
         seeds = 1 if seed is not None else 100
     first = 1 if seed is None else seed
-    if trace and seeds > 1:
+    if trace and (minutes is not None or (seeds or 0) > 1):
         raise click.UsageError("--trace prints a single run: use --seed S without --seeds")
     if replica is not None:
         try:
             _load_replica(replica)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--replica") from None
+    overrides = tuple(
+        (name, float(value))
+        for name, value in (
+            ("crash_rate", crash_rate),
+            ("tail", delay_tail),
+            ("tail_max_ticks", tail_ticks),
+            ("pause_rate", pause_rate),
+        )
+        if value is not None
+    )
     workers = jobs if jobs is not None else os.cpu_count() or 1
-    job_list = [_Job(s, nodes, ticks, trace, replica) for s in range(first, first + seeds)]
-
     started = time.monotonic()
-    progress = _Progress(len(job_list))
+    deadline = started + minutes * 60 if minutes is not None else None
+
+    def job_list() -> Iterator[_Job]:
+        seed_ = first
+        while (deadline is None and seed_ < first + (seeds or 0)) or (
+            deadline is not None and time.monotonic() < deadline
+        ):
+            yield _Job(seed_, nodes, ticks, trace, replica, overrides, clients, commands,
+                       outstanding)
+            seed_ += 1
+
+    progress = _Progress(seeds if seeds is not None else 0)
     failures: list[tuple[_Job, SimResult]] = []
-    delivered = violations = liveness = 0
-    for job, result in zip(job_list, _results(job_list, workers), strict=True):
+    delivered = violations = liveness = count = 0
+    for job, result in _results(job_list(), workers):
+        count += 1
         progress.update(result)
         if trace:
             for line in result.trace:
@@ -245,7 +328,7 @@ def sim(
         rest = " ".join(str(job.seed) for job, _ in failures[_SHOWN_FAILURES:])
         click.echo(f"more failing seeds: {rest}")
     click.echo(
-        f"seeds: {len(job_list)}  nodes: {nodes}  fault ticks: {ticks}  "
+        f"seeds: {count} (from {first})  nodes: {nodes}  fault ticks: {ticks}  "
         f"commands delivered: {delivered}  violations: {violations}  "
         f"liveness failures: {liveness}  wall: {wall:.1f}s"
     )

@@ -16,6 +16,9 @@ flush and at every (re)start:
   chosen prefix is replayed from its accepted values after a restart);
 * **one leader per ballot**: no two nodes, and no two incarnations of one node,
   lead at the same ballot;
+* **one value per slot and ballot**: a node leading at a ballot never records two
+  different values for one slot at that ballot (followers rely on it when they
+  take the leader's commit notice for the value they accepted from it);
 * **recovery is exact**: a restarted replica's promise and accepted values
   are exactly what its synced records say, nothing more, nothing less.
 
@@ -47,6 +50,8 @@ class Invariants(Checker):
         self._recorded: dict[int, Ballot] = {}
         # ballot -> (node, incarnation) that led at it.
         self._leaders: dict[Ballot, tuple[int, int]] = {}
+        # (node, ballot, slot) -> the value the node recorded there while leading at ballot.
+        self._proposed: dict[tuple[int, Ballot, int], Value] = {}
 
     # ------------------------------------------------------------------ hooks
 
@@ -76,7 +81,17 @@ class Invariants(Checker):
         """Records about to be written (before the sync)."""
         where = f"node {node} (incarnation {incarnation})"
         recorded = self._recorded.get(node, ZERO_BALLOT)
+        leading = getattr(replica, "is_leader", False)
+        my_ballot = getattr(replica, "my_ballot", None)
         for record in records:
+            if leading and isinstance(record, AcceptRecord) and record.ballot == my_ballot:
+                first = self._proposed.setdefault((node, record.ballot, record.slot), record.value)
+                if first != record.value:
+                    self.report(
+                        tick,
+                        f"{where} leads at {record.ballot} and recorded two values for slot "
+                        f"{record.slot} at that ballot",
+                    )
             if isinstance(record, PromiseRecord):
                 recorded = max(recorded, record.ballot)
             elif isinstance(record, AcceptRecord):

@@ -297,6 +297,28 @@ class Network:
             names = ",".join(sorted(t.__name__ for t in types))
             self._log(f"drops {names} on {sorted(chosen)} until {self._burst_until}")
 
+    def stale_leader(self, victim: int, duration: int) -> None:
+        """Isolate ``victim`` (a leader) from all but one loyal follower for ``duration``; the
+        follower hears the others only partly (their Prepares and Accepts are lost). The
+        others elect a new leader; the old one goes on leading its follower, which hears
+        what the new leader chooses and tells the old one (a deposed leader talking to a
+        minority while catch-up flows from the new majority)."""
+        others = [n for n in self.nodes if n != victim]
+        if len(others) < 2:
+            return
+        rng = self.rng
+        keep = rng.choice(others) if len(self.nodes) >= 5 else None
+        until = self.now + duration
+        for other in others:
+            if other != keep:
+                self._cuts[(victim, other)] = until
+                self._cuts[(other, victim)] = until
+        if keep is not None:
+            self._burst_types = frozenset((wire.Prepare, wire.Accept))
+            self._burst_links = frozenset((o, keep) for o in others if o != keep)
+            self._burst_until = until
+        self._log(f"stale leader: node {victim} keeps only {keep} until {until}")
+
     def _start_partial(self, leader: int | None, duration: int) -> None:
         """Cut one node (the leader, mostly) off from all but a minority of the others,
         both ways or one way: it may stay leader of a minority, or keep being heard by

@@ -71,6 +71,8 @@ class SimConfig:
     outstanding: int | None = None
     #: Per-node, per-tick crash probability; None: drawn from the seed.
     crash_rate: float | None = None
+    #: Fault rates fixed whatever the seed draws: (FaultRates field, value) pairs.
+    overrides: tuple[tuple[str, float], ...] = ()
     #: All fault rates; None: drawn from the seed (crash_rate, if set, still wins).
     faults: FaultRates | None = None
     #: Replica tuning; its ``nodes`` must be 1..nodes. None: ReplicaConfig defaults.
@@ -150,6 +152,9 @@ class _Run:
             rates = config.faults
         if config.crash_rate is not None:
             rates = replace(rates, crash_rate=config.crash_rate)
+        for name, value in config.overrides:
+            kind = type(getattr(rates, name))  # an unknown field raises: a typo is an error
+            rates = replace(rates, **{name: kind(value)})
         self.rates = rates
         # Independent streams: how much one part draws never shifts another.
         self.fault_rng = random.Random(rng.getrandbits(64))
@@ -347,9 +352,19 @@ class _Run:
                 if now >= until or not driver.up:
                     self._resume(node)
             elif rates.pause_rate and driver.up and self.fault_rng.random() < rates.pause_rate:
-                self.paused_until[node] = now + self.fault_rng.randint(1, rates.pause_max_ticks)
+                rng = self.fault_rng
+                until = now + rng.randint(1, rates.pause_max_ticks)
+                replica = driver.replica
+                stale = replica is not None and replica.leader == node and rng.random() < 0.5
+                if stale:
+                    # A leader stopped long enough for the others to elect another, while
+                    # the network around it fails: it resumes still leading (its clock
+                    # stood still) and hears the others only through one follower.
+                    until = max(until, now + 60)
+                    self.network.stale_leader(node, until - now + rng.randint(20, 200))
+                self.paused_until[node] = until
                 self.held[node] = []
-                self._log(now, f"node {node} paused until {self.paused_until[node]}")
+                self._log(now, f"node {node} paused until {until}")
 
     def _resume(self, node: int) -> None:
         """A paused node goes on: it reads, in order, what arrived while it was stopped
