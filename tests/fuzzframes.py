@@ -356,13 +356,13 @@ class FrameFuzzer:
         self._n_paxos = sum(1 for f in self._base if 1 <= f[1] <= 31)  # they come first
         recipes: list[tuple[int, Callable[[], tuple[str, tuple[bytes, ...]]]]] = [
             (10, self._noise),
-            (36, self._mutant),
+            (32, self._mutant),
             (4, self._nested),
             (5, self._liar),
             (5, self._envelope),
             (3, self._multipart),
-            (20, self._semantic),
-            (12, self._session),
+            (22, self._semantic),
+            (16, self._session),
         ]
         self._recipes = [r for _, r in recipes]
         self._weights = [w for w, _ in recipes]
