@@ -75,13 +75,15 @@ import zmq
 from fuzzframes import ALONE_BYTES, FrameFuzzer, Hostile, peer_message
 from procs import ProcessCluster, wait_for
 
-from broadcast.client import Client
+from broadcast.client import Client, ClusterUnavailable
 from broadcast.identity import cluster_id_bytes, derive_cluster_id
 from broadcast.protocol import (
     FETCH_MAX,
     FETCH_MAX_BYTES,
     Deliveries,
     Fetch,
+    OpenSession,
+    SessionOpened,
     Status,
     StatusRequest,
     Submit,
@@ -764,6 +766,65 @@ def test_regression_f2_a_slot_far_ahead_is_refused_and_no_leader_fills_a_huge_ga
     assert all_running(cluster)
 
 
+def test_regression_f6_a_chosen_value_far_ahead_in_a_catchup_reply_is_not_taken(
+    cluster: ProcessCluster,
+) -> None:
+    """F6, found by the run of lies (seed 20261201, member channel, item #1472,
+    ``semantic.slot.12``): ``95020c029192cf7ffffffffffffffe9193a16601c40176cd8001``, that is
+    CatchupReply(2, ((2**63 - 2, (("f", 1, b"v"),)),), 32769) in member 2's name. The
+    target took the value as chosen in slot 2**63 - 2; at its next takeover (half a
+    minute later) ``Replica._become_leader`` proposed a no-op for every slot up to it, in
+    one loop: the node answered nothing more and reached 3.3 GB within seconds (its
+    stack: node._on_frame -> replica.step -> on_promise -> _become_leader -> _propose_slot).
+
+    A lie of a member, but a lie must not stop a node. Sent here to both followers, each
+    in the other's name: the exact frame with our member's id, and one just beyond
+    MAX_SLOTS_AHEAD; then the leader is killed, so that one of them takes over. It must
+    commit promptly and stay small.
+    """
+    leader, status, first, second = roles(cluster)
+    value = (Command("f", 1, b"v"),)
+    beyond = status.commit + MAX_SLOTS_AHEAD + 1
+
+    def frames(src: int) -> list[bytes]:
+        return [
+            encode(CatchupReply(src, ((2**63 - 2, value),), 32769)),  # the F6 frame (src 2)
+            encode(CatchupReply(src, ((beyond, value),), 0)),
+            # Last, refused by the codec: its drop says the node read the others.
+            encode(CatchupReply(src, ((2**63, value),), 0)),
+        ]
+
+    since = {n: cluster.log_file(n).stat().st_size for n in cluster.cluster.ids}
+    send_as(cluster, first, second, frames(second))
+    send_as(cluster, second, first, frames(first))
+    for n in (first, second):
+        wait_for(
+            f"node {n} to read the frames", lambda n=n: dropped(cluster, n, "entries", since[n])
+        )
+    watch = Watch(cluster, [first, second])
+    cluster.kill(leader)
+
+    def committed() -> bool:
+        watch.check_alive("after the takeover")
+        watch.sample()
+        for n in watch.nodes:
+            if watch.rss_max[n] > 500:
+                watch.stuck(n, "after the takeover, and growing")
+        with Client(cluster.cluster, client_id="after-f6", timeout=2) as client:
+            try:
+                client.broadcast(b"after the far catch-up")
+            except ClusterUnavailable:
+                return False
+        return True
+
+    wait_for("a commit after the takeover", committed, 60)
+    cluster.start(leader)
+    assert_agreement(cluster, b"all three")
+    for n, s in statuses(cluster, cluster.cluster.ids).items():
+        assert s.commit < beyond, f"node {n} committed up to slot {s.commit}"
+    assert all_running(cluster)
+
+
 class Disagreement(AssertionError):
     """Nodes that know the same chosen prefix delivered different sequences."""
 
@@ -797,6 +858,66 @@ def test_finding_f3_a_forged_catchup_reply_breaks_agreement(cluster: ProcessClus
     delivered = {n: s.delivered for n, s in seen.items()}
     if len(set(delivered.values())) != 1:
         raise Disagreement(f"same chosen prefix, different deliveries: {delivered}")
+
+
+class LogFlood(AssertionError):
+    """A node's log grew by about a line per hostile frame."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=LogFlood,
+    reason="F7: every session that ends by eviction or expiry is one info line on every "
+    "node, not rate-limited: a client opening sessions in a loop floods every node's log",
+)
+def test_finding_f7_a_client_opening_sessions_in_a_loop_floods_every_log(
+    cluster: ProcessCluster,
+) -> None:
+    """F7, found by a targeted run after the fuzzing (the fuzzer's OpenSessions mostly
+    repeat one nonce per name, so they open few sessions). 6000 OpenSession frames with
+    fresh nonces from one client, a perfectly legal request each: past ``max_sessions``
+    (4096), every open evicts the session idle the longest, and ``Node._sessions_ended``
+    logs each eviction as one info line (``session.ended``, reason ``evicted``) on every
+    node; the sessions that are not evicted end by expiry a minute later, one line each
+    too. Measured: 3904 eviction lines per node within 0.3 s (about 15,000 lines and 2 MB
+    a second), then 4096 expiry lines. Every other repetitive event driven by input goes
+    through ``RateLimited``.
+    """
+    leader = cluster.leader()
+    count = 6000
+    start = {n: cluster.log_file(n).read_bytes().count(b"\n") for n in cluster.cluster.ids}
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        sock = raw_dealer(ctx, cluster.cluster.endpoint(leader), client_identity())
+        for _ in range(count):
+            sock.send(encode(OpenSession("flood", os.urandom(16), "")))
+        # The same connection's last open: once it is applied, so is every one before it.
+        marker = OpenSession("flood-marker", os.urandom(16), "")
+
+        def marker_opened() -> bool:
+            sock.send(encode(marker))  # idempotent: the same nonce opens one session
+            until = time.monotonic() + 0.5
+            while time.monotonic() < until:
+                if sock.poll(50):
+                    reply = decode(sock.recv())
+                    if isinstance(reply, SessionOpened) and reply.nonce == marker.nonce:
+                        return True
+            return False
+
+        wait_for("the last open to be applied", marker_opened)
+    finally:
+        ctx.destroy(linger=0)
+    commit = statuses(cluster, [leader])[leader].commit
+    wait_for(
+        "every node to apply the opens",
+        lambda: all(s.commit >= commit for s in statuses(cluster, cluster.cluster.ids).values()),
+    )
+    grown = {
+        n: cluster.log_file(n).read_bytes().count(b"\n") - start[n] for n in cluster.cluster.ids
+    }
+    print(f"\nF7: {count} opens; log lines per node: {grown}")
+    if max(grown.values()) > log_line_limit(count):
+        raise LogFlood(f"{count} session opens made the nodes log {grown} lines")
 
 
 # ---------------------------------------------------------------------------
