@@ -838,26 +838,41 @@ class Disagreement(AssertionError):
 def test_finding_f3_a_forged_catchup_reply_breaks_agreement(cluster: ProcessCluster) -> None:
     """F3. A CatchupReply in a member's name is believed: the receiver takes a value that
     was never chosen as chosen in the next slot, while the others choose another there.
+    Here the forged value is the next command of a real session: the victim delivers
+    ``forged`` where every other node delivers ``honest``, at the same index.
 
     An expected failure until peers are authenticated; it passes (and then fails as an
     unexpected pass, to be turned into a regression test) once a forged frame is refused.
     """
-    _, status, victim, member = roles(cluster)
-    slot = max(status.commit, statuses(cluster, [victim])[victim].commit) + 1
-    forged = (Command("forger", 1, b"forged"),)
+    leader, _, victim, member = roles(cluster)
+    ids = cluster.cluster.ids
+    with Client(cluster.cluster, client_id="honest") as opener:
+        key = opener.open_session()
+        opener.transport.close()  # the session stays open
+
+    def settled() -> int | None:
+        commits = {s.commit for s in statuses(cluster, ids).values()}
+        return commits.pop() if len(commits) == 1 else None
+
+    slot = wait_for("every node to know the open", settled, 30) + 1
+    forged = (Command(key, 1, b"forged"),)
     send_as(cluster, victim, member, [encode(CatchupReply(member, ((slot, forged),), slot))])
     wait_for("the victim to believe it", lambda: statuses(cluster, [victim])[victim].commit >= slot)
-    with Client(cluster.cluster, client_id="honest", timeout=30) as client:
-        client.broadcast(b"honest")  # its session's open lands in that slot
-
-    def same_prefix() -> dict[int, Status] | None:
-        seen = statuses(cluster, cluster.cluster.ids)
-        return seen if len({s.commit for s in seen.values()}) == 1 else None
-
-    seen = wait_for("every node to know the same chosen prefix", same_prefix, 30)
-    delivered = {n: s.delivered for n, s in seen.items()}
-    if len(set(delivered.values())) != 1:
-        raise Disagreement(f"same chosen prefix, different deliveries: {delivered}")
+    # The honest command, once, to the leader (a resend could be chosen elsewhere first).
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        sock = raw_dealer(ctx, cluster.cluster.endpoint(leader), client_identity())
+        sock.send(encode(Submit((Command(key, 1, b"honest"),))))
+        assert sock.poll(30_000), "the honest command was not acknowledged"
+        ack = decode(sock.recv())
+        assert isinstance(ack, SubmitAck), ack
+        index = ack.acks[0][1]
+    finally:
+        ctx.destroy(linger=0)
+    orders = {n: cluster.order(n, index, deadline_s=30) for n in ids}
+    payloads = {n: [c.payload for c in order] for n, order in orders.items()}
+    if any(p != payloads[ids[0]] for p in payloads.values()):
+        raise Disagreement(f"the nodes delivered different sequences: {payloads}")
 
 
 class LogFlood(AssertionError):
