@@ -1,12 +1,14 @@
 """A seeded, deterministic generator of hostile frames for a live node.
 
-Pure: no I/O, no clock, no module-level randomness. Frame ``i`` of seed ``s``
-depends on ``(s, i)`` only (the generator reseeds one ``random.Random`` per
-frame), so any frame a fuzz run reports is rebuilt with ``frame_at(s, i)``,
-without replaying the ones before it::
+Pure: no I/O, no clock, no module-level randomness. Item ``i`` of a
+:class:`FrameFuzzer` depends on its parameters (seed, ``src``, session keys,
+cluster id, payload limit, ``limits``, ``lies``) and on ``i`` only: the
+generator reseeds one ``random.Random`` per item, so any item a fuzz run
+reports is rebuilt with ``frame_at(seed, i, ...)`` (same parameters), without
+replaying the ones before it::
 
     >>> from fuzzframes import frame_at
-    >>> item = frame_at(seed=1, index=4242)
+    >>> item = frame_at(1, 4242, src=3, sessions=("fuzz-kept#1",))
     >>> item.kind, item.parts[0][:16].hex()
 
 What it makes (the ``kind`` of each item names the recipe):
@@ -14,29 +16,41 @@ What it makes (the ``kind`` of each item names the recipe):
 * ``noise.*``: random bytes of every length class, some starting like a
   msgpack array so that the codec gets past its first byte;
 * ``mutant.*``: a valid frame of a registered type (Paxos messages, durable
-  records, client messages and node replies) then damaged: bit flips,
-  truncation, appended garbage, inserted or deleted bytes, a field replaced by
-  a value of the wrong type or range (bool for int, str for bytes, nil, floats,
-  maps, ext types, ints at the msgpack int64/uint64 limits), a wrong version,
-  type code or arity;
+  records, client messages, session opens and closes, node replies) then
+  damaged: bit flips, truncation, appended garbage, inserted or deleted bytes,
+  a field replaced by a value of the wrong type or range (bool for int, str
+  for bytes, nil, floats, maps, ext types, ints at the msgpack int64/uint64
+  limits), a wrong version, type code or arity;
 * ``nested.*``: arrays and maps nested thousands of levels deep, alone or in
   a field of an otherwise valid frame;
 * ``liar.*``: length headers claiming huge arrays, maps, strs, bins or exts
-  with a few bytes behind them;
+  with a few bytes behind them, and strs that are not UTF-8;
 * ``limit.*``: frames at and just over :data:`paxos.codec.MAX_FRAME_BYTES`
   and the transport's ``max_msg_bytes`` (rare: one every ``LIMIT_EVERY``
-  frames, built once and shared);
-* ``envelope.*``: node-to-node envelopes (first byte 0x00) whose inner
-  lengths lie, are zero, are cut short, or are followed by junk;
+  items, built once and shared);
+* ``envelope.*``: node-to-node envelopes (``0x00 | cluster id | u32 length |
+  frame ...``) that carry no frame, a cluster id cut short, lengths that lie,
+  are zero or cut, junk after a valid frame, an envelope inside an envelope,
+  two- and three-part forms whose parts disagree; well-formed ones of another
+  cluster (``envelope.foreign``), and well-formed two-part ones of ours
+  (``envelope.two_part``: they reach the codec and the node);
 * ``multipart.*``: ZeroMQ messages of 0, 2 or more parts (one part is a frame);
 * ``semantic.*``: well-formed frames that are hostile by content: Paxos
-  messages whose ``src`` is not the sender, ballots with rounds near 2**64,
-  slots near 2**63, CatchupRequests for enormous ranges, Fetches with huge
-  ``max_count``/``wait_ms``, Submits of thousands of commands, client ids of
-  the maximal length (in characters and in UTF-8 bytes).
+  messages whose ``src`` is not the sender, ballot rounds at and around
+  ``MAX_ROUND`` and ``MAX_ROUND_STEP`` and beyond 2**63, slots at and around
+  ``MAX_SLOTS_AHEAD`` and 2**63, CatchupRequests for enormous ranges, Fetches
+  with huge ``max_count``/``wait_ms``, Submits of thousands of commands, client
+  ids of the maximal length (in characters and in UTF-8 bytes);
+* ``session.*``: client traffic around sessions. Submits for the real session
+  keys the fuzzer is given (``sessions``) as well as for bogus keys: runs of
+  seqs starting anywhere (some deliver, most are repeats or gaps), repeats and
+  disorder, seq-0 system commands smuggled in, seqs at 2**63 - 1 and beyond,
+  payloads at and just over the payload limit, keys mixed in one Submit;
+  OpenSession with names, nonces and cluster ids at and beyond their bounds;
+  CloseSession of bogus keys and of every given key but the first (the first
+  stays open, so that Submits for it keep reaching the deep paths).
 
-How a frame travels *as a peer* lives in one function, :func:`peer_message`
-(the node-to-node envelope format is about to carry a cluster id).
+How a frame travels *as a peer* lives in one function, :func:`peer_message`.
 """
 
 from __future__ import annotations
@@ -50,18 +64,29 @@ from typing import Any, Final
 import msgpack
 
 from broadcast.protocol import (
+    CloseSession,
     Deliveries,
     Fetch,
-    SessionInfo,
-    SessionQuery,
+    OpenSession,
+    SessionEnded,
+    SessionOpened,
     Status,
     StatusRequest,
     Submit,
     SubmitAck,
     SubmitRefused,
 )
+from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES
 from broadcast.transport import TransportConfig, unpack_envelope
-from paxos.codec import MAX_CLIENT_ID_LEN, MAX_FRAME_BYTES, VERSION, CodecError, decode, encode
+from paxos.codec import (
+    MAX_CLIENT_ID_LEN,
+    MAX_FRAME_BYTES,
+    MAX_UINT,
+    VERSION,
+    CodecError,
+    decode,
+    encode,
+)
 from paxos.messages import (
     Accept,
     Accepted,
@@ -78,13 +103,17 @@ from paxos.messages import (
     PreVoteReply,
     Promise,
 )
+from paxos.multi.replica import MAX_SLOTS_AHEAD
+from paxos.multi.sessions import MAX_NAME_LEN, NONCE_BYTES
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord
-from paxos.types import ZERO_BALLOT, Ballot, Command
+from paxos.types import MAX_ROUND, MAX_ROUND_STEP, ZERO_BALLOT, Ballot, Command
 
-#: The transport's limit on one ZeroMQ message (larger ones make zmq drop the connection).
+#: The transport's limit on one ZeroMQ message part (larger ones make zmq drop the connection).
 MAX_MSG_BYTES: Final = TransportConfig().max_msg_bytes
-#: One ``limit.*`` frame (tens of MiB) every this many frames, at a fixed offset.
+#: One ``limit.*`` item (tens of MiB) every this many items, at a fixed offset.
 LIMIT_EVERY: Final = 25_000
+#: The cluster id a fuzzer uses when it is given none (any 16 bytes).
+DEFAULT_CLUSTER_ID: Final = bytes(range(16))
 
 U64: Final = 2**64 - 1
 I64_MIN: Final = -(2**63)
@@ -96,6 +125,20 @@ EDGE_INTS: Final = (
 )  # fmt: skip
 #: The largest rounds/slots/counts a frame can carry (msgpack stops at uint64).
 HUGE: Final = (2**62, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 65, 2**64 - 2, U64)
+#: Ballot rounds: small ones (real ballots have them), and the edges of the bounds (a
+#: round may not jump more than MAX_ROUND_STEP, nor reach MAX_ROUND; the codec refuses
+#: rounds above MAX_ROUND; msgpack stops at 2**64 - 1).
+ROUNDS: Final = (
+    0, 1, 2, 3, 5, 40, MAX_ROUND_STEP, MAX_ROUND_STEP + 1, MAX_ROUND_STEP + 7,
+    MAX_ROUND - 1, MAX_ROUND, MAX_ROUND + 1, *HUGE,
+)  # fmt: skip
+#: Slots and commit indexes: small ones, the edges of what an acceptor takes (at most
+#: MAX_SLOTS_AHEAD beyond its chosen prefix; a candidate ignores reports beyond twice
+#: that) and of what the codec takes (at most MAX_UINT = 2**63 - 1).
+SLOTS: Final = (
+    0, 1, 2, 64, 4096, MAX_SLOTS_AHEAD, MAX_SLOTS_AHEAD + 1, 2 * MAX_SLOTS_AHEAD + 1,
+    2**53, MAX_UINT - 1, MAX_UINT, MAX_UINT + 1, U64,
+)  # fmt: skip
 
 # A 256-character client id: the longest allowed, in ASCII and in 4-byte UTF-8.
 LONGEST_ASCII_ID: Final = "c" * MAX_CLIENT_ID_LEN
@@ -112,9 +155,23 @@ WRONG_VALUES: Final[tuple[Any, ...]] = (
 )  # fmt: skip
 
 _MESSAGE_TYPES: Final = tuple(Message.__args__)
+#: Paxos messages that a member may send in another member's name without putting
+#: agreement at risk (crash-fault Paxos trusts its members; these only ask, refuse,
+#: report liveness, or hand over client commands): refusing a promise is always safe, a
+#: promise made for a forged Prepare is a true promise, a forged Forward is a client's
+#: submission. The others (Promise, Accept, Accepted, Commit, Heartbeat, CatchupReply)
+#: make a replica believe a value was accepted or chosen: lies that can break agreement.
+SAFE_LIE_TYPES: Final = (
+    Prepare, Nack, PreVote, PreVoteReply, HeartbeatReply, CatchupRequest, Forward,
+)  # fmt: skip
 _LEN: Final = struct.Struct("<I")
 #: First byte of a node-to-node envelope (see broadcast.transport.ENVELOPE).
 ENVELOPE_BYTE: Final = b"\x00"
+#: A frame of at least this many bytes travels alone, as the second part of a two-part
+#: envelope (what a node's transport does, so that it is sent without a copy).
+ALONE_BYTES: Final = 64 * 1024
+#: Session-system tags (first payload byte of a seq-0 command): open, close, expire.
+SYSTEM_TAGS: Final = (1, 2, 3)
 
 
 # ---------------------------------------------------------------------------
@@ -122,20 +179,36 @@ ENVELOPE_BYTE: Final = b"\x00"
 # ---------------------------------------------------------------------------
 
 
-def peer_message(frames: Sequence[bytes], *, enveloped: bool) -> bytes:
-    """The one ZeroMQ message part a node's DEALER would send carrying ``frames``.
+def peer_message(frames: Sequence[bytes], cluster_id: bytes) -> tuple[bytes, ...]:
+    """The parts of the ZeroMQ message a node's DEALER sends carrying ``frames``.
 
-    ``enveloped=False`` needs exactly one frame and sends it bare (what
-    ``pack_envelopes`` does with a lone frame). ``enveloped=True`` always wraps:
-    ``0x00`` then, per frame, a little-endian u32 length and the frame. When the
-    envelope starts carrying a cluster id after the 0x00 byte, this is the
-    function to change (and bare frames from node identities will be dropped).
+    ``0x00 | cluster id (16 bytes)`` then, per frame, a little-endian u32 length
+    and the frame, in one part; a lone frame of ``ALONE_BYTES`` or more travels as
+    ``[0x00 | cluster id | length] [frame]`` (two parts). Written from the format's
+    description, not with the transport's code, so that a test can hold one against
+    the other. A bare frame (no envelope) is just ``(frame,)``: a node drops it.
     """
-    if not enveloped:
-        if len(frames) != 1:
-            raise ValueError("a bare peer message carries exactly one frame")
-        return frames[0]
-    return ENVELOPE_BYTE + b"".join(_LEN.pack(len(f)) + f for f in frames)
+    if len(cluster_id) != 16:
+        raise ValueError("a cluster id has 16 bytes")
+    if not frames or not all(frames):
+        raise ValueError("an envelope carries at least one frame, and no empty one")
+    head = ENVELOPE_BYTE + cluster_id
+    if len(frames) == 1 and len(frames[0]) >= ALONE_BYTES:
+        return (head + _LEN.pack(len(frames[0])), frames[0])
+    return (head + b"".join(_LEN.pack(len(f)) + f for f in frames),)
+
+
+def frames_in(parts: Sequence[bytes]) -> list[bytes]:
+    """The frames a node would find in ``parts`` (if it took them from a peer with the
+    right cluster id): an envelope's frames, or the parts themselves."""
+    opened = unpack_envelope(parts)
+    if opened is not None:
+        return opened[1]
+    out: list[bytes] = []
+    for part in parts:
+        inner = unpack_envelope([part]) if part[:1] == ENVELOPE_BYTE else None
+        out.extend(inner[1] if inner is not None else [part])
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -169,24 +242,21 @@ def _pack(obj: Any) -> bytes:
     return data
 
 
-def _raw(fields: Sequence[Any]) -> tuple[Any, ...]:
-    """A frame as the tuple msgpack packs: (VERSION, code, *fields)."""
-    return tuple(fields)
-
-
 # ---------------------------------------------------------------------------
 # The pool of valid base frames (built once; every registered type, several shapes).
 # ---------------------------------------------------------------------------
 
 
-def _base_objects(src: int) -> list[object]:
+def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
     b = Ballot(3, 2)
-    cmd = Command("c", 1, b"payload")
-    value = (cmd, Command("d", 7, b""), Command(LONGEST_ASCII_ID, 2, b"\x00" * 40))
+    cmd = Command(key, 1, b"payload")
+    value = (cmd, Command("d#2", 7, b""), Command(LONGEST_ASCII_ID, 2, b"\x00" * 40))
+    nonce = bytes(range(NONCE_BYTES))
     return [
+        # Paxos messages first (see FrameFuzzer._n_paxos).
         Prepare(src, b, 1),
-        Promise(src, b, 1, ((1, b, value), (2, ZERO_BALLOT, ())), 0),
-        Promise(src, b, 5, (), 4),
+        Promise(src, b, 1, ((1, b, value), (2, ZERO_BALLOT, ())), 0, 0),
+        Promise(src, b, 5, (), 4, 9),
         Accept(src, b, 1, value, 0),
         Accept(src, b, 9, (), 8),
         Accepted(src, b, 1),
@@ -205,22 +275,26 @@ def _base_objects(src: int) -> list[object]:
         CommitRecord(1),
         Submit((cmd,)),
         Submit(value),
-        SubmitAck("c", ((1, 1, 1), (3, 5, 2)), 1),
-        SubmitRefused("c", 1, "busy", 0),
+        OpenSession("fz-open", nonce, cluster_id),
+        OpenSession("fz-open", nonce, ""),
+        SessionOpened(nonce, key, cluster_id, DEFAULT_MAX_PAYLOAD_BYTES, 4096),
+        CloseSession("fz-never#999999"),
+        SessionEnded(key, True, 3),
+        SubmitAck(key, ((1, 1, 1), (3, 5, 2)), 1),
+        SubmitRefused(key, 1, "busy", 0),
         Fetch(1, 16, 0),
         Fetch(1, 4096, 500),
         Deliveries(1, value, 3),
         StatusRequest(7),
-        Status(7, 1, "leader", b, 1, 1, 1, True),
-        SessionQuery("c"),
-        SessionInfo("c", 1),
+        Status(7, 1, "leader", b, 1, 1, 1, True, True, cluster_id, 3),
     ]
 
 
-def base_frames(src: int) -> list[tuple[Any, ...]]:
-    """Every registered type, as (VERSION, code, *fields) tuples; Paxos ones from ``src``."""
+def base_frames(src: int, key: str = "c#1", cluster_id: str = "") -> list[tuple[Any, ...]]:
+    """Every registered type, as (VERSION, code, *fields) tuples; Paxos ones from ``src``,
+    commands of the session ``key``, cluster ids ``cluster_id``."""
     out = []
-    for obj in _base_objects(src):
+    for obj in _base_objects(src, key, cluster_id):
         frame = msgpack.unpackb(encode(obj), use_list=False, raw=False)
         out.append(frame)
     return out
@@ -232,39 +306,63 @@ def base_frames(src: int) -> list[tuple[Any, ...]]:
 
 
 class FrameFuzzer:
-    """Makes hostile items; ``item(i)`` is a pure function of ``(seed, i)``.
+    """Makes hostile items; ``item(i)`` is a pure function of the parameters and ``i``.
 
     ``src`` is the node id the items' sender has (0 for a client); Paxos
     messages carry it half of the time and some other id otherwise.
-    ``limits`` enables the rare ``limit.*`` items (tens of MiB each).
+    ``sessions`` are keys of real, open sessions (their Submits reach the deep
+    paths of a node; the first one is never closed by the items). ``cluster_id``
+    (16 bytes) is the target's: ``envelope.*`` items carry it (or, on purpose,
+    another). ``max_payload_bytes`` is the cluster's payload limit. ``limits``
+    enables the rare ``limit.*`` items (tens of MiB each).
 
-    ``lies=False`` leaves out every well-formed Paxos message that claims to
-    come from ``src`` when ``src`` is a member's id (the recipe is drawn again).
-    Such a message is a lie of a cluster member: Multi-Paxos tolerates crashes,
-    not lies, and any of them may break agreement (a forged Accept at a high
-    ballot is adopted by the next leader even in a slot already chosen), so a
-    run that checks agreement must leave them out. Everything else, junk under
-    the member's name included, stays.
+    ``lies=False`` leaves out every well-formed Paxos message that claims to come
+    from ``src`` (a member's id) and is not one of :data:`SAFE_LIE_TYPES` (the
+    recipe is drawn again). Such a message is a lie of a cluster member that can
+    break agreement: Multi-Paxos tolerates crashes, not lies (a forged Accept at a
+    high ballot is adopted by the next leader even in a slot already chosen), so a
+    run that checks agreement must leave them out. Everything else stays: junk
+    under the member's name, and the safe lies (forged Prepares, Nacks, PreVotes,
+    catch-up requests, forwards...), which reach deep into the replica.
     """
 
-    def __init__(self, seed: int, *, src: int = 0, limits: bool = True, lies: bool = True) -> None:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        src: int = 0,
+        limits: bool = True,
+        lies: bool = True,
+        sessions: Sequence[str] = (),
+        cluster_id: bytes = DEFAULT_CLUSTER_ID,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if len(cluster_id) != 16:
+            raise ValueError("a cluster id has 16 bytes")
         self.seed = seed
         self.src = src
         self.limits = limits
         self.lies = lies
+        self.sessions = tuple(sessions)
+        self.cluster_id = cluster_id
+        self.max_payload_bytes = max_payload_bytes
+        self._cluster_hex = cluster_id.hex()
         self._rng = random.Random(seed)
-        self._base = base_frames(src if src > 0 else 2)
+        key = self.sessions[0] if self.sessions else "c#1"
+        self._base = base_frames(src if src > 0 else 2, key, self._cluster_hex)
         self._packed = [_pack(f) for f in self._base]
         self._heavy: dict[tuple[Any, ...], bytes] = {}
+        self._big: dict[int, bytes] = {}
         self._n_paxos = sum(1 for f in self._base if 1 <= f[1] <= 31)  # they come first
         recipes: list[tuple[int, Callable[[], tuple[str, tuple[bytes, ...]]]]] = [
             (10, self._noise),
-            (40, self._mutant),
+            (32, self._mutant),
             (4, self._nested),
             (5, self._liar),
-            (4, self._envelope),
+            (5, self._envelope),
             (3, self._multipart),
-            (20, self._semantic),
+            (22, self._semantic),
+            (16, self._session),
         ]
         self._recipes = [r for _, r in recipes]
         self._weights = [w for w, _ in recipes]
@@ -278,21 +376,24 @@ class FrameFuzzer:
             while True:
                 (recipe,) = rng.choices(self._recipes, self._weights)
                 kind, parts = recipe()
-                if self.lies or self.src <= 0 or not self._is_lie(parts):
+                if self.lies or self.src <= 0 or not self.is_lie(parts):
                     break
         return Hostile(index, kind, parts)
 
-    def _is_lie(self, parts: tuple[bytes, ...]) -> bool:
-        """Is some part (or a frame in an envelope) a well-formed Paxos message from ``src``?"""
-        for part in parts:
-            frames = [part] if part[:1] != ENVELOPE_BYTE else (unpack_envelope(part) or [])
-            for frame in frames:
-                try:
-                    msg = decode(frame)
-                except CodecError:
-                    continue
-                if isinstance(msg, _MESSAGE_TYPES) and msg.src == self.src:
-                    return True
+    def is_lie(self, parts: Sequence[bytes]) -> bool:
+        """Does ``parts`` hold a well-formed Paxos message from ``src`` that could break
+        agreement (one not of :data:`SAFE_LIE_TYPES`)?"""
+        for frame in frames_in(parts):
+            try:
+                msg = decode(frame)
+            except CodecError:
+                continue
+            if (
+                isinstance(msg, _MESSAGE_TYPES)
+                and msg.src == self.src
+                and not isinstance(msg, SAFE_LIE_TYPES)
+            ):
+                return True
         return False
 
     def items(self, start: int, stop: int) -> Iterator[Hostile]:
@@ -303,10 +404,9 @@ class FrameFuzzer:
 
     def _other_src(self) -> int:
         rng = self._rng
-        choice = rng.random()
-        if choice < 0.5 and self.src > 0:
+        if rng.random() < 0.5 and self.src > 0:
             return self.src
-        return rng.choice((1, 2, 3, 4, 99, 2**31, 2**63 - 1, U64))
+        return rng.choice((1, 2, 3, 4, 99, 2**31 - 1, 2**31, 2**63 - 1, U64))
 
     def _bytes(self, n: int) -> bytes:
         return self._rng.randbytes(n)
@@ -326,6 +426,29 @@ class FrameFuzzer:
             return rng.choice(EDGE_INTS)
         return rng.choice(WRONG_VALUES)
 
+    def _ballot(self) -> tuple[int, int]:
+        rng = self._rng
+        node = rng.choice((self.src if self.src > 0 else 2, 1, 2, 3, 99, U64))
+        return (rng.choice(ROUNDS), node)
+
+    def _key(self) -> str:
+        """A session key: mostly a real one (the first above all), else a bogus one."""
+        rng = self._rng
+        keys = self.sessions
+        if keys and rng.random() < 0.8:
+            return keys[0] if rng.random() < 0.75 else rng.choice(keys)
+        return rng.choice(
+            ("fz#1", "fz-open#1", "nobody#123456", "", "#", "x#0", LONGEST_ASCII_ID,
+             LONGEST_UTF8_ID, "fz#" + "9" * 30)
+        )  # fmt: skip
+
+    def _filled(self, n: int) -> bytes:
+        """``n`` zero bytes, shared (payloads at the limit are built once)."""
+        data = self._big.get(n)
+        if data is None:
+            data = self._big[n] = bytes(n)
+        return data
+
     # ----------------------------------------------------------------- recipes
 
     def _noise(self) -> tuple[str, tuple[bytes, ...]]:
@@ -334,7 +457,8 @@ class FrameFuzzer:
         head = rng.random()
         if head < 0.4 and data:
             # Look like a frame: a fixarray / array16 / array32 header, then noise.
-            prefix = rng.choice((b"\x92\x01", b"\x95\x01\x03", b"\xdc\x00\x05\x01", b"\x93"))
+            v = _pack(VERSION)
+            prefix = rng.choice((b"\x92" + v, b"\x95" + v + b"\x03", b"\xdc\x00\x05" + v, b"\x93"))
             return "noise.framelike", (prefix + data,)
         return "noise.bytes", (data,)
 
@@ -367,9 +491,11 @@ class FrameFuzzer:
         if how == 4:  # wrong version or type code
             fields = list(frame)
             if rng.random() < 0.5:
-                fields[0] = self._wrong() if rng.random() < 0.5 else rng.choice((0, 2, 255))
+                other = rng.choice((0, 1, VERSION + 1, 255))
+                fields[0] = self._wrong() if rng.random() < 0.5 else other
                 return "mutant.version", (_pack(fields),)
-            unknown = (0, 14, 31, 35, 63, 73, 255, 256, -3, U64)  # around the registered codes
+            # Around the registered codes (71 and 72 were removed, 77 is the next free one).
+            unknown = (0, 14, 31, 35, 63, 71, 72, 77, 255, 256, -3, U64)
             fields[1] = rng.choice(unknown) if rng.random() < 0.7 else self._wrong()
             return "mutant.typecode", (_pack(fields),)
         if how == 5:  # wrong arity
@@ -400,12 +526,12 @@ class FrameFuzzer:
         rng = self._rng
         depths = (100, 511, 512, 1023, 1024, 1025, 2000, 5000, 20000)
         (depth,) = rng.choices(depths, (4, 2, 2, 2, 2, 2, 2, 1, 0.3))
-        opener = rng.choice((b"\x91", b"\xdc\x00\x01", b"\x81\x00", b"\x92\x01"))
-        # [[[... nil]]], [1, [1, [... nil]]], {0: {0: ... nil}}: one nil closes them all.
+        opener = rng.choice((b"\x91", b"\xdc\x00\x01", b"\x81\x00", b"\x92" + _pack(VERSION)))
+        # [[[... nil]]], [2, [2, [... nil]]], {0: {0: ... nil}}: one nil closes them all.
         inner = opener * depth + b"\xc0"
         if rng.random() < 0.5:
             return "nested.bare", (inner,)
-        # In a field of an otherwise valid frame: [1, code, <nested>, ...].
+        # In a field of an otherwise valid frame: [VERSION, code, <nested>, ...].
         _, frame, _ = self._base_pick()
         fields = [_pack(x) for x in frame]
         if len(fields) > 2:
@@ -432,35 +558,71 @@ class FrameFuzzer:
         else:
             head = b"\xdc" + struct.pack(">H", claim & 0xFFFF)  # array16
         if marker == 5 and rng.random() < 0.3:
-            # Not a length lie but an encoding one: a str that is not UTF-8 (a SessionQuery).
+            # Not a length lie but an encoding one: a str that is not UTF-8, where a
+            # CloseSession (75) or an OpenSession (73) has its key or name.
             bad = rng.choice((b"\xff", b"\xed\xb3\xbf", b"\xc3", b"a\x80b"))
-            return "liar.utf8", (b"\x92\x01\x47" + bytes((0xA0 | len(bad),)) + bad,)
+            text = bytes((0xA0 | len(bad),)) + bad
+            if rng.random() < 0.5:
+                return "liar.utf8", (b"\x93" + _pack(VERSION) + _pack(75) + text,)
+            nonce = _pack(bytes(NONCE_BYTES))
+            frame = b"\x95" + _pack(VERSION) + _pack(73) + text + nonce + b"\xa0"
+            return "liar.utf8", (frame,)
         tail = self._bytes(rng.randint(0, 32))
         if rng.random() < 0.5:
             return "liar.bare", (head + tail,)
-        # The lie in a field of a frame that starts well: [1, 64, <liar>].
-        code = rng.choice((1, 3, 12, 13, 64, 67, 69, 71))
-        return "liar.field", (b"\x93\x01" + _pack(code) + head + tail,)
+        # The lie in a field of a frame that starts well: [VERSION, code, <liar>].
+        code = rng.choice((1, 2, 3, 12, 13, 64, 67, 69, 73, 75))
+        return "liar.field", (b"\x93" + _pack(VERSION) + _pack(code) + head + tail,)
+
+    def _foreign_id(self) -> bytes:
+        rng = self._rng
+        ours = self.cluster_id
+        how = rng.randrange(3)
+        if how == 0:
+            return bytes(16)
+        if how == 1:  # one bit off
+            pos = rng.randrange(16)
+            return ours[:pos] + bytes((ours[pos] ^ (1 << rng.randrange(8)),)) + ours[pos + 1 :]
+        return self._bytes(16)
 
     def _envelope(self) -> tuple[str, tuple[bytes, ...]]:
         rng = self._rng
         _, _, good = self._base_pick()
-        how = rng.randrange(7)
-        if how == 0:
-            return "envelope.empty", (ENVELOPE_BYTE,)
-        if how == 1:  # length claims more than there is
+        head = ENVELOPE_BYTE + self.cluster_id
+        how = rng.randrange(12)
+        if how == 0:  # no frames at all
+            return "envelope.empty", (head,)
+        if how == 1:  # the cluster id cut short
+            return "envelope.cut_id", (head[: rng.randint(1, 16)],)
+        if how == 2:  # length claims more than there is
             claim = rng.choice((len(good) + 1, 2**31, 2**32 - 1))
-            return "envelope.long", (ENVELOPE_BYTE + _LEN.pack(claim) + good,)
-        if how == 2:  # a zero length
-            return "envelope.zero", (ENVELOPE_BYTE + _LEN.pack(0) + good,)
-        if how == 3:  # the length itself cut short
-            return "envelope.cut", (ENVELOPE_BYTE + _LEN.pack(len(good)) + good + b"\x01\x00",)
-        if how == 4:  # a valid first frame, then junk
+            return "envelope.long", (head + _LEN.pack(claim) + good,)
+        if how == 3:  # a zero length
+            return "envelope.zero", (head + _LEN.pack(0) + good,)
+        if how == 4:  # the length itself cut short
+            return "envelope.cut", (head + _LEN.pack(len(good)) + good + b"\x01\x00",)
+        if how == 5:  # a valid first frame, then junk
             junk = self._bytes(rng.randint(5, 40))
-            return "envelope.junk", (ENVELOPE_BYTE + _LEN.pack(len(good)) + good + junk,)
-        if how == 5:  # an envelope inside an envelope
-            inner = ENVELOPE_BYTE + _LEN.pack(len(good)) + good
-            return "envelope.nested", (ENVELOPE_BYTE + _LEN.pack(len(inner)) + inner,)
+            return "envelope.junk", (head + _LEN.pack(len(good)) + good + junk,)
+        if how == 6:  # an envelope inside an envelope: its frame starts with 0x00
+            inner = head + _LEN.pack(len(good)) + good
+            return "envelope.nested", (head + _LEN.pack(len(inner)) + inner,)
+        if how == 7:  # well-formed, of another cluster
+            frames = [good] * rng.randint(1, 3)
+            return "envelope.foreign", peer_message(frames, self._foreign_id())
+        if how == 8:  # well-formed two-part form (a small frame where a big one goes)
+            return "envelope.two_part", (head + _LEN.pack(len(good)), good)
+        if how == 9:  # two parts that disagree
+            variants = (
+                (head + _LEN.pack(len(good) + rng.choice((-1, 1, 2**31))), good),
+                (head, good),
+                (head + _LEN.pack(1), b""),
+                (head + _LEN.pack(len(good)) + b"x", good),
+                (self._foreign_id() + _LEN.pack(len(good)), good),
+            )
+            return "envelope.two_part_lies", rng.choice(variants)
+        if how == 10:  # three parts
+            return "envelope.three_part", (head + _LEN.pack(len(good)), good, good)
         return "envelope.noise", (ENVELOPE_BYTE + self._bytes(self._length()),)
 
     def _multipart(self) -> tuple[str, tuple[bytes, ...]]:
@@ -495,10 +657,6 @@ class FrameFuzzer:
             return self._sem_heavy()
         return rng.choice(recipes)()
 
-    def _ballot(self) -> tuple[int, int]:
-        rng = self._rng
-        return (rng.choice(HUGE), rng.choice((1, 2, 3, 99, U64)))
-
     def _sem_src(self) -> tuple[str, tuple[bytes, ...]]:
         # A valid Paxos message from some other src than the sender's identity.
         rng = self._rng
@@ -516,42 +674,49 @@ class FrameFuzzer:
         elif code == 9:
             fields = (src, b)
         elif code == 10:
-            fields = (src, b, True)
+            fields = (src, b, rng.random() < 0.5)
         else:
-            fields = (src, b, rng.choice((0, 1, *HUGE)))
+            fields = (src, b, rng.choice(SLOTS))
         return f"semantic.ballot.{code}", (_pack((VERSION, code, *fields)),)
 
     def _sem_slot(self) -> tuple[str, tuple[bytes, ...]]:
         rng = self._rng
         src = self._other_src()
-        slot = rng.choice(HUGE)
-        b = rng.choice(((1, src if src <= 3 else 1), self._ballot()))
-        code = rng.choice((3, 4, 6, 2))
+        slot = rng.choice(SLOTS)
+        b = rng.choice(((1, src if 0 < src <= 3 else 1), self._ballot()))
+        code = rng.choice((2, 3, 4, 6, 12))
         if code == 3:
             fields: tuple[Any, ...] = (src, b, slot, (("f", 1, b"v"),), rng.choice((0, slot)))
         elif code == 4 or code == 6:
             fields = (src, b, slot)
+        elif code == 12:
+            fields = (src, ((slot, (("f", 1, b"v"),)),), rng.choice(SLOTS))
         else:
-            fields = (src, b, slot, ((slot, b, (("f", 1, b"v"),)),), slot)
+            next_slot = rng.choice((0, slot, *SLOTS))
+            fields = (src, b, slot, ((slot, b, (("f", 1, b"v"),)),), rng.choice(SLOTS), next_slot)
         return f"semantic.slot.{code}", (_pack((VERSION, code, *fields)),)
 
     def _sem_catchup(self) -> tuple[str, tuple[bytes, ...]]:
         rng = self._rng
-        ranges = ((0, U64), (1, U64), (U64, 0), (U64, U64), (2**64 - 65, U64), (0, 2**63))
+        ranges = (
+            (0, U64), (1, U64), (U64, 0), (U64, U64), (2**64 - 65, U64), (0, 2**63),
+            (1, 64), (1, MAX_UINT), (MAX_UINT, MAX_UINT), (2, 1), (1, 1),
+        )  # fmt: skip
         lo, hi = rng.choice(ranges)
         return "semantic.catchup", (_pack((VERSION, 11, self._other_src(), lo, hi)),)
 
     def _sem_fetch(self) -> tuple[str, tuple[bytes, ...]]:
         rng = self._rng
         fields = (
-            rng.choice((0, 1, 2, 2**31, *HUGE)),
-            rng.choice((0, 1, 4096, 4097, *HUGE)),
-            rng.choice((0, 1, 30_000, 30_001, *HUGE)),
+            rng.choice((0, 1, 2, 2**31, MAX_UINT, *HUGE)),
+            rng.choice((0, 1, 4096, 4097, MAX_UINT, *HUGE)),
+            rng.choice((0, 1, 30_000, 30_001, MAX_UINT, *HUGE)),
         )
         return "semantic.fetch", (_pack((VERSION, 67, *fields)),)
 
     def _sem_submit(self) -> tuple[str, tuple[bytes, ...]]:
-        # A few commands from fresh or edge-case sessions, in or out of order; some commit.
+        # A few commands from fresh or edge-case keys (never opened: refused), in or out
+        # of order.
         rng = self._rng
         n = rng.choice((0, 1, 2, 10))
         prefix = rng.choice(("fz", LONGEST_ASCII_ID, LONGEST_UTF8_ID, ""))
@@ -562,11 +727,13 @@ class FrameFuzzer:
     def _sem_client_id(self) -> tuple[str, tuple[bytes, ...]]:
         rng = self._rng
         client = rng.choice((LONGEST_ASCII_ID, LONGEST_UTF8_ID, TOO_LONG_ID, "", "\x00" * 256))
-        code = rng.choice((64, 71))
+        code = rng.choice((64, 73, 75))
         if code == 64:
             frame: tuple[Any, ...] = (VERSION, 64, ((client, 1, b"x"),))
+        elif code == 73:
+            frame = (VERSION, 73, client, self._bytes(NONCE_BYTES), "")
         else:
-            frame = (VERSION, 71, client)
+            frame = (VERSION, 75, client)
         return f"semantic.client_id.{code}", (_pack(frame),)
 
     def _sem_status(self) -> tuple[str, tuple[bytes, ...]]:
@@ -578,7 +745,7 @@ class FrameFuzzer:
         rng = self._rng
         n = rng.choice((1000, 5000))
         code = rng.choice((2, 12, 13, 64, 64, 65))
-        key = (code, n, rng.random() < 0.5)  # the last bit: own src or another
+        key = (code, n, rng.random() < 0.5)  # the last bit: own src (or real session) or not
         kind = f"semantic.heavy.{code}.{n}"
         frame = self._heavy.get(key)
         if frame is None:
@@ -586,19 +753,148 @@ class FrameFuzzer:
             b = (1, 1)
             if code == 2:
                 entries = tuple((s, b, ()) for s in range(1, n + 1))
-                frame = _pack((VERSION, 2, src, b, 1, entries, 0))
+                frame = _pack((VERSION, 2, src, b, 1, entries, 0, 0))
             elif code == 12:
                 frame = _pack((VERSION, 12, src, tuple((s, ()) for s in range(1, n + 1)), 0))
             elif code == 13:
                 frame = _pack((VERSION, 13, src, tuple(("fw", s, b"") for s in range(1, n + 1))))
             elif code == 64:
-                # In order, so that it commits once and every resend is only acknowledged
-                # (an undeliverable batch would be chosen and kept again at every resend).
-                frame = _submit_frame(rng, f"fz-heavy-{n}", n, "fifo")
+                # In order, from 1: a real session delivers what it had not yet and then
+                # only acknowledges (a bogus key is refused at once).
+                client = self.sessions[0] if key[2] and self.sessions else f"fz-heavy-{n}"
+                frame = _submit_frame(rng, client, n, "fifo")
             else:
                 frame = _pack((VERSION, 65, "c", tuple((s, s, 1) for s in range(1, n + 1)), 0))
             self._heavy[key] = frame
         return kind, (frame,)
+
+    # ----------------------------------------------------------------- sessions
+
+    def _session(self) -> tuple[str, tuple[bytes, ...]]:
+        rng = self._rng
+        how = rng.randrange(20)
+        if how < 7:
+            return self._session_run()
+        if how < 9:
+            return self._session_disorder()
+        if how < 11:
+            return self._session_system()
+        if how < 12:
+            return self._session_edge_seqs()
+        if how < 14:
+            return self._session_mixed()
+        if how < 15:
+            return self._session_payload_limit()
+        if how < 17:
+            return self._session_open()
+        return self._session_close()
+
+    def _payload(self) -> bytes:
+        rng = self._rng
+        (size,) = rng.choices((0, 1, rng.randint(2, 64), rng.randint(65, 4096)), (1, 4, 4, 1))
+        return self._bytes(size)
+
+    def _session_run(self) -> tuple[str, tuple[bytes, ...]]:
+        """A run of consecutive seqs from anywhere: delivered where it covers the
+        session's next seq, acknowledged below it, refused (a gap) above it."""
+        rng = self._rng
+        key = self._key()
+        first = rng.choice(
+            (1, 1, rng.randint(1, 64), rng.randint(1, 1000), rng.randint(1, 100_000))
+        )
+        n = rng.choice((1, 1, 2, 8, 64, 256, 257))
+        commands = tuple((key, s, self._payload()) for s in range(first, first + n))
+        return f"session.run.{n}", (_pack((VERSION, 64, commands)),)
+
+    def _session_disorder(self) -> tuple[str, tuple[bytes, ...]]:
+        rng = self._rng
+        key = self._key()
+        seqs = [rng.randint(1, 300) for _ in range(rng.randint(2, 20))]
+        if rng.random() < 0.5:
+            seqs = sorted(seqs, reverse=True)
+        commands = tuple((key, s, self._payload()) for s in seqs)
+        return "session.disorder", (_pack((VERSION, 64, commands)),)
+
+    def _session_system(self) -> tuple[str, tuple[bytes, ...]]:
+        """Seq-0 commands (open, close, expire and unknown tags) smuggled into a Submit,
+        alone or among ordinary commands."""
+        rng = self._rng
+        key = self._key()
+        tag = rng.choice((*SYSTEM_TAGS, 0, 4, 255))
+        body = rng.choice((b"", self._bytes(NONCE_BYTES), (0).to_bytes(8, "big"), self._bytes(8)))
+        system = (rng.choice((key, "fz-smuggled")), 0, bytes((tag,)) + body)
+        where = rng.randrange(3)
+        commands: tuple[Any, ...]
+        if where == 0:
+            commands = (system,)
+        elif where == 1:
+            commands = ((key, 1, b"before"), system, (key, 2, b"after"))
+        else:
+            commands = (system, (key, rng.randint(1, 50), b"after"))
+        return f"session.system.{tag}", (_pack((VERSION, 64, commands)),)
+
+    def _session_edge_seqs(self) -> tuple[str, tuple[bytes, ...]]:
+        rng = self._rng
+        key = self._key()
+        seq = rng.choice((MAX_UINT - 1, MAX_UINT, MAX_UINT + 1, U64, 2**53, 2**32))
+        commands: tuple[Any, ...] = ((key, seq, b"edge"),)
+        if rng.random() < 0.5 and seq < MAX_UINT:
+            commands = ((key, seq, b"edge"), (key, seq + 1, b"edge"))
+        return "session.edge_seq", (_pack((VERSION, 64, commands)),)
+
+    def _session_mixed(self) -> tuple[str, tuple[bytes, ...]]:
+        """Several keys in one Submit: real, bogus, and the same key interleaved."""
+        rng = self._rng
+        commands = tuple(
+            (self._key(), rng.randint(1, 200), self._payload()) for _ in range(rng.randint(2, 12))
+        )
+        return "session.mixed", (_pack((VERSION, 64, commands)),)
+
+    def _session_payload_limit(self) -> tuple[str, tuple[bytes, ...]]:
+        """A payload at the limit (seq 1 of a real session: delivered at most once, then
+        only acknowledged) or just over it (refused, whatever its seq)."""
+        rng = self._rng
+        key = self._key()
+        limit = self.max_payload_bytes
+        if rng.random() < 0.5:
+            commands: tuple[Any, ...] = ((key, 1, self._filled(limit)),)
+            kind = "session.payload_at_limit"
+        else:
+            commands = ((key, rng.randint(1, 100), self._filled(limit + 1)),)
+            if rng.random() < 0.5:
+                commands = ((key, 1, b"small"), *commands)
+            kind = "session.payload_over_limit"
+        return kind, (_pack((VERSION, 64, commands)),)
+
+    def _session_open(self) -> tuple[str, tuple[bytes, ...]]:
+        """OpenSession: names, nonces and cluster ids at and beyond their bounds. Valid ones
+        open sessions, mostly the same few again (one fixed nonce per name)."""
+        rng = self._rng
+        name = rng.choice(
+            ("fz-open", "fz-open", "fz-other", "", "n" * MAX_NAME_LEN, "n" * (MAX_NAME_LEN + 1),
+             "\U0001f600" * MAX_NAME_LEN, TOO_LONG_ID, "#", "fz#1", "\x00")
+        )  # fmt: skip
+        (nonce,) = rng.choices(
+            (bytes(NONCE_BYTES), self._bytes(NONCE_BYTES), self._bytes(NONCE_BYTES - 1),
+             self._bytes(NONCE_BYTES + 1), b""),
+            (6, 1, 1, 1, 1),
+        )  # fmt: skip
+        cluster = rng.choice(
+            ("", "", self._cluster_hex, self._cluster_hex.upper(), "another-cluster",
+             "x" * 128, "x" * 129)
+        )  # fmt: skip
+        return "session.open", (_pack((VERSION, 73, name, nonce, cluster)),)
+
+    def _session_close(self) -> tuple[str, tuple[bytes, ...]]:
+        """CloseSession of bogus keys, of sessions the items opened, and of every real key
+        but the first."""
+        rng = self._rng
+        keys = [
+            "fz#1", "fz-open#1", "fz-open#2", "fz-open#3", "", "#", TOO_LONG_ID,
+            LONGEST_ASCII_ID, "nobody#99999",
+        ]  # fmt: skip
+        keys += self.sessions[1:]
+        return "session.close", (_pack((VERSION, 75, rng.choice(keys))),)
 
 
 def _submit_frame(rng: random.Random, client: str, n: int, seqs: str) -> bytes:
@@ -632,10 +928,12 @@ def _limit_frames() -> list[tuple[str, bytes]]:
     most expensive frame the codec accepts to parse.
     """
     if not _LIMIT_CACHE:
+        head = b"\x95" + _pack(VERSION) + _pack(67)  # [VERSION, 67 (Fetch), ...]
+
         def fetch_with_bin(total: int) -> bytes:
-            # [1, 67, bin(n), 0, 0]: header 0x95 0x01 0x43, bin32 header 5 bytes, tail 2 bytes.
-            n = total - 3 - 5 - 2
-            return b"\x95\x01\x43\xc6" + struct.pack(">I", n) + bytes(n) + b"\x00\x00"
+            # [VERSION, 67, bin(n), 0, 0]: bin32 header 5 bytes, tail 2 bytes.
+            n = total - len(head) - 5 - 2
+            return head + b"\xc6" + struct.pack(">I", n) + bytes(n) + b"\x00\x00"
 
         at_codec = fetch_with_bin(MAX_FRAME_BYTES)
         assert len(at_codec) == MAX_FRAME_BYTES
@@ -650,6 +948,7 @@ def _limit_frames() -> list[tuple[str, bytes]]:
     return _LIMIT_CACHE
 
 
-def frame_at(seed: int, index: int, *, src: int = 0) -> Hostile:
-    """Rebuild item ``index`` of a run with ``seed`` (and the same ``src``)."""
-    return FrameFuzzer(seed, src=src).item(index)
+def frame_at(seed: int, index: int, **params: Any) -> Hostile:
+    """Rebuild item ``index`` of a fuzzer of ``seed`` (pass the same keyword parameters:
+    ``src``, ``sessions``, ``cluster_id``, ``lies``...)."""
+    return FrameFuzzer(seed, **params).item(index)

@@ -367,3 +367,54 @@ def test_a_candidate_ignores_reported_slots_no_acceptor_could_have_accepted() ->
     )
     assert candidate.is_leader and candidate.next_slot < 10
     assert len([m for _, m in ready.eager if isinstance(m, Accept)]) < 10
+
+
+def test_a_chosen_value_reported_far_beyond_the_chosen_prefix_is_not_taken() -> None:
+    """Found by fuzzing a live node with lies in a member's name: a CatchupReply for slot
+    2**63 - 2 was taken as chosen, and the node's next takeover proposed a no-op for every
+    slot up to it, in one loop (the node hung, its memory growing by gigabytes). An honest
+    reply answers a request from our chosen prefix on, for at most ``catchup_max`` slots,
+    so it never reaches MAX_SLOTS_AHEAD beyond it; ignoring a chosen value is always safe
+    (it is asked for again)."""
+    r = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
+    far = (MAX_SLOTS_AHEAD + 1, 2**63 - 2)
+    ready = r.step(CatchupReply(2, tuple((slot, (big("k#1", 1, 5),)) for slot in far), 0))
+    assert not set(far) & set(r.chosen) and not set(far) & set(r.accepted)
+    assert ready.records == []
+    r.step(CatchupReply(2, ((MAX_SLOTS_AHEAD, ()),), 0))
+    assert MAX_SLOTS_AHEAD in r.chosen  # at the bound: taken
+    # Its next takeover fills the gap up to that slot, never further.
+    r.election_elapsed = r.election_timeout
+    pv = next(m for _, m in r.tick().messages if isinstance(m, PreVote))
+    r.step(PreVoteReply(2, pv.ballot, True))
+    r.step(Promise(2, r.my_ballot, 1, (), 0, 0))
+    assert r.is_leader and r.next_slot == MAX_SLOTS_AHEAD + 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a candidate trusts a promiser's chosen prefix: one forged Promise claiming more "
+    "than was chosen stalls the cluster for good (a lie of a member, like the forged "
+    "CatchupReply: outside the crash-fault model until peers are authenticated)",
+)
+def test_a_promise_claiming_a_chosen_prefix_far_ahead_does_not_stall_the_cluster() -> None:
+    """Found while checking what the fuzzer's lies can reach (its run of lies does not
+    hit it: the forged Promise must carry the candidate's exact ballot). A Promise for a
+    candidate's ballot, in a member's name, claiming the chosen prefix 2**62: the
+    candidate leads with every slot up to 2**62 "settled" (nobody has them; it asks for
+    them by catch-up forever) and proposes from slot 2**62 + 1, which every acceptor
+    refuses (beyond MAX_SLOTS_AHEAD). Its heartbeats keep the followers sticky and its
+    quorum check satisfied, so nothing is committed again until it restarts. No bound
+    helps: a claim of 100 slots more than were chosen leaves a hole nobody can fill, and
+    the chosen prefix stops there just the same."""
+    c = Cluster(3, seed=10)
+    r = c.replicas[1]
+    r.election_elapsed = r.election_timeout
+    pv = next(m for _, m in r.tick().messages if isinstance(m, PreVote))
+    r.step(PreVoteReply(2, pv.ballot, True))  # a candidate (its Prepares are not sent)
+    c.apply(1, r.step(Promise(2, r.my_ballot, r.prepare_from, (), 2**62, 0)))  # forged
+    assert r.is_leader
+    c.propose(1, open_command("c", bytes(16)))
+    c.tick(1000)  # ten seconds of a real cluster
+    assert max(replica.commit for replica in c.replicas.values()) > 0, "nothing committed"

@@ -506,12 +506,23 @@ class Replica:
 
     def on_catchup_reply(self, msg: CatchupReply) -> None:
         # Peers only send values they know to be chosen (crash faults, not lies).
-        if self.role is not Role.FOLLOWER and self._chosen_behind_our_back(msg.entries):
+        entries = msg.entries
+        bound = self.commit + MAX_SLOTS_AHEAD
+        if entries and max(entry[0] for entry in entries) > bound:
+            # An honest reply answers our request from our chosen prefix on, for at most
+            # catchup_max slots (a late one holds lower slots: the prefix only grows), so
+            # a slot beyond MAX_SLOTS_AHEAD is forged or corrupt (a forged reply need not
+            # even be in order). Taken as chosen, it would make our next takeover fill the
+            # gap up to it with no-ops, one slot at a time (found by fuzzing: slot
+            # 2**63 - 2 hung a node). Ignoring a chosen value is always safe: it is asked
+            # for again.
+            entries = tuple(entry for entry in entries if entry[0] <= bound)
+        if self.role is not Role.FOLLOWER and self._chosen_behind_our_back(entries):
             # A higher ballot chose in a slot of ours: we are deposed. Step down before
             # learning it, so that no commit notice of ours at our ballot ever covers
             # that slot (a follower holding our proposal there would take it as chosen).
             self._become_follower(None)
-        for slot, value in msg.entries:
+        for slot, value in entries:
             if slot > self.commit and slot not in self.chosen:
                 self.chosen[slot] = value
                 entry = self.accepted.get(slot)
@@ -528,7 +539,7 @@ class Replica:
         if self.commit > before:
             self.catchup_sent_tick = None
             self.catchup_wait = self.config.retransmit_ticks
-        if self.commit < self.known_commit and msg.entries:
+        if self.commit < self.known_commit and entries:
             self._request_catchup(msg.src)
 
     # ------------------------------------------------------------------ transitions
