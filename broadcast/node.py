@@ -258,6 +258,7 @@ class Node:
         self._failed_frames = RateLimited(log, "frame.failed", interval_s=5.0, level="error")
         self._failed_sends = RateLimited(log, "send.failed", interval_s=5.0, level="error")
         self._failed_applies = RateLimited(log, "apply.failed", interval_s=5.0, level="error")
+        self._sessions_gone = RateLimited(log, "session.ended", interval_s=5.0, level="info")
         #: Frames dropped (bad, hostile or failing), by reason; for tests and metrics.
         self.drops: dict[str, int] = {}
         self._role = (self.replica.role, self.replica.leader)
@@ -324,6 +325,7 @@ class Node:
             self._failed_frames,
             self._failed_sends,
             self._failed_applies,
+            self._sessions_gone,
         ):
             limited.flush()
         log.info("node.stopped", node=self.node_id)
@@ -596,10 +598,14 @@ class Node:
     def _sessions_ended(self, ended: list[tuple[str, int, str]]) -> None:
         local = self._local
         for key, last, reason in ended:
-            # A client closing its session is routine; an expiry or eviction is news.
-            (log.debug if reason == "closed" else log.info)(
-                "session.ended", node=self.node_id, session=key, last_seq=last, reason=reason
-            )
+            # A client closing its session is routine; expiries and evictions are news,
+            # but a client opening sessions in a loop evicts one per open: rate-limited.
+            if reason == "closed":
+                log.debug("session.ended", node=self.node_id, session=key, reason=reason)
+            else:
+                self._sessions_gone.hit(
+                    node=self.node_id, session=key, last_seq=last, reason=reason
+                )
             if key == local.key:
                 self._local_session_ended(last)
             identity = self._routes.pop(key, None)
