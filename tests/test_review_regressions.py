@@ -152,3 +152,23 @@ def test_settled_prefix_survives_crashes_of_the_nodes_that_knew_it() -> None:
 
     assert c.leader(), "no leader"
     assert all(c.r[i].commit >= 40 for i in c.ids), {i: c.r[i].commit for i in c.ids}
+
+
+# --- the checks, checked: each scenario fails with its fix undone -------------------------
+
+import handdriven  # noqa: E402
+import pytest  # noqa: E402
+from test_mutations import KeepsLeadingWhenDeposed, OverwritesAChosenSlot  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("scenario", "mutant"),
+    [
+        (test_a_chosen_slot_is_never_overwritten_by_a_stale_accept, OverwritesAChosenSlot),
+        (test_a_leader_that_learns_a_foreign_choice_in_its_slot_steps_down, KeepsLeadingWhenDeposed),
+    ],
+)
+def test_each_scenario_fails_with_its_fix_undone(scenario, mutant, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(handdriven, "Replica", mutant)
+    with pytest.raises(AssertionError, match="AGREEMENT"):
+        scenario()

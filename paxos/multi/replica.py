@@ -49,7 +49,6 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from itertools import accumulate
 from operator import itemgetter
-from typing import Any
 
 from paxos.messages import (
     Accept,
@@ -230,10 +229,6 @@ class Replica:
         # True while this call's Ready carries our own new ballot's PromiseRecord:
         # Accepts at that ballot must then wait for it (no eager send).
         self._ballot_in_flight = False
-        # Bound methods, so that a subclass's override of a handler is the one called.
-        self._handlers: dict[type, Callable[[Any], None]] = {
-            cls: getattr(self, name) for cls, name in _HANDLER_NAMES.items()
-        }
 
     # ------------------------------------------------------------------ public API
 
@@ -247,15 +242,63 @@ class Replica:
         src = msg.src
         if src == self.node_id or src not in self.config.nodes:
             return out  # not a member: ignore (the transport logs it)
-        handler = self._handlers.get(type(msg))
-        if handler is not None:
-            try:
-                handler(msg)
-            except Exception as exc:
-                out.eager.clear()
-                out.messages.clear()
-                raise StepFailed(out) from exc
+        try:
+            self._dispatch(msg)
+        except Exception as exc:
+            out.eager.clear()
+            out.messages.clear()
+            raise StepFailed(out) from exc
         return out
+
+    def _dispatch(self, msg: Message) -> None:
+        """Check the ballot once on the way in (as etcd-raft checks the term once in
+        Step), then hand the message to the handler named after it."""
+        match msg:
+            case Accept() | Prepare() | Commit() | Heartbeat():
+                self._see_round(msg.ballot)
+                if not self._ballot_ok(msg):
+                    # A ballot we promised to leave behind (or one no election makes):
+                    # tell its leader or candidate how high it must go.
+                    self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
+                    return
+        match msg:
+            case Accept():
+                self.on_accept(msg)
+            case Accepted():
+                self.on_accepted(msg)
+            case Heartbeat():
+                self.on_heartbeat(msg)
+            case HeartbeatReply():
+                self.on_heartbeat_reply(msg)
+            case Commit():
+                self.on_commit(msg)
+            case Forward():
+                self.on_forward(msg)
+            case CatchupRequest():
+                self.on_catchup_request(msg)
+            case CatchupReply():
+                self.on_catchup_reply(msg)
+            case Prepare():
+                self.on_prepare(msg)
+            case Promise():
+                self.on_promise(msg)
+            case Nack():
+                self.on_nack(msg)
+            case PreVote():
+                self.on_pre_vote(msg)
+            case PreVoteReply():
+                self.on_pre_vote_reply(msg)
+
+    def _ballot_ok(self, msg: Accept | Prepare | Commit | Heartbeat) -> bool:
+        """May this message's ballot be acted on, given our promise?"""
+        if isinstance(msg, Prepare):
+            return may_promise(self.ballot, msg.ballot)
+        if isinstance(msg, Accept):
+            return may_accept(self.ballot, msg.ballot)
+        # A commit notice of a leader we promised to leave behind is still true (a
+        # leader announces only what it saw chosen), but that leader must learn it is
+        # deposed.
+        return msg.ballot >= self.ballot
 
     def tick(self) -> Ready:
         """Advance logical time by one tick: timeouts, heartbeats, retransmissions."""
@@ -316,13 +359,10 @@ class Replica:
     # ------------------------------------------------------------------ acceptor
 
     def on_prepare(self, msg: Prepare) -> None:
-        self._see_round(msg.ballot)
+        # (step checked that we may promise msg.ballot.)
         # Stickiness: while a live leader is heard from, nobody else gets a
         # promise. Refusing is always safe; it only costs the candidate time.
         if self._has_live_leader() and msg.src != self.leader:
-            return
-        if not may_promise(self.ballot, msg.ballot):
-            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
             return
         if msg.ballot > self.ballot:
             # The promise is a vow: it is written before the Promise can leave.
@@ -348,10 +388,7 @@ class Replica:
         )
 
     def on_accept(self, msg: Accept) -> None:
-        self._see_round(msg.ballot)
-        if not may_accept(self.ballot, msg.ballot):
-            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
-            return
+        # (step checked that we may accept at msg.ballot.)
         self._hear_leader(msg.src, msg.ballot)
         if msg.slot > self.commit + MAX_SLOTS_AHEAD:
             # A leader keeps at most a window of slots open beyond what is chosen; a slot
@@ -377,18 +414,13 @@ class Replica:
         self._learn_prefix(msg.src, msg.ballot, msg.commit)
 
     def on_commit(self, msg: Commit | Heartbeat) -> None:
-        self._see_round(msg.ballot)
-        if msg.ballot < self.ballot:
-            # A leader of a ballot we promised to leave behind: tell it so.
-            self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
-            return
+        # (step checked that msg.ballot is not below our promise.)
         self._hear_leader(msg.src, msg.ballot)
         self._learn_prefix(msg.src, msg.ballot, msg.commit)
 
     def on_heartbeat(self, msg: Heartbeat) -> None:
         self.on_commit(msg)
-        if msg.ballot >= self.ballot:
-            self._send(msg.src, HeartbeatReply(self.node_id, msg.ballot, self.commit))
+        self._send(msg.src, HeartbeatReply(self.node_id, msg.ballot, self.commit))
 
     def on_pre_vote(self, msg: PreVote) -> None:
         # Grant only if we would really promise: no live leader, nothing higher promised.
@@ -1173,18 +1205,3 @@ def _prefix_within(
 #: Delivery(index, slot, command) built by a C-level call (one per delivered command).
 _new_delivery: Callable[[tuple[int, int, Command]], Delivery] = partial(tuple.__new__, Delivery)
 
-_HANDLER_NAMES: dict[type, str] = {
-    Prepare: "on_prepare",
-    Promise: "on_promise",
-    Accept: "on_accept",
-    Accepted: "on_accepted",
-    Nack: "on_nack",
-    Commit: "on_commit",
-    Heartbeat: "on_heartbeat",
-    HeartbeatReply: "on_heartbeat_reply",
-    PreVote: "on_pre_vote",
-    PreVoteReply: "on_pre_vote_reply",
-    CatchupRequest: "on_catchup_request",
-    CatchupReply: "on_catchup_reply",
-    Forward: "on_forward",
-}
