@@ -16,12 +16,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check paxos broadcast tests examples bench
+	$(BIN)/ruff check paxos broadcast chaos tests examples bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check paxos broadcast tests examples bench
+	$(BIN)/ruff check paxos broadcast chaos tests examples bench
 	$(BIN)/mypy
 
 sim: $(STAMP)

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from broadcast.commands import free_base_port
+from broadcast.local import free_base_port
 from broadcast.protocol import FETCH_MAX, Deliveries, Fetch, Status, StatusRequest
 from broadcast.spec import Cluster, local_cluster
 from broadcast.transport import ClientTransport

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from broadcast.spec import ConfigError
 from paxos.sim.node import ReplicaFactory
 from paxos.sim.runner import DEFAULT_FAULT_TICKS, SimConfig, SimResult, default_replica_factory, run
 
@@ -37,6 +38,9 @@ class _OneLineErrors(click.Group):
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
+        except ConfigError as exc:  # a configuration problem found outside option parsing
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(130)

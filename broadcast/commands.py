@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gc
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import click
 from broadcast import payloads
 from broadcast.client import Client, ClusterUnavailable, Committed
 from broadcast.errors import SessionExpired, WrongCluster
+from broadcast.local import spawn_node
 from broadcast.logs import LEVELS, configure
 from broadcast.spec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -164,42 +164,6 @@ def node_command(
 @click.group("cluster")
 def cluster_group() -> None:
     """Run a local cluster of separate node processes."""
-
-
-def spawn_node(
-    node_id: int,
-    cluster: Cluster,
-    data_dir: Path,
-    *,
-    fsync: bool = True,
-    log_level: str = "info",
-    log_file: Path | None = None,
-    extra: tuple[str, ...] = (),
-) -> subprocess.Popen[bytes]:
-    """Start ``paxos node`` as a child process (its stderr to ``log_file`` if given)."""
-    args = [
-        sys.executable,
-        "-m",
-        "broadcast",
-        "node",
-        "--id",
-        str(node_id),
-        "--cluster",
-        cluster.spec(),
-        "--data-dir",
-        str(data_dir / f"node{node_id}"),
-        "--log-level",
-        log_level,
-        *extra,
-    ]
-    if not fsync:
-        args.append("--no-fsync")
-    if cluster.cluster_id is not None:
-        args += ["--cluster-id", cluster.cluster_id]
-    stderr: Any = None
-    if log_file is not None:
-        stderr = open(log_file, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stderr=stderr)
 
 
 @cluster_group.command("up")
@@ -539,29 +503,10 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
         )
 
 
-def free_base_port(nodes: int, start: int = 17000, stop: int = 60000) -> int:
-    """A base port such that base+1 .. base+nodes are free on 127.0.0.1 right now."""
-    import socket
-
-    pid_offset = (os.getpid() * 37) % 20000
-    for base in range(start + pid_offset, stop, nodes + 1):
-        ok = True
-        for port in range(base + 1, base + nodes + 1):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise click.ClickException("no free ports on 127.0.0.1")
-
-
 def attach(group: click.Group) -> None:
     """Add the runtime commands to the ``paxos`` group."""
-    from broadcast.chaos.cli import chaos_command
     from broadcast.demo import demo_command
+    from chaos.cli import chaos_command
 
     for command in (
         node_command,

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from broadcast.client import Client, Committed
-from broadcast.commands import free_base_port, spawn_node
+from broadcast.local import free_base_port, spawn_node
 from broadcast.logs import configure
 from broadcast.spec import Cluster, local_cluster
 from paxos.types import Delivery

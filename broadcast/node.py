@@ -389,7 +389,7 @@ class Node:
             self.fsync,
             r.leader_ok(),
             self.identity.cluster_id,
-            len(r.sessions),
+            r.session_count(),
         )
 
     # ------------------------------------------------------------------ the loop

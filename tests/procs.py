@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from broadcast.client import Client
-from broadcast.commands import free_base_port, spawn_node
+from broadcast.local import free_base_port, spawn_node
 from broadcast.spec import Cluster, local_cluster
 from paxos.types import Command
 

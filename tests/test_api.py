@@ -11,7 +11,7 @@ import pytest
 from procs import wait_for
 
 from broadcast import Client, Committed, ConfigError, Delivery, Node, PayloadTooLarge, local_cluster
-from broadcast.commands import free_base_port
+from broadcast.local import free_base_port
 
 
 class Sum:

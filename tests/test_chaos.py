@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from broadcast.chaos.network import netns_available
+from chaos.network import netns_available
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from broadcast.chaos.checkers import (
+from chaos.checkers import (
     Verdict,
     check_all,
     check_linearizable,
 )
-from broadcast.chaos.harness import kv_payload, load_observations, save_observations
-from broadcast.chaos.history import History, Kind, Op, Outcome
-from broadcast.chaos.linearizability import RegisterOp, check_register
+from chaos.harness import kv_payload, load_observations, save_observations
+from chaos.history import History, Kind, Op, Outcome
+from chaos.linearizability import RegisterOp, check_register
 from paxos.types import Command
 
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broadcast.chaos.faults import FaultLog, power_loss, read_marks, unsynced_bytes
-from broadcast.chaos.network import links_cut
 from broadcast.wal import WriteAheadLog
+from chaos.faults import FaultLog, power_loss, read_marks, unsynced_bytes
+from chaos.network import links_cut
 
 
 class Draws(random.Random):
@@ -29,7 +29,7 @@ class Draws(random.Random):
 
 _WRITER = """
 import os, sys
-from broadcast.chaos.nodeproc import install_marks
+from chaos.nodeproc import install_marks
 from broadcast.wal import WriteAheadLog
 install_marks(sys.argv[1])
 wal, _ = WriteAheadLog.open(sys.argv[2])

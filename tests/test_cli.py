@@ -19,7 +19,7 @@ import pytest
 from procs import ProcessCluster, wait_for
 
 from broadcast import payloads
-from broadcast.commands import free_base_port
+from broadcast.local import free_base_port
 from broadcast.spec import Cluster, ConfigError, bind_address, local_cluster, parse_cluster
 
 pytestmark = pytest.mark.integration

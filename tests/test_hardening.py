@@ -26,8 +26,8 @@ import zmq
 from procs import ProcessCluster, rss_bytes, wait_for
 
 from broadcast.client import Client, Committed
-from broadcast.commands import free_base_port
 from broadcast.identity import cluster_id_bytes, derive_cluster_id
+from broadcast.local import free_base_port
 from broadcast.protocol import Submit, SubmitRefused
 from broadcast.spec import local_cluster
 from broadcast.transport import pack_envelopes

@@ -90,7 +90,7 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 EMBEDDED_NODE = textwrap.dedent(
     """
     from broadcast import Node, local_cluster
-    from broadcast.commands import free_base_port
+    from broadcast.local import free_base_port
 
     cluster = local_cluster(1, free_base_port(1))
     with Node(1, cluster, "data") as node:

@@ -341,6 +341,10 @@ class Replica:
         """The key of the live session that ``open(name, nonce)`` opened, if applied here."""
         return self.sessions.key_for(name, nonce)
 
+    def session_count(self) -> int:
+        """Live client sessions in the replicated table."""
+        return len(self.sessions)
+
     def backlog(self) -> tuple[int, int]:
         """Commands queued here and their bytes (for the runtime's backpressure)."""
         return len(self.queue), self.queue_bytes

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from broadcast.chaos.checkers import check_all
-from broadcast.chaos.faults import FAULT_KINDS
-from broadcast.chaos.harness import ChaosConfig, ChaosRun, HarnessError, load_run, print_lines
-from broadcast.chaos.history import HistoryError
-from broadcast.chaos.network import NetworkError
 from broadcast.logs import LEVELS, configure
+from chaos.checkers import check_all
+from chaos.faults import FAULT_KINDS
+from chaos.harness import ChaosConfig, ChaosRun, HarnessError, load_run, print_lines
+from chaos.history import HistoryError
+from chaos.network import NetworkError
 
 #: Exit statuses: 0 every checker passed; 1 a violation (or an undecided checker);
 #: 2 the harness itself failed, so there is no verdict.

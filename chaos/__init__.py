@@ -7,9 +7,9 @@
 * :mod:`.checkers` / :mod:`.linearizability` -- the judges.
 """
 
-from broadcast.chaos.checkers import Verdict, build_order, check_all
-from broadcast.chaos.history import History, Op
-from broadcast.chaos.linearizability import RegisterOp, check_register
+from chaos.checkers import Verdict, build_order, check_all
+from chaos.history import History, Op
+from chaos.linearizability import RegisterOp, check_register
 
 __all__ = [
     "History",

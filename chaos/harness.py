@@ -35,11 +35,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from broadcast.chaos.checkers import Verdict, build_order, check_all, parse_kv
-from broadcast.chaos.faults import FAULT_KINDS, FaultLog, power_loss, unsynced_bytes
-from broadcast.chaos.history import History, Op
-from broadcast.chaos.linearizability import DEFAULT_MAX_STEPS
-from broadcast.chaos.network import (
+from broadcast.client import Client
+from broadcast.logs import get_logger
+from broadcast.protocol import Status
+from broadcast.spec import Cluster
+from chaos.checkers import Verdict, build_order, check_all, parse_kv
+from chaos.faults import FAULT_KINDS, FaultLog, power_loss, unsynced_bytes
+from chaos.history import History, Op
+from chaos.linearizability import DEFAULT_MAX_STEPS
+from chaos.network import (
     LoopbackNetwork,
     NetnsNetwork,
     Network,
@@ -48,13 +52,9 @@ from broadcast.chaos.network import (
     links_cut,
     netns_available,
 )
-from broadcast.client import Client
-from broadcast.logs import get_logger
-from broadcast.protocol import Status
-from broadcast.spec import Cluster
 from paxos.types import Command
 
-log = get_logger("broadcast.chaos")
+log = get_logger("chaos")
 
 PARTITIONS = ("leader-minority", "bridge", "halves", "isolate-one")
 
@@ -354,7 +354,7 @@ class ChaosRun:
                 raise HarnessError(f"--network netns: {why}")
             return NetnsNetwork(ids)
         if kind == "loopback":
-            from broadcast.commands import free_base_port
+            from broadcast.local import free_base_port
 
             return LoopbackNetwork(ids, free_base_port(len(ids)))
         raise HarnessError(f"unknown network {kind!r} (auto, netns, loopback)")
@@ -372,7 +372,7 @@ class ChaosRun:
             *self.network.spawn_prefix(node),
             sys.executable,
             "-m",
-            "broadcast.chaos.nodeproc",
+            "chaos.nodeproc",
             str(self.marks(node)),
             "--",
             "--id",

@@ -7,7 +7,7 @@ been tried before); at a return of an operation not yet linearized, undo the las
 and try the next. The history is linearizable iff every operation gets linearized.
 
 A key-value store is a register per key, and linearizability is compositional
-(P-compositionality): :mod:`broadcast.chaos.checkers` splits a KV history per key and
+(P-compositionality): :mod:`chaos.checkers` splits a KV history per key and
 checks each key here.
 
 Operations whose outcome is unknown never returned: their return is at infinity, so they

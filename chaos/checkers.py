@@ -2,7 +2,7 @@
 
 Inputs are what the run observed at its edges, never a node's internals:
 
-* the :class:`~broadcast.chaos.history.History` of client operations;
+* the :class:`~chaos.history.History` of client operations;
 * **observations**: for each source (``"node2/stream"``: node 2's delivery stream as
   followed during the run; ``"node2/final"``: its whole log read at the end) the command
   it delivered at each index.
@@ -25,7 +25,7 @@ judge it:
     a broadcast that completed before another began is ordered first;
 ``linearizable``
     the key-value example's reads and writes (reads ordered through the log) are
-    linearizable, per key, by :func:`~broadcast.chaos.linearizability.check_register`;
+    linearizable, per key, by :func:`~chaos.linearizability.check_register`;
 ``stale-reads``
     explicitly stale local reads returned the state of some prefix of the order: the
     prefix they say they read (weaker than linearizable, by design).
@@ -42,8 +42,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broadcast.chaos.history import Op
-from broadcast.chaos.linearizability import DEFAULT_MAX_STEPS, RegisterOp, check_register
+from chaos.history import Op
+from chaos.linearizability import DEFAULT_MAX_STEPS, RegisterOp, check_register
 from paxos.types import Command
 
 #: Violations kept (and shown) per checker; the rest are only counted.

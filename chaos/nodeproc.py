@@ -1,4 +1,4 @@
-"""``python -m broadcast.chaos.nodeproc MARKS -- <paxos node arguments>``: a real node,
+"""``python -m chaos.nodeproc MARKS -- <paxos node arguments>``: a real node,
 plus a record of what it made durable, for simulating power loss.
 
 It runs the unmodified ``paxos node`` command in this process, after wrapping
@@ -14,7 +14,7 @@ mark, and the line is written before the sync returns to its caller, so:
   (the node sends only after ``sync`` returns), so treating those bytes as lost is still
   a state a real power cut can leave.
 
-Truncating each file to its last mark (see :func:`broadcast.chaos.faults.power_loss`;
+Truncating each file to its last mark (see :func:`chaos.faults.power_loss`;
 files are matched by device and inode, so a rename does not lose a mark) is
 therefore a sound simulation of losing the page cache at the moment of the kill. A
 ``write`` of one short line to an ``O_APPEND`` file is never torn by ``SIGKILL``.
@@ -75,7 +75,7 @@ def install_marks(path: str) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] != "--":
-        sys.exit("usage: python -m broadcast.chaos.nodeproc MARKS -- <paxos node arguments>")
+        sys.exit("usage: python -m chaos.nodeproc MARKS -- <paxos node arguments>")
     _die_with_parent()
     install_marks(argv[0])
     from broadcast.cli import main as paxos

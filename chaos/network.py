@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 
 from broadcast.logs import get_logger
 
-log = get_logger("broadcast.chaos.network")
+log = get_logger("chaos.network")
 
 SUBNET = "10.77.0"
 CLIENT_HOST = 200
