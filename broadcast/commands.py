@@ -476,13 +476,14 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
             click.echo(json.dumps(row))
     else:
         click.echo(f"{'id':>3} {'address':<21} {'reachable':<9} {'role':<9} "
-                   f"{'ballot':<9} {'leader':>6} {'delivered':>9}")
+                   f"{'ballot':<9} {'leader':>6} {'quorum':<6} {'delivered':>9}")
         for row in rows:
             b = row["ballot"]
             ballot = f"{b[0]}.{b[1]}" if isinstance(b, list) else "-"
+            ok = "-" if row["leader_ok"] is None else "yes" if row["leader_ok"] else "NO"
             click.echo(
                 f"{row['id']:>3} {row['address']:<21} {'yes' if row['reachable'] else 'NO':<9} "
-                f"{row['role'] or '-':<9} {ballot:<9} {row['leader'] or '-':>6} "
+                f"{row['role'] or '-':<9} {ballot:<9} {row['leader'] or '-':>6} {ok:<6} "
                 f"{row['delivered'] if row['delivered'] is not None else '-':>9}"
             )
     if not any(row["reachable"] for row in rows):
