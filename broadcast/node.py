@@ -414,14 +414,14 @@ class Node:
                 work = self._inbox.get_nowait()
             except queue.Empty:
                 break
-            work()
+            self._safely(work)
         now = time.monotonic()
         if now >= self._next_tick:
-            self._take(self.replica.tick())
+            self._safely(lambda: self._take(self.replica.tick()))
             self._next_tick += self.tick_s
             if now - self._next_tick > 1.0:  # paused or overloaded: do not replay every tick
                 self._next_tick = now + self.tick_s
-            self._retry_local(now)
+            self._safely(lambda: self._retry_local(now))
             self._expire_fetches(now)
         self._flush()
         role = (self.replica.role, self.replica.leader)
@@ -437,6 +437,20 @@ class Node:
 
     def _take(self, ready: Ready) -> None:
         self.driver.take(ready)
+
+    def _safely(self, work: Callable[[], None]) -> None:
+        """Run work that calls into the replica (a tick, a local broadcast). If the
+        replica raises (a bug), what it already changed is persisted all the same and
+        the node goes on; the error is logged, rate-limited."""
+        try:
+            work()
+        except StepFailed as exc:
+            self._take(exc.ready)
+            self._count("failed")
+            cause = exc.__cause__ or exc
+            self._failed_frames.hit(
+                node=self.node_id, work="local", error=f"{type(cause).__name__}: {cause}"[:300]
+            )
 
     def _flush(self) -> None:
         """The turn's Readies, in the contract's order (paxos.multi.driver)."""

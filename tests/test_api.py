@@ -164,3 +164,41 @@ def test_a_failing_state_machine_returns_its_error_and_delivery_goes_on(tmp_path
 def test_unknown_node_id_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not in the cluster"):
         Node(7, local_cluster(3, 20000), tmp_path)
+
+
+def test_a_replica_bug_on_one_node_is_logged_and_the_node_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler that raises (a planted bug) drops that one frame: the node persists what
+    the handler changed, logs it, and keeps serving; the cluster keeps committing."""
+    from broadcast import node as node_module
+    from paxos.messages import Message
+    from paxos.multi.replica import Replica
+
+    calls = {"n": 0}
+
+    class Flaky(Replica):
+        def _dispatch(self, msg: Message) -> None:  # whatever its role, one step in 3 fails
+            super()._dispatch(msg)
+            calls["n"] += 1
+            if calls["n"] % 3 == 0:
+                raise RuntimeError("planted")
+
+    cluster = local_cluster(3, free_base_port(3))
+    started = []
+    for i in cluster.ids:
+        if i == 3:
+            monkeypatch.setattr(node_module, "Replica", Flaky)
+        started.append(Node(i, cluster, tmp_path / f"n{i}", fsync=False).start())
+        monkeypatch.setattr(node_module, "Replica", Replica)
+    try:
+        for k in range(20):
+            started[k % 2].broadcast(b"%d" % k, timeout=30)
+        wait_for("the flaky node to fail a few times", lambda: calls["n"] >= 9)
+        wait_for("the flaky node to deliver everything", lambda: len(started[2].log) >= 20)
+        assert started[2].drops.get("failed", 0) >= 3
+        assert started[2].failure is None and started[2]._thread is not None
+        assert started[2]._thread.is_alive()
+    finally:
+        for node in started:
+            node.stop()

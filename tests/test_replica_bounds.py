@@ -418,3 +418,28 @@ def test_a_promise_claiming_a_chosen_prefix_far_ahead_does_not_stall_the_cluster
     c.propose(1, open_command("c", bytes(16)))
     c.tick(1000)  # ten seconds of a real cluster
     assert max(replica.commit for replica in c.replicas.values()) > 0, "nothing committed"
+
+
+# --- a handler that raises --------------------------------------------------------------------
+
+
+class _Fails(Replica):
+    """Raises right after accepting (a bug planted for the test)."""
+
+    def on_accept(self, msg: Accept) -> None:
+        super().on_accept(msg)
+        raise RuntimeError("planted")
+
+
+def test_a_failing_handler_hands_back_its_records_and_none_of_its_messages() -> None:
+    """What the handler changed in memory must reach the disk all the same; what it
+    would have said must not leave (it may vouch for state the handler did not finish)."""
+    from paxos.multi.replica import StepFailed
+
+    r = _Fails(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
+    with pytest.raises(StepFailed) as info:
+        r.step(Accept(2, Ballot(1, 2), 1, (big("k#1", 1, 10),), 0))
+    ready = info.value.ready
+    assert [type(rec).__name__ for rec in ready.records] == ["AcceptRecord"]
+    assert ready.messages == [] and ready.eager == []
+    assert isinstance(info.value.__cause__, RuntimeError)

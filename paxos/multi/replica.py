@@ -85,9 +85,9 @@ from paxos.types import (
 
 
 class StepFailed(Exception):
-    """A handler raised (a bug: no input should make one). ``ready`` is the part of
-    the call's Ready built before it did, its messages removed: its records match
-    the state changes already made in memory, so the driver persists them (and
+    """step, tick or propose raised (a bug: no input should make one). ``ready`` is the
+    part of the call's Ready built before it did, its messages removed: its records
+    match the state changes already made in memory, so the driver persists them (and
     delivers its deliveries), and sends nothing; losing messages is always safe."""
 
     def __init__(self, ready: Ready) -> None:
@@ -245,10 +245,16 @@ class Replica:
         try:
             self._dispatch(msg)
         except Exception as exc:
-            out.eager.clear()
-            out.messages.clear()
-            raise StepFailed(out) from exc
+            raise self._failed(out) from exc
         return out
+
+    def _failed(self, out: Ready) -> StepFailed:
+        """What a call that raised can still hand back: its records (they match what it
+        already changed in memory, so they must be persisted), its deliveries; none of
+        its messages (losing messages is always safe)."""
+        out.eager.clear()
+        out.messages.clear()
+        return StepFailed(out)
 
     def _dispatch(self, msg: Message) -> None:
         """Check the ballot once on the way in (as etcd-raft checks the term once in
@@ -305,11 +311,14 @@ class Replica:
         self._out = out = Ready()
         self._ballot_in_flight = False
         self.now += 1
-        if self.role is Role.LEADER:
-            self._tick_leader()
-        else:
-            self._tick_follower()
-        self._tick_catchup()
+        try:
+            if self.role is Role.LEADER:
+                self._tick_leader()
+            else:
+                self._tick_follower()
+            self._tick_catchup()
+        except Exception as exc:
+            raise self._failed(out) from exc
         if self.commit > self.recorded_commit and self.now % self.config.commit_record_ticks == 0:
             self.recorded_commit = self.commit
             out.records.append(CommitRecord(self.commit))
@@ -324,7 +333,10 @@ class Replica:
         """
         self._out = out = Ready()
         self._ballot_in_flight = False
-        self._enqueue(commands)
+        try:
+            self._enqueue(commands)
+        except Exception as exc:
+            raise self._failed(out) from exc
         return out
 
     def outcome(self, client: str, seq: int) -> int | None:
