@@ -202,3 +202,58 @@ def test_a_replica_bug_on_one_node_is_logged_and_the_node_goes_on(
     finally:
         for node in started:
             node.stop()
+
+
+def test_an_idle_session_expires_through_the_log_and_the_client_opens_a_new_one(
+    tmp_path: Path,
+) -> None:
+    """The leader expires a session idle for session_timeout_ticks (here 0.5 s); every node
+    ends it at the same point of the order. The client, with nothing outstanding, is told
+    so on its next broadcast and goes on in a new session: nothing lost, nothing twice."""
+    from paxos.multi.config import ReplicaConfig
+
+    cluster = local_cluster(3, free_base_port(3))
+    config = ReplicaConfig(nodes=cluster.ids, session_timeout_ticks=50, session_check_ticks=10)
+    nodes = [
+        Node(i, cluster, tmp_path / f"n{i}", fsync=False, replica_config=config).start()
+        for i in cluster.ids
+    ]
+    try:
+        with Client(cluster) as client:
+            first = client.broadcast(b"before")
+            key = client.session
+            assert key is not None
+            wait_for(
+                "the session to expire on every node",
+                lambda: all(n.replica.session_status(key)[0] == "ended" for n in nodes),
+            )
+            again = client.broadcast(b"after")
+            assert client.session != key and again.client == client.session and again.seq == 1
+        wait_for("both delivered everywhere", lambda: all(len(n.log) >= 2 for n in nodes))
+        for node in nodes:
+            assert [c.payload for c in node.log] == [b"before", b"after"]
+            assert node.log[first.index - 1].client == key
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_session_that_ended_with_broadcasts_of_unknown_fate_is_an_error() -> None:
+    """When the cluster no longer remembers how far an ended session got, the client cannot
+    tell what it delivered: it says so instead of resending (a duplicate) or dropping."""
+    from broadcast import SessionExpired
+    from broadcast.protocol import SessionEnded
+    from paxos.types import Command
+
+    client = Client("1=127.0.0.1:1", client_id="app")
+    try:
+        client.session = "app#7"
+        unacked = {3: (0, Command("app#7", 3, b"x")), 4: (1, Command("app#7", 4, b"y"))}
+        with pytest.raises(SessionExpired) as info:
+            client._session_ended(SessionEnded("app#7", False, 0), unacked)
+        assert info.value.unknown == [3, 4] and info.value.delivered == []
+        with pytest.raises(SessionExpired) as info:
+            client._session_ended(SessionEnded("app#7", True, 3), dict(unacked))
+        assert info.value.delivered == [3]  # delivered before the end, at an unknown index
+    finally:
+        client.close()
