@@ -217,7 +217,10 @@ class Client:
             while (
                 not exhausted
                 and too_large is None
-                and len(unacked) < self.window
+                # The window spans seqs, not just the unacknowledged count: a node keeps
+                # the outcome (the index) of a session's last ``window`` seqs only, so a
+                # straggler whose ack was lost must be asked about before it falls out.
+                and (not unacked or self._next_seq - next(iter(unacked)) < self.window)
                 and unacked_bytes < self.window_bytes
             ):
                 try:

@@ -257,3 +257,78 @@ def test_a_session_that_ended_with_broadcasts_of_unknown_fate_is_an_error() -> N
         assert info.value.delivered == [3]  # delivered before the end, at an unknown index
     finally:
         client.close()
+
+
+def test_a_lost_ack_is_asked_about_again_before_the_session_forgets_its_outcome(
+    tmp_path: Path,
+) -> None:
+    """Review finding: the client counted only unacknowledged payloads against its window,
+    so after one lost ack it went on sending; the straggler's seq fell out of the window
+    of outcomes the nodes keep per session, no node could tell its index any more, and
+    broadcast_many gave up although everything was committed. The window now spans seqs:
+    the client stops at the straggler's seq + window and asks about it again."""
+    from broadcast.protocol import SubmitAck
+    from paxos.multi.config import ReplicaConfig
+
+    window = 16
+    cluster = local_cluster(3, free_base_port(3))
+    config = ReplicaConfig(nodes=cluster.ids, session_window=window)
+    nodes = [
+        Node(i, cluster, tmp_path / f"n{i}", fsync=False, replica_config=config).start()
+        for i in cluster.ids
+    ]
+    try:
+        with Client(cluster, window=4 * window, timeout=10.0) as client:
+            decode = client._decode
+            lost: list[SubmitAck] = []
+
+            def lose_the_first_ack_of_seq_3(node: int, frame: bytes) -> object:
+                msg = decode(node, frame)
+                if (
+                    isinstance(msg, SubmitAck)
+                    and not lost
+                    and any(first <= 3 < first + n for first, _, n in msg.acks)
+                ):
+                    lost.append(msg)
+                    keep = []
+                    for f, i, n in msg.acks:  # every ack but the one of seq 3
+                        if not f <= 3 < f + n:
+                            keep.append((f, i, n))
+                            continue
+                        if f < 3:
+                            keep.append((f, i, 3 - f))
+                        if f + n > 4:
+                            keep.append((4, i + 4 - f, f + n - 4))
+                    return SubmitAck(msg.client, tuple(keep), msg.leader)
+                return msg
+
+            # Another sender, so that the client's seqs are delivered in many runs (a node
+            # remembers whole runs of one session's outcomes, up to ``window`` seqs).
+            stop = threading.Event()
+
+            def other_sender() -> None:
+                with Client(cluster, window=4) as other:
+                    while not stop.is_set():
+                        other.broadcast_many([b"other"] * 4)
+
+            other = threading.Thread(target=other_sender)
+            other.start()
+            client._decode = lose_the_first_ack_of_seq_3  # type: ignore[method-assign]
+            try:
+                results = client.broadcast_many([b"%d" % i for i in range(200 * window)])
+            finally:
+                stop.set()
+                other.join()
+            assert lost, "the ack of seq 3 was never lost: the test did not test anything"
+            assert client.window == window  # the cluster's session window caps the client's
+        assert [r.seq for r in results] == list(range(1, 200 * window + 1))
+        last = max(r.index for r in results)
+        wait_for("the log everywhere", lambda: all(len(n.log) >= last for n in nodes))
+        for r in results:
+            assert (nodes[0].log[r.index - 1].client, nodes[0].log[r.index - 1].seq) == (
+                r.client,
+                r.seq,
+            )
+    finally:
+        for node in nodes:
+            node.stop()
