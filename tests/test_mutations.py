@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from paxos.messages import Accept, Accepted, Commit, Heartbeat, Message, Prepare
+from paxos.messages import Accept, Accepted, Commit, Heartbeat, Message, Prepare, Promise
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
@@ -272,6 +272,21 @@ class RefreshesStaleProposals(Replica):
         super()._tick_leader()
 
 
+class CountsTruncatedReports(Replica):
+    """Review finding, second session: a candidate drops the reported entries it finds too
+    far ahead of the promiser's chosen prefix, but still counts the promise; and acceptors
+    do not record their chosen prefix before accepting far ahead of the recorded one or
+    before promising, so an honest report can run that far after a crash. A dropped
+    entry may be chosen: the new leader fills its slot with something else."""
+
+    def _record_commit(self) -> None:
+        pass  # only the periodic CommitRecord of tick() is left
+
+    def on_promise(self, msg: Promise) -> None:
+        bound = msg.commit + self.config.slots_ahead
+        super().on_promise(replace(msg, entries=tuple(e for e in msg.entries if e[0] <= bound)))
+
+
 def _factory(cls: type[Replica]):  # type: ignore[no-untyped-def]
     def build(
         node_id: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
@@ -370,6 +385,10 @@ MUTANTS = {
     "a late report wins over the highest ballot": Mutant(
         SimConfig(0, replica_factory=_factory(AdoptsTheLatestReport)),
         frozenset({"agreement", "invariants", "total-order", "acked-delivered", "sessions"}),
+    ),
+    "a candidate counts a promise whose report it truncated": Mutant(
+        SimConfig(0, replica_factory=_factory(CountsTruncatedReports)),
+        frozenset({"invariants", "agreement", "total-order", "acked-delivered", "sessions"}),
     ),
     "a stale leader proposes a slot again at its ballot": Mutant(
         SimConfig(0, replica_factory=_factory(RefreshesStaleProposals)),

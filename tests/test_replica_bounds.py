@@ -356,17 +356,48 @@ def test_a_slot_far_beyond_the_chosen_prefix_is_not_accepted() -> None:
     assert ready.records and [type(m) for _, m in ready.messages] == [Accepted]
 
 
-def test_a_candidate_ignores_reported_slots_no_acceptor_could_have_accepted() -> None:
+def test_a_candidate_ignores_a_promise_reporting_slots_no_acceptor_could_have_accepted() -> None:
+    """An acceptor's accepted slots lie within slots_ahead of the chosen prefix it reports;
+    a report beyond is forged or corrupt, and would make the candidate fill the gap with
+    no-ops. The whole Promise is ignored: dropping the entry but counting the promise would
+    lose a value that may be chosen."""
     candidate = Replica(1, ReplicaConfig(nodes=(1, 2, 3)), random.Random(1))
     candidate.election_elapsed = candidate.election_timeout
     pv = next(m for _, m in candidate.tick().messages if isinstance(m, PreVote))
     candidate.step(PreVoteReply(2, pv.ballot, True))
-    far = 2 * MAX_SLOTS_AHEAD + 1
+    entry = (big("k#1", 1, 5),)
     ready = candidate.step(
-        Promise(2, candidate.my_ballot, 1, ((far, Ballot(0, 3), (big("k#1", 1, 5),)),), 0, 0)
+        Promise(2, candidate.my_ballot, 1, ((MAX_SLOTS_AHEAD + 1, Ballot(0, 3), entry),), 0, 0)
     )
-    assert candidate.is_leader and candidate.next_slot < 10
-    assert len([m for _, m in ready.eager if isinstance(m, Accept)]) < 10
+    assert candidate.role is Role.CANDIDATE and not ready.eager
+    ready = candidate.step(  # an honest one: within the bound
+        Promise(3, candidate.my_ballot, 1, ((5, Ballot(0, 3), entry),), 0, 0)
+    )
+    assert candidate.is_leader and candidate.next_slot == 6
+    assert len([m for _, m in ready.eager if isinstance(m, Accept)]) == 2 * 5
+
+
+def test_a_candidate_far_behind_the_chosen_prefix_catches_up_before_it_leads() -> None:
+    """Every slot a leader proposes it accepts itself, which must stay within slots_ahead
+    of its own chosen prefix (see _accept_durably); a candidate told of a prefix further
+    ahead asks for it first, and leads once it has it."""
+    config = ReplicaConfig(nodes=(1, 2, 3), slots_ahead=16, window=4)
+    candidate = Replica(1, config, random.Random(1))
+    candidate.election_elapsed = candidate.election_timeout
+    pv = next(m for _, m in candidate.tick().messages if isinstance(m, PreVote))
+    candidate.step(PreVoteReply(2, pv.ballot, True))
+    entry = (big("k#1", 1, 5),)
+    ready = candidate.step(Promise(2, candidate.my_ballot, 1, ((40, Ballot(0, 3), entry),), 30, 0))
+    assert candidate.role is Role.CANDIDATE and not ready.eager
+    assert candidate.known_commit == 30
+    ready = candidate.tick()
+    (request,) = [m for _, m in ready.messages if isinstance(m, CatchupRequest)]
+    assert (request.from_slot, request.to_slot) == (1, 30)
+    candidate.step(CatchupReply(2, tuple((slot, ()) for slot in range(1, 17)), 30))
+    candidate.step(CatchupReply(2, tuple((slot, ()) for slot in range(17, 31)), 30))
+    assert candidate.commit == 30 and not candidate.is_leader  # takes over on its tick
+    candidate.tick()
+    assert candidate.is_leader and candidate.next_slot == 41
 
 
 def test_a_chosen_value_reported_far_beyond_the_chosen_prefix_is_not_taken() -> None:
@@ -398,22 +429,22 @@ def test_a_chosen_value_reported_far_beyond_the_chosen_prefix_is_not_taken() -> 
     "than was chosen stalls the cluster for good (a lie of a member, like the forged "
     "CatchupReply: outside the crash-fault model until peers are authenticated)",
 )
-def test_a_promise_claiming_a_chosen_prefix_far_ahead_does_not_stall_the_cluster() -> None:
+def test_a_promise_claiming_a_chosen_prefix_ahead_does_not_stall_the_cluster() -> None:
     """Found while checking what the fuzzer's lies can reach (its run of lies does not
     hit it: the forged Promise must carry the candidate's exact ballot). A Promise for a
-    candidate's ballot, in a member's name, claiming the chosen prefix 2**62: the
-    candidate leads with every slot up to 2**62 "settled" (nobody has them; it asks for
-    them by catch-up forever) and proposes from slot 2**62 + 1, which every acceptor
-    refuses (beyond MAX_SLOTS_AHEAD). Its heartbeats keep the followers sticky and its
-    quorum check satisfied, so nothing is committed again until it restarts. No bound
-    helps: a claim of 100 slots more than were chosen leaves a hole nobody can fill, and
-    the chosen prefix stops there just the same."""
+    candidate's ballot, in a member's name, claiming the chosen prefix 100 while nothing
+    was chosen: the candidate leads with slots 1..100 "settled" (nobody has them; it asks
+    for them by catch-up forever) and proposes from slot 101. Its heartbeats keep the
+    followers sticky and its quorum check satisfied, so nothing is committed again until
+    it restarts. (A claim beyond slots_ahead is no longer taken at once: the candidate
+    catches up first, which never ends, and its election times out. No bound helps with
+    a small lie.)"""
     c = Cluster(3, seed=10)
     r = c.replicas[1]
     r.election_elapsed = r.election_timeout
     pv = next(m for _, m in r.tick().messages if isinstance(m, PreVote))
     r.step(PreVoteReply(2, pv.ballot, True))  # a candidate (its Prepares are not sent)
-    c.apply(1, r.step(Promise(2, r.my_ballot, r.prepare_from, (), 2**62, 0)))  # forged
+    c.apply(1, r.step(Promise(2, r.my_ballot, r.prepare_from, (), 100, 0)))  # forged
     assert r.is_leader
     c.propose(1, open_command("c", bytes(16)))
     c.tick(1000)  # ten seconds of a real cluster

@@ -172,3 +172,48 @@ def test_each_scenario_fails_with_its_fix_undone(scenario, mutant, monkeypatch) 
     monkeypatch.setattr(handdriven, "Replica", mutant)
     with pytest.raises(AssertionError, match="AGREEMENT"):
         scenario()
+
+
+def test_a_candidate_never_drops_a_reported_value_it_counts_the_promise_of() -> None:
+    """Scenario D (review, second session): a candidate dropped reported entries beyond the
+    promiser's commit + 2 * MAX_SLOTS_AHEAD, but that commit was the promiser's last
+    CommitRecord, which lags far behind a node that caught up by messages. The dropped
+    entry was chosen; the new leader put another value there. (Scaled: slots_ahead is 64
+    here, 2**14 by default; the schedule is the same.)"""
+    n_slots = 2 * 64 + 40  # chosen while C is away
+    c = Cluster(3, slots_ahead=64)
+    c.run([1, 2, 3], 120)
+    (A,) = c.leader()
+    B, Cn = [i for i in (1, 2, 3) if i != A]
+    allow = lambda ns: (lambda s, d, m: s in ns and d in ns)
+    def settle(ns, rounds=50):
+        for _ in range(rounds):
+            if not c.bag: return
+            c.deliver(allow(ns), keep_rest=False)
+    for i in range(n_slots):  # C away: A and B choose
+        c.propose(A, [C("k", i + 1)]); settle({A, B})
+    c.crash(Cn)  # C restarts from its disk and catches up by messages only
+    c.tick([A]); c.tick([Cn])
+    for _ in range(10_000):
+        if not c.bag: break
+        c.deliver(lambda s, d, m: True, keep_rest=False)
+    rc = c.r[Cn]
+    # Caught up by messages. (Since the fix it also recorded a chosen prefix on the way,
+    # whenever what it accepted ran slots_ahead beyond the recorded one.)
+    assert rc.commit >= n_slots
+    c.bag = []
+    c.propose(A, [C("v", 1, b"CHOSEN")])  # B cut off: A + C choose it
+    c.deliver(lambda s_, d, m: s_ == A and d == Cn, keep_rest=False)
+    c.deliver(lambda s_, d, m: s_ == Cn and d == A, keep_rest=False)
+    s = max(c.r[A].chosen)
+    assert c.r[A].chosen[s] == (C("v", 1, b"CHOSEN"),)
+    c.bag = []  # A's commit notice is lost; A crashes for good
+    c.tick([Cn], n=c.cfg.election_min_ticks)  # C would now grant a prevote
+    for _ in range(60):
+        c.tick([B]); c.deliver(allow({B, Cn}), keep_rest=False)
+        if c.r[B].role is Role.LEADER: break
+    c.propose(B, [C("w", 1, b"OTHER")])
+    for _ in range(3):
+        settle({B, Cn}); c.tick([B, Cn], 5)
+    assert not c.violations, c.violations
+    assert c.r[B].chosen.get(s) in (None, (C("v", 1, b"CHOSEN"),))

@@ -53,6 +53,10 @@ class ReplicaConfig:
     promise_max_bytes: int = 1024 * 1024
     #: A CommitRecord (the chosen prefix, for a fast restart) is written at most this often.
     commit_record_ticks: int = 50
+    #: An acceptor accepts no slot further than this beyond its chosen prefix. Honest
+    #: leaders stay within a few windows of it; the bound limits what a forged or corrupt
+    #: slot number can make a new leader do at takeover (fill the gap with no-ops).
+    slots_ahead: int = 2**14
     #: At most this many live client sessions; opening one more evicts the session
     #: idle the longest (in log order).
     max_sessions: int = 4096
@@ -74,6 +78,8 @@ class ReplicaConfig:
             raise ValueError("need 0 < heartbeat_ticks < election_min_ticks < election_max_ticks")
         if self.window < 1 or self.batch_max < 1 or self.retransmit_ticks < 1:
             raise ValueError("window, batch_max and retransmit_ticks must be >= 1")
+        if self.slots_ahead < self.window:
+            raise ValueError("slots_ahead must be at least the window")
         if min(self.catchup_max, self.max_sessions, self.session_window) < 1:
             raise ValueError("catchup_max, max_sessions and session_window must be >= 1")
         if not 0 < self.session_check_ticks <= self.session_timeout_ticks:

@@ -117,10 +117,8 @@ class _Proposal:
 
 #: Retransmissions back off up to this many times ``retransmit_ticks``.
 _MAX_BACKOFF = 8
-#: An acceptor accepts no slot further than this beyond its chosen prefix. Honest
-#: leaders stay within a few windows of it (a window of open slots, plus what the
-#: last CommitRecord lags behind); this bounds what a forged or corrupt slot number
-#: can make a new leader do at takeover (fill the gap up to it with no-ops).
+#: The default of ReplicaConfig.slots_ahead: an acceptor accepts no slot further than
+#: this beyond its chosen prefix.
 MAX_SLOTS_AHEAD = 2**14
 
 
@@ -317,6 +315,8 @@ class Replica:
             else:
                 self._tick_follower()
             self._tick_catchup()
+            if self.role is Role.CANDIDATE:
+                self._lead_if_ready()  # a candidate that had to catch up first
         except Exception as exc:
             raise self._failed(out) from exc
         if self.commit > self.recorded_commit and self.now % self.config.commit_record_ticks == 0:
@@ -387,10 +387,12 @@ class Replica:
             if self.role is not Role.FOLLOWER or self.leader is not None:
                 self._become_follower(None)
             self.election_elapsed = 0  # give the candidate a full timeout
-        # Slots up to our *durable* chosen prefix (the last CommitRecord) are settled:
-        # the candidate learns them by catch-up, so the Promise stays small. Not the
-        # in-memory commit: a crash would erase it while the candidate relies on it,
-        # and nobody might be left to serve those slots.
+        # Slots up to our *durable* chosen prefix are settled: the candidate learns them
+        # by catch-up, so the Promise stays small. It must be durable (a crash would
+        # otherwise erase it while the candidate relies on it, and nobody might be left
+        # to serve those slots), so the prefix we know is recorded now, in this Ready,
+        # before the Promise leaves.
+        self._record_commit()
         settled = self.recorded_commit
         # A report larger than a frame goes in parts: the candidate asks for the next
         # one with a Prepare of this same ballot. Safe: the promise above covers every
@@ -406,7 +408,7 @@ class Replica:
     def on_accept(self, msg: Accept) -> None:
         # (step checked that we may accept at msg.ballot.)
         self._hear_leader(msg.src, msg.ballot)
-        if msg.slot > self.commit + MAX_SLOTS_AHEAD:
+        if msg.slot > self.commit + self.config.slots_ahead:
             # A leader keeps at most a window of slots open beyond what is chosen; a slot
             # this far ahead of our own chosen prefix is forged or stale. Accepting it
             # would make every later leader fill the gap with no-ops, one slot at a time.
@@ -422,10 +424,9 @@ class Replica:
         previous = self.accepted.get(msg.slot)
         if previous is None or previous[0] != msg.ballot or previous[1] != msg.value:
             self.ballot = msg.ballot
-            self.accepted[msg.slot] = (msg.ballot, msg.value)
             # Written before the Accepted leaves: a leader counts this vote
             # towards a majority, so it must survive our crash.
-            self._out.records.append(AcceptRecord(msg.slot, msg.ballot, msg.value))
+            self._accept_durably(msg.slot, msg.ballot, msg.value)
         self._send(msg.src, Accepted(self.node_id, msg.ballot, msg.slot))
         self._learn_prefix(msg.src, msg.ballot, msg.commit)
 
@@ -466,13 +467,15 @@ class Replica:
             return  # complete already: a duplicate
         if msg.from_slot != self.promise_next.get(src, self.prepare_from):
             return  # a part we did not ask for (late or duplicated): the retransmit asks again
-        # What an acceptor can have accepted stays within MAX_SLOTS_AHEAD of its chosen
-        # prefix (on_accept); anything beyond is forged and would make us fill a gap of
-        # no-ops without end.
-        bound = msg.commit + 2 * MAX_SLOTS_AHEAD
-        self.promise_entries.setdefault(src, []).extend(
-            entry for entry in msg.entries if entry[0] <= bound
-        )
+        # An honest acceptor's accepted slots lie within slots_ahead of a chosen prefix
+        # on its disk (_accept_durably), which it reports (on_prepare); a report beyond
+        # that is forged or corrupt, and would make us fill a gap of no-ops without
+        # end. Safety: never drop part of a report and still count the promise (the
+        # dropped value may be chosen); ignore the whole Promise instead.
+        bound = msg.commit + self.config.slots_ahead
+        if any(entry[0] > bound for entry in msg.entries):
+            return
+        self.promise_entries.setdefault(src, []).extend(msg.entries)
         self.promise_commit[src] = max(self.promise_commit.get(src, 0), msg.commit)
         self.known_commit = max(self.known_commit, msg.commit)
         if msg.next_slot:
@@ -483,8 +486,7 @@ class Replica:
             self._send(src, Prepare(self.node_id, self.my_ballot, msg.next_slot))
             return
         self.promised_by.add(src)
-        if len(self.promised_by) >= self.phase1_quorum:
-            self._become_leader()
+        self._lead_if_ready()
 
     def on_accepted(self, msg: Accepted) -> None:
         if self.role is not Role.LEADER or msg.ballot != self.my_ballot:
@@ -555,7 +557,7 @@ class Replica:
     def on_catchup_reply(self, msg: CatchupReply) -> None:
         # Peers only send values they know to be chosen (crash faults, not lies).
         entries = msg.entries
-        bound = self.commit + MAX_SLOTS_AHEAD
+        bound = self.commit + self.config.slots_ahead
         if entries and max(entry[0] for entry in entries) > bound:
             # An honest reply answers our request from our chosen prefix on, for at most
             # catchup_max slots (a late one holds lower slots: the prefix only grows), so
@@ -579,8 +581,7 @@ class Replica:
                     # every chosen slot is the chosen one. Claiming to have accepted
                     # a chosen value is safe at any ballot: a later leader adopting
                     # it adopts the chosen value.
-                    self.accepted[slot] = (self.ballot, value)
-                    self._out.records.append(AcceptRecord(slot, self.ballot, value))
+                    self._accept_durably(slot, self.ballot, value)
         self.known_commit = max(self.known_commit, msg.commit)
         before = self.commit
         self._advance_commit(None)
@@ -649,8 +650,7 @@ class Replica:
         self.promise_entries[self.node_id] = self._accepted_from(self.prepare_from)
         self.promise_commit[self.node_id] = self.commit
         self.promised_by.add(self.node_id)
-        if len(self.promised_by) >= self.phase1_quorum:
-            self._become_leader()
+        if self._lead_if_ready():
             return
         self._broadcast(Prepare(self.node_id, ballot, self.prepare_from))
 
@@ -659,6 +659,26 @@ class Replica:
         self.promise_commit.clear()
         self.promise_next.clear()
         self.promised_by.clear()
+
+    def _lead_if_ready(self) -> bool:
+        """Take over once a majority promised and we are close enough to the chosen
+        prefix they know: the slots we must propose at once (everything they report)
+        lie within slots_ahead of our own prefix, as every slot we accept must
+        (_accept_durably). A candidate far behind catches up first (its ticks retry);
+        if that takes too long, its election times out and someone else leads."""
+        if len(self.promised_by) < self.phase1_quorum:
+            return False
+        reach = self.commit + self.config.slots_ahead
+        settled = max(self.promise_commit[src] for src in self.promised_by)
+        if settled > reach or any(
+            slot > reach
+            for src in self.promised_by
+            for slot, _, _ in self.promise_entries[src]
+        ):
+            self.known_commit = max(self.known_commit, settled)
+            return False
+        self._become_leader()
+        return True
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
@@ -1138,7 +1158,10 @@ class Replica:
         cfg = self.config
         batch_max = cfg.batch_max
         proposed = 0
-        while queue and len(self.inflight) < cfg.window:
+        # Never beyond slots_ahead of our chosen prefix: acceptors (ourselves included,
+        # see _accept_durably) refuse such slots.
+        reach = self.commit + cfg.slots_ahead
+        while queue and len(self.inflight) < cfg.window and self.next_slot <= reach:
             proposed += 1
             n = min(batch_max, len(queue))
             value: Value = tuple(queue.popleft() for _ in range(n))
@@ -1156,11 +1179,34 @@ class Replica:
             self._propose_slot(slot, value)
         return proposed
 
+    def _accept_durably(self, slot: int, ballot: Ballot, value: Value) -> None:
+        """Accept ``value`` in ``slot`` at ``ballot``; the record goes in this Ready.
+
+        Callers keep ``slot <= commit + slots_ahead``. Safety rule kept here: every
+        slot we ever accepted lies within ``slots_ahead`` of a chosen prefix on our
+        disk *before* the accept is, so that what we report in a Promise, even right
+        after a crash that erased what we had learned since, stays within
+        ``slots_ahead`` of the prefix we report with it (on_promise refuses anything
+        further as forged). The CommitRecord precedes the AcceptRecord in the log.
+        """
+        if slot > self.recorded_commit + self.config.slots_ahead:
+            self._record_commit()
+        self.accepted[slot] = (ballot, value)
+        self._out.records.append(AcceptRecord(slot, ballot, value))
+
+    def _record_commit(self) -> None:
+        """Write the chosen prefix we know (in this Ready), if it grew since the last time.
+
+        Safe to record: our accepted value of every slot in it is the chosen one, and
+        its record precedes this one in the log (see on_catchup_reply)."""
+        if self.commit > self.recorded_commit:
+            self.recorded_commit = self.commit
+            self._out.records.append(CommitRecord(self.commit))
+
     def _propose_slot(self, slot: int, value: Value) -> None:
         """Phase 2a for one slot: accept it ourselves (persisted first), ask the rest."""
         ballot = self.my_ballot
-        self.accepted[slot] = (ballot, value)
-        self._out.records.append(AcceptRecord(slot, ballot, value))
+        self._accept_durably(slot, ballot, value)
         self.inflight[slot] = _Proposal(
             value, {self.node_id}, self.now, self.config.retransmit_ticks
         )
