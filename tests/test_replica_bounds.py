@@ -198,6 +198,24 @@ def test_a_leader_takes_no_command_whose_predecessor_is_missing_here() -> None:
     assert [d.command.seq for d in c.delivered[leader]] == [1, 2, 3]
 
 
+def test_a_run_with_a_hole_or_a_repeat_marks_only_what_it_holds_as_queued() -> None:
+    """Review finding: the fast path judged a one-session run by its ends only, so a
+    Forward of seqs 1, 2, 2, 4 marked 4 as queued; the client's resend of 3 and 4 was
+    then refused by this leader until it stepped down."""
+    c = Cluster(3, seed=5)
+    leader = c.elect()
+    key = c.open_session()
+    r = c.replicas[leader]
+    follower = next(n for n in c.replicas if n != leader)
+    odd = (big(key, 1, 10), big(key, 2, 10), big(key, 2, 10), big(key, 4, 10))
+    c.apply(leader, r.step(Forward(follower, odd)))
+    c.tick(5)
+    assert [d.command.seq for d in c.delivered[leader]] == [1, 2]
+    c.propose(leader, big(key, 3, 10), big(key, 4, 10))  # the client resends
+    c.tick(5)
+    assert [d.command.seq for d in c.delivered[leader]] == [1, 2, 3, 4]
+
+
 def test_a_forwarding_follower_passes_every_resend_on() -> None:
     config = ReplicaConfig(nodes=(1, 2, 3))
     r = Replica(2, config, random.Random(2))

@@ -1045,13 +1045,14 @@ class Replica:
             return [], 0
         limit = self.config.max_payload_bytes
         key, first_seq, _ = commands[0]
-        # Fast path: one session's run of seqs (what a client sends), judged as a run.
-        # Only its ends are checked for contiguity: a client that numbers a batch out of
-        # order can only stall its own session here, until our next role change.
+        # Fast path: one session's run of consecutive seqs (what a client sends), judged
+        # as a run. Every seq is checked: a run with a hole or a repeat would mark seqs
+        # as queued that are not, and this leader would refuse them until it steps down.
         if (
             first_seq > 0
             and commands[-1][1] - first_seq == n - 1
             and list(map(_key_of, commands)).count(key) == n
+            and list(map(_seq_of, commands)) == list(range(first_seq, first_seq + n))
         ):
             sizes = list(map(len, map(_payload_of, commands)))
             if max(sizes) <= limit:
