@@ -26,6 +26,7 @@ def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = 60.0)
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        time.sleep(0.02)  # between looks: a probe that does not block must not spin a core
 
 
 class ProcessCluster:
