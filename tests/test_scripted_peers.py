@@ -10,6 +10,7 @@ every run.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ class Peer:
             ME, bind_address(cluster.nodes[ME]), {NODE: cluster.nodes[NODE]}, cluster_id=cid
         )
         self.client = ClientTransport({NODE: cluster.endpoint(NODE)})
+        self._nonces = itertools.count(1)
 
     def close(self) -> None:
         self.transport.close()
@@ -95,7 +97,10 @@ class Peer:
         )
 
     def status(self) -> Status:
-        reply = self.ask(StatusRequest(7), lambda m: isinstance(m, Status))
+        """Node 1's status, as of a request sent now (an earlier request's late answer,
+        from before the frames sent since, does not count)."""
+        nonce = next(self._nonces)
+        reply = self.ask(StatusRequest(nonce), lambda m: isinstance(m, Status) and m.nonce == nonce)
         assert isinstance(reply, Status)
         return reply
 
