@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
+
+import runtime_mutants
 
 from broadcast.client import Client
 from broadcast.local import free_base_port, spawn_node
 from broadcast.spec import Cluster, local_cluster
+from chaos.faults import Truncation, power_loss
 from paxos.types import Command
+
+#: The instrumented node entry point (fsync marks, crash points, planted bugs).
+MUTANT_NODE = Path(__file__).with_name("mutant_node.py")
 
 T = TypeVar("T")
 
@@ -26,10 +35,25 @@ def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = 60.0)
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        time.sleep(0.02)  # between looks: a probe that does not block must not spin a core
+
+
+class _LosesEverythingUnsynced(random.Random):
+    """For :func:`chaos.faults.power_loss`: of the bytes past a file's last sync, keep none
+    (one of the outcomes a power cut may have, and the one that shows lost vows)."""
+
+    def random(self) -> float:
+        return 0.0
 
 
 class ProcessCluster:
-    """``n`` separate ``paxos node`` processes with data and logs under ``tmp``."""
+    """``n`` separate ``paxos node`` processes with data and logs under ``tmp``.
+
+    ``power_cuts=True`` runs every node under fsync marks with a crash point (see
+    ``tests/mutant_node.py``), for :meth:`arm_crash` and :meth:`power_loss`. A runtime
+    mutant planted by the test (:func:`runtime_mutants.planted`) is planted in every
+    node started. ``start`` names the nodes started at once (default: all).
+    """
 
     def __init__(
         self,
@@ -38,13 +62,17 @@ class ProcessCluster:
         fsync: bool = True,
         host: str = "127.0.0.1",
         extra: tuple[str, ...] = (),
+        *,
+        power_cuts: bool = False,
+        start: Iterable[int] | None = None,
     ) -> None:
         self.tmp = tmp
         self.fsync = fsync
         self.extra = extra
+        self.power_cuts = power_cuts
         self.cluster: Cluster = local_cluster(n, free_base_port(n), host)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        for node in self.cluster.ids:
+        for node in self.cluster.ids if start is None else start:
             self.start(node)
 
     def log_file(self, node: int) -> Path:
@@ -53,15 +81,50 @@ class ProcessCluster:
     def data_dir(self, node: int) -> Path:
         return self.tmp / f"node{node}"
 
+    def marks(self, node: int) -> Path:
+        return self.tmp / f"node{node}.marks"
+
+    def crash_arm(self, node: int) -> Path:
+        return self.tmp / f"node{node}.crash"
+
     def start(self, node: int) -> None:
-        self.procs[node] = spawn_node(
-            node,
-            self.cluster,
-            self.tmp,
-            fsync=self.fsync,
-            log_file=self.log_file(node),
-            extra=self.extra,
-        )
+        if not self.power_cuts and runtime_mutants.ENV not in os.environ:
+            self.procs[node] = spawn_node(
+                node,
+                self.cluster,
+                self.tmp,
+                fsync=self.fsync,
+                log_file=self.log_file(node),
+                extra=self.extra,
+            )
+            return
+        args = [sys.executable, str(MUTANT_NODE), "--id", str(node), "--cluster",
+                self.cluster.spec(), "--data-dir", str(self.data_dir(node)), *self.extra]
+        if not self.fsync:
+            args.append("--no-fsync")
+        env = {**os.environ, "PAXOS_CHAOS_PARENT": str(os.getpid())}
+        if self.power_cuts:
+            env["PAXOS_TEST_MARKS"] = str(self.marks(node))
+            env["PAXOS_TEST_CRASH_ARM"] = str(self.crash_arm(node))
+        with self.log_file(node).open("ab") as log:
+            self.procs[node] = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stderr=log, env=env
+            )
+
+    def arm_crash(self, node: int, marker: bytes) -> None:
+        """From now on, ``node`` loses power in the middle of the first sync that would make
+        a record holding ``marker`` durable (``power_cuts=True`` only)."""
+        assert self.power_cuts
+        self.crash_arm(node).write_bytes(marker)
+
+    def power_loss(self, node: int) -> list[Truncation]:
+        """Cut ``node``'s power: SIGKILL (if it still runs), then every byte it wrote and
+        had not synced is lost (``power_cuts=True`` only). The crash point is disarmed."""
+        assert self.power_cuts
+        if self.procs[node].poll() is None:
+            self.kill(node)
+        self.crash_arm(node).unlink(missing_ok=True)
+        return power_loss(self.data_dir(node), self.marks(node), _LosesEverythingUnsynced())
 
     def kill(self, node: int, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[node]
@@ -87,6 +150,9 @@ class ProcessCluster:
                 if len(out) >= count or time.monotonic() > deadline:
                     break
         return out
+
+    def alive(self, node: int) -> bool:
+        return self.procs[node].poll() is None
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -310,9 +310,11 @@ def test_register_random_linearizable_histories_pass(seed: int) -> None:
         assert check_register(ops).ok is False
 
 
-def test_checker_speed_is_reasonable() -> None:
+def test_checker_search_stays_linear_on_a_long_history() -> None:
+    """Counted in search steps, not seconds (the time limit is in bench/speed_checks.py):
+    a 5000-operation history is decided in a few steps per operation."""
     rng = random.Random(1)
     ops = _random_history(rng, 5000)
     result = check_register(ops)
     assert result.ok is True
-    assert result.seconds < 10, result
+    assert result.steps <= 20 * len(ops), result

@@ -407,8 +407,8 @@ def test_bad_payload_arguments_are_one_line_errors(
 class Supervisor:
     """``paxos cluster up`` as a child process, its stderr lines collected by a thread."""
 
-    def __init__(self, tmp: Path, nodes: int = 3) -> None:
-        self.base = free_base_port(nodes)
+    def __init__(self, tmp: Path, nodes: int = 3, base: int | None = None) -> None:
+        self.base = base if base is not None else free_base_port(nodes)
         environ = {k: v for k, v in os.environ.items() if k != "PAXOS_CLUSTER"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "broadcast", "cluster", "up", "--nodes", str(nodes),
@@ -491,3 +491,53 @@ def test_cluster_up_keeps_the_other_nodes_running_when_one_dies(tmp_path: Path) 
     errors = [m for m in up.messages() if m.startswith("Error:")]
     assert len(errors) == 1 and "every node has exited" in errors[0], up.messages()
     assert not any("node 3 exited" in m for m in up.messages())
+
+
+def test_cluster_up_writes_a_cluster_file_that_clients_and_its_next_run_use(
+    tmp_path: Path,
+) -> None:
+    """The TOML spec path end to end: ``cluster up`` records its nodes and a fresh cluster id
+    in DATA/cluster.toml; clients given that file reach the cluster and are checked against
+    its id; a second run on the same data directory is the same cluster, its order kept;
+    a run with other nodes on that directory is refused."""
+    up = Supervisor(tmp_path)
+    toml = tmp_path / "data" / "cluster.toml"
+    try:
+        up.wait_nodes(3)
+        recorded = parse_cluster(str(toml))
+        assert recorded.spec() == up.spec and recorded.cluster_id
+        out = paxos("broadcast", "--cluster", str(toml), "kept")
+        assert out.returncode == 0, out.stderr
+        # Same nodes, another cluster's id: the nodes refuse this client.
+        other = tmp_path / "other.toml"
+        other.write_text(toml.read_text().replace(recorded.cluster_id, "another-cluster"))
+        error = one_error_line(paxos("broadcast", "--cluster", str(other), "--timeout", "10", "x"))
+        assert "does not belong to cluster another-cluster" in error, error
+    finally:
+        up.close()
+    assert up.proc.returncode == 0, up.messages()
+
+    again = Supervisor(tmp_path, base=up.base)
+    try:
+        assert again.spec == up.spec
+        again.wait_nodes(3)
+        out = paxos("subscribe", "--cluster", str(toml), "--count", "1")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["payload"] == "kept"
+    finally:
+        again.close()
+    assert parse_cluster(str(toml)) == recorded
+
+    error = one_error_line(
+        paxos("cluster", "up", "--nodes", "5", "--base-port", str(up.base),
+              "--data-dir", str(tmp_path / "data"), timeout=60)
+    )
+    assert "holds the cluster" in error, error
+
+
+def test_demo_runs_and_checks_every_step() -> None:
+    out = paxos("demo", "--messages", "2", timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for step in ("was elected leader", "every node delivered the same order", "took over",
+                 "the order continued", "caught up", "demo finished"):
+        assert step in out.stdout, (step, out.stdout)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import tracemalloc
 import typing
 from typing import Any
@@ -423,15 +422,14 @@ BOMBS = [
 
 @pytest.mark.parametrize("bomb", BOMBS, ids=range(len(BOMBS)))
 def test_msgpack_bombs_fail_fast_without_allocating(bomb: bytes) -> None:
+    # Refused without allocating what the length fields claim; how fast is measured by
+    # bench/speed_checks.py (a time limit in a test fails on a loaded machine).
     tracemalloc.start()
     try:
-        start = time.perf_counter()
         rejects(bomb)
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0
     assert peak < 8 * 1024 * 1024
 
 

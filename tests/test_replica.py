@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from cluster import Cluster
+import pytest
+from cluster import SEEDS, Cluster
 
 from paxos.messages import (
     Accept,
@@ -117,8 +118,9 @@ def test_candidate_persists_its_own_promise_before_prepare_leaves() -> None:
     assert all(isinstance(m, Prepare) for _, m in ready.messages)
 
 
-def test_a_restarted_node_never_reuses_a_ballot() -> None:
-    c = Cluster(3, seed=3)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_restarted_node_never_reuses_a_ballot(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     used = c.replicas[leader].my_ballot
     c.crash(leader)
@@ -132,8 +134,9 @@ def test_a_restarted_node_never_reuses_a_ballot() -> None:
     assert r.role is Role.CANDIDATE and r.my_ballot > used
 
 
-def test_follower_with_a_live_leader_ignores_other_candidates() -> None:
-    c = Cluster(3, seed=5)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_follower_with_a_live_leader_ignores_other_candidates(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     follower = next(n for n in c.replicas if n != leader)
     other = next(n for n in c.replicas if n not in (leader, follower))
@@ -145,8 +148,9 @@ def test_follower_with_a_live_leader_ignores_other_candidates() -> None:
     assert (other, PreVoteReply(follower, high, False)) in ready.messages
 
 
-def test_a_node_back_from_a_partition_does_not_depose_a_healthy_leader() -> None:
-    c = Cluster(3, seed=11)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_node_back_from_a_partition_does_not_depose_a_healthy_leader(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     lonely = next(n for n in c.replicas if n != leader)
     for other in c.replicas:
@@ -164,8 +168,9 @@ def test_a_node_back_from_a_partition_does_not_depose_a_healthy_leader() -> None
     assert all(c.payloads(n) == [b"p1"] for n in c.replicas)
 
 
-def test_isolated_leader_steps_down_and_the_rest_elect_a_new_one() -> None:
-    c = Cluster(3, seed=13)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_isolated_leader_steps_down_and_the_rest_elect_a_new_one(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     old = c.elect()
     for other in c.replicas:
         if other != old:
@@ -176,8 +181,9 @@ def test_isolated_leader_steps_down_and_the_rest_elect_a_new_one() -> None:
     assert len(leaders) == 1 and leaders[0] != old
 
 
-def test_a_deposed_leader_gets_nothing_chosen() -> None:
-    c = Cluster(3, seed=17)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_deposed_leader_gets_nothing_chosen(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     old = c.elect()
     for other in c.replicas:
         if other != old:
@@ -242,8 +248,9 @@ def test_follower_learns_from_commit_only_values_accepted_at_that_ballot() -> No
     assert ready.chosen == [(1, (cmd(1, "new"),))]
 
 
-def test_lagging_replica_catches_up_after_restart() -> None:
-    c = Cluster(3, seed=19)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lagging_replica_catches_up_after_restart(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     lag = next(n for n in c.replicas if n != leader)
     key = c.open_session()
@@ -256,8 +263,9 @@ def test_lagging_replica_catches_up_after_restart() -> None:
     assert len(c.payloads(lag)) == 200
 
 
-def test_retries_are_delivered_once_and_in_client_order() -> None:
-    c = Cluster(3, seed=23)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_retries_are_delivered_once_and_in_client_order(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     follower = next(n for n in c.replicas if n != leader)
     k = c.open_session()
@@ -303,8 +311,9 @@ def test_a_single_node_cluster_commits_alone() -> None:
     assert ready.records  # persisted before delivered
 
 
-def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk() -> None:
-    c = Cluster(3, seed=29)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     key = c.open_session()
     for i in range(1, 41):
@@ -318,8 +327,9 @@ def test_a_restarted_node_replays_its_recorded_chosen_prefix_from_its_own_disk()
     assert c.payloads(lone) == [b"p%d" % i for i in range(1, 41)]
 
 
-def test_promise_leaves_out_the_chosen_prefix_it_records_first() -> None:
-    c = Cluster(3, seed=31)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_promise_leaves_out_the_chosen_prefix_it_records_first(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     key = c.open_session()
     for i in range(1, 21):
@@ -338,8 +348,9 @@ def test_promise_leaves_out_the_chosen_prefix_it_records_first() -> None:
     assert promise.entries == () and promise.commit == r.commit
 
 
-def test_a_candidate_far_behind_learns_the_settled_prefix_by_catch_up() -> None:
-    c = Cluster(3, seed=37)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_candidate_far_behind_learns_the_settled_prefix_by_catch_up(seed: int) -> None:
+    c = Cluster(3, seed=seed)
     leader = c.elect()
     behind = next(n for n in c.replicas if n != leader)
     key = c.open_session()

@@ -1,7 +1,8 @@
 """Tests of the ZeroMQ transport (broadcast/transport.py) on 127.0.0.1.
 
 Connections are asynchronous and sends to unconnected peers are dropped (IMMEDIATE), so every test
-waits on a condition with a deadline, retrying sends where a drop is legitimate; nothing sleeps.
+waits on a condition with a deadline, retrying sends where a drop is legitimate; nothing sleeps
+for a fixed time (the waits pause 2 ms between looks, so as not to spin a core).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = DEADLINE_
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)  # a condition that does not block must not spin a core
 
 
 def gather(new: list[T], into: list[T]) -> list[T]:
@@ -300,19 +302,22 @@ def test_hwm_overflow_does_not_block_and_is_counted(
     mesh([a, b])
     dropped_before = a.stats.dropped.get(2, 0)  # pings dropped while connecting
     frame = b"z" * (256 * 1024)
-    accepted = refused = 0
-    slowest = 0.0
+    counts = {True: 0, False: 0}  # sends accepted, refused
     deadline = time.monotonic() + DEADLINE_S
-    while refused < 10:  # b does not poll: queues and TCP buffers fill up
-        assert time.monotonic() < deadline, "sends never hit the high-water mark"
-        start = time.monotonic()
-        ok = a.send(2, frame)
-        slowest = max(slowest, time.monotonic() - start)
-        if ok:
-            accepted += 1
-        else:
-            refused += 1
-    assert slowest < 1.0  # non-blocking (a blocking send would hang here forever)
+
+    def fill() -> None:  # b does not poll: queues and TCP buffers fill up
+        while counts[False] < 10 and time.monotonic() < deadline:
+            counts[a.send(2, frame)] += 1
+
+    # The sends run in a thread of their own (the transport is only ever used by one
+    # thread at a time: this one waits): a send that blocked would keep it alive past
+    # the deadline. How fast a refused send returns is in bench/speed_checks.py.
+    filler = threading.Thread(target=fill, daemon=True)
+    filler.start()
+    filler.join(2 * DEADLINE_S)
+    assert not filler.is_alive(), "a send blocked at the high-water mark"
+    accepted, refused = counts[True], counts[False]
+    assert refused >= 10, "sends never hit the high-water mark"
     assert a.stats.dropped[2] == dropped_before + refused
     batch_sent = a.send_many(2, [frame] * 5)
     assert a.stats.dropped[2] == dropped_before + refused + 5 - batch_sent

@@ -1,0 +1,226 @@
+"""Planted bugs in the runtime, and the test that must catch each (tests/test_runtime_mutations.py).
+
+The simulator's planted bugs (tests/test_mutations.py) break the core; these break
+what only real processes, sockets and disks exercise: the node's order of disk and
+network, the write-ahead log's syncs, the node's check of who speaks, the session
+rule as the node runs it, and the client's resumption of a subscription.
+
+Like the core's, they live here and never behind switches in production code. Each
+is a subclass or a *one-line rewrite* of the shipped function: the function's own
+source with one line replaced (:func:`rewrite`), so a mutant is exactly "the code
+as it ships, but for this line", and a mutant whose line no longer exists fails
+loudly instead of silently testing nothing.
+
+A mutant is applied in the test process (:func:`planted`) and, through the
+environment variable :data:`ENV`, in every node process the test starts
+(:class:`procs.ProcessCluster` then runs its nodes through ``tests/mutant_node.py``).
+"""
+
+from __future__ import annotations
+import __future__
+
+import contextlib
+import inspect
+import os
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FunctionType
+from typing import Any
+
+import broadcast.wal
+from broadcast import client, node
+from paxos.multi.driver import ReadyDriver
+from paxos.multi.ready import Ready
+from paxos.multi.replica import Replica
+
+#: The environment variable naming the mutant a node process applies before it starts.
+ENV = "PAXOS_TEST_MUTANT"
+
+
+def rewrite(func: Callable[..., Any], old: str, new: str) -> FunctionType:
+    """``func`` compiled from its own source with the one occurrence of ``old`` replaced
+    by ``new``, in its own module's globals."""
+    source = textwrap.dedent(inspect.getsource(func))
+    count = source.count(old)
+    assert count == 1, f"mutant out of date: {old!r} occurs {count} times in {func.__qualname__}"
+    code = compile(
+        source.replace(old, new),
+        f"<mutant of {func.__module__}.{func.__qualname__}>",
+        "exec",
+        flags=__future__.annotations.compiler_flag,
+        dont_inherit=True,
+    )
+    namespace: dict[str, Any] = {}
+    exec(code, func.__globals__, namespace)
+    mutated = namespace[func.__name__]
+    assert isinstance(mutated, FunctionType)
+    mutated.__qualname__ = func.__qualname__
+    return mutated
+
+
+class SendsBeforeSync(ReadyDriver):
+    """The node's driver with the contract's two middle steps swapped: a turn's messages
+    leave before its records are appended and synced (an Accepted before its accept)."""
+
+    def handle(self, ready: Ready) -> None:
+        if ready.eager:
+            self.outbox.send(ready.eager)
+        if ready.messages:
+            self.outbox.send(ready.messages)
+        if ready.records:
+            self.storage.append(ready.records)
+            self.storage.sync()
+        self.applier.apply(ready)
+
+
+# A patch: (object, attribute, what to put there).
+Patch = tuple[object, str, object]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A planted runtime bug, the test that must catch it, and what its failure must say
+    (a run that fails for another reason, a crash say, is not a catch)."""
+
+    doc: str
+    patches: Callable[[], list[Patch]]
+    #: ``module::function`` of the named test, a function of ``tmp_path`` alone.
+    test: str
+    #: A regular expression the failure's message must match.
+    expect: str
+
+
+_ROLL = broadcast.wal.WriteAheadLog._roll
+_CREATE_SEGMENT = broadcast.wal._create_segment
+_ON_FRAME = node.Node._on_frame
+_DELIVER = Replica._deliver
+_SUBSCRIBE = client.Client.subscribe
+_ADMISSION = "if seq != last_seq.get(client, -2) + 1:"
+
+MUTANTS: dict[str, Mutant] = {
+    "send-before-sync": Mutant(
+        "the node sends a turn's messages before it appends and syncs its records",
+        lambda: [(node, "ReadyDriver", SendsBeforeSync)],
+        "test_power_loss::test_acknowledged_broadcasts_survive_power_loss_of_the_whole_cluster",
+        r"lost the acknowledged broadcast",
+    ),
+    "roll-without-sync": Mutant(
+        "the WAL starts a new segment without syncing the one it leaves",
+        lambda: [(broadcast.wal.WriteAheadLog, "_roll", rewrite(_ROLL, "self.sync()", "pass"))],
+        "test_wal::test_synced_records_survive_power_loss_across_segment_rolls",
+        r"synced records lost",
+    ),
+    "segment-unsynced": Mutant(
+        "the WAL creates a segment without syncing its header and its directory entry",
+        lambda: [
+            (broadcast.wal, "_create_segment", rewrite(_CREATE_SEGMENT, "if fsync:", "if False:"))
+        ],
+        "test_wal::test_synced_records_survive_power_loss_across_segment_rolls",
+        r"synced records lost",
+    ),
+    "no-sender-check": Mutant(
+        "the node steps a Paxos message whatever connection it came on (the src check gone)",
+        lambda: [
+            (
+                node.Node,
+                "_on_frame",
+                rewrite(_ON_FRAME, "if node_id_of(identity) != msg.src:", "if False:"),
+            )
+        ],
+        "test_scripted_peers::test_a_message_in_another_nodes_name_is_dropped",
+        r"forged",
+    ),
+    "session-admits-repeat": Mutant(
+        "the session rule delivers a seq at or below the session's last (a repeat)",
+        lambda: [
+            (
+                Replica,
+                "_deliver",
+                rewrite(
+                    _DELIVER,
+                    _ADMISSION,
+                    "if client not in last_seq or seq == 0 or seq > last_seq[client] + 1:",
+                ),
+            )
+        ],
+        "test_scripted_peers::test_each_session_seq_is_delivered_once_and_in_order",
+        r"delivered",
+    ),
+    "session-admits-gap": Mutant(
+        "the session rule delivers a seq beyond the session's next (a gap)",
+        lambda: [
+            (
+                Replica,
+                "_deliver",
+                rewrite(
+                    _DELIVER, _ADMISSION, "if client not in last_seq or seq <= last_seq[client]:"
+                ),
+            )
+        ],
+        "test_scripted_peers::test_each_session_seq_is_delivered_once_and_in_order",
+        r"delivered",
+    ),
+    "subscribe-resumes-early": Mutant(
+        "a subscription moving to another node resumes one index early",
+        lambda: [
+            (
+                client.Client,
+                "subscribe",
+                rewrite(
+                    _SUBSCRIBE,
+                    "source = self._after(source)",
+                    "source, next_index = self._after(source), next_index - 1",
+                ),
+            )
+        ],
+        "test_client::test_a_subscription_moves_to_another_node_without_gap_or_repeat",
+        r"index",
+    ),
+    "subscribe-resumes-late": Mutant(
+        "a subscription moving to another node resumes one index late",
+        lambda: [
+            (
+                client.Client,
+                "subscribe",
+                rewrite(
+                    _SUBSCRIBE,
+                    "source = self._after(source)",
+                    "source, next_index = self._after(source), next_index + 1",
+                ),
+            )
+        ],
+        "test_client::test_a_subscription_moves_to_another_node_without_gap_or_repeat",
+        r"index",
+    ),
+}
+
+
+def apply(name: str) -> Callable[[], None]:
+    """Plant mutant ``name`` in this process; returns what takes it out again."""
+    undo: list[Patch] = []
+    for owner, attribute, replacement in MUTANTS[name].patches():
+        undo.append((owner, attribute, getattr(owner, attribute)))
+        setattr(owner, attribute, replacement)
+
+    def remove() -> None:
+        for owner, attribute, original in reversed(undo):
+            setattr(owner, attribute, original)
+
+    return remove
+
+
+@contextlib.contextmanager
+def planted(name: str) -> Iterator[Mutant]:
+    """Mutant ``name`` in this process and in every node process started meanwhile."""
+    previous = os.environ.get(ENV)
+    os.environ[ENV] = name
+    remove = apply(name)
+    try:
+        yield MUTANTS[name]
+    finally:
+        remove()
+        if previous is None:
+            del os.environ[ENV]
+        else:
+            os.environ[ENV] = previous
