@@ -45,8 +45,14 @@ def test_the_pool_holds_a_valid_frame_of_every_registered_type() -> None:
     frames = base_frames(3, KEYS[0], CLUSTER.hex())
     codes = {frame[1] for frame in frames}
     # The registry is private; reading it here makes a new type code fail this test
-    # until the pool has a frame of it.
-    assert codes == set(codec._BY_CODE)
+    # until the pool has a frame of it. (Types test_codec registers for itself, whose
+    # classes live in tests, are no part of the wire format.)
+    shipped = {
+        code
+        for code, spec in codec._BY_CODE.items()
+        if spec.cls.__module__.split(".")[0] in ("paxos", "broadcast")
+    }
+    assert codes == shipped
     for frame in frames:
         obj = decode(msgpack.packb(frame, use_bin_type=True))
         assert type(obj) is codec._BY_CODE[frame[1]].cls
