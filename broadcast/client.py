@@ -11,7 +11,10 @@ at the next index, so they have neither gaps nor duplicates.
 
 Sizes are bounded: a payload above the cluster's limit raises
 :class:`~broadcast.errors.PayloadTooLarge` before it is sent; at most
-``window`` payloads (and about ``window_bytes``) are in flight.
+``window`` payloads (and about ``window_bytes``) are in flight, counted in seqs
+from the oldest unacknowledged one: the cluster remembers where the last
+``window`` seqs of a session went, so a payload whose acknowledgement was lost
+can always be asked about again.
 
 A client is driven by one thread at a time (it is not thread-safe); asyncio
 code can use the ``*_async`` forms, which run the blocking calls in a worker
