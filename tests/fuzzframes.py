@@ -133,8 +133,8 @@ ROUNDS: Final = (
     MAX_ROUND - 1, MAX_ROUND, MAX_ROUND + 1, *HUGE,
 )  # fmt: skip
 #: Slots and commit indexes: small ones, the edges of what an acceptor takes (at most
-#: MAX_SLOTS_AHEAD beyond its chosen prefix; a candidate ignores reports beyond twice
-#: that) and of what the codec takes (at most MAX_UINT = 2**63 - 1).
+#: MAX_SLOTS_AHEAD beyond its chosen prefix; a candidate ignores a promise reporting a
+#: slot beyond that) and of what the codec takes (at most MAX_UINT = 2**63 - 1).
 SLOTS: Final = (
     0, 1, 2, 64, 4096, MAX_SLOTS_AHEAD, MAX_SLOTS_AHEAD + 1, 2 * MAX_SLOTS_AHEAD + 1,
     2**53, MAX_UINT - 1, MAX_UINT, MAX_UINT + 1, U64,

@@ -747,9 +747,10 @@ def test_regression_f2_a_slot_far_ahead_is_refused_and_no_leader_fills_a_huge_ga
     and its memory grew by gigabytes.
 
     Now the codec refuses slots above 2**63 - 1, an acceptor takes no slot more than
-    MAX_SLOTS_AHEAD (2**14) beyond its chosen prefix, and a candidate ignores reports
-    beyond twice that. Sent to the leader: the F2 frame, slots the codec takes beyond the
-    acceptor's bound, and one exactly at it (accepted). Then the member is killed, so that
+    MAX_SLOTS_AHEAD (2**14) beyond its chosen prefix, and a candidate ignores a promise
+    whose report runs beyond the reported prefix + MAX_SLOTS_AHEAD. Sent to the leader:
+    the F2 frame, slots the codec takes beyond the acceptor's bound, and one exactly at it
+    (accepted). Then the member is killed, so that
     the next leader's majority must include the node holding that slot: it fills at most
     2**14 slots with no-ops, answers throughout, stays small, and the cluster commits.
     """

@@ -432,6 +432,55 @@ def test_a_candidate_far_behind_the_chosen_prefix_catches_up_before_it_leads() -
     assert candidate.is_leader and candidate.next_slot == 41
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_leader_behind_the_chosen_prefix_proposes_its_queue_once_it_has_caught_up(
+    seed: int,
+) -> None:
+    """Review finding (liveness): a new leader whose next slot lay beyond its own prefix +
+    slots_ahead queued what came in; its prefix then grew by catch-up, not by an
+    Accepted, and nothing proposed the queue again. Resends were refused as queued, the
+    leader's heartbeats kept everybody following it: the cluster never committed again."""
+    slots_ahead = 2
+    c = Cluster(3, seed=seed, window=2, slots_ahead=slots_ahead)
+    a = c.elect()
+    key = c.open_session("one")
+    key2 = c.open_session("two")
+    c.tick(10)
+    x, y = [n for n in c.replicas if n != a]
+    rx, ry = c.replicas[x], c.replicas[y]
+    c.crash(x)  # away (keeping its memory) while a and y choose slots_ahead slots
+    for i in range(1, slots_ahead + 1):
+        c.propose(a, Command(key, i, b"before"))
+    c.tick(6)
+    assert ry.commit == rx.commit + slots_ahead
+    c.crash(a)  # for good; x is back and wins
+    c.down.discard(x)
+    ry.election_timeout = 10**9
+    for _ in range(200):
+        c.tick()
+        if rx.is_leader:
+            break
+    assert rx.is_leader and rx.next_slot > rx.commit + slots_ahead  # must catch up first
+    after = [Command(key2, i, b"after%d" % i) for i in range(1, 4)]
+    c.propose(x, *after)
+    c.tick(300)
+    assert [d.command for d in c.delivered[x] if d.command.client == key2] == after
+
+
+def test_a_follower_learns_the_leaders_prefix_before_it_judges_a_slot_by_the_bound() -> None:
+    """Review finding (throughput): with slots_ahead equal to the window every pipelined
+    Accept lay just beyond a follower's prefix, which trails the leader's, and was
+    refused until a heartbeat or retransmission came. The Accept carries the leader's
+    prefix: learnt first, it admits the slot."""
+    r = Replica(2, ReplicaConfig(nodes=(1, 2, 3), window=4, slots_ahead=4), random.Random(2))
+    ballot = Ballot(1, 1)
+    for slot in range(1, 5):
+        ready = r.step(Accept(1, ballot, slot, (big("k#1", slot, 5),), 0))
+        assert [type(m) for _, m in ready.messages] == [Accepted]
+    ready = r.step(Accept(1, ballot, 5, (big("k#1", 5, 5),), 1))  # slot 1 is chosen
+    assert r.commit == 1 and [type(m) for _, m in ready.messages] == [Accepted]
+
+
 def test_a_chosen_value_reported_far_beyond_the_chosen_prefix_is_not_taken() -> None:
     """Found by fuzzing a live node with lies in a member's name: a CatchupReply for slot
     2**63 - 2 was taken as chosen, and the node's next takeover proposed a no-op for every

@@ -409,6 +409,10 @@ class Replica:
         # (step checked that we may accept at msg.ballot.)
         self._hear_leader(msg.src, msg.ballot)
         if msg.slot > self.commit + self.config.slots_ahead:
+            # The leader's own announcement of its chosen prefix may move the bound (a
+            # follower's prefix trails the leader's): learn it first.
+            self._learn_prefix(msg.src, msg.ballot, msg.commit)
+        if msg.slot > self.commit + self.config.slots_ahead:
             # A leader keeps at most a window of slots open beyond what is chosen; a slot
             # this far ahead of our own chosen prefix is forged or stale. Accepting it
             # would make every later leader fill the gap with no-ops, one slot at a time.
@@ -776,6 +780,11 @@ class Replica:
                 for peer in self.peers:
                     if peer not in proposal.acks:
                         self._out.eager.append((peer, accept))
+        if self.queue:
+            # Room may open without an Accepted (our chosen prefix grew by catch-up, so
+            # slots_ahead admits more): what is queued goes out as soon as it may. Resends
+            # of queued commands are refused as duplicates, so nobody else would do it.
+            self._fill_window()
         if (self.now - self.lead_start) % cfg.session_check_ticks == 0:
             self._expire_idle_sessions()
 
