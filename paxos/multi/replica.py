@@ -20,6 +20,8 @@ How the protocol runs:
 * **Taking over.** With a majority of promises, the new leader adopts, for
   every open slot, the value accepted at the highest ballot (it may be chosen
   already), fills real gaps with no-ops and proposes them all at its ballot.
+  Slots up to the highest chosen prefix a promiser reports are learnt by
+  catch-up; a candidate more than ``slots_ahead`` behind it catches up first.
 * **Phase 2.** The leader batches queued commands into slots (at most
   ``batch_max`` per slot, at most ``window`` slots in flight) and counts
   :class:`Accepted` replies; a majority makes a slot chosen.
@@ -34,9 +36,12 @@ How the protocol runs:
 * **Bounded sizes.** Every message a replica builds is bounded in bytes: slots
   hold at most ``batch_max_bytes`` of commands (or one command), catch-up
   replies ``catchup_max_bytes``, and a Promise too large for one frame comes
-  in parts. Intake refuses payloads above ``max_payload_bytes`` and commands
-  that are already queued or proposed here, so a client resending a large
-  payload costs one copy, not one per resend.
+  in parts. An acceptor accepts nothing beyond ``slots_ahead`` of its chosen
+  prefix, and has a prefix that close on disk before it accepts or promises,
+  so what it reports stays in that range. Intake refuses payloads above
+  ``max_payload_bytes`` and commands that are already queued or proposed
+  here, so a client resending a large payload costs one copy, not one per
+  resend.
 """
 
 from __future__ import annotations
