@@ -8,11 +8,14 @@ write order, when the node restarts.
 On-disk format (all integers little-endian)::
 
     <directory>/wal-00000001.log, wal-00000002.log, ...   numbered from 1, no gaps
+    <directory>/FLOOR        only once compacted: the segments run from FLOOR on, no gaps
     segment = header, record*
     header  = magic b"PAXOSWAL" | format version u32 | segment number u32   (16 bytes)
     record  = payload length u32 | CRC-32 u32 | payload
               the CRC (zlib.crc32) covers the 4 length bytes, then the payload,
               so a zero-filled region never reads as a valid record
+    FLOOR   = magic b"PAXOSFLR" | format version u32 | floor u32 | CRC-32 u32   (20 bytes)
+              the CRC covers the 16 bytes before it
 
 A batch passed to one :meth:`~WriteAheadLog.append` goes to disk with one
 ``os.write`` and never straddles two segments. A new segment is started when
@@ -35,6 +38,16 @@ kinds of damage:
 A last segment that holds nothing but a partial (or zero-filled) header is a
 crash in the middle of starting a segment; its header is rewritten.
 
+Compaction (:meth:`WriteAheadLog.compact`) deletes the segments numbered below
+a *floor* once their records are covered by something else (a snapshot made
+durable *before* the call). It first replaces ``FLOOR`` atomically (temporary
+file ``FLOOR.tmp``, fsync, rename, fsync of the directory), then unlinks the
+old segments in ascending order, then fsyncs the directory. Recovery deletes
+any segment still below the floor (a crash after the rename) and a leftover
+``FLOOR.tmp``, and from the floor on applies the rules above: the floor
+segment must exist and no segment after it may be missing. A damaged
+``FLOOR`` raises :class:`WalCorruptionError`.
+
 The log is single-threaded and single-process: a directory is ``flock``-ed
 while open, and a second :meth:`~WriteAheadLog.open` of it fails.
 """
@@ -55,6 +68,7 @@ from broadcast.logs import get_logger
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
+    "FLOOR_FILE",
     "FORMAT_VERSION",
     "FRAME_OVERHEAD",
     "HEADER_SIZE",
@@ -68,11 +82,16 @@ __all__ = [
 
 MAGIC: Final = b"PAXOSWAL"
 FORMAT_VERSION: Final = 1
+FLOOR_FILE: Final = "FLOOR"
+_FLOOR_TMP: Final = FLOOR_FILE + ".tmp"
+_FLOOR_MAGIC: Final = b"PAXOSFLR"
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 
 _HEADER: Final = struct.Struct("<8sII")  # magic, format version, segment number
 _FRAME: Final = struct.Struct("<II")  # payload length, CRC-32 over length bytes + payload
 _LENGTH: Final = struct.Struct("<I")
+_FLOOR_BODY: Final = struct.Struct("<8sII")  # magic, format version, floor
+_FLOOR: Final = struct.Struct("<8sIII")  # the body, then the CRC-32 of the body
 HEADER_SIZE: Final = _HEADER.size
 FRAME_OVERHEAD: Final = _FRAME.size
 _MAX_RECORD_BYTES: Final = 0xFFFF_FFFF
@@ -145,6 +164,8 @@ class WriteAheadLog:
         segment_bytes: int,
         recovered_records: int,
         truncated_bytes: int,
+        floor: int,
+        recovered_segments: list[tuple[int, int]],
     ) -> None:
         """Internal: use :meth:`open`."""
         self._directory = directory
@@ -164,6 +185,12 @@ class WriteAheadLog:
         self._records_since_sync = 0
         self._recovered_records = recovered_records
         self._truncated_bytes = truncated_bytes
+        # Segments numbered below it were deleted on purpose; recovery and compact()
+        # keep it the lowest segment on disk.
+        self._floor = floor
+        #: ``(segment number, records recovered from it)`` for every segment read at
+        #: :meth:`open`, ascending; the counts add up to the records it returned, in order.
+        self.recovered_segments = recovered_segments
 
     # ------------------------------------------------------------------ open
 
@@ -205,22 +232,24 @@ class WriteAheadLog:
                     "acknowledged promises and accepts. Use only for benchmarks.",
                     directory=path,
                 )
-            records, segment, fd, size, truncated = _recover(path, dir_fd, fsync)
+            found = _recover(path, dir_fd, fsync)
         except BaseException:
             os.close(dir_fd)
             raise
         wal = cls(
             path,
             dir_fd,
-            fd,
-            segment,
-            size,
+            found.fd,
+            found.segment,
+            found.size,
             fsync=fsync,
             segment_bytes=segment_bytes,
-            recovered_records=len(records),
-            truncated_bytes=truncated,
+            recovered_records=len(found.records),
+            truncated_bytes=found.truncated,
+            floor=found.floor,
+            recovered_segments=found.per_segment,
         )
-        return wal, records
+        return wal, found.records
 
     # ---------------------------------------------------------------- writing
 
@@ -271,6 +300,45 @@ class WriteAheadLog:
         self._records_since_sync = 0
         self._syncs += 1
 
+    def compact(self, keep_from: int) -> int:
+        """Delete every segment numbered below ``keep_from``; return how many were deleted.
+
+        The caller must first have made whatever replaces their records (a
+        snapshot) durable: from this call on they are gone. ``keep_from`` at
+        or below :attr:`floor` is a no-op; above :attr:`current_segment` it
+        raises ``ValueError`` (the segment being appended to is never deleted).
+        An I/O error poisons the log like one in :meth:`append`.
+        """
+        self._check_usable()
+        if keep_from <= self._floor:
+            return 0
+        if keep_from > self._segment:
+            # Safety: the active segment is where the next appends go; deleting it
+            # would lose them, and a floor above the last segment leaves recovery
+            # with no segment to start from (reported as lost).
+            raise ValueError(f"keep_from {keep_from} is beyond the current segment {self._segment}")
+        try:
+            # Safety: FLOOR is durable before the first unlink. A crash after an unlink
+            # without it would leave a log that does not start at 1 (or at the old
+            # floor), which recovery must report as lost segments.
+            _write_floor(self._directory, self._dir_fd, keep_from, self._fsync)
+            old_floor, self._floor = self._floor, keep_from
+            deleted = 0
+            # Ascending, so that whatever a crash leaves below the floor is again a
+            # contiguous run (recovery deletes it either way).
+            for number in range(old_floor, keep_from):
+                try:
+                    os.unlink(os.path.join(self._directory, segment_name(number)))
+                except FileNotFoundError:
+                    continue
+                deleted += 1
+            if self._fsync:
+                os.fsync(self._dir_fd)  # makes the unlinks durable (they are redone if lost)
+        except OSError as exc:
+            self._fail(exc)
+        _log.info("wal compacted", directory=self._directory, floor=keep_from, deleted=deleted)
+        return deleted
+
     def close(self) -> None:
         """Close the files and release the directory lock. Does NOT sync; idempotent."""
         if self._closed:
@@ -291,6 +359,26 @@ class WriteAheadLog:
         self.close()
 
     # ------------------------------------------------------------- inspection
+
+    @property
+    def current_segment(self) -> int:
+        """Number of the segment being appended to.
+
+        A batch never straddles two segments, so right after :meth:`append` it
+        is the one that batch went to; the next batch goes to it too unless it
+        would overflow it (then to the next one).
+        """
+        return self._segment
+
+    @property
+    def first_segment(self) -> int:
+        """Lowest segment number on disk (always :attr:`floor`: nothing below it is kept)."""
+        return self._floor
+
+    @property
+    def floor(self) -> int:
+        """Segments numbered below it were deleted by :meth:`compact` (1 if never compacted)."""
+        return self._floor
 
     @property
     def records_since_sync(self) -> int:
@@ -391,6 +479,47 @@ def _create_segment(path: str, number: int, dir_fd: int, fsync: bool) -> int:
     return fd
 
 
+def _write_floor(directory: str, dir_fd: int, floor: int, fsync: bool) -> None:
+    """Replace ``<directory>/FLOOR`` with ``floor``, atomically and durably."""
+    body = _FLOOR_BODY.pack(_FLOOR_MAGIC, FORMAT_VERSION, floor)
+    data = body + _LENGTH.pack(zlib.crc32(body))
+    tmp = os.path.join(directory, _FLOOR_TMP)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        if fsync:
+            # Safety: the contents are durable before the name points at them, so a
+            # crash leaves the old FLOOR or the new one, never an empty or torn one.
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(directory, FLOOR_FILE))
+    if fsync:
+        # Safety: the rename itself is durable before any segment is unlinked.
+        os.fsync(dir_fd)
+
+
+def _read_floor(directory: str) -> int | None:
+    """The floor recorded in ``<directory>/FLOOR``, or None if there is no such file."""
+    path = os.path.join(directory, FLOOR_FILE)
+    try:
+        data = _read_file(path)
+    except FileNotFoundError:
+        return None
+    if len(data) != _FLOOR.size:
+        raise WalCorruptionError(path, 0, f"FLOOR file has {len(data)} bytes, not {_FLOOR.size}")
+    magic, version, floor, stored = _FLOOR.unpack(data)
+    if zlib.crc32(data[: _FLOOR_BODY.size]) != stored:
+        raise WalCorruptionError(path, _FLOOR_BODY.size, "FLOOR file fails its CRC")
+    if magic != _FLOOR_MAGIC:
+        raise WalCorruptionError(path, 0, f"bad FLOOR magic {magic!r}")
+    if version != FORMAT_VERSION:
+        raise WalCorruptionError(path, 8, f"unsupported FLOOR format version {version}")
+    if floor < 1:
+        raise WalCorruptionError(path, 12, f"FLOOR holds segment number {floor}")
+    return int(floor)
+
+
 def _read_file(path: str) -> bytes:
     with open(path, "rb") as file:
         return file.read()
@@ -399,18 +528,49 @@ def _read_file(path: str) -> bytes:
 # -------------------------------------------------------------------- recovery
 
 
-def _recover(directory: str, dir_fd: int, fsync: bool) -> tuple[list[bytes], int, int, int, int]:
-    """Read and check every segment; return (records, last segment, its fd, its size, bytes cut)."""
+@dataclass(slots=True)
+class _Recovered:
+    records: list[bytes]
+    per_segment: list[tuple[int, int]]  # (segment number, records from it), ascending
+    floor: int
+    segment: int  # the last segment, open for appending as fd
+    fd: int
+    size: int
+    truncated: int
+
+
+def _recover(directory: str, dir_fd: int, fsync: bool) -> _Recovered:
+    """Read and check every segment from the floor on; open the last one for appending."""
+    tmp = os.path.join(directory, _FLOOR_TMP)
+    if os.path.exists(tmp):
+        os.unlink(tmp)  # a compaction that crashed before its rename: the old FLOOR holds
+    recorded_floor = _read_floor(directory)
+    floor = 1 if recorded_floor is None else recorded_floor
     numbers = sorted(
         int(match.group(1))
         for name in os.listdir(directory)
         if (match := _SEGMENT_RE.fullmatch(name)) is not None
     )
-    if not numbers:
+    below = [number for number in numbers if number < floor]
+    if below:
+        # A compaction crashed after writing FLOOR: finish its unlinks (in ascending
+        # order, as it does). They hold nothing still needed, so none is returned.
+        for number in below:
+            os.unlink(os.path.join(directory, segment_name(number)))
+        if fsync:
+            os.fsync(dir_fd)
+        _log.warning("wal segments below the floor deleted", floor=floor, segments=below)
+        numbers = numbers[len(below) :]
+    if not numbers and recorded_floor is None:
         path = os.path.join(directory, segment_name(1))
-        return [], 1, _create_segment(path, 1, dir_fd, fsync), HEADER_SIZE, 0
-    # Safety: a missing segment (even the first) means lost synced records.
-    for expected, number in enumerate(numbers, start=1):
+        fd = _create_segment(path, 1, dir_fd, fsync)
+        return _Recovered([], [(1, 0)], 1, 1, fd, HEADER_SIZE, 0)
+    # Safety: a missing segment (even the first, or the floor segment, which compact()
+    # never deletes) means lost synced records.
+    if not numbers:
+        missing = os.path.join(directory, segment_name(floor))
+        raise WalCorruptionError(missing, 0, "segment file is missing (found no segment)")
+    for expected, number in enumerate(numbers, start=floor):
         if number != expected:
             missing = os.path.join(directory, segment_name(expected))
             raise WalCorruptionError(
@@ -418,24 +578,29 @@ def _recover(directory: str, dir_fd: int, fsync: bool) -> tuple[list[bytes], int
             )
 
     records: list[bytes] = []
+    per_segment: list[tuple[int, int]] = []
     for number in numbers[:-1]:
         path = os.path.join(directory, segment_name(number))
         data = _read_file(path)
         _check_header(path, data, number)
+        before = len(records)
         end, problem = _parse_records(data, records)
         if problem is not None:
             # Safety: earlier segments were synced in full before the next was created.
             raise WalCorruptionError(path, end, f"{problem} (in a segment that is not the last)")
+        per_segment.append((number, len(records) - before))
 
     last = numbers[-1]
     path = os.path.join(directory, segment_name(last))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     try:
+        before = len(records)
         size, truncated = _recover_last_segment(path, fd, last, fsync, records)
+        per_segment.append((last, len(records) - before))
     except BaseException:
         os.close(fd)
         raise
-    return records, last, fd, size, truncated
+    return _Recovered(records, per_segment, floor, last, fd, size, truncated)
 
 
 def _recover_last_segment(

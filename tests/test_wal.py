@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import random
 import shutil
@@ -15,6 +16,7 @@ import structlog.testing
 
 from broadcast.wal import (
     DEFAULT_SEGMENT_BYTES,
+    FLOOR_FILE,
     FRAME_OVERHEAD,
     HEADER_SIZE,
     WalCorruptionError,
@@ -442,3 +444,294 @@ def test_unrelated_files_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "wal-1.log").write_bytes(b"junk")
     assert _reopen(tmp_path) == [b"one"]
+
+
+# ----------------------------------------------------------------- compaction
+
+
+def _floor_file(directory: Path) -> Path:
+    return directory / FLOOR_FILE
+
+
+def _segmented_log(directory: Path, batches: int = 40) -> tuple[list[tuple[int, list[bytes]]], int]:
+    """A synced log of 5-record batches over 1024-byte segments, left closed.
+
+    Returns ``(segment, batch)`` for every batch, as ``current_segment`` reported right
+    after its append, and the number of the last segment.
+    """
+    placed: list[tuple[int, list[bytes]]] = []
+    wal, _ = WriteAheadLog.open(directory, segment_bytes=1024)
+    with wal:
+        for batch in _batches(_records(5 * batches), 5):
+            wal.append(batch)
+            placed.append((wal.current_segment, batch))
+            wal.sync()
+        last = wal.current_segment
+    assert last >= 6
+    return placed, last
+
+
+def _expected(
+    placed: list[tuple[int, list[bytes]]], keep_from: int
+) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """The records a reopen returns once segments below ``keep_from`` are gone, and the
+    ``recovered_segments`` it reports."""
+    records = [r for segment, batch in placed if segment >= keep_from for r in batch]
+    counts: dict[int, int] = {}
+    for segment, batch in placed:
+        if segment >= keep_from:
+            counts[segment] = counts.get(segment, 0) + len(batch)
+    return records, sorted(counts.items())
+
+
+def _open_recovering(directory: Path) -> tuple[WriteAheadLog, list[bytes]]:
+    return WriteAheadLog.open(directory, segment_bytes=1024)
+
+
+class _Crash(Exception):
+    """The process dies here (raised by a patched system call)."""
+
+
+def test_recovered_segments_cover_the_returned_records(tmp_path: Path) -> None:
+    placed, last = _segmented_log(tmp_path)
+    # The segment each batch went to is the one current_segment named after its append.
+    for segment, batch in placed:
+        data = (tmp_path / segment_name(segment)).read_bytes()
+        assert all(record in data for record in batch)
+    wal, records = _open_recovering(tmp_path)
+    with wal:
+        assert (wal.floor, wal.first_segment, wal.current_segment) == (1, 1, last)
+        assert (records, wal.recovered_segments) == _expected(placed, 1)
+        assert sum(count for _, count in wal.recovered_segments) == len(records)
+    # A fresh log, and a header-only last segment, are reported with a count of 0.
+    wal, _ = WriteAheadLog.open(tmp_path / "fresh")
+    with wal:
+        assert wal.recovered_segments == [(1, 0)]
+    (tmp_path / segment_name(last + 1)).write_bytes(b"")
+    wal, _ = _open_recovering(tmp_path)
+    with wal:
+        assert wal.recovered_segments == [*_expected(placed, 1)[1], (last + 1, 0)]
+
+
+@pytest.mark.parametrize("keep_from", [2, 4, "last"])
+def test_compact_deletes_exactly_the_segments_below_keep_from(
+    tmp_path: Path, keep_from: int | str
+) -> None:
+    placed, last = _segmented_log(tmp_path)
+    keep = last if keep_from == "last" else int(keep_from)
+    wal, _ = _open_recovering(tmp_path)
+    with wal:
+        assert wal.compact(keep) == keep - 1
+        assert (wal.floor, wal.first_segment, wal.current_segment) == (keep, keep, last)
+        # The log goes on: appends after a compaction are recovered with the rest.
+        wal.append([b"after"])
+        wal.sync()
+    assert [p.name for p in _segments(tmp_path)] == [
+        segment_name(n) for n in range(keep, last + 1)
+    ]
+    records, per_segment = _expected([*placed, (last, [b"after"])], keep)
+    wal, recovered = _open_recovering(tmp_path)
+    with wal:
+        assert recovered == records
+        assert wal.recovered_segments == per_segment
+        assert (wal.floor, wal.first_segment) == (keep, keep)
+
+
+def test_compact_never_deletes_the_active_segment(tmp_path: Path) -> None:
+    placed, last = _segmented_log(tmp_path)
+    wal, _ = _open_recovering(tmp_path)
+    with wal:
+        with pytest.raises(ValueError, match="beyond the current segment"):
+            wal.compact(last + 1)
+        assert len(_segments(tmp_path)) == last and not _floor_file(tmp_path).exists()
+        assert wal.compact(3) == 2
+        assert wal.compact(3) == 0  # at or below the floor: nothing to do
+        assert wal.compact(1) == 0
+        assert wal.floor == 3
+        assert wal.compact(last) == last - 3
+        with pytest.raises(ValueError, match="beyond the current segment"):
+            wal.compact(last + 1)
+    assert _segments(tmp_path) == [tmp_path / segment_name(last)]
+    assert _reopen(tmp_path) == _expected(placed, last)[0]
+
+
+def test_compact_that_is_a_no_op_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _segmented_log(tmp_path)
+    wal, _ = _open_recovering(tmp_path)
+    with wal:
+        wal.compact(2)
+        floor_inode = _floor_file(tmp_path).stat().st_ino
+        monkeypatch.setattr(os, "replace", lambda *a: pytest.fail("FLOOR rewritten"))
+        assert wal.compact(2) == 0
+    assert _floor_file(tmp_path).stat().st_ino == floor_inode
+
+
+@pytest.mark.parametrize("unlinks_before_crash", [0, 2, 3])
+def test_crash_during_the_unlinks_is_finished_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unlinks_before_crash: int
+) -> None:
+    """FLOOR is written, then the process dies before the unlinks (0) or after some
+    of them (2 or 3 of 4): the next open deletes the rest and returns none of them."""
+    placed, _ = _segmented_log(tmp_path)
+    real_unlink = os.unlink
+    done: list[str] = []
+
+    def dying_unlink(path: str) -> None:
+        if len(done) == unlinks_before_crash:
+            raise _Crash
+        done.append(os.path.basename(path))
+        real_unlink(path)
+
+    wal, _ = _open_recovering(tmp_path)
+    monkeypatch.setattr(os, "unlink", dying_unlink)
+    with pytest.raises(_Crash):
+        wal.compact(5)
+    monkeypatch.undo()
+    wal.close()
+    assert done == [segment_name(n) for n in range(1, unlinks_before_crash + 1)]
+    assert _floor_file(tmp_path).exists()
+    assert _segments(tmp_path)[0] == tmp_path / segment_name(unlinks_before_crash + 1)
+
+    with structlog.testing.capture_logs() as logs:
+        wal, recovered = _open_recovering(tmp_path)
+    with wal:
+        assert (recovered, wal.recovered_segments) == _expected(placed, 5)
+        assert (wal.floor, wal.first_segment) == (5, 5)
+    assert _segments(tmp_path)[0] == tmp_path / segment_name(5)
+    assert any(e["event"] == "wal segments below the floor deleted" for e in logs)
+
+
+@pytest.mark.parametrize("earlier_floor", [None, 3])
+def test_crash_before_the_floor_rename_leaves_the_old_floor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier_floor: int | None
+) -> None:
+    """The process dies with FLOOR.tmp written but not renamed: the old floor holds,
+    nothing was deleted, and the temporary file is removed."""
+    placed, _ = _segmented_log(tmp_path)
+    wal, _ = _open_recovering(tmp_path)
+    if earlier_floor is not None:
+        wal.compact(earlier_floor)
+    def dying_replace(source: str, target: str) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(_Crash):
+        wal.compact(5)
+    monkeypatch.undo()
+    wal.close()
+    tmp = tmp_path / (FLOOR_FILE + ".tmp")
+    assert tmp.exists()
+
+    floor = earlier_floor or 1
+    wal, recovered = _open_recovering(tmp_path)
+    with wal:
+        assert (recovered, wal.recovered_segments) == _expected(placed, floor)
+        assert wal.floor == floor
+    assert not tmp.exists()
+    assert _segments(tmp_path)[0] == tmp_path / segment_name(floor)
+
+
+def test_a_garbage_floor_temp_file_is_removed(tmp_path: Path) -> None:
+    placed, _ = _segmented_log(tmp_path)
+    (tmp_path / (FLOOR_FILE + ".tmp")).write_bytes(b"\x00" * 7)  # torn, never renamed
+    assert _reopen(tmp_path) == _expected(placed, 1)[0]
+    assert not (tmp_path / (FLOOR_FILE + ".tmp")).exists()
+
+
+def _compact_then_power_cut(directory: Path, keep_from: int, calls_before_cut: int) -> bool:
+    """Compact the closed log in ``directory``, cutting the power before its system call
+    number ``calls_before_cut`` (writes, renames and unlinks count); return whether the
+    compaction finished first."""
+    cache = PageCache(directory)
+    # The log on entry counts as durable (as if synced), down to its directory entries.
+    cache.entries = {e.name: e.inode() for e in os.scandir(directory)}
+    cache.sizes = {e.inode(): e.stat().st_size for e in os.scandir(directory)}
+    real = {name: getattr(os, name) for name in ("unlink", "replace", "write")}
+    calls = 0
+
+    def counted(name: str) -> Callable[..., object]:
+        def call(*args: object) -> object:
+            nonlocal calls
+            if calls == calls_before_cut:
+                raise _Crash
+            calls += 1
+            return real[name](*args)
+
+        return call
+
+    wal, _ = _open_recovering(directory)
+    with cache:
+        for name in real:
+            setattr(os, name, counted(name))
+        try:
+            wal.compact(keep_from)
+            finished = True
+        except _Crash:
+            finished = False
+        finally:
+            for name, function in real.items():
+                setattr(os, name, function)
+    wal.close()
+    cache.power_cut()
+    return finished
+
+
+def test_compaction_survives_power_loss_at_every_step(tmp_path: Path) -> None:
+    """A power cut before each system call of a compaction (and after it returns) leaves
+    a log that opens, holding either every record or exactly the kept segments'. FLOOR
+    and its directory entry must be durable before the first unlink: otherwise the cut
+    takes FLOOR away while the deleted segments stay deleted."""
+    template = tmp_path / "template"
+    template.mkdir()
+    placed, _ = _segmented_log(template)
+    for steps in itertools.count():
+        directory = tmp_path / f"cut-before-{steps}"
+        shutil.copytree(template, directory)
+        finished = _compact_then_power_cut(directory, 5, steps)
+        wal, recovered = _open_recovering(directory)
+        with wal:
+            assert wal.floor == (5 if finished else wal.floor) and wal.floor in (1, 5), steps
+            assert (recovered, wal.recovered_segments) == _expected(placed, wal.floor), steps
+        if finished:
+            break
+    assert steps == 6  # FLOOR.tmp write, rename, 4 unlinks
+
+
+@pytest.mark.parametrize("missing", ["floor", "after-floor", "all"])
+def test_missing_segment_at_or_above_the_floor_is_reported(
+    tmp_path: Path, missing: str
+) -> None:
+    _, last = _segmented_log(tmp_path)
+    wal, _ = _open_recovering(tmp_path)
+    with wal:
+        wal.compact(3)
+    gone = {"floor": [3], "after-floor": [4], "all": list(range(3, last + 1))}[missing]
+    for number in gone:
+        (tmp_path / segment_name(number)).unlink()
+    with pytest.raises(WalCorruptionError, match="missing") as caught:
+        _reopen(tmp_path)
+    assert caught.value.path == str(tmp_path / segment_name(gone[0]))
+
+
+def test_damaged_floor_file_is_reported(tmp_path: Path) -> None:
+    _segmented_log(tmp_path)
+    wal, _ = _open_recovering(tmp_path)
+    with wal:
+        wal.compact(3)
+    floor = _floor_file(tmp_path)
+    pristine = floor.read_bytes()
+    damaged = [pristine[:-1], pristine + b"\x00", b""]
+    for offset in range(len(pristine)):
+        flipped = bytearray(pristine)
+        flipped[offset] ^= 0x40
+        damaged.append(bytes(flipped))
+    for data in damaged:
+        floor.write_bytes(data)
+        with pytest.raises(WalCorruptionError, match="FLOOR") as caught:
+            _reopen(tmp_path)
+        assert caught.value.path == str(floor)
+    floor.write_bytes(pristine)
+    assert len(_segments(tmp_path)) > 1
+    _reopen(tmp_path)
