@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from types import FunctionType
 from typing import Any
 
+import broadcast.snapshots
 import broadcast.wal
 from broadcast import client, node
 from paxos.multi.driver import ReadyDriver
@@ -93,6 +94,10 @@ class Mutant:
 
 _ROLL = broadcast.wal.WriteAheadLog._roll
 _CREATE_SEGMENT = broadcast.wal._create_segment
+_COMPACT = broadcast.wal.WriteAheadLog.compact
+_WRITE_FLOOR = broadcast.wal._write_floor
+_SNAPSHOT_SAVE = broadcast.snapshots.SnapshotStore.save
+_SNAPSHOT_WRITE = broadcast.snapshots.SnapshotStore._write_tmp
 _ON_FRAME = node.Node._on_frame
 _DELIVER = Replica._deliver
 _SUBSCRIBE = client.Client.subscribe
@@ -118,6 +123,60 @@ MUTANTS: dict[str, Mutant] = {
         ],
         "test_wal::test_synced_records_survive_power_loss_across_segment_rolls",
         r"synced records lost",
+    ),
+    "compact-without-floor": Mutant(
+        "the WAL's compaction unlinks old segments without recording the floor first",
+        lambda: [
+            (
+                broadcast.wal.WriteAheadLog,
+                "compact",
+                rewrite(
+                    _COMPACT,
+                    "_write_floor(self._directory, self._dir_fd, keep_from, self._fsync)",
+                    "pass",
+                ),
+            )
+        ],
+        "test_wal::test_compaction_survives_power_loss_at_every_step",
+        r"no longer opens",
+    ),
+    "floor-rename-unsynced": Mutant(
+        "the WAL renames FLOOR into place without syncing the directory before the unlinks",
+        lambda: [
+            (broadcast.wal, "_write_floor", rewrite(_WRITE_FLOOR, "os.fsync(dir_fd)", "pass"))
+        ],
+        "test_wal::test_compaction_survives_power_loss_at_every_step",
+        r"no longer opens",
+    ),
+    "floor-unsynced": Mutant(
+        "the WAL renames FLOOR's temporary file into place without syncing its contents",
+        lambda: [(broadcast.wal, "_write_floor", rewrite(_WRITE_FLOOR, "os.fsync(fd)", "pass"))],
+        "test_wal::test_compaction_survives_power_loss_at_every_step",
+        r"no longer opens",
+    ),
+    "snapshot-rename-unsynced": Mutant(
+        "a snapshot save returns before the directory holding its new name is synced",
+        lambda: [
+            (
+                broadcast.snapshots.SnapshotStore,
+                "save",
+                rewrite(_SNAPSHOT_SAVE, "_fsync_dir(self._directory)", "pass"),
+            )
+        ],
+        "test_snapshots::test_a_saved_snapshot_survives_power_loss",
+        r"saved snapshot",
+    ),
+    "snapshot-unsynced": Mutant(
+        "a snapshot's temporary file is renamed into place without syncing its contents",
+        lambda: [
+            (
+                broadcast.snapshots.SnapshotStore,
+                "_write_tmp",
+                rewrite(_SNAPSHOT_WRITE, "os.fsync(fd)", "pass"),
+            )
+        ],
+        "test_snapshots::test_a_saved_snapshot_survives_power_loss",
+        r"saved snapshot",
     ),
     "no-sender-check": Mutant(
         "the node steps a Paxos message whatever connection it came on (the src check gone)",

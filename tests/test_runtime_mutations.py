@@ -13,6 +13,10 @@ mutant                 named test
 send-before-sync       test_power_loss: acked broadcasts survive power loss of the whole cluster
 roll-without-sync      test_wal: synced records survive power loss across segment rolls
 segment-unsynced       test_wal: (the same)
+compact-without-floor  test_wal: compaction survives power loss at every step
+floor-rename-unsynced  test_wal: (the same)
+floor-unsynced         test_wal: (the same)
+snapshot-*unsynced     test_snapshots: a saved snapshot survives power loss
 no-sender-check        test_scripted_peers: a message in another node's name is dropped
 session-admits-repeat  test_scripted_peers: each session seq is delivered once and in order
 session-admits-gap     test_scripted_peers: (the same)
