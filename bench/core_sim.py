@@ -44,6 +44,9 @@ def run(commands: int, batch: int, window: int, payload: int = 100) -> dict[str,
         def sync(self) -> None:
             pass
 
+        def save_snapshot(self, snapshot: object) -> None:
+            raise AssertionError("the core benchmark never compacts")
+
         def send(self, messages: Sequence[tuple[int, Message]]) -> None:
             inbox.extend(messages)
 

@@ -83,6 +83,8 @@ from paxos.messages import (
     PreVoteReply,
     Promise,
     PromiseEntry,
+    SnapshotChunk,
+    SnapshotRequest,
 )
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.types import MAX_ROUND, Ballot, Command, Value
@@ -521,6 +523,8 @@ _register(10, PreVoteReply, (NODE_ID, BALLOT, BOOL))
 _register(11, CatchupRequest, (NODE_ID, UINT, UINT))
 _register(12, CatchupReply, (NODE_ID, _CHOSEN_ENTRIES, UINT))
 _register(13, Forward, (NODE_ID, VALUE))
+_register(14, SnapshotChunk, (NODE_ID, UINT, UINT, UINT, UINT, BYTES, UINT))
+_register(15, SnapshotRequest, (NODE_ID, UINT, UINT, UINT))
 _register(32, PromiseRecord, (BALLOT,))
 _register(33, AcceptRecord, (UINT, BALLOT, VALUE))
 _register(34, CommitRecord, (UINT,))

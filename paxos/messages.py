@@ -160,6 +160,37 @@ class Forward:
     commands: Value
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """A part of the sender's snapshot (every slot <= ``slot``), for a replica whose
+    next needed slot the sender has compacted away.
+
+    ``size`` and ``crc`` describe the whole snapshot; ``data`` is its bytes from
+    ``offset``. ``commit`` is the sender's chosen prefix.
+    """
+
+    src: int
+    slot: int
+    size: int
+    crc: int
+    offset: int
+    data: bytes
+    commit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """``src`` asks for the snapshot at ``slot`` (checksum ``crc``) from ``offset`` on.
+
+    A sender that no longer holds that snapshot answers with the start of the one
+    it holds."""
+
+    src: int
+    slot: int
+    crc: int
+    offset: int
+
+
 Message = (
     Prepare
     | Promise
@@ -174,4 +205,6 @@ Message = (
     | CatchupRequest
     | CatchupReply
     | Forward
+    | SnapshotChunk
+    | SnapshotRequest
 )

@@ -18,6 +18,7 @@ from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import open_command
+from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 from paxos.types import Command, Delivery
 
@@ -121,6 +122,9 @@ class _NodeWorld:
     def sync(self) -> None:
         self.cluster.disks[self.node].extend(self.unsynced)
         self.unsynced.clear()
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        raise AssertionError("this test cluster never compacts, so nothing is installed")
 
     def send(self, messages: Sequence[tuple[int, Message]]) -> None:
         for dst, msg in messages:

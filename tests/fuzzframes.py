@@ -102,6 +102,8 @@ from paxos.messages import (
     PreVote,
     PreVoteReply,
     Promise,
+    SnapshotChunk,
+    SnapshotRequest,
 )
 from paxos.multi.replica import MAX_SLOTS_AHEAD
 from paxos.multi.sessions import MAX_NAME_LEN, NONCE_BYTES
@@ -159,10 +161,12 @@ _MESSAGE_TYPES: Final = tuple(Message.__args__)
 #: agreement at risk (crash-fault Paxos trusts its members; these only ask, refuse,
 #: report liveness, or hand over client commands): refusing a promise is always safe, a
 #: promise made for a forged Prepare is a true promise, a forged Forward is a client's
-#: submission. The others (Promise, Accept, Accepted, Commit, Heartbeat, CatchupReply)
-#: make a replica believe a value was accepted or chosen: lies that can break agreement.
+#: submission, a forged SnapshotRequest only costs a chunk. The others (Promise, Accept,
+#: Accepted, Commit, Heartbeat, CatchupReply, SnapshotChunk) make a replica believe a
+#: value was accepted or chosen: lies that can break agreement.
 SAFE_LIE_TYPES: Final = (
     Prepare, Nack, PreVote, PreVoteReply, HeartbeatReply, CatchupRequest, Forward,
+    SnapshotRequest,
 )  # fmt: skip
 _LEN: Final = struct.Struct("<I")
 #: First byte of a node-to-node envelope (see broadcast.transport.ENVELOPE).
@@ -270,6 +274,8 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         CatchupRequest(src, 1, 64),
         CatchupReply(src, ((1, value), (2, ())), 2),
         Forward(src, value),
+        SnapshotChunk(src, 9, 4, 0, 0, b"snap", 9),
+        SnapshotRequest(src, 9, 0, 0),
         PromiseRecord(b),
         AcceptRecord(1, b, value),
         CommitRecord(1),

@@ -71,6 +71,7 @@ class _World:
     def __init__(self, c, i): self.c, self.i = c, i
     def append(self, records): self.c.disk[self.i].extend(records)
     def sync(self): pass
+    def save_snapshot(self, snapshot): raise AssertionError("no snapshots in this world")
     def send(self, messages):
         for dst, m in messages: self.c.bag.append((self.i, dst, m))
     def apply(self, ready):

@@ -47,6 +47,8 @@ from paxos.messages import (
     PreVote,
     PreVoteReply,
     Promise,
+    SnapshotChunk,
+    SnapshotRequest,
 )
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.types import MAX_ROUND, NOOP, ZERO_BALLOT, Ballot, Command
@@ -75,6 +77,11 @@ SAMPLES: dict[type, list[Any]] = {
     PreVoteReply: [PreVoteReply(1, B, True), PreVoteReply(2, B, False)],
     CatchupRequest: [CatchupRequest(1, 0, 0), CatchupRequest(1, 5, 2**63 - 1)],
     CatchupReply: [CatchupReply(2, (), 0), CatchupReply(2, ((1, CMDS), (2, NOOP), (3, BIG)), 3)],
+    SnapshotChunk: [
+        SnapshotChunk(2, 7, 300, 123, 0, b"", 5),
+        SnapshotChunk(2, 7, 3, 9, 1, b"xy", 7),
+    ],
+    SnapshotRequest: [SnapshotRequest(2, 7, 123, 256)],
     Forward: [Forward(2, ()), Forward(2, CMDS), Forward(3, BIG)],
     PromiseRecord: [PromiseRecord(B), PromiseRecord(ZERO_BALLOT)],
     AcceptRecord: [AcceptRecord(0, B, NOOP), AcceptRecord(12, B, CMDS), AcceptRecord(13, B, BIG)],
@@ -310,7 +317,7 @@ def test_wrong_version() -> None:
 
 
 def test_unknown_type_code() -> None:
-    for code in [0, 14, 31, 63, 99, 255, 256, -1, 2**64 - 1, "4", 4.0, None, [4]]:
+    for code in [0, 16, 31, 63, 99, 255, 256, -1, 2**64 - 1, "4", 4.0, None, [4]]:
         assert "type code" in rejects(frame(VERSION, code, 2, [3, 2], 10))
     # True == 1 in Python, but a bool is not a type code.
     assert "type code" in rejects(frame(VERSION, True, 2, [3, 2], 10))

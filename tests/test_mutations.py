@@ -37,7 +37,9 @@ from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import Sessions
+from paxos.multi.snapshot import Snapshot, SnapshotState, build_snapshot
 from paxos.records import AcceptRecord, PromiseRecord, Record
+from paxos.sim.node import NodeDriver
 from paxos.sim.runner import SimConfig, run
 from paxos.types import NOOP, Ballot, Command, Delivery, Value
 
@@ -287,11 +289,51 @@ class CountsTruncatedReports(Replica):
         super().on_promise(replace(msg, entries=tuple(e for e in msg.entries if e[0] <= bound)))
 
 
+class SnapshotsWithoutSessions(Replica):
+    """Planted bug: the snapshot leaves out the client sessions (an app-only snapshot);
+    a replica restored from it has lost where every session stands."""
+
+    def take_snapshot(self, app: bytes = b"") -> Snapshot:
+        empty = Sessions(self.config.max_sessions, self.config.session_window)
+        return build_snapshot(self.commit, self.delivered_index, empty, app)
+
+
+class InstallClearsAccepted(Replica):
+    """Planted bug: installing a snapshot replaces the acceptor's whole state, so the
+    values it accepted above the snapshot (votes a leader may have counted) are gone."""
+
+    def _install(self, snapshot: Snapshot, state: SnapshotState) -> None:
+        super()._install(snapshot, state)
+        self.accepted.clear()
+
+
+class CompactsPastTheSnapshot(Replica):
+    """Planted bug: the compaction floor goes past the durable snapshot (off by a
+    window), dropping accepted values above it."""
+
+    def compacted(self, snapshot: Snapshot) -> Ready:
+        out = super().compacted(snapshot)
+        self._compact_to(snapshot.slot + self.config.window)
+        return out
+
+
+class DeletesSegmentsAboveTheSnapshot(NodeDriver):
+    """Planted bug: compaction deletes every log segment but the active one, including
+    accepted records above the durable snapshot."""
+
+    def keep_from(self, tops: Sequence[tuple[int, int]], floor: int, current: int) -> int:
+        return current
+
+
 def _factory(cls: type[Replica]):  # type: ignore[no-untyped-def]
     def build(
-        node_id: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
+        node_id: int,
+        config: ReplicaConfig,
+        rng: random.Random,
+        records: Sequence[Record],
+        snapshot: Snapshot | None = None,
     ) -> Replica:
-        return cls(node_id, config, rng, records)
+        return cls(node_id, config, rng, records, snapshot)
 
     return build
 
@@ -393,6 +435,22 @@ MUTANTS = {
     "a stale leader proposes a slot again at its ballot": Mutant(
         SimConfig(0, replica_factory=_factory(RefreshesStaleProposals)),
         frozenset({"invariants", "agreement", "total-order"}),
+    ),
+    "compaction deletes log segments above the durable snapshot": Mutant(
+        SimConfig(0, driver_cls=DeletesSegmentsAboveTheSnapshot),
+        frozenset({"invariants", "agreement", "total-order", "state"}),
+    ),
+    "the compaction floor passes the durable snapshot": Mutant(
+        SimConfig(0, replica_factory=_factory(CompactsPastTheSnapshot)),
+        frozenset({"invariants"}),
+    ),
+    "the snapshot omits the client sessions": Mutant(
+        SimConfig(0, replica_factory=_factory(SnapshotsWithoutSessions)),
+        frozenset({"fifo", "total-order", "sessions", "integrity", "state"}),
+    ),
+    "an install overwrites values accepted above the snapshot": Mutant(
+        SimConfig(0, replica_factory=_factory(InstallClearsAccepted)),
+        frozenset({"invariants", "agreement"}),
     ),
 }
 

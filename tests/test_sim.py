@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -34,10 +35,8 @@ B1 = Ballot(1, 1)
 class QuorumOneReplica(Replica):
     """Planted bug: a single Accepted (its own) makes a slot chosen."""
 
-    def __init__(
-        self, node_id: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
-    ) -> None:
-        super().__init__(node_id, config, rng, records)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.phase2_quorum = 1
 
 
@@ -151,7 +150,11 @@ def test_driver_restart_rebuilds_from_durable_records_only() -> None:
     seen: list[tuple[Record, ...]] = []
 
     def factory(
-        node: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
+        node: int,
+        config: ReplicaConfig,
+        rng: random.Random,
+        records: Sequence[Record],
+        snapshot: object = None,
     ) -> ScriptedReplica:
         seen.append(tuple(records))
         return ScriptedReplica(Ready())

@@ -68,6 +68,16 @@ class ReplicaConfig:
     session_timeout_ticks: int = 6000
     #: ... and looks for idle sessions this often.
     session_check_ticks: int = 100
+    #: A snapshot install moves this many bytes per SnapshotChunk (one chunk in flight:
+    #: the learner asks for the next when one arrives).
+    snapshot_chunk_bytes: int = 1024 * 1024
+    #: Largest snapshot a replica accepts to install (it is held in memory while it
+    #: arrives, and a peer's claim of a larger one is refused).
+    max_snapshot_bytes: int = 4 * 1024**3
+    #: After a durable snapshot at slot F, chosen values above F - compact_keep_slots stay
+    #: in memory (and in the log), so a follower a little behind catches up from the log
+    #: instead of installing the whole snapshot.
+    compact_keep_slots: int = 256
 
     def __post_init__(self) -> None:
         if len(self.nodes) < 1 or len(set(self.nodes)) != len(self.nodes):
@@ -84,6 +94,10 @@ class ReplicaConfig:
             raise ValueError("catchup_max, max_sessions and session_window must be >= 1")
         if not 0 < self.session_check_ticks <= self.session_timeout_ticks:
             raise ValueError("need 0 < session_check_ticks <= session_timeout_ticks")
+        if self.snapshot_chunk_bytes < 1 or self.compact_keep_slots < 0:
+            raise ValueError("need snapshot_chunk_bytes >= 1 and compact_keep_slots >= 0")
+        if self.max_snapshot_bytes < 1:
+            raise ValueError("max_snapshot_bytes must be >= 1")
         if self.max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be >= 1")
         # Every frame a replica builds holds at most one budget's worth of values plus
@@ -106,7 +120,9 @@ class ReplicaConfig:
         """The largest frame a replica with this config can build."""
         command = self.max_command_bytes
         slot = self.batch_max_bytes + self.batch_max * (command - self.max_payload_bytes)
-        budget = max(slot, self.catchup_max_bytes, self.promise_max_bytes)
+        budget = max(
+            slot, self.catchup_max_bytes, self.promise_max_bytes, self.snapshot_chunk_bytes
+        )
         return budget + command + FRAME_OVERHEAD
 
     @property

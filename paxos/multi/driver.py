@@ -31,6 +31,13 @@ depend on is the promise of its own ballot: if a turn holds a
 of that turn are demoted to ordinary messages (they wait for the sync). That
 costs nothing in steady state (promises are written only around elections).
 What is applied is in the replica's own order, after everything is durable.
+
+**Installed snapshots.** A Ready may carry a snapshot the replica installed
+from a peer (``installed``). It is saved (durably, atomically) before that
+Ready's records, which may rely on it, and the application restores from it
+before that Ready's deliveries. A turn never merges such a Ready behind
+earlier Readies: :meth:`ReadyDriver.take` flushes the turn first, so the
+deliveries before the install are applied before the state is replaced.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Protocol
 
 from paxos.messages import Message
 from paxos.multi.ready import Ready
+from paxos.multi.snapshot import Snapshot
 from paxos.records import PromiseRecord, Record
 
 
@@ -49,6 +57,10 @@ class Storage(Protocol):
     def append(self, records: Sequence[Record]) -> None: ...
 
     def sync(self) -> None: ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Make a snapshot installed from a peer durable (returns once it is)."""
+        ...
 
 
 class Outbox(Protocol):
@@ -85,6 +97,10 @@ class ReadyDriver:
         """Add one Ready to the current turn (it is consumed: do not use it afterwards)."""
         if not ready:
             return
+        if ready.installed is not None and self._taken:
+            # The install replaces the state the earlier Readies' deliveries apply to:
+            # those go first, in a turn of their own.
+            self.flush()
         if self._promising and ready.eager:
             # Safety: an eager Accept may be at the ballot promised earlier in this same
             # turn; that promise is not durable until the turn's sync. Let it wait.
@@ -114,6 +130,9 @@ class ReadyDriver:
             # Vouch for nothing in ready.records: they may leave before the sync, so that
             # the followers' fsync overlaps ours.
             self.outbox.send(ready.eager)
+        if ready.installed is not None:
+            # Before the records: a CommitRecord at or above its slot is replayed from it.
+            self.storage.save_snapshot(ready.installed)
         if ready.records:
             # The vow before the word: a promise or an accept must survive a crash
             # before anyone hears of it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paxos.messages import Message
+from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 from paxos.types import Delivery, Value
 
@@ -40,6 +41,12 @@ class Ready:
     ``(name, nonce, key)`` (a retried open again names the session it opened
     the first time), and ``ended`` the sessions it ended, ``(key, last seq,
     reason)``: a driver answers the clients waiting on them.
+
+    ``installed`` is a snapshot received from a peer and installed by the replica
+    during the call. The driver makes it durable *before* the records (they may
+    rely on it: a CommitRecord at or above its slot), restores the application
+    from it before the deliveries (which continue after its index), and never
+    merges a Ready that has one behind another one's deliveries.
     """
 
     eager: list[tuple[int, Message]] = field(default_factory=list)
@@ -50,6 +57,7 @@ class Ready:
     runs: list[tuple[str, int, int, int]] = field(default_factory=list)
     opened: list[tuple[str, bytes, str]] = field(default_factory=list)
     ended: list[tuple[str, int, str]] = field(default_factory=list)
+    installed: Snapshot | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -60,6 +68,7 @@ class Ready:
             or self.chosen
             or self.opened
             or self.ended
+            or self.installed is not None
         )
 
     def extend(self, other: Ready) -> None:
@@ -72,3 +81,6 @@ class Ready:
         self.runs.extend(other.runs)
         self.opened.extend(other.opened)
         self.ended.extend(other.ended)
+        if other.installed is not None:
+            # (the driver flushes before taking a Ready with an install: see take())
+            self.installed = other.installed

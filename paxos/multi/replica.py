@@ -71,10 +71,20 @@ from paxos.messages import (
     PreVoteReply,
     Promise,
     PromiseEntry,
+    SnapshotChunk,
+    SnapshotRequest,
 )
 from paxos.multi.config import COMMAND_OVERHEAD, ReplicaConfig
 from paxos.multi.ready import Ready
 from paxos.multi.sessions import Sessions, expire_command
+from paxos.multi.snapshot import (
+    Snapshot,
+    SnapshotFormatError,
+    SnapshotState,
+    build_snapshot,
+    read_snapshot,
+    verify,
+)
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.single.rules import may_accept, may_promise, pick_value
 from paxos.types import (
@@ -120,6 +130,20 @@ class _Proposal:
         self.wait = wait
 
 
+class _Install:
+    """A snapshot arriving from a peer, in order, one chunk at a time."""
+
+    __slots__ = ("crc", "data", "last_tick", "size", "slot", "src")
+
+    def __init__(self, slot: int, size: int, crc: int, src: int, now: int) -> None:
+        self.slot = slot
+        self.size = size
+        self.crc = crc
+        self.src = src
+        self.data = bytearray()
+        self.last_tick = now
+
+
 #: Retransmissions back off up to this many times ``retransmit_ticks``.
 _MAX_BACKOFF = 8
 #: The default of ReplicaConfig.slots_ahead: an acceptor accepts no slot further than
@@ -136,6 +160,7 @@ class Replica:
         config: ReplicaConfig,
         rng: random.Random,
         records: Iterable[Record] = (),
+        snapshot: Snapshot | None = None,
     ) -> None:
         if node_id not in config.nodes:
             raise ValueError(f"node {node_id} is not in the cluster {config.nodes}")
@@ -150,17 +175,30 @@ class Replica:
         self.phase1_quorum = config.majority
         self.phase2_quorum = config.majority
 
+        # --- snapshot: the durable state of every slot <= its slot, if any. Slots at or
+        # below the floor are compacted: no chosen value or accepted record of theirs is
+        # kept; a peer that needs one gets the snapshot instead.
+        restored: SnapshotState | None = None
+        if snapshot is not None:
+            restored = read_snapshot(snapshot.blob, config.max_sessions, config.session_window)
+        base = restored.slot if restored is not None else 0
+        self.snapshot: Snapshot | None = snapshot
+        self.floor = base
+        #: A snapshot being received from a peer (see on_snapshot_chunk).
+        self.installing: _Install | None = None
+
         # --- acceptor state: rebuilt from durable records, never from memory alone.
         self.ballot: Ballot = ZERO_BALLOT  # highest ballot promised
         self.accepted: dict[int, tuple[Ballot, Value]] = {}
-        durable_commit = 0
+        durable_commit = base
         for record in records:
             if isinstance(record, PromiseRecord):
                 self.ballot = max(self.ballot, record.ballot)
             elif isinstance(record, AcceptRecord):
                 # Accepting at b implies having promised b.
                 self.ballot = max(self.ballot, record.ballot)
-                self.accepted[record.slot] = (record.ballot, record.value)
+                if record.slot > base:  # below: covered by the snapshot
+                    self.accepted[record.slot] = (record.ballot, record.value)
             else:
                 durable_commit = max(durable_commit, record.commit)
         # The highest round seen anywhere. A new ballot goes above it, and since
@@ -172,17 +210,22 @@ class Replica:
         # replayed from our own accepted values (delivered again on the first
         # tick); anything after it is re-learned from peers.
         self.chosen: dict[int, Value] = {}
-        for slot in range(1, durable_commit + 1):
+        for slot in range(base + 1, durable_commit + 1):
             entry = self.accepted.get(slot)
             if entry is None:
                 durable_commit = slot - 1  # cannot happen with an intact log; be safe
                 break
             self.chosen[slot] = entry[1]
-        self.commit = 0  # every slot <= commit is chosen and in self.chosen
+        # Every slot <= commit is chosen (and in self.chosen, or at or below the floor).
+        self.commit = base
         self.known_commit = durable_commit  # highest chosen prefix anybody announced
         self.recorded_commit = durable_commit
-        self.delivered_index = 0
-        self.sessions = Sessions(config.max_sessions, config.session_window)
+        if restored is not None:
+            self.delivered_index = restored.index
+            self.sessions = restored.sessions
+        else:
+            self.delivered_index = 0
+            self.sessions = Sessions(config.max_sessions, config.session_window)
 
         # --- failure detector and roles.
         self.now = 0
@@ -297,6 +340,10 @@ class Replica:
                 self.on_pre_vote(msg)
             case PreVoteReply():
                 self.on_pre_vote_reply(msg)
+            case SnapshotChunk():
+                self.on_snapshot_chunk(msg)
+            case SnapshotRequest():
+                self.on_snapshot_request(msg)
 
     def _ballot_ok(self, msg: Accept | Prepare | Commit | Heartbeat) -> bool:
         """May this message's ballot be acted on, given our promise?"""
@@ -320,6 +367,8 @@ class Replica:
             else:
                 self._tick_follower()
             self._tick_catchup()
+            if self.installing is not None:
+                self._tick_install()
             if self.role is Role.CANDIDATE:
                 self._lead_if_ready()  # a candidate that had to catch up first
         except Exception as exc:
@@ -365,6 +414,53 @@ class Replica:
     def backlog(self) -> tuple[int, int]:
         """Commands queued here and their bytes (for the runtime's backpressure)."""
         return len(self.queue), self.queue_bytes
+
+    def take_snapshot(self, app: bytes = b"") -> Snapshot:
+        """The snapshot of everything applied so far: every slot <= ``commit``, the
+        session table, and ``app``, the application's state after the same deliveries.
+
+        Call it between calls (at a delivery boundary: every chosen slot up to
+        ``commit`` has been delivered, and the driver applied those deliveries). It
+        changes nothing; once the snapshot is durable, pass it to :meth:`compacted`.
+        """
+        return build_snapshot(self.commit, self.delivered_index, self.sessions, app)
+
+    def compacted(self, snapshot: Snapshot) -> Ready:
+        """``snapshot`` (from :meth:`take_snapshot` or an install) is durable: serve it to
+        peers behind our floor, and drop what it covers from memory.
+
+        The floor moves to ``compact_keep_slots`` below the snapshot (a follower a
+        little behind still catches up from the log). The Ready re-records our
+        promise, so that no record older than this call is needed for it: with the
+        snapshot, the driver may then delete every log segment written before this
+        Ready whose accepted slots are all at or below :attr:`floor`.
+        """
+        self._out = out = Ready()
+        if snapshot.slot > self.commit:
+            raise ValueError(f"snapshot at slot {snapshot.slot} is beyond commit {self.commit}")
+        if self.snapshot is None or snapshot.slot >= self.snapshot.slot:
+            self.snapshot = snapshot
+        # Safety: the floor never passes a durable snapshot (what is below it exists
+        # only there) and never goes down (a slot once compacted has no record left).
+        floor = max(self.floor, min(snapshot.slot, snapshot.slot - self.config.compact_keep_slots))
+        self._compact_to(floor)
+        if snapshot.slot > self.recorded_commit:
+            self.recorded_commit = snapshot.slot  # durable: the snapshot is on disk
+        # Re-recorded, so that older log segments may go: the promise (a vow), and the
+        # chosen prefix on disk, which bounds what we may accept (_accept_durably).
+        if self.ballot != ZERO_BALLOT:
+            out.records.append(PromiseRecord(self.ballot))
+        if self.recorded_commit > snapshot.slot:
+            out.records.append(CommitRecord(self.recorded_commit))
+        return out
+
+    def _compact_to(self, floor: int) -> None:
+        if floor <= self.floor:
+            return
+        self.floor = floor
+        for table in (self.chosen, self.accepted):
+            for slot in [slot for slot in table if slot <= floor]:
+                del table[slot]
 
     @property
     def is_leader(self) -> bool:
@@ -422,6 +518,13 @@ class Replica:
             # this far ahead of our own chosen prefix is forged or stale. Accepting it
             # would make every later leader fill the gap with no-ops, one slot at a time.
             # Silence only slows a leader (we catch up, then accept its retransmission).
+            return
+        if msg.slot <= self.floor:
+            # Compacted: chosen long ago, and its value is in our snapshot, not in our log.
+            # Accepting would put a record below the floor that no replay may read (and
+            # the slot's value cannot change anyway). A stale leader's retransmission:
+            # stay silent.
+            self._learn_prefix(msg.src, msg.ballot, msg.commit)
             return
         known = self.chosen.get(msg.slot)
         if known is not None and known != msg.value:
@@ -548,6 +651,10 @@ class Replica:
 
     def on_catchup_request(self, msg: CatchupRequest) -> None:
         cfg = self.config
+        if msg.from_slot <= self.floor and self.snapshot is not None:
+            # We compacted the slots it needs: it installs our snapshot, then catches up.
+            self._send_chunk(msg.src, self.snapshot, 0)
+            return
         hi = min(msg.to_slot, msg.from_slot + cfg.catchup_max - 1)
         entries = []
         budget = cfg.catchup_max_bytes
@@ -599,6 +706,113 @@ class Replica:
             self.catchup_wait = self.config.retransmit_ticks
         if self.commit < self.known_commit and entries:
             self._request_catchup(msg.src)
+
+    def on_snapshot_request(self, msg: SnapshotRequest) -> None:
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        if (msg.slot, msg.crc) == (snapshot.slot, snapshot.crc) and msg.offset < snapshot.size:
+            self._send_chunk(msg.src, snapshot, msg.offset)  # resume where it stands
+        else:
+            self._send_chunk(msg.src, snapshot, 0)  # ours is another one: from its start
+
+    def on_snapshot_chunk(self, msg: SnapshotChunk) -> None:
+        if msg.slot <= self.commit:
+            return  # we have all of it already
+        if msg.size > self.config.max_snapshot_bytes or msg.offset + len(msg.data) > msg.size:
+            return  # bounded: never buffer more than a snapshot may hold
+        inst = self.installing
+        if inst is None or (inst.slot, inst.crc, inst.size) != (msg.slot, msg.crc, msg.size):
+            if inst is not None and msg.slot < inst.slot:
+                return  # older than the one arriving: it would only set us back less
+            if msg.offset != 0:
+                # A part of a snapshot we are not receiving (a newer one, or ours was
+                # abandoned): ask for it from its start.
+                self._send(msg.src, SnapshotRequest(self.node_id, msg.slot, msg.crc, 0))
+                return
+            inst = self.installing = _Install(msg.slot, msg.size, msg.crc, msg.src, self.now)
+        if msg.offset != len(inst.data):
+            return  # a duplicate or a reordered part: the next request says where we are
+        inst.data += msg.data
+        inst.src = msg.src
+        inst.last_tick = self.now
+        self.known_commit = max(self.known_commit, msg.commit)
+        if len(inst.data) < inst.size:
+            self._send(msg.src, SnapshotRequest(self.node_id, inst.slot, inst.crc, len(inst.data)))
+            return
+        self.installing = None
+        snapshot = Snapshot(inst.slot, 0, inst.crc, bytes(inst.data))
+        if not verify(snapshot):
+            return  # corrupt on the way: asked for again by catch-up
+        try:
+            state = read_snapshot(
+                snapshot.blob, self.config.max_sessions, self.config.session_window
+            )
+        except SnapshotFormatError:
+            return
+        self._install(Snapshot(state.slot, state.index, snapshot.crc, snapshot.blob), state)
+
+    def _install(self, snapshot: Snapshot, state: SnapshotState) -> None:
+        """Take ``snapshot`` (from a peer, checked) as our state of every slot <= its slot.
+
+        Safety: this moves only the learner forward. Our promise stays, and so does
+        every value we accepted above the snapshot: a leader may have counted those
+        votes. Below it, everything is chosen and in the snapshot, which the driver
+        makes durable before anything else of this Ready (so the CommitRecord rule
+        holds: the recorded prefix is replayed from the snapshot, not our log).
+        """
+        if state.slot <= self.commit:
+            return
+        if self.role is not Role.FOLLOWER:
+            # Something was chosen past our own prefix while we campaigned or led: we
+            # are behind, so not the leader anybody needs. Stepping down is always safe.
+            self._become_follower(None)
+        self._out.installed = snapshot
+        self.snapshot = snapshot
+        self._compact_to(state.slot)
+        self.commit = state.slot
+        self.known_commit = max(self.known_commit, state.slot)
+        self.recorded_commit = max(self.recorded_commit, state.slot)
+        self.delivered_index = state.index
+        self.sessions = state.sessions
+        self.session_seen.clear()
+        self.catchup_sent_tick = None
+        self.catchup_wait = self.config.retransmit_ticks
+        self._advance_commit(None)  # chosen values we learned above it already
+
+    def _tick_install(self) -> None:
+        inst = self.installing
+        assert inst is not None
+        if inst.slot <= self.commit:
+            # We learned past it meanwhile (from the log): it is of no use any more, and
+            # while it is pending nothing else is asked for (found by the simulator: a
+            # node stuck asking for a snapshot no peer held any more).
+            self.installing = None
+            return
+        idle = self.now - inst.last_tick
+        if idle < self.config.retransmit_ticks:
+            return
+        if idle >= self.config.election_max_ticks:
+            # Its source went quiet: ask another peer. One that holds the same snapshot
+            # resumes at our offset; one that holds another sends it from the start.
+            others = [peer for peer in self.peers if peer != inst.src]
+            if self.leader not in (None, self.node_id, inst.src):
+                inst.src = self.leader
+            elif others:
+                inst.src = self.rng.choice(others)
+            inst.last_tick = self.now
+        elif idle % self.config.retransmit_ticks:
+            return
+        self._send(inst.src, SnapshotRequest(self.node_id, inst.slot, inst.crc, len(inst.data)))
+
+    def _send_chunk(self, dst: int, snapshot: Snapshot, offset: int) -> None:
+        data = snapshot.blob[offset : offset + self.config.snapshot_chunk_bytes]
+        self._send(
+            dst,
+            SnapshotChunk(
+                self.node_id, snapshot.slot, snapshot.size, snapshot.crc, offset, data, self.commit
+            ),
+        )
 
     # ------------------------------------------------------------------ transitions
 
@@ -1002,6 +1216,8 @@ class Replica:
             sessions.ended.clear()
 
     def _request_catchup(self, target: int) -> None:
+        if self.installing is not None:
+            return  # the slots it would ask for are in the snapshot arriving (see tick)
         self.catchup_sent_tick = self.now
         lo = self.commit + 1
         hi = min(max(self.known_commit, lo), lo + self.config.catchup_max - 1)

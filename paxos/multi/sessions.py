@@ -239,3 +239,51 @@ class Sessions:
         if len(tombstones) > MAX_TOMBSTONES:
             del tombstones[next(iter(tombstones))]
         self.ended.append((key, last, reason))
+
+    # ------------------------------------------------------------------ snapshots
+
+    def export(self) -> list[object]:
+        """The whole table as plain lists (msgpack-able), for a snapshot. Everything the
+        delivery rules read is in it: a replica restored from it admits exactly the
+        commands the exporting replica would (exactly-once survives compaction)."""
+        live = [
+            [key, last, *self._nonce_of[key], *self._export_runs(key)]
+            for key, last in self.last.items()  # in order of last activity: eviction order
+        ]
+        return [self.next_incarnation, live, [[k, s] for k, s in self.tombstones.items()]]
+
+    def _export_runs(self, key: str) -> tuple[list[int], list[int]]:
+        runs = self._runs.get(key)
+        if runs is None:
+            return [], []
+        return runs[0].tolist(), runs[1].tolist()
+
+    @classmethod
+    def restore(cls, state: object, max_sessions: int, window: int) -> Sessions:
+        """The table :meth:`export` gave. Raises ValueError if ``state`` is not one."""
+        table = cls(max_sessions, window)
+        try:
+            parts: list[object] = list(state)  # type: ignore[call-overload]
+            next_incarnation, live, tombstones = parts
+            if type(next_incarnation) is not int or next_incarnation < 1:
+                raise ValueError("bad incarnation counter")
+            table.next_incarnation = next_incarnation
+            for key, last, name, nonce, seqs, indexes in live:  # type: ignore[attr-defined]
+                if not (isinstance(key, str) and isinstance(name, str)):
+                    raise ValueError("bad session key")
+                if type(last) is not int or not isinstance(nonce, bytes):
+                    raise ValueError("bad session entry")
+                if len(seqs) != len(indexes):
+                    raise ValueError("bad session runs")
+                table.last[key] = last
+                table._by_nonce[(name, nonce)] = key
+                table._nonce_of[key] = (name, nonce)
+                if seqs:
+                    table._runs[key] = (array("q", seqs), array("q", indexes))
+            for key, last in tombstones:  # type: ignore[attr-defined]
+                if not isinstance(key, str) or type(last) is not int:
+                    raise ValueError("bad tombstone")
+                table.tombstones[key] = last
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"not a session table: {exc}") from None
+        return table

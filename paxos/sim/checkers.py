@@ -84,6 +84,25 @@ class Checker:
     def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
         pass
 
+    def on_restore(
+        self,
+        node: int,
+        incarnation: int,
+        index: int,
+        digest: int,
+        sessions: dict[str, int],
+        tick: int,
+    ) -> None:
+        """``node`` took a snapshot's state (at a restart, or installing one from a
+        peer): its deliveries go on after ``index``; ``digest`` is its application's
+        restored state; ``sessions``: its live sessions and their last seqs."""
+
+    def on_state(self, node: int, incarnation: int, index: int, digest: int, tick: int) -> None:
+        """``node``'s application state after applying delivery ``index``."""
+
+    def bind_order(self, order: TotalOrder) -> None:
+        """Called once with the run's TotalOrder checker (for the global order)."""
+
     def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
         pass
 
@@ -187,6 +206,14 @@ class Integrity(_PerIncarnation):
             )
         indexes.add(delivery.index)
 
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        # What came before the snapshot is TotalOrder's to check (the positions go on).
+        self._fresh(node, incarnation)
+        self._reset(node)
+
 
 class Validity(Checker):
     """Every chosen or delivered command is one a client issued, payload and all."""
@@ -261,6 +288,28 @@ class TotalOrder(_PerIncarnation):
         else:
             order.append(entry)  # position == len(order) + 1: all before it matched
 
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        if self._fresh(node, incarnation):
+            self._reset(node)
+        if index > len(self.order):
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) restored a state at index {index}, "
+                f"beyond anything delivered ({len(self.order)})",
+            )
+        self._count[node] = index  # its next delivery must be index + 1
+        self._diverged.discard(node)
+
+    def last_seqs(self, index: int) -> dict[str, int]:
+        """Each client's last seq among the first ``index`` deliveries of the order."""
+        last: dict[str, int] = {}
+        for _, command in self.order[:index]:
+            last[command.client] = command.seq
+        return last
+
 
 class FifoOrder(_PerIncarnation):
     """Each client's commands are delivered as seq 1, 2, 3, ... with no gap or repeat.
@@ -290,6 +339,27 @@ class FifoOrder(_PerIncarnation):
                 f"right after {command.client}#{previous}",
             )
         last[command.client] = command.seq
+
+    def bind_order(self, order: TotalOrder) -> None:
+        self._order = order
+
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        self._fresh(node, incarnation)
+        order = getattr(self, "_order", None)
+        expected = order.last_seqs(index) if order is not None else {}
+        self._last[node] = dict(expected)
+        for key, last in sessions.items():
+            # The restored session table must say where each live session stands.
+            if last != expected.get(key, 0):
+                self.report(
+                    tick,
+                    f"node {node} (incarnation {incarnation}) restored session {key} at seq "
+                    f"{last}, but the order up to index {index} has it at "
+                    f"{expected.get(key, 0)}",
+                )
 
 
 class AckedDelivered(Checker):
@@ -373,6 +443,24 @@ class Liveness(Checker):
         if key in self._issued:
             self._acked.add(key)
 
+    def bind_order(self, order: TotalOrder) -> None:
+        self._order = order
+
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        self.on_incarnation(node, incarnation, tick)
+        order = getattr(self, "_order", None)
+        if order is None:
+            return
+        delivered = self._delivered[node]
+        issued = self._issued
+        for _, command in order.order[:index]:  # in the restored state: delivered
+            key = (command.client, command.seq)
+            if key in issued:
+                delivered.add(key)
+
     def satisfied(self, live_nodes: Iterable[int]) -> bool:
         """Cheap test, for the runner's loop: is there nothing left to wait for?"""
         n = len(self._issued)
@@ -449,6 +537,13 @@ class SessionRules(Checker):
         if opened is not None and opened[1] != nonce:
             self.report(tick, f"{client} was told {key} for a request that did not open it")
 
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        # Sessions opened before the snapshot are in it (FifoOrder checks where they stand).
+        self._node_opened.setdefault((node, incarnation), set()).update(sessions)
+
     def on_delivery(self, node: int, incarnation: int, delivery: Delivery, tick: int) -> None:
         command = delivery.command
         key = command.client
@@ -467,6 +562,41 @@ class SessionRules(Checker):
             )
 
 
+class StateMachineChecker(Checker):
+    """Every replica's application has the same state after the same index, and a
+    restored state is the state replicas had at its index."""
+
+    name = "state"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._digest: dict[int, int] = {0: 0}
+
+    def on_state(self, node: int, incarnation: int, index: int, digest: int, tick: int) -> None:
+        first = self._digest.setdefault(index, digest)
+        if first != digest:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) has state {digest:08x} after index "
+                f"{index}, others {first:08x}",
+            )
+            self._digest[index] = digest  # reported once per divergence point
+
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        first = self._digest.get(index)
+        if first is None:
+            self.report(tick, f"node {node} restored a state at index {index} nobody reached")
+        elif first != digest:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) restored state {digest:08x} at index "
+                f"{index}, where replicas had {first:08x}",
+            )
+
+
 def default_checkers() -> list[Checker]:
     from paxos.sim.invariants import Invariants
 
@@ -479,6 +609,7 @@ def default_checkers() -> list[Checker]:
         FifoOrder(),
         AckedDelivered(),
         SessionRules(),
+        StateMachineChecker(),
         Liveness(),
     ]
 
@@ -499,6 +630,12 @@ class Checkers:
         self._chosen = [c.on_chosen for c in cs if type(c).on_chosen is not base.on_chosen]
         self._delivery = [c.on_delivery for c in cs if type(c).on_delivery is not base.on_delivery]
         self._ack = [c.on_ack for c in cs if type(c).on_ack is not base.on_ack]
+        self._restore = [c.on_restore for c in cs if type(c).on_restore is not base.on_restore]
+        self._state = [c.on_state for c in cs if type(c).on_state is not base.on_state]
+        order = next((c for c in cs if isinstance(c, TotalOrder)), None)
+        if order is not None:
+            for c in cs:
+                c.bind_order(order)
         self._session_hooks = [
             c for c in cs
             if any(
@@ -532,6 +669,21 @@ class Checkers:
     def on_ack(self, client: str, seq: int, index: int, tick: int) -> None:
         for hook in self._ack:
             hook(client, seq, index, tick)
+
+    def on_restore(
+        self, node: int, incarnation: int, index: int, digest: int,
+        sessions: dict[str, int], tick: int,
+    ) -> None:
+        for hook in self._restore:
+            hook(node, incarnation, index, digest, sessions, tick)
+
+    @property
+    def wants_state(self) -> bool:
+        return bool(self._state)
+
+    def on_state(self, node: int, incarnation: int, index: int, digest: int, tick: int) -> None:
+        for hook in self._state:
+            hook(node, incarnation, index, digest, tick)
 
     def on_session_opened(
         self, node: int, incarnation: int, name: str, nonce: bytes, key: str, tick: int

@@ -20,7 +20,13 @@ flush and at every (re)start:
   different values for one slot at that ballot (followers rely on it when they
   take the leader's commit notice for the value they accepted from it);
 * **recovery is exact**: a restarted replica's promise and accepted values
-  are exactly what its synced records say, nothing more, nothing less.
+  are exactly what its synced records say (above its snapshot), nothing more,
+  nothing less;
+* **a vote is never forgotten**: every slot a node acknowledged accepting
+  (an Accepted it sent) stays accepted there, at that ballot or higher, across
+  restarts and installs, unless it is at or below the node's floor;
+* **the floor never passes the durable snapshot**: what a node compacted away
+  exists only in its snapshot, so the snapshot must be on disk and cover it.
 
 Each violation names the node, its incarnation, the tick and what was seen;
 the run's seed is in the result.
@@ -52,14 +58,23 @@ class Invariants(Checker):
         self._leaders: dict[Ballot, tuple[int, int]] = {}
         # (node, ballot, slot) -> the value the node recorded there while leading at ballot.
         self._proposed: dict[tuple[int, Ballot, int], Value] = {}
+        # node -> slot -> the highest ballot it sent an Accepted for (above its floor).
+        self._votes: dict[int, dict[int, Ballot]] = {}
 
     # ------------------------------------------------------------------ hooks
 
     def started(
-        self, node: int, incarnation: int, replica: Any, records: Sequence[Record], tick: int
+        self,
+        node: int,
+        incarnation: int,
+        replica: Any,
+        records: Sequence[Record],
+        tick: int,
+        snapshot_slot: int = 0,
     ) -> None:
-        """A (re)start from ``records`` (the durable ones): recovery must be exact."""
-        ballot, accepted = _replay(records)
+        """A (re)start from ``records`` (the durable ones) and a snapshot at
+        ``snapshot_slot``: recovery must be exact."""
+        ballot, accepted = _replay(records, snapshot_slot)
         self._recorded[node] = ballot
         where = f"node {node} (incarnation {incarnation})"
         got_ballot = getattr(replica, "ballot", None)
@@ -74,6 +89,7 @@ class Invariants(Checker):
             self.report(tick, f"{where} recovered other accepted values than its records, "
                         f"slots {wrong[:5]}")
         self._check_promise(node, incarnation, replica, tick)
+        self._check_votes(node, incarnation, replica, tick, snapshot_slot)
 
     def appended(
         self, node: int, incarnation: int, replica: Any, records: Iterable[Record], tick: int
@@ -107,7 +123,10 @@ class Invariants(Checker):
     def sent(self, node: int, messages: Iterable[tuple[int, Message]]) -> None:
         """Messages that left: what they vouch for is a promise for good."""
         vowed = self._vowed.get(node, ZERO_BALLOT)
+        votes = self._votes.setdefault(node, {})
         for _, msg in messages:
+            if isinstance(msg, Accepted) and msg.ballot > votes.get(msg.slot, ZERO_BALLOT):
+                votes[msg.slot] = msg.ballot
             if isinstance(msg, Promise | Accepted):
                 if msg.ballot > vowed:
                     vowed = msg.ballot
@@ -116,10 +135,18 @@ class Invariants(Checker):
         self._vowed[node] = vowed
 
     def flushed(
-        self, node: int, incarnation: int, replica: Any, slots: Iterable[int], tick: int
+        self,
+        node: int,
+        incarnation: int,
+        replica: Any,
+        slots: Iterable[int],
+        tick: int,
+        snapshot_slot: int = 0,
     ) -> None:
-        """After a node's turn, in which ``slots`` were accepted or learned chosen."""
+        """After a node's turn, in which ``slots`` were accepted or learned chosen;
+        ``snapshot_slot``: the slot of the node's durable snapshot (0: none)."""
         self._check_promise(node, incarnation, replica, tick)
+        self._check_votes(node, incarnation, replica, tick, snapshot_slot)
         chosen: dict[int, Value] = getattr(replica, "chosen", {})
         accepted: dict[int, tuple[Ballot, Value]] = getattr(replica, "accepted", {})
         for slot in slots:
@@ -143,6 +170,32 @@ class Invariants(Checker):
 
     # ------------------------------------------------------------------ helpers
 
+    def _check_votes(
+        self, node: int, incarnation: int, replica: Any, tick: int, snapshot_slot: int
+    ) -> None:
+        floor = getattr(replica, "floor", 0)
+        where = f"node {node} (incarnation {incarnation})"
+        if floor > snapshot_slot:
+            self.report(
+                tick, f"{where} compacted up to slot {floor}, beyond its durable snapshot "
+                f"({snapshot_slot})"
+            )
+        votes = self._votes.get(node)
+        if not votes:
+            return
+        accepted: dict[int, tuple[Ballot, Value]] = getattr(replica, "accepted", {})
+        for slot in [s for s in votes if s <= floor]:
+            del votes[slot]  # covered by a durable snapshot: chosen, nothing left to count
+        for slot, ballot in list(votes.items()):
+            entry = accepted.get(slot)
+            if entry is None or entry[0] < ballot:
+                self.report(
+                    tick,
+                    f"{where} forgot its vote for slot {slot} at {ballot} (it holds "
+                    f"{entry[0] if entry else 'nothing'}; floor {floor})",
+                )
+                del votes[slot]  # reported once
+
     def _check_promise(self, node: int, incarnation: int, replica: Any, tick: int) -> None:
         ballot = getattr(replica, "ballot", None)
         vowed = self._vowed.get(node)
@@ -154,8 +207,11 @@ class Invariants(Checker):
             )
 
 
-def _replay(records: Sequence[Record]) -> tuple[Ballot, dict[int, tuple[Ballot, Value]]]:
-    """What an acceptor's records say, computed independently of the replica."""
+def _replay(
+    records: Sequence[Record], snapshot_slot: int = 0
+) -> tuple[Ballot, dict[int, tuple[Ballot, Value]]]:
+    """What an acceptor's records say above its snapshot, computed independently of
+    the replica."""
     ballot = ZERO_BALLOT
     accepted: dict[int, tuple[Ballot, Value]] = {}
     for record in records:
@@ -163,5 +219,6 @@ def _replay(records: Sequence[Record]) -> tuple[Ballot, dict[int, tuple[Ballot, 
             ballot = max(ballot, record.ballot)
         elif isinstance(record, AcceptRecord):
             ballot = max(ballot, record.ballot)
-            accepted[record.slot] = (record.ballot, record.value)
+            if record.slot > snapshot_slot:
+                accepted[record.slot] = (record.ballot, record.value)
     return ballot, accepted

@@ -297,6 +297,16 @@ class Network:
             names = ",".join(sorted(t.__name__ for t in types))
             self._log(f"drops {names} on {sorted(chosen)} until {self._burst_until}")
 
+    def isolate(self, node: int, duration: int) -> None:
+        """Cut every link between ``node`` and the other nodes, both ways, for
+        ``duration`` ticks: it falls behind while the others go on (and compact)."""
+        until = self.now + duration
+        for other in self.nodes:
+            if other != node:
+                for link in ((node, other), (other, node)):
+                    self._cuts[link] = max(self._cuts.get(link, 0), until)
+        self._log(f"node {node} isolated until {until}")
+
     def stale_leader(self, victim: int, duration: int) -> None:
         """Isolate ``victim`` (a leader) from all but one loyal follower for ``duration``; the
         follower hears the others only partly (their Prepares and Accepts are lost). The

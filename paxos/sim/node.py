@@ -11,7 +11,16 @@ passing a ReadyDriver subclass (``SimConfig.ready_driver``).
 Crash points: a crash can be armed to strike in the middle of a flush, after
 the disk write, after the sync or after any single send. That is what makes
 "send before persist" observable: a crash between the two loses a vow that a
-peer has already heard.
+peer has already heard. Snapshot-then-compact has a crash point after each of
+its steps too (snapshot temp file written, renamed, promise re-recorded, log
+floor set, each segment deleted), and so has saving a snapshot installed from
+a peer.
+
+Snapshots: every ``snapshot_every`` chosen slots, at the end of a turn (a
+delivery boundary), the node snapshots its replica and its application
+(:class:`~paxos.sim.app.SimApp`) and compacts its log by the rule the runtime
+uses (:mod:`paxos.multi.compaction`). A restart starts from the durable
+snapshot and the log segments left.
 """
 
 from __future__ import annotations
@@ -21,13 +30,16 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from paxos.messages import Message
+from paxos.multi.compaction import keep_from
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
-from paxos.multi.sessions import close_command, open_command
+from paxos.multi.sessions import Sessions, close_command, open_command
+from paxos.multi.snapshot import Snapshot, read_snapshot
 from paxos.records import AcceptRecord, Record
+from paxos.sim.app import SimApp
 from paxos.sim.checkers import Checkers
-from paxos.sim.disk import Disk
+from paxos.sim.disk import Disk, DiskCorruption
 from paxos.sim.invariants import Invariants
 from paxos.sim.network import (
     Address,
@@ -49,6 +61,14 @@ class ReplicaLike(Protocol):
     @property
     def leader(self) -> int | None: ...
 
+    commit: int
+    floor: int
+    sessions: Sessions
+
+    def take_snapshot(self, app: bytes = b"") -> Snapshot: ...
+
+    def compacted(self, snapshot: Snapshot) -> Ready: ...
+
     def step(self, msg: Message) -> Ready: ...
 
     def tick(self) -> Ready: ...
@@ -62,9 +82,11 @@ class ReplicaLike(Protocol):
     def session_key(self, name: str, nonce: bytes) -> str | None: ...
 
 
-#: Builds a replica: (node id, config, rng, durable records in write order).
-#: ``paxos.multi.replica.Replica`` itself is one; tests pass subclasses.
-ReplicaFactory = Callable[[int, ReplicaConfig, random.Random, Sequence[Record]], ReplicaLike]
+#: Builds a replica: (node id, config, rng, durable records in write order, durable
+#: snapshot or None). ``paxos.multi.replica.Replica`` itself is one; tests pass subclasses.
+ReplicaFactory = Callable[
+    [int, ReplicaConfig, random.Random, Sequence[Record], Snapshot | None], ReplicaLike
+]
 
 
 class CrashNow(Exception):
@@ -83,6 +105,9 @@ class NodeDriver:
         checkers: Checkers,
         trace: list[str] | None = None,
         ready_driver: type[ReadyDriver] = ReadyDriver,
+        *,
+        snapshot_every: int = 0,
+        segment_records: int = 1 << 62,
     ) -> None:
         self.node_id = node_id
         self.ready_driver = ready_driver
@@ -96,7 +121,13 @@ class NodeDriver:
             (c for c in checkers.checkers if isinstance(c, Invariants)), None
         )
         self.trace = trace
-        self.disk = Disk()
+        self.disk = Disk(segment_records)
+        #: Snapshot (and compact) every this many chosen slots; 0: never.
+        self.snapshot_every = snapshot_every
+        self.snapshots_taken = 0
+        self.installs = 0
+        self._installing = 0
+        self.app = SimApp()
         self.replica: ReplicaLike | None = None
         self.incarnation = 0
         #: Client commands proposed here and not yet answered: (session key, seq) ->
@@ -118,19 +149,37 @@ class NodeDriver:
     # ------------------------------------------------------------------ life cycle
 
     def start(self, rng: random.Random) -> None:
-        """(Re)start: a new Replica built from the disk's durable records only."""
-        records = self.disk.records()
+        """(Re)start: a new Replica built from the disk's durable snapshot and records only."""
         self.incarnation += 1
+        try:
+            records = self.disk.records()
+        except DiskCorruption as exc:
+            # What the runtime would refuse to start from: compaction lost data.
+            if self.invariants is not None:
+                self.invariants.report(self.network.now, f"node {self.node_id}: {exc}")
+            self._log(f"cannot start: {exc}")
+            return
+        snapshot = self.disk.snapshot
         self.pending = {}
         self.pending_opens = {}
         self.crash_countdown = 0
         self._leader = None
         self.driver = self.ready_driver(self, self, self)
-        self.replica = self.replica_factory(self.node_id, self.config, rng, records)
+        self.replica = replica = self.replica_factory(
+            self.node_id, self.config, rng, records, snapshot
+        )
         self.checkers.on_incarnation(self.node_id, self.incarnation, self.network.now)
+        self.app = SimApp()
+        if snapshot is not None:
+            self._restore(snapshot)
         if self.invariants is not None:
             self.invariants.started(
-                self.node_id, self.incarnation, self.replica, records, self.network.now
+                self.node_id,
+                self.incarnation,
+                replica,
+                records,
+                self.network.now,
+                snapshot.slot if snapshot is not None else 0,
             )
         self._log(f"start incarnation {self.incarnation} from {len(records)} durable records")
 
@@ -142,6 +191,7 @@ class NodeDriver:
         self.pending = {}
         self.pending_opens = {}
         self.crash_countdown = 0
+        self._installing = 0
         self.crashes += 1
         self._log(f"crash ({lost} unsynced records lost)")
 
@@ -175,6 +225,7 @@ class NodeDriver:
                 self._handle(replica.tick())
             self._vowing = bool(self.driver.pending.records)
             self.driver.flush()
+            self.maybe_snapshot(replica)
         except CrashNow:
             self.crash()
         if self.trace is not None and self.replica is not None:
@@ -239,6 +290,10 @@ class NodeDriver:
     # ------------------------------------------------------------------ the driver's hooks
 
     def _handle(self, ready: Ready) -> None:
+        if ready.installed is not None:
+            # The replica took it in memory already; it is saved before anything of this
+            # Ready is handled (the invariants allow the floor up to it meanwhile).
+            self._installing = max(self._installing, ready.installed.slot)
         self.driver.take(ready)
 
     def append(self, records: Sequence[Record]) -> None:
@@ -254,9 +309,76 @@ class NodeDriver:
         self.disk.sync()
         self.crash_point()
 
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Storage: a snapshot installed from a peer, written atomically."""
+        self._vowing = True
+        self.disk.write_snapshot(snapshot)
+        self.crash_point()
+        self.disk.rename_snapshot()
+        if self._installing <= snapshot.slot:
+            self._installing = 0  # (a later install may be taken already, not saved yet)
+        self.crash_point()
+
+    # ------------------------------------------------------------------ snapshots
+
+    def maybe_snapshot(self, replica: ReplicaLike) -> None:
+        """Snapshot-then-compact, if ``snapshot_every`` slots were chosen since the last
+        snapshot; a crash may strike after every step."""
+        if not self.snapshot_every:
+            return
+        durable = self.disk.snapshot
+        if replica.commit - (durable.slot if durable is not None else 0) < self.snapshot_every:
+            return
+        self._vowing = True
+        snapshot = replica.take_snapshot(self.app.snapshot())
+        self.disk.write_snapshot(snapshot)
+        self.crash_point()
+        self.disk.rename_snapshot()
+        self.crash_point()
+        self.snapshots_taken += 1
+        self._log(f"snapshot at slot {snapshot.slot} (index {snapshot.index})")
+        self._handle(replica.compacted(snapshot))
+        self._vowing = True
+        self.driver.flush()  # the re-recorded promise and prefix, synced
+        keep = self.keep_from(self.disk.segment_tops(), replica.floor, self.disk.current)
+        if keep > self.disk.floor:
+            self.disk.set_floor(keep)
+            self.crash_point()
+            for number in sorted(n for n in self.disk.segments if n < keep):
+                self.disk.delete_segment(number)
+                self.crash_point()
+            self._log(f"log compacted below segment {keep} (floor slot {replica.floor})")
+
+    def keep_from(self, tops: Sequence[tuple[int, int]], floor: int, current: int) -> int:
+        """The compaction rule that ships (tests plant bugs by overriding it)."""
+        return keep_from(tops, floor, current)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        """The application takes the snapshot's state; the checkers are told."""
+        state = read_snapshot(snapshot.blob, self.config.max_sessions, self.config.session_window)
+        self.app.restore(state.app)
+        if self.app.index != state.index and self.invariants is not None:
+            self.invariants.report(
+                self.network.now,
+                f"node {self.node_id}: snapshot at index {state.index} holds an application "
+                f"state of index {self.app.index}",
+            )
+        self.checkers.on_restore(
+            self.node_id,
+            self.incarnation,
+            state.index,
+            self.app.digest,
+            dict(state.sessions.last),
+            self.network.now,
+        )
+
     def apply(self, ready: Ready) -> None:
         """Applier: what the turn chose, opened, delivered and ended, to the checkers and
         the clients waiting for it."""
+        if ready.installed is not None:
+            self.installs += 1
+            self._log(f"installed a snapshot at slot {ready.installed.slot}")
+            self._restore(ready.installed)
         if ready.chosen:
             self.observe_chosen(ready.chosen)
         if ready.opened:
@@ -268,8 +390,14 @@ class NodeDriver:
         if self.invariants is not None:
             slots = {slot for slot, _ in ready.chosen}
             slots.update(r.slot for r in ready.records if isinstance(r, AcceptRecord))
+            durable = self.disk.snapshot
             self.invariants.flushed(
-                self.node_id, self.incarnation, self.replica, slots, self.network.now
+                self.node_id,
+                self.incarnation,
+                self.replica,
+                slots,
+                self.network.now,
+                max(durable.slot if durable is not None else 0, self._installing),
             )
 
     def send(self, messages: Sequence[tuple[int, Message]]) -> None:
@@ -311,6 +439,11 @@ class NodeDriver:
         """Hand deliveries to the checkers and answer the clients waiting for them."""
         on_delivery = self.checkers.on_delivery
         node, incarnation, now = self.node_id, self.incarnation, self.network.now
+        states = self.app.apply(deliveries)
+        if self.checkers.wants_state:
+            on_state = self.checkers.on_state
+            for index, digest in states:
+                on_state(node, incarnation, index, digest, now)
         pending = self.pending
         answers: dict[tuple[Address, str], list[tuple[int, int]]] = {}
         for delivery in deliveries:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
+from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 from paxos.sim.checkers import Checker, Checkers, Liveness, TotalOrder, Violation
 from paxos.sim.client import SimClient
@@ -46,12 +47,16 @@ _ARMED_CRASH_MAX_TICKS = 20
 
 
 def default_replica_factory(
-    node_id: int, config: ReplicaConfig, rng: random.Random, records: Sequence[Record]
+    node_id: int,
+    config: ReplicaConfig,
+    rng: random.Random,
+    records: Sequence[Record],
+    snapshot: Snapshot | None = None,
 ) -> ReplicaLike:
     """The real :class:`paxos.multi.replica.Replica` (imported on first use)."""
     from paxos.multi.replica import Replica
 
-    return Replica(node_id, config, rng, records)
+    return Replica(node_id, config, rng, records, snapshot)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ class SimConfig:
     #: Builds the checkers; None: all of :func:`~paxos.sim.checkers.default_checkers`.
     checkers: Callable[[], list[Checker]] | None = None
     trace: bool = False
+    #: Snapshot every this many chosen slots (each node on its own); None: drawn from
+    #: the seed (small, so that snapshots, compactions and installs happen in every
+    #: run); 0: never.
+    snapshot_every: int | None = None
 
 
 @dataclass
@@ -111,6 +120,9 @@ class SimResult:
     converged_tick: int | None = None
     crashes: int = 0
     messages: int = 0
+    #: Snapshots taken and installed (from a peer), over all nodes.
+    snapshots: int = 0
+    installs: int = 0
     trace: list[str] = field(default_factory=list)
 
     @property
@@ -163,6 +175,7 @@ class _Run:
         client_rng = random.Random(rng.getrandbits(64))
         session_rng = random.Random(rng.getrandbits(64))
         workload_rng = random.Random(rng.getrandbits(64))
+        snap_rng = random.Random(rng.getrandbits(64))
         # The workload: many slots open at every leader change needs many clients with
         # deep pipelines; bursts open many at once.
         self.workload = Workload.draw(workload_rng, config)
@@ -197,7 +210,21 @@ class _Run:
             slots_ahead=int(window * 16 ** session_rng.random()) if small else 2**14,
             # A chosen prefix recorded rarely lags far behind one learned by messages.
             commit_record_ticks=int(10 * 50 ** session_rng.random()) if small else 50,
+            # Snapshots in parts, and few slots kept past them: installs in every run.
+            snapshot_chunk_bytes=snap_rng.choice((64, 256, 1024, 1 << 20)),
+            compact_keep_slots=snap_rng.choice((0, 1, 4, 16)),
         )
+        self.snapshot_every = (
+            config.snapshot_every
+            if config.snapshot_every is not None
+            else snap_rng.choice((2, 4, 8, 16))
+        )
+        self.segment_records = snap_rng.choice((4, 16, 64))
+        # One node is cut off for a while in every run, so that it falls behind the
+        # others' floors and comes back by installing a snapshot.
+        self.lag_node = snap_rng.choice(node_ids)
+        self.lag_at = snap_rng.randint(config.fault_ticks // 10, max(1, config.fault_ticks // 2))
+        self.lag_ticks = snap_rng.randint(100, 400)
         if tuple(replica_config.nodes) != node_ids:
             raise ValueError(f"replica_config.nodes must be {node_ids}")
         self.checkers = Checkers(config.checkers() if config.checkers is not None else None)
@@ -211,6 +238,8 @@ class _Run:
                 self.checkers,
                 self.trace,
                 config.ready_driver,
+                snapshot_every=self.snapshot_every,
+                segment_records=self.segment_records,
             )
             for n in node_ids
         ]
@@ -256,6 +285,8 @@ class _Run:
         )
         self._log(0, f"seed {config.seed} nodes {config.nodes} faults {self.rates.describe()}")
         self._log(0, f"sessions {self.sessions.describe()} workload {self.workload.describe()}")
+        self._log(0, f"snapshot every {self.snapshot_every} slots, {self.segment_records} "
+                  f"records per segment")
         now = 0
         try:
             for driver in self.drivers:
@@ -266,6 +297,8 @@ class _Run:
                 now += 1
                 network.now = now
                 if now <= config.fault_ticks:
+                    if now == self.lag_at and config.nodes > 1 and self.snapshot_every:
+                        network.isolate(self.lag_node, self.lag_ticks)
                     network.update_faults(self._a_leader())
                     self._crashes_and_restarts(now)
                     self._pauses(now)
@@ -316,6 +349,8 @@ class _Run:
         result.delivered = len(order.order) if order is not None else 0
         result.ticks = now
         result.crashes = sum(d.crashes for d in self.drivers)
+        result.snapshots = sum(d.snapshots_taken for d in self.drivers)
+        result.installs = sum(d.installs for d in self.drivers)
         result.messages = network.sent
         self._log(now, f"end: {result.delivered} delivered, {result.acked}/{result.issued} acked")
         if self.trace is not None:
