@@ -115,6 +115,9 @@ def _has_log(wal_dir: Path) -> bool:
     """Whether ``wal_dir`` holds any record (a header-only first segment holds none)."""
     if not wal_dir.is_dir():
         return False
+    names = {p.name for p in wal_dir.iterdir()}
+    if "FLOOR" in names or any(wal_dir.parent.glob("snapshots/snap-*.snap")):
+        return True  # compacted: its history is in a snapshot
     segments = sorted(p for p in wal_dir.iterdir() if p.name.startswith("wal-"))
     return len(segments) > 1 or any(p.stat().st_size > HEADER_SIZE for p in segments)
 

@@ -24,6 +24,19 @@ cannot persist its vows must not make any.
 
 Before anything else, the node checks its data directory's identity
 (:mod:`broadcast.identity`): cluster id, node id, members and payload limit.
+
+**Snapshots and compaction.** Every ``snapshot_entries`` deliveries (or
+``snapshot_bytes`` of delivered payloads), at the end of a turn (a delivery
+boundary), the node takes a snapshot of its replica (client sessions
+included) and of its state machine (``snapshot()``, bytes), and writes it in
+a background thread, so delivery goes on meanwhile. Once the file is durable
+it compacts: the replica drops what the snapshot covers (keeping
+``compact_keep_slots`` for slow followers) and re-records its promise, and
+the write-ahead log deletes the segments the rule of
+:mod:`paxos.multi.compaction` allows. A restart loads the newest snapshot,
+restores the state machine from it (``restore(bytes)``) and replays only the
+log above it. A state machine without ``snapshot``/``restore`` gets no
+automatic snapshots: its restart replays the whole log, which is then kept.
 """
 
 from __future__ import annotations
@@ -61,10 +74,12 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    TakeSnapshot,
 )
+from broadcast.snapshots import SnapshotStore
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, bind_address
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
-from broadcast.wal import WalCorruptionError, WriteAheadLog
+from broadcast.wal import DEFAULT_SEGMENT_BYTES, WalCorruptionError, WriteAheadLog
 from paxos.codec import (
     CodecError,
     accept_value_bytes,
@@ -76,11 +91,13 @@ from paxos.codec import (
     encode_value,
 )
 from paxos.messages import Accept, Message
+from paxos.multi.compaction import keep_from
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica, StepFailed
 from paxos.multi.sessions import MAX_NAME_LEN, close_command, open_command
+from paxos.multi.snapshot import Snapshot, read_snapshot
 from paxos.records import AcceptRecord, Record
 from paxos.types import Command, Delivery, Value
 
@@ -94,6 +111,11 @@ _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
 _MAX_PENDING_OPENS = 10_000
 #: Long-poll fetches held at once, at most.
 _MAX_HELD_FETCHES = 10_000
+#: Default snapshot interval: this many deliveries, or this many bytes of payloads.
+DEFAULT_SNAPSHOT_ENTRIES = 100_000
+DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
+#: `paxos snapshot` requests waiting for a snapshot to be durable, at most.
+_MAX_SNAPSHOT_WAITERS = 64
 
 
 class StateMachine(Protocol):
@@ -101,10 +123,18 @@ class StateMachine(Protocol):
 
     ``apply`` is called once per committed command, in the total order, from
     the node's loop thread; it must be deterministic (same deliveries, same
-    state on every node) and should be quick. After a restart the node
-    re-learns the log and calls ``apply`` again from index 1, rebuilding the
-    state from scratch. If ``apply`` raises, the exception is the command's
-    result (the broadcaster on this node gets it) and delivery goes on.
+    state on every node) and should be quick. If ``apply`` raises, the
+    exception is the command's result (the broadcaster on this node gets it)
+    and delivery goes on.
+
+    Optionally, ``snapshot() -> bytes`` returns the whole state (called in the
+    loop thread between deliveries, so it should copy or serialise quickly; the
+    file is written in the background) and ``restore(data: bytes)`` replaces
+    the state with one ``snapshot`` returned, on this node or on a peer. With
+    both, the node snapshots and compacts its log, restarts from its latest
+    snapshot and a lagging node installs a peer's. Without them, the node never
+    compacts, and after a restart it calls ``apply`` again from index 1,
+    rebuilding the state from scratch.
     """
 
     def apply(self, delivery: Delivery) -> Any: ...
@@ -172,6 +202,9 @@ class Node:
         retry_s: float = 1.0,
         cluster_id: str | None = None,
         max_payload_bytes: int | None = None,
+        snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
+        snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
+        wal_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
@@ -179,6 +212,8 @@ class Node:
             raise ConfigError("tick_ms must be >= 1")
         if max_payload_bytes is not None and max_payload_bytes < 1:
             raise ConfigError("max_payload_bytes must be >= 1")
+        if snapshot_entries < 1 or snapshot_bytes < 1:
+            raise ConfigError("snapshot_entries and snapshot_bytes must be >= 1")
         config = replica_config or ReplicaConfig(nodes=cluster.ids)
         if config.nodes != cluster.ids:
             raise ConfigError("replica_config.nodes must match the cluster")
@@ -205,10 +240,38 @@ class Node:
         except ValueError as exc:
             raise ConfigError(f"payload limit: {exc}") from None
 
-        self.wal, raw = WriteAheadLog.open(self.data_dir / "wal", fsync=fsync)
+        self.snapshots = SnapshotStore(self.data_dir / "snapshots", fsync=fsync)
+        latest = self.snapshots.latest()
+        snapshot = None
+        if latest is not None:
+            meta, blob = latest
+            snapshot = Snapshot(meta.slot, meta.index, meta.crc, blob)
+        self.wal, raw = WriteAheadLog.open(
+            self.data_dir / "wal", fsync=fsync, segment_bytes=wal_segment_bytes
+        )
         try:
+            if self.wal.floor > 1 and snapshot is None:
+                # Segments were deleted because a snapshot covered them: without it, the
+                # promises and accepted values they held are gone.
+                raise WalCorruptionError(
+                    str(self.data_dir / "wal"), -1, "log compacted, but no snapshot found"
+                )
             records = self._decode_records(raw)
-            self.replica = Replica(node_id, self.config, random.Random(os.urandom(16)), records)
+            #: Segment number -> highest slot accepted in it (for the compaction rule).
+            self._segment_tops: dict[int, int] = {}
+            position = 0
+            for number, count in self.wal.recovered_segments:
+                top = 0
+                for record in records[position : position + count]:
+                    if type(record) is AcceptRecord and record.slot > top:
+                        top = record.slot
+                position += count
+                self._segment_tops[number] = top
+            self.replica = Replica(
+                node_id, self.config, random.Random(os.urandom(16)), records, snapshot
+            )
+            if snapshot is not None:
+                self._restore_state_machine(snapshot)
             peers = {i: addr for i, addr in cluster.nodes.items() if i != node_id}
             self.transport = NodeTransport(
                 node_id,
@@ -225,6 +288,7 @@ class Node:
             node=node_id,
             cluster=self.identity.cluster_id,
             records=len(raw),
+            snapshot_slot=snapshot.slot if snapshot else 0,
             ballot=list(self.replica.ballot),
             fsync=fsync,
             address=cluster.nodes[node_id],
@@ -262,6 +326,25 @@ class Node:
         #: Frames dropped (bad, hostile or failing), by reason; for tests and metrics.
         self.drops: dict[str, int] = {}
         self._role = (self.replica.role, self.replica.leader)
+        # Snapshots: taken in this thread, written by one background thread.
+        self.snapshot_entries = snapshot_entries
+        self.snapshot_bytes = snapshot_bytes
+        self._snapshots_enabled = state_machine is None or (
+            callable(getattr(state_machine, "snapshot", None))
+            and callable(getattr(state_machine, "restore", None))
+        )
+        if not self._snapshots_enabled:
+            log.warning(
+                "node.no_snapshots",
+                node=node_id,
+                reason="the state machine has no snapshot()/restore(): the log is never "
+                "compacted and a restart replays it from index 1",
+            )
+        self._since_snapshot = (0, 0)  # deliveries and payload bytes since the last one
+        self._saving: tuple[Snapshot, concurrent.futures.Future[object]] | None = None
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, f"paxos-snapshot-{node_id}")
+        self._snapshot_waiters: list[tuple[bytes, int]] = []
+        self._snapshot_now = False
         self._closed = False
         #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
         self.failure: BaseException | None = None
@@ -319,6 +402,7 @@ class Node:
         for _, future in local.held:
             future.cancel()
         self.transport.close()
+        self._writer.shutdown(wait=True)  # a snapshot being written is finished, not torn
         self.wal.close()
         for limited in (
             self._dropped_frames,
@@ -390,6 +474,10 @@ class Node:
             r.leader_ok(),
             self.identity.cluster_id,
             r.session_count(),
+            r.snapshot.slot if r.snapshot is not None else 0,
+            r.snapshot.index if r.snapshot is not None else 0,
+            r.floor,
+            self.wal.disk_bytes() if not self._closed else 0,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -424,6 +512,8 @@ class Node:
             self._safely(lambda: self._retry_local(now))
             self._expire_fetches(now)
         self._flush()
+        if self._snapshots_enabled:
+            self._snapshot_turn()
         role = (self.replica.role, self.replica.leader)
         if role != self._role:
             self._role = role
@@ -464,8 +554,30 @@ class Node:
         # A failure here (WalError) is not survivable: it ends run(). A node that
         # cannot persist must not promise or accept anything.
         self.wal.append([self._encode_record(r) for r in records])
+        top = 0
+        for record in records:
+            if type(record) is AcceptRecord and record.slot > top:
+                top = record.slot
+        # (a batch never straddles segments: all of it went to the current one)
+        segment = self.wal.current_segment
+        if top > self._segment_tops.get(segment, 0):
+            self._segment_tops[segment] = top
+        else:
+            self._segment_tops.setdefault(segment, 0)
 
     def _apply(self, ready: Ready) -> None:
+        if ready.installed is not None:
+            # A peer's snapshot replaced our state: the state machine follows it before
+            # the deliveries after it.
+            self._restore_state_machine(ready.installed)
+            self._since_snapshot = (0, 0)
+            log.info(
+                "snapshot.installed",
+                node=self.node_id,
+                slot=ready.installed.slot,
+                index=ready.installed.index,
+                bytes=ready.installed.size,
+            )
         if ready.opened:
             self._sessions_opened(ready.opened)
         if ready.deliveries:
@@ -527,6 +639,11 @@ class Node:
 
     def _deliver(self, deliveries: list[Delivery], runs: list[tuple[str, int, int, int]]) -> None:
         self.log.extend(map(_command_of, deliveries))
+        count, size = self._since_snapshot
+        self._since_snapshot = (
+            count + len(deliveries),
+            size + sum(len(d.command.payload) for d in deliveries),
+        )
         sm = self.state_machine
         local = self._local
         results: dict[int, Any] = {}
@@ -653,6 +770,12 @@ class Node:
             self._on_fetch(identity, msg)
         elif isinstance(msg, StatusRequest):
             self._reply(identity, self.status(msg.nonce))
+        elif isinstance(msg, TakeSnapshot):
+            if not self._snapshots_enabled or len(self._snapshot_waiters) >= _MAX_SNAPSHOT_WAITERS:
+                self._reply(identity, self.status(msg.nonce))  # nothing to wait for
+            else:
+                self._snapshot_waiters.append((identity, msg.nonce))
+                self._snapshot_now = True
         elif isinstance(msg, OpenSession):
             self._on_open_session(identity, msg)
         elif isinstance(msg, CloseSession):
@@ -907,6 +1030,90 @@ class Node:
         commands = [command for command, _ in sorted(local.waiting.values(), key=_seq_key)]
         self._take(self.replica.propose(commands))
 
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_now(self) -> None:
+        """Take a snapshot (and compact) at the end of the next turn (from any thread)."""
+        self._snapshot_now = True
+        self.transport.wake()
+
+    def _snapshot_turn(self) -> None:
+        """At the end of a turn (a delivery boundary): finish a snapshot written in the
+        background, or start one if it is due."""
+        if self._saving is not None:
+            snapshot, future = self._saving
+            if not future.done():
+                return
+            self._saving = None
+            future.result()  # a failure to write it is a disk failure: it ends run()
+            self._compact(snapshot)
+        count, size = self._since_snapshot
+        due = count >= self.snapshot_entries or size >= self.snapshot_bytes
+        replica = self.replica
+        durable = replica.snapshot.slot if replica.snapshot is not None else 0
+        if not (due or self._snapshot_now) or replica.commit <= durable:
+            if self._snapshot_now and replica.commit <= durable:
+                self._snapshot_now = False
+                self._answer_snapshot_waiters()
+            return
+        self._snapshot_now = False
+        self._since_snapshot = (0, 0)
+        app = b""
+        if self.state_machine is not None:
+            app = self.state_machine.snapshot()  # type: ignore[attr-defined]
+            if not isinstance(app, bytes | bytearray | memoryview):
+                raise TypeError("state_machine.snapshot() must return bytes")
+            app = bytes(app)
+        snapshot = replica.take_snapshot(app)
+        # Written in the background: delivery goes on meanwhile. Compaction waits for it.
+        future = self._writer.submit(
+            self.snapshots.save, snapshot.slot, snapshot.index, snapshot.blob
+        )
+        self._saving = (snapshot, future)
+
+    def _compact(self, snapshot: Snapshot) -> None:
+        """``snapshot`` is durable: compact the replica, then the log (the order and the
+        rule are in paxos/multi/compaction.py)."""
+        self._take(self.replica.compacted(snapshot))
+        self._flush()  # the re-recorded promise and chosen prefix: synced before deleting
+        replica = self.replica
+        tops = sorted(self._segment_tops.items())
+        keep = keep_from(tops, replica.floor, self.wal.current_segment)
+        deleted = self.wal.compact(keep) if keep > self.wal.floor else 0
+        for number in [n for n in self._segment_tops if n < keep]:
+            del self._segment_tops[number]
+        log.info(
+            "snapshot.taken",
+            node=self.node_id,
+            slot=snapshot.slot,
+            index=snapshot.index,
+            bytes=snapshot.size,
+            floor=replica.floor,
+            segments_deleted=deleted,
+        )
+        self._answer_snapshot_waiters()
+
+    def _answer_snapshot_waiters(self) -> None:
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        for identity, nonce in waiters:
+            self._reply(identity, self.status(nonce))
+
+    def _save_installed(self, snapshot: Snapshot) -> None:
+        """A snapshot installed from a peer: durable before anything that relies on it."""
+        self.snapshots.save(snapshot.slot, snapshot.index, snapshot.blob)
+
+    def _restore_state_machine(self, snapshot: Snapshot) -> None:
+        sm = self.state_machine
+        if sm is None:
+            return
+        restore = getattr(sm, "restore", None)
+        if restore is None:
+            raise ConfigError(
+                "the data directory holds a snapshot, but the state machine has no restore()"
+            )
+        state = read_snapshot(snapshot.blob, self.config.max_sessions, self.config.session_window)
+        restore(state.app)
+
     # ------------------------------------------------------------------ recovery
 
     def _decode_records(self, raw: Iterable[bytes]) -> list[Record]:
@@ -936,6 +1143,9 @@ class _Hooks:
 
     def sync(self) -> None:
         self.node.wal.sync()
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self.node._save_installed(snapshot)
 
     def send(self, messages: Sequence[tuple[int, Message]]) -> None:
         self.node._send(messages)

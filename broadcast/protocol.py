@@ -176,6 +176,20 @@ class Status:
     leader_ok: bool
     cluster_id: str
     sessions: int
+    #: The node's durable snapshot (slot and delivery index; 0: none), its compaction
+    #: floor (slots at or below it are only in the snapshot) and its log's size on disk.
+    snapshot_slot: int = 0
+    snapshot_index: int = 0
+    floor: int = 0
+    log_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TakeSnapshot:
+    """Ask a node to snapshot and compact now (``paxos snapshot``); it answers with its
+    Status once the snapshot is durable."""
+
+    nonce: int
 
 
 def _short_str(x: object) -> str:
@@ -234,12 +248,13 @@ register(69, StatusRequest, (INT,))
 register(
     70,
     Status,
-    (INT, UINT, SHORT_STR, BALLOT, UINT, UINT, UINT, BOOL, BOOL, CLUSTER_ID, UINT),
+    (INT, UINT, SHORT_STR, BALLOT, UINT, UINT, UINT, BOOL, BOOL, CLUSTER_ID, UINT, *(UINT,) * 4),
 )
+register(78, TakeSnapshot, (INT,))
 register(73, OpenSession, (CLIENT_ID, NONCE, CLUSTER_ID))
 register(74, SessionOpened, (NONCE, CLIENT_ID, CLUSTER_ID, UINT, UINT))
 register(75, CloseSession, (CLIENT_ID,))
 register(76, SessionEnded, (CLIENT_ID, BOOL, UINT))
 
-ClientMessage = Submit | Fetch | StatusRequest | OpenSession | CloseSession
+ClientMessage = Submit | Fetch | StatusRequest | OpenSession | CloseSession | TakeSnapshot
 NodeReply = SubmitAck | SubmitRefused | Deliveries | Status | SessionOpened | SessionEnded

@@ -54,6 +54,7 @@ while open, and a second :meth:`~WriteAheadLog.open` of it fails.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -384,6 +385,16 @@ class WriteAheadLog:
     def records_since_sync(self) -> int:
         """Records appended but not yet covered by a sync."""
         return self._records_since_sync
+
+    def disk_bytes(self) -> int:
+        """Bytes the log's segment files take on disk now."""
+        total = 0
+        with os.scandir(self._directory) as entries:
+            for entry in entries:
+                if _SEGMENT_RE.fullmatch(entry.name):
+                    with contextlib.suppress(FileNotFoundError):
+                        total += entry.stat().st_size
+        return total
 
     @property
     def stats(self) -> WalStats:

@@ -1,0 +1,118 @@
+"""Snapshots, compaction and snapshot install with real nodes (in one process, on loopback).
+
+The simulator judges the protocol (tests/test_mutations.py, paxos sim); these check
+the runtime around it: files written, log segments deleted, a restart that starts
+from the snapshot, a node that comes back from far behind the others' floor.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from procs import wait_for
+
+from broadcast import Delivery, Node, local_cluster
+from broadcast.local import free_base_port
+from paxos.multi.config import ReplicaConfig
+
+SMALL = {"snapshot_entries": 40, "wal_segment_bytes": 4096}
+
+
+class Digest:
+    """A state machine with real snapshot/restore: a count and a running CRC."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.crc = 0
+        self.restored_from = 0
+
+    def apply(self, delivery: Delivery) -> int:
+        assert delivery.index == self.count + 1, (delivery.index, self.count)
+        self.count += 1
+        self.crc = zlib.crc32(delivery.command.payload, self.crc)
+        return self.count
+
+    def snapshot(self) -> bytes:
+        return f"{self.count}:{self.crc}".encode()
+
+    def restore(self, data: bytes) -> None:
+        count, crc = data.decode().split(":")
+        self.count, self.crc = int(count), int(crc)
+        self.restored_from = self.count
+
+
+def _node(i: int, cluster: object, tmp: Path, **kw: object) -> Node:
+    config = ReplicaConfig(nodes=(1, 2, 3), compact_keep_slots=4)
+    return Node(
+        i, cluster, tmp / f"n{i}", state_machine=Digest(), fsync=False,  # type: ignore[arg-type]
+        replica_config=config, **{**SMALL, **kw},  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[object, list[Node | None]]]:
+    spec = local_cluster(3, free_base_port(3))
+    nodes: list[Node | None] = [None] + [_node(i, spec, tmp_path).start() for i in (1, 2, 3)]
+    try:
+        yield spec, nodes
+    finally:
+        for node in nodes[1:]:
+            if node is not None:
+                node.stop()
+
+
+def _states(nodes: list[Node | None]) -> set[tuple[int, int]]:
+    return {(n.state_machine.count, n.state_machine.crc) for n in nodes[1:] if n}  # type: ignore[attr-defined]
+
+
+def test_snapshots_compact_the_log_and_a_restart_starts_from_the_snapshot(
+    cluster: tuple[object, list[Node | None]], tmp_path: Path
+) -> None:
+    spec, nodes = cluster
+    node1 = nodes[1]
+    assert node1 is not None
+    for k in range(300):
+        node1.broadcast(b"p%05d" % k + b"x" * 200, timeout=30)
+    wait_for("all applied", lambda: all(n.state_machine.count == 300 for n in nodes[1:]))  # type: ignore[union-attr]
+    assert len(_states(nodes)) == 1
+    for node in nodes[1:]:
+        assert node is not None
+        wait_for("a durable snapshot", lambda n=node: n.status().snapshot_slot > 0)
+        wait_for("log segments deleted", lambda n=node: n.wal.floor > 1)
+        assert node.status().floor > 0
+    # Restart node 2: it starts from its snapshot, not from index 1.
+    node2 = nodes[2]
+    assert node2 is not None
+    snapshot_index = node2.status().snapshot_index
+    node2.stop()
+    nodes[2] = _node(2, spec, tmp_path).start()
+    restarted = nodes[2]
+    assert restarted.state_machine.restored_from >= snapshot_index > 0  # type: ignore[attr-defined]
+    node1.broadcast(b"after", timeout=30)
+    wait_for("all applied", lambda: all(n.state_machine.count == 301 for n in nodes[1:]))  # type: ignore[union-attr]
+    assert len(_states(nodes)) == 1
+
+
+def test_a_node_far_behind_the_floor_comes_back_by_installing_a_snapshot(
+    cluster: tuple[object, list[Node | None]], tmp_path: Path
+) -> None:
+    spec, nodes = cluster
+    node1, node3 = nodes[1], nodes[3]
+    assert node1 is not None and node3 is not None
+    node1.broadcast(b"first", timeout=30)
+    wait_for("node 3 applied", lambda: node3.state_machine.count == 1)  # type: ignore[attr-defined]
+    node3.stop()
+    nodes[3] = None
+    for k in range(400):
+        node1.broadcast(b"q%05d" % k + b"y" * 100, timeout=30)
+    for node in nodes[1:3]:
+        assert node is not None
+        wait_for("the others compacted", lambda n=node: n.status().floor > 50)
+    nodes[3] = back = _node(3, spec, tmp_path).start()
+    wait_for("node 3 caught up", lambda: back.state_machine.count == 401, 90)  # type: ignore[attr-defined]
+    assert back.state_machine.restored_from > 1  # type: ignore[attr-defined]
+    assert len(_states(nodes)) == 1
+    assert back.status().snapshot_slot > 0  # the installed snapshot is on its disk
