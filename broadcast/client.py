@@ -47,6 +47,7 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    TakeSnapshot,
 )
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, parse_cluster
 from broadcast.transport import ClientTransport
@@ -430,6 +431,19 @@ class Client:
         """One node's view of the cluster, or None if it does not answer in time."""
         nonce = next(self._nonce)
         self.transport.send(node, encode(StatusRequest(nonce)))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for sender, frame in self.transport.poll(50):
+                msg = self._decode(sender, frame)
+                if isinstance(msg, Status) and msg.nonce == nonce and sender == node:
+                    return msg
+        return None
+
+    def take_snapshot(self, node: int, timeout: float = 60.0) -> Status | None:
+        """Ask ``node`` to snapshot and compact now; its Status once the snapshot is
+        durable, or None if it does not answer in time."""
+        nonce = next(self._nonce)
+        self.transport.send(node, encode(TakeSnapshot(nonce)))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for sender, frame in self.transport.poll(50):

@@ -27,6 +27,7 @@ from broadcast.client import Client, ClusterUnavailable, Committed
 from broadcast.errors import SessionExpired, WrongCluster
 from broadcast.local import spawn_node
 from broadcast.logs import LEVELS, configure
+from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotError
 from broadcast.spec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     Cluster,
@@ -110,6 +111,20 @@ def _cluster(spec: str | None) -> Cluster:
     help=f"The cluster's payload limit, recorded on the first start (default "
     f"{DEFAULT_MAX_PAYLOAD_BYTES}); every member must be started with the same one.",
 )
+@click.option(
+    "--snapshot-entries",
+    type=click.IntRange(1),
+    default=DEFAULT_SNAPSHOT_ENTRIES,
+    show_default=True,
+    help="Snapshot and compact the log after this many deliveries ...",
+)
+@click.option(
+    "--snapshot-bytes",
+    type=click.IntRange(1),
+    default=DEFAULT_SNAPSHOT_BYTES,
+    show_default=True,
+    help="... or after this many bytes of delivered payloads, whichever comes first.",
+)
 @log_level_option
 def node_command(
     node_id: int,
@@ -119,6 +134,8 @@ def node_command(
     tick_ms: int,
     cluster_id: str | None,
     max_payload_bytes: int | None,
+    snapshot_entries: int,
+    snapshot_bytes: int,
     log_level: str,
 ) -> None:
     """Run one node in the foreground until Ctrl-C or SIGTERM."""
@@ -135,8 +152,10 @@ def node_command(
             tick_ms=tick_ms,
             cluster_id=cluster_id,
             max_payload_bytes=max_payload_bytes,
+            snapshot_entries=snapshot_entries,
+            snapshot_bytes=snapshot_bytes,
         )
-    except (ConfigError, TransportError, WalError) as exc:
+    except (ConfigError, TransportError, WalError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"data directory {data_dir}: {exc.strerror or exc}") from None
@@ -469,6 +488,10 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
                     "leader_ok": s.leader_ok if s else None,
                     "cluster_id": s.cluster_id if s else None,
                     "sessions": s.sessions if s else None,
+                    "snapshot_index": s.snapshot_index if s else None,
+                    "snapshot_slot": s.snapshot_slot if s else None,
+                    "floor": s.floor if s else None,
+                    "log_bytes": s.log_bytes if s else None,
                 }
             )
     if as_json:
@@ -476,7 +499,8 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
             click.echo(json.dumps(row))
     else:
         click.echo(f"{'id':>3} {'address':<21} {'reachable':<9} {'role':<9} "
-                   f"{'ballot':<9} {'leader':>6} {'quorum':<6} {'delivered':>9}")
+                   f"{'ballot':<9} {'leader':>6} {'quorum':<6} {'delivered':>9} "
+                   f"{'snapshot':>9} {'floor':>9} {'log':>9}")
         for row in rows:
             b = row["ballot"]
             ballot = f"{b[0]}.{b[1]}" if isinstance(b, list) else "-"
@@ -484,7 +508,8 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
             click.echo(
                 f"{row['id']:>3} {row['address']:<21} {'yes' if row['reachable'] else 'NO':<9} "
                 f"{row['role'] or '-':<9} {ballot:<9} {row['leader'] or '-':>6} {ok:<6} "
-                f"{row['delivered'] if row['delivered'] is not None else '-':>9}"
+                f"{_or_dash(row['delivered']):>9} {_or_dash(row['snapshot_index']):>9} "
+                f"{_or_dash(row['floor']):>9} {_size(row['log_bytes']):>9}"
             )
     if not any(row["reachable"] for row in rows):
         raise click.ClickException(f"no node of {cluster.spec()} is reachable")
@@ -504,6 +529,42 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
         )
 
 
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, int):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return str(value)
+
+
+@click.command("snapshot")
+@cluster_option
+@click.option("--node", "node_id", type=int, required=True, help="The node to snapshot.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+              help="Seconds to wait for the snapshot to be durable.")
+def snapshot_command(spec: str | None, node_id: int, timeout: float) -> None:
+    """Make a node take a snapshot and compact its log now; prints where it stands."""
+    configure("warning")
+    cluster = _cluster(spec)
+    if node_id not in cluster.nodes:
+        raise click.ClickException(f"node {node_id} is not in the cluster ({cluster.spec()})")
+    with Client(cluster) as client:
+        s = client.take_snapshot(node_id, timeout)
+    if s is None:
+        raise click.ClickException(f"node {node_id} did not answer within {timeout:.0f}s")
+    click.echo(
+        f"node {node_id}: snapshot at index {s.snapshot_index} (slot {s.snapshot_slot}), "
+        f"floor {s.floor}, log {_size(s.log_bytes)}, delivered {s.delivered}"
+    )
+
+
 def attach(group: click.Group) -> None:
     """Add the runtime commands to the ``paxos`` group."""
     from broadcast.demo import demo_command
@@ -515,6 +576,7 @@ def attach(group: click.Group) -> None:
         broadcast_command,
         subscribe_command,
         status_command,
+        snapshot_command,
         demo_command,
         chaos_command,
     ):

@@ -76,7 +76,7 @@ from broadcast.protocol import (
     SubmitRefused,
     TakeSnapshot,
 )
-from broadcast.snapshots import SnapshotStore
+from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotStore
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, bind_address
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
 from broadcast.wal import DEFAULT_SEGMENT_BYTES, WalCorruptionError, WriteAheadLog
@@ -111,9 +111,6 @@ _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
 _MAX_PENDING_OPENS = 10_000
 #: Long-poll fetches held at once, at most.
 _MAX_HELD_FETCHES = 10_000
-#: Default snapshot interval: this many deliveries, or this many bytes of payloads.
-DEFAULT_SNAPSHOT_ENTRIES = 100_000
-DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
 #: `paxos snapshot` requests waiting for a snapshot to be durable, at most.
 _MAX_SNAPSHOT_WAITERS = 64
 

@@ -44,6 +44,8 @@ from typing import BinaryIO, Final
 from broadcast.logs import get_logger
 
 __all__ = [
+    "DEFAULT_SNAPSHOT_BYTES",
+    "DEFAULT_SNAPSHOT_ENTRIES",
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "MAGIC",
@@ -67,6 +69,11 @@ _TMP_RE: Final = re.compile(r"snap-\d{20}\.snap\.tmp")
 
 _log = get_logger(__name__)
 
+
+#: A node snapshots after this many deliveries, or this many bytes of delivered
+#: payloads, whichever comes first (``paxos node --snapshot-entries/--snapshot-bytes``).
+DEFAULT_SNAPSHOT_ENTRIES = 100_000
+DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 class SnapshotError(Exception):
     """A snapshot file is damaged or unreadable; ``path`` names it."""

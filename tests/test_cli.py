@@ -7,6 +7,7 @@ import importlib.metadata
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -541,3 +542,27 @@ def test_demo_runs_and_checks_every_step() -> None:
     for step in ("was elected leader", "every node delivered the same order", "took over",
                  "the order continued", "caught up", "demo finished"):
         assert step in out.stdout, (step, out.stdout)
+
+
+def test_snapshot_command_compacts_and_status_shows_it(tmp_path: Path) -> None:
+    procs = ProcessCluster(tmp_path, extra=("--snapshot-entries", "1000000"))
+    try:
+        spec = procs.cluster.spec()
+        procs.leader()
+        out = paxos("broadcast", "--cluster", spec, "--count", "40", "--size", "10")
+        assert out.returncode == 0, out.stderr
+        out = paxos("snapshot", "--cluster", spec, "--node", "2")
+        assert out.returncode == 0, out.stderr
+        index = int(re.search(r"snapshot at index (\d+)", out.stdout).group(1))  # type: ignore[union-attr]
+        assert index >= 40, out.stdout
+        status = paxos("status", "--cluster", spec, "--json").stdout.splitlines()
+        rows = {row["id"]: row for row in map(json.loads, status)}
+        assert rows[2]["snapshot_index"] == index and rows[2]["snapshot_slot"] > 0
+        # (the floor stays compact_keep_slots below the snapshot: 0 this early)
+        assert rows[2]["floor"] == max(0, rows[2]["snapshot_slot"] - 256)
+        assert rows[2]["log_bytes"] > 0
+        assert rows[1]["snapshot_index"] == 0  # only the node asked
+        out = paxos("snapshot", "--cluster", spec, "--node", "9")
+        assert "node 9 is not in the cluster" in one_error_line(out)
+    finally:
+        procs.stop()
