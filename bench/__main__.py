@@ -4,6 +4,8 @@
 * ``python -m bench --quick`` -- Multi-Paxos and async, 3 nodes, 100 B, no fsync, in
   under a minute; prints one JSON object on stdout;
 * ``python -m bench --profile`` -- profile the leader under saturation (py-spy or cProfile).
+* ``python -m bench.soak`` -- the soak run (issue 10): RSS and disk per node over 10M
+  messages, restart-to-serving and catch-up of a node far behind (see bench/soak.py).
 
 Every process it starts is on 127.0.0.1 and is killed on exit, whatever happens.
 """
