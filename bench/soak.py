@@ -32,6 +32,7 @@ import argparse
 import atexit
 import contextlib
 import csv
+import itertools
 import json
 import os
 import signal
@@ -531,8 +532,15 @@ def summarize(soak: Soak, soak_done: int, soak_s: float, start_msgs: int,
             "floor_end": end.floor if end else None,
             "snapshot_index_end": end.snapshot_index if end else None,
         }
+    # Throughput between consecutive samples: dips show pauses (elections, GC, compaction).
+    points = sorted({(r.elapsed_s, r.messages) for r in rows if r.node == rows[0].node}
+                    if rows else set())
+    rates = sorted((m1 - m0) / (t1 - t0)
+                   for (t0, m0), (t1, m1) in itertools.pairwise(points) if t1 > t0)
     return {
         "messages": soak_done - start_msgs,
+        "interval_msgs_s": {"min": round(rates[0]), "median": round(rates[len(rates) // 2]),
+                            "max": round(rates[-1])} if rates else None,
         "soak_s": round(soak_s, 1),
         "msgs_s": round((soak_done - start_msgs) / max(soak_s, 1e-9), 1),
         "reference_messages": ref,
@@ -555,7 +563,9 @@ def text_summary(doc: dict[str, Any]) -> str:
         f"{p['clients']} load processes (batch {p['batch']}, window {p['window']}), "
         f"node options: {' '.join(p['node_options']) or '(defaults)'}",
         f"committed {s['messages']:,} messages in {s['soak_s']:.0f} s: "
-        f"{s['msgs_s']:,.0f} msgs/s sustained",
+        f"{s['msgs_s']:,.0f} msgs/s sustained"
+        + (" (between samples: min {min:,}, median {median:,}, max {max:,})".format(
+            **s["interval_msgs_s"]) if s["interval_msgs_s"] else ""),
     ]
     for node, n in s["nodes"].items():
         ratio = n["rss_ratio"]
