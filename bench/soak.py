@@ -186,16 +186,19 @@ class Soak:
             s = self.cluster.status(self.leader, _PROBE_S)
             if s is not None and s.role == "leader":
                 return s.delivered
-        best = -1
-        for node, s in self.statuses(self.live()).items():
-            if s is None:
-                continue
-            best = max(best, s.delivered)
-            if s.role == "leader":
-                self.leader = node
-        if best < 0:
-            raise ClusterError("no node answers status")
-        return best
+        deadline = time.monotonic() + 30.0  # nodes may pause (GC, a slow disk): not at once
+        while True:
+            best = -1
+            for node, s in self.statuses(self.live()).items():
+                if s is None:
+                    continue
+                best = max(best, s.delivered)
+                if s.role == "leader":
+                    self.leader = node
+            if best >= 0:
+                return best
+            if time.monotonic() > deadline:
+                raise ClusterError("no node answered status for 30 s")
 
     def sample(self, phase: str, messages: int) -> list[Sample]:
         pids = self.cluster.pids()
