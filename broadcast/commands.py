@@ -36,7 +36,7 @@ from broadcast.spec import (
     parse_cluster,
 )
 from broadcast.transport import TransportError
-from broadcast.wal import WalError
+from broadcast.wal import DEFAULT_SEGMENT_BYTES, WalError
 
 log_level_option = click.option(
     "--log-level",
@@ -125,6 +125,12 @@ def _cluster(spec: str | None) -> Cluster:
     show_default=True,
     help="... or after this many bytes of delivered payloads, whichever comes first.",
 )
+@click.option(
+    "--wal-segment-bytes",
+    type=click.IntRange(4096),
+    default=DEFAULT_SEGMENT_BYTES,
+    hidden=True,  # tests and benchmarks: small segments make compaction visible early
+)
 @log_level_option
 def node_command(
     node_id: int,
@@ -136,6 +142,7 @@ def node_command(
     max_payload_bytes: int | None,
     snapshot_entries: int,
     snapshot_bytes: int,
+    wal_segment_bytes: int,
     log_level: str,
 ) -> None:
     """Run one node in the foreground until Ctrl-C or SIGTERM."""
@@ -154,6 +161,7 @@ def node_command(
             max_payload_bytes=max_payload_bytes,
             snapshot_entries=snapshot_entries,
             snapshot_bytes=snapshot_bytes,
+            wal_segment_bytes=wal_segment_bytes,
         )
     except (ConfigError, TransportError, WalError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None

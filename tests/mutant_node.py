@@ -13,6 +13,9 @@ its environment variable is set):
 * ``PAXOS_TEST_MARKS=PATH``: the fsync marks of :mod:`chaos.nodeproc` (what each
   completed sync made durable), for :func:`chaos.faults.power_loss`.
 * ``PAXOS_TEST_MUTANT=NAME``: the planted bug NAME of :mod:`runtime_mutants`.
+* ``PAXOS_TEST_CRASH_STEP=STEP``: the power goes (``SIGKILL``) at one step of the
+  first snapshot-then-compact (see :data:`CRASH_STEPS`); the test then drops what
+  was not synced.
 
 Like ``chaos.nodeproc``, it dies with the test process (``PAXOS_CHAOS_PARENT``).
 """
@@ -53,6 +56,61 @@ def install_crash_point(arm: Path) -> None:
     os.fdatasync = fdatasync
 
 
+#: The steps of snapshot-then-compact a node can be killed at, in their order.
+CRASH_STEPS = (
+    "before-snapshot-rename",  # the snapshot's temp file written and synced, not renamed
+    "after-snapshot-rename",  # the snapshot durable, the replica not compacted
+    "before-log-floor",  # promise and prefix re-recorded (synced), no segment deleted
+    "after-log-floor",  # the log's FLOOR durable, no segment deleted yet
+    "after-first-unlink",  # one obsolete segment deleted, the others not
+)
+
+
+def install_crash_step(step: str) -> None:
+    if step not in CRASH_STEPS:
+        raise SystemExit(f"unknown crash step {step!r}")
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    real_replace = os.replace
+    real_rename = os.rename
+    real_unlink = os.unlink
+
+    def moved(src: object, dst: object, real: object, *args: object, **kw: object) -> None:
+        name = os.path.basename(str(dst))
+        is_snapshot = name.startswith("snap-") and name.endswith(".snap")
+        if step == "before-snapshot-rename" and is_snapshot:
+            die()
+        real(src, dst, *args, **kw)  # type: ignore[operator]
+        if step == "after-snapshot-rename" and is_snapshot:
+            die()
+        if step == "after-log-floor" and name == "FLOOR":
+            die()
+
+    os.replace = lambda src, dst, *a, **k: moved(src, dst, real_replace, *a, **k)  # type: ignore[assignment]
+    os.rename = lambda src, dst, *a, **k: moved(src, dst, real_rename, *a, **k)  # type: ignore[assignment]
+
+    def unlink(path: object, *args: object, **kw: object) -> None:
+        real_unlink(path, *args, **kw)  # type: ignore[arg-type]
+        name = os.path.basename(str(path))
+        if step == "after-first-unlink" and name.startswith("wal-"):
+            die()
+
+    os.unlink = unlink  # type: ignore[assignment]
+    if step == "before-log-floor":
+        from broadcast.wal import WriteAheadLog
+
+        real_compact = WriteAheadLog.compact
+
+        def compact(self: WriteAheadLog, keep_from: int) -> int:
+            if keep_from > self.floor:
+                die()
+            return real_compact(self, keep_from)
+
+        WriteAheadLog.compact = compact  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> None:
     from chaos.nodeproc import _die_with_parent, install_marks
 
@@ -63,6 +121,9 @@ def main(argv: list[str]) -> None:
     marks = os.environ.get("PAXOS_TEST_MARKS")
     if marks:
         install_marks(marks)  # outside the crash point: a sync that never completes leaves no mark
+    step = os.environ.get("PAXOS_TEST_CRASH_STEP")
+    if step:
+        install_crash_step(step)
     import runtime_mutants
 
     name = os.environ.get(runtime_mutants.ENV)

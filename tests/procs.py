@@ -65,8 +65,11 @@ class ProcessCluster:
         *,
         power_cuts: bool = False,
         start: Iterable[int] | None = None,
+        crash_steps: dict[int, str] | None = None,
     ) -> None:
         self.tmp = tmp
+        #: node -> the step of its first snapshot-then-compact it dies at (power_cuts only)
+        self.crash_steps = dict(crash_steps or {})
         self.fsync = fsync
         self.extra = extra
         self.power_cuts = power_cuts
@@ -106,6 +109,9 @@ class ProcessCluster:
         if self.power_cuts:
             env["PAXOS_TEST_MARKS"] = str(self.marks(node))
             env["PAXOS_TEST_CRASH_ARM"] = str(self.crash_arm(node))
+            step = self.crash_steps.pop(node, None)  # the first start only
+            if step is not None:
+                env["PAXOS_TEST_CRASH_STEP"] = step
         with self.log_file(node).open("ab") as log:
             self.procs[node] = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stderr=log, env=env

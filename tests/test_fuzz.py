@@ -427,7 +427,9 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Process
     # faulthandler: a node that gets SIGABRT (see Watch.stuck) writes its stack to its log.
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
     # No fsync: the fuzz is about input handling; an fsync per turn would only slow it.
-    procs = ProcessCluster(tmp_path, fsync=False)
+    # No snapshots either: F4 reads the whole log by catch-up, which a compacted node
+    # answers with its snapshot instead (tests/test_snapshot_runtime.py covers that).
+    procs = ProcessCluster(tmp_path, fsync=False, extra=("--snapshot-bytes", str(1 << 40)))
     try:
         yield procs
     finally:
