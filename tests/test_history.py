@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from procs import wait_for
 
+from broadcast import Client, ConfigError, Delivery, Node, local_cluster
 from broadcast.errors import Compacted
 from broadcast.history import HEADER_SIZE, INDEX_EVERY, History, HistoryError, segment_name
+from broadcast.local import free_base_port
 from paxos.types import Command
 
 
@@ -353,3 +358,101 @@ def test_an_unreadable_header_or_a_missing_segment_ends_the_prefix(tmp_path: Pat
     assert (fourth.first_index, fourth.last_index) == (1, 0)
     assert files(tmp_path / "h") == []
     fourth.close()
+
+
+# ---------------------------------------------------------------------- in a node
+
+
+def _compacted_at(client: Client, index: int, node: int | None = None) -> int | None:
+    """The earliest index named when subscribing from ``index`` is refused, else None."""
+    try:
+        next(client.subscribe(index, node=node, idle_timeout=2, unreachable_timeout=30))
+    except Compacted as exc:
+        return exc.earliest
+    except StopIteration:
+        pass
+    return None
+
+
+@pytest.mark.integration
+def test_nodes_keep_their_retention_for_subscribers_and_refuse_below_it(tmp_path: Path) -> None:
+    """Tiny retention, tiny segments: old entries leave the disk, recent ones are served,
+    a subscription from below the retention fails naming the earliest index, and a
+    subscriber following the head sees every entry while segments are deleted."""
+    cluster = local_cluster(3, free_base_port(3))
+    retain = 50
+
+    def start(i: int) -> Node:
+        return Node(i, cluster, tmp_path / f"n{i}", fsync=False, retain_entries=retain,
+                    history_segment_bytes=1024).start()
+
+    nodes = {i: start(i) for i in cluster.ids}
+    try:
+        with Client(cluster, client_id="writer") as writer, Client(cluster) as reader:
+            for k in range(30):  # many turns, so many segments
+                writer.broadcast_many([b"old %d-%d" % (k, j) for j in range(10)])
+            # A subscriber follows the head from here while the writer goes on (and the
+            # nodes delete segments behind it).
+            head = max(n.last_index for n in nodes.values()) + 1
+            followed: list[Delivery] = []
+            box: dict[str, BaseException] = {}
+
+            def follow() -> None:
+                with Client(cluster) as follower:
+                    try:
+                        stream = follower.subscribe(head, idle_timeout=60)
+                        followed.extend(itertools.islice(stream, 100))
+                    except BaseException as exc:
+                        box["error"] = exc
+
+            thread = threading.Thread(target=follow)
+            thread.start()
+            committed = []
+            for k in range(10):
+                committed += writer.broadcast_many([b"new %d-%d" % (k, j) for j in range(10)])
+            thread.join(120)
+            assert not thread.is_alive() and "error" not in box, box
+            last = max(c.index for c in committed)
+            wait_for("every node to deliver all", lambda: all(
+                n.last_index >= last for n in nodes.values()))
+            assert [d.index for d in followed] == list(range(head, head + len(committed)))
+            by_index = {c.index: (c.client, c.seq) for c in committed}
+            assert all(
+                by_index.get(d.index) in (None, (d.command.client, d.command.seq))
+                for d in followed
+            )
+            for node in nodes.values():
+                assert node.first_index > 1
+                held = node.delivered(node.first_index)
+                assert len(held) == node.last_index - node.first_index + 1 >= retain
+                assert node.history.disk_bytes() < 20 * 1024  # not the 400 entries written
+                with pytest.raises(Compacted) as info:
+                    node.delivered(1)
+                assert info.value.earliest == node.first_index
+            # Recent entries are served by any node ...
+            recent = list(itertools.islice(reader.subscribe(last - 9, node=2), 10))
+            assert [d.command.payload for d in recent] == [
+                c.payload for c in nodes[1].delivered(last - 9)
+            ]
+            # ... old ones by none: the error names where to start.
+            assert _compacted_at(reader, 1, node=3) == nodes[3].first_index
+            earliest = min(n.first_index for n in nodes.values())
+            assert _compacted_at(reader, 1) == earliest
+            assert next(reader.subscribe(earliest)).index == earliest
+        # A restarted node finds its history on disk: the same range, the same entries.
+        before = (nodes[2].first_index, nodes[2].last_index, nodes[2].delivered(last - 19))
+        nodes[2].stop()
+        nodes[2] = start(2)
+        after = (nodes[2].first_index, nodes[2].last_index, nodes[2].delivered(last - 19))
+        assert after == before
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
+def test_a_node_refuses_bad_retention_arguments(tmp_path: Path) -> None:
+    cluster = local_cluster(1, free_base_port(1))
+    with pytest.raises(ConfigError, match="retain"):
+        Node(1, cluster, tmp_path / "n1", retain_entries=-1)
+    with pytest.raises(ConfigError, match="history_segment_bytes"):
+        Node(1, cluster, tmp_path / "n1", history_segment_bytes=10)
