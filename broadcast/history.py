@@ -270,7 +270,10 @@ class History:
             if not commands:
                 return
             if first_index > self._last + 1:
+                # Never a hole: entries must be contiguous for reads to know where
+                # index i is, so a history that cannot continue starts over.
                 self._restart(first_index)
+            # Held entries are the same committed commands (one total order): keep them.
             skip = self._last + 1 - first_index
             if skip >= len(commands):
                 return

@@ -163,6 +163,12 @@ class Node:
     in one total order, each sender's payloads in the order it sent them; a
     payload whose broadcast returned is committed and survives any minority of
     crashes (with ``fsync=True``).
+
+
+    Delivered commands go to the node's history (``<data_dir>/history``, see
+    :mod:`broadcast.history`), which serves subscribers and :meth:`delivered`:
+    at least ``retain_entries`` entries or ``retain_bytes`` payload bytes
+    (default: 1,000,000 entries), older ones deleted, memory bounded.
     """
 
     def __init__(
