@@ -164,7 +164,6 @@ class Node:
     payload whose broadcast returned is committed and survives any minority of
     crashes (with ``fsync=True``).
 
-
     Delivered commands go to the node's history (``<data_dir>/history``, see
     :mod:`broadcast.history`), which serves subscribers and :meth:`delivered`:
     at least ``retain_entries`` entries or ``retain_bytes`` payload bytes
