@@ -13,7 +13,7 @@ returned is committed and is never lost.
 """
 
 from broadcast.client import Client, ClusterUnavailable, Committed
-from broadcast.errors import PayloadTooLarge, SessionExpired, WrongCluster
+from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired, WrongCluster
 from broadcast.node import BroadcastResult, Node, StateMachine
 from broadcast.spec import Cluster, ConfigError, local_cluster, parse_cluster
 from paxos.types import Command, Delivery
@@ -25,6 +25,7 @@ __all__ = [
     "ClusterUnavailable",
     "Command",
     "Committed",
+    "Compacted",
     "ConfigError",
     "Delivery",
     "Node",

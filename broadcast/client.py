@@ -32,13 +32,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from broadcast.errors import PayloadTooLarge, SessionExpired, WrongCluster
+from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired, WrongCluster
 from broadcast.logs import get_logger
 from broadcast.protocol import (
     FETCH_MAX,
     CloseSession,
     Deliveries,
     Fetch,
+    FetchRefused,
     OpenSession,
     SessionEnded,
     SessionOpened,
@@ -360,6 +361,11 @@ class Client:
         ``idle_timeout``, stops after that many seconds without a delivery; with
         ``unreachable_timeout``, raises :class:`ClusterUnavailable` after that
         many seconds in which no node answered.
+
+        Nodes keep a bounded history (``paxos node --retain``): an index older than
+        that raises :class:`~broadcast.errors.Compacted`, whose ``earliest`` is the
+        first index still held (without ``node``, once every node that answered in a
+        round of all of them refused; ``earliest`` is then the lowest they named).
         """
         if from_index < 1:
             raise ValueError("from_index starts at 1")
@@ -369,24 +375,40 @@ class Client:
         next_index = from_index
         wait_ms = 1000
         last_delivery = last_answer = time.monotonic()
+        # Since the last Deliveries: nodes asked, and the earliest index each refusal named.
+        asked: set[int] = set()
+        refused: dict[int, int] = {}
         while True:
             self.transport.send(source, encode(Fetch(next_index, FETCH_MAX, wait_ms)))
+            asked.add(source)
             deadline = time.monotonic() + wait_ms / 1000 + 2.0
             answered = False
             while not answered and time.monotonic() < deadline:
                 for sender, frame in self.transport.poll(100):
                     msg = self._decode(sender, frame)
-                    if not isinstance(msg, Deliveries) or sender != source:
+                    if sender != source:
+                        continue
+                    if isinstance(msg, FetchRefused) and msg.from_index == next_index:
+                        answered = True
+                        last_answer = time.monotonic()
+                        refused[source] = msg.earliest
+                        break
+                    if not isinstance(msg, Deliveries):
                         continue
                     if msg.first_index != next_index:
                         continue  # the answer to an earlier fetch: already served
                     answered = True
                     last_answer = time.monotonic()
+                    asked.clear()
+                    refused.clear()
                     for command in msg.commands:
                         yield Delivery(next_index, 0, command)
                         next_index += 1
                     if msg.commands:
                         last_delivery = time.monotonic()
+            if refused and (node is not None or len(asked) == len(self.cluster.ids)):
+                # Nobody who answered holds next_index any more: more fetches cannot help.
+                raise Compacted(min(refused.values()), next_index)
             now = time.monotonic()
             if idle_timeout is not None and now - last_delivery > idle_timeout:
                 return
@@ -394,7 +416,7 @@ class Client:
                 raise ClusterUnavailable(
                     f"no node answered for {unreachable_timeout:.0f}s ({self.cluster.spec()})"
                 )
-            if not answered and node is None:
+            if (not answered or source in refused) and node is None:
                 source = self._after(source)
 
     async def subscribe_async(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,8 @@ import click
 
 from broadcast import payloads
 from broadcast.client import Client, ClusterUnavailable, Committed
-from broadcast.errors import SessionExpired, WrongCluster
+from broadcast.errors import Compacted, SessionExpired, WrongCluster
+from broadcast.history import DEFAULT_RETAIN_ENTRIES, DEFAULT_SEGMENT_BYTES, HistoryError
 from broadcast.local import spawn_node
 from broadcast.logs import LEVELS, configure
 from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotError
@@ -36,7 +38,8 @@ from broadcast.spec import (
     parse_cluster,
 )
 from broadcast.transport import TransportError
-from broadcast.wal import DEFAULT_SEGMENT_BYTES, WalError
+from broadcast.wal import DEFAULT_SEGMENT_BYTES as DEFAULT_WAL_SEGMENT_BYTES
+from broadcast.wal import WalError
 
 log_level_option = click.option(
     "--log-level",
@@ -79,6 +82,62 @@ def _cluster(spec: str | None) -> Cluster:
 
 # ---------------------------------------------------------------------- paxos node
 
+#: ``--retain`` size units: decimal and binary multiples of a byte.
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
+_RETAIN_RE = re.compile(r"(0|[1-9][0-9]{0,18})(" + "|".join(_SIZE_UNITS) + ")?")
+#: The most entries or bytes ``--retain`` accepts (an int64, like the history's offsets).
+_RETAIN_MAX = 2**63 - 1
+
+
+def parse_retain(text: str) -> tuple[int | None, int | None]:
+    """``--retain``'s value as (entries, bytes), one of them None: ``N`` is an entry
+    count, ``N<unit>`` a size (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB). Nothing
+    else is accepted, not even spaces or fractions: ValueError."""
+    match = _RETAIN_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{text[:40]!r} is neither an entry count (100000) nor a size "
+            f"(512MiB, 2GB; units {', '.join(_SIZE_UNITS)})"
+        )
+    number, unit = int(match.group(1)), match.group(2)
+    amount = number * _SIZE_UNITS[unit] if unit else number
+    if amount > _RETAIN_MAX:
+        raise ValueError(f"{text!r} is too large")
+    return (None, amount) if unit else (amount, None)
+
+
+def _retain_callback(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int | None, int | None] | None:
+    if value is None:
+        return None
+    try:
+        return parse_retain(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+retain_option = click.option(
+    "--retain",
+    default=None,
+    metavar="N|SIZE",
+    callback=_retain_callback,
+    help=f"History kept on disk for subscribers: at least N entries, or at least SIZE "
+    f"of payloads (512MiB, 2GB). Older entries are deleted; a subscriber asking for "
+    f"them is told the earliest index still held. Default: "
+    f"{DEFAULT_RETAIN_ENTRIES} entries.",
+)
+
 
 @click.command("node")
 @click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
@@ -87,7 +146,7 @@ def _cluster(spec: str | None) -> Cluster:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Where the write-ahead log lives (created if missing).",
+    help="Where the write-ahead log and the history live (created if missing).",
 )
 @click.option(
     "--no-fsync",
@@ -128,8 +187,15 @@ def _cluster(spec: str | None) -> Cluster:
 @click.option(
     "--wal-segment-bytes",
     type=click.IntRange(4096),
-    default=DEFAULT_SEGMENT_BYTES,
+    default=DEFAULT_WAL_SEGMENT_BYTES,
     hidden=True,  # tests and benchmarks: small segments make compaction visible early
+)
+@retain_option
+@click.option(
+    "--history-segment-bytes",
+    type=click.IntRange(1024, 2**40),
+    default=DEFAULT_SEGMENT_BYTES,
+    hidden=True,  # tests: a retention that deletes something without writing 16 MiB first
 )
 @log_level_option
 def node_command(
@@ -143,6 +209,8 @@ def node_command(
     snapshot_entries: int,
     snapshot_bytes: int,
     wal_segment_bytes: int,
+    retain: tuple[int | None, int | None] | None,
+    history_segment_bytes: int,
     log_level: str,
 ) -> None:
     """Run one node in the foreground until Ctrl-C or SIGTERM."""
@@ -162,8 +230,11 @@ def node_command(
             snapshot_entries=snapshot_entries,
             snapshot_bytes=snapshot_bytes,
             wal_segment_bytes=wal_segment_bytes,
+            retain_entries=retain[0] if retain else None,
+            retain_bytes=retain[1] if retain else None,
+            history_segment_bytes=history_segment_bytes,
         )
-    except (ConfigError, TransportError, WalError, SnapshotError) as exc:
+    except (ConfigError, TransportError, WalError, HistoryError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"data directory {data_dir}: {exc.strerror or exc}") from None
@@ -180,8 +251,8 @@ def node_command(
     gc.set_threshold(50_000, 50, 100)
     try:
         node.run()
-    except WalError as exc:
-        # The one thing a node cannot survive: it can no longer make its vows durable.
+    except (WalError, HistoryError) as exc:
+        # The one thing a node cannot survive: it can no longer write its disk.
         raise click.ClickException(f"stopped: {exc}") from None
 
 
@@ -200,8 +271,17 @@ def cluster_group() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("paxos-data"), show_default=True)
 @click.option("--no-fsync", is_flag=True, help="Benchmarks only: nodes do not fsync.")
+@click.option("--retain", default=None, metavar="N|SIZE", callback=_retain_callback,
+              help="Passed to every node (see paxos node --help).")
 @log_level_option
-def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_level: str) -> None:
+def cluster_up(
+    nodes: int,
+    base_port: int,
+    data_dir: Path,
+    no_fsync: bool,
+    retain: tuple[int | None, int | None] | None,
+    log_level: str,
+) -> None:
     """Start NODES local node processes and print the cluster SPEC; Ctrl-C stops them all.
 
     A node that dies is reported and the others keep running (the cluster
@@ -209,6 +289,10 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
     command, with an error.
     """
     configure(log_level)
+    extra: tuple[str, ...] = ()
+    if retain is not None:
+        entries, size = retain
+        extra = ("--retain", f"{entries}" if entries is not None else f"{size}B")
     try:
         cluster = local_cluster(nodes, base_port)
     except ConfigError as exc:
@@ -218,7 +302,9 @@ def cluster_up(nodes: int, base_port: int, data_dir: Path, no_fsync: bool, log_l
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     children = {
-        i: spawn_node(i, cluster, data_dir, fsync=not no_fsync, log_level=log_level)
+        i: spawn_node(
+            i, cluster, data_dir, fsync=not no_fsync, log_level=log_level, extra=extra
+        )
         for i in cluster.ids
     }
     spec = cluster.spec()
@@ -460,6 +546,10 @@ def subscribe_command(
                     return
         except ClusterUnavailable as exc:
             raise click.ClickException(str(exc)) from None
+        except Compacted as exc:
+            raise click.ClickException(
+                f"{exc} (use --from {exc.earliest}, or start from a snapshot)"
+            ) from None
     if count is not None:
         raise click.ClickException(f"only {seen} of {count} deliveries before the idle timeout")
 

@@ -36,3 +36,15 @@ class SessionExpired(RuntimeError):
 
 class WrongCluster(RuntimeError):
     """The nodes answering belong to another cluster than the client asked for."""
+
+
+class Compacted(LookupError):
+    """An index below what a node still retains was asked for: its retention (``paxos
+    node --retain``) has deleted it. ``earliest`` is the first index still held;
+    ``requested`` the one asked for (None if unknown)."""
+
+    def __init__(self, earliest: int, requested: int | None = None) -> None:
+        what = f"index {requested}" if requested is not None else "that index"
+        super().__init__(f"{what} is no longer retained; the earliest available is {earliest}")
+        self.earliest = earliest
+        self.requested = requested

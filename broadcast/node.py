@@ -56,7 +56,13 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-from broadcast.errors import PayloadTooLarge
+from broadcast.errors import Compacted, PayloadTooLarge
+from broadcast.history import (
+    DEFAULT_RETAIN_ENTRIES,
+    DEFAULT_SEGMENT_BYTES,
+    History,
+    HistoryError,
+)
 from broadcast.identity import Identity, cluster_id_bytes, establish
 from broadcast.logs import RateLimited, get_logger
 from broadcast.protocol import (
@@ -66,6 +72,7 @@ from broadcast.protocol import (
     CloseSession,
     Deliveries,
     Fetch,
+    FetchRefused,
     OpenSession,
     SessionEnded,
     SessionOpened,
@@ -79,7 +86,8 @@ from broadcast.protocol import (
 from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotStore
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, bind_address
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
-from broadcast.wal import DEFAULT_SEGMENT_BYTES, WalCorruptionError, WriteAheadLog
+from broadcast.wal import DEFAULT_SEGMENT_BYTES as DEFAULT_WAL_SEGMENT_BYTES
+from broadcast.wal import WalCorruptionError, WriteAheadLog
 from paxos.codec import (
     CodecError,
     accept_value_bytes,
@@ -183,6 +191,11 @@ class Node:
     in one total order, each sender's payloads in the order it sent them; a
     payload whose broadcast returned is committed and survives any minority of
     crashes (with ``fsync=True``).
+
+    Delivered commands go to the node's history (``<data_dir>/history``, see
+    :mod:`broadcast.history`), which serves subscribers and :meth:`delivered`:
+    at least ``retain_entries`` entries or ``retain_bytes`` payload bytes
+    (default: 1,000,000 entries), older ones deleted, memory bounded.
     """
 
     def __init__(
@@ -201,7 +214,10 @@ class Node:
         max_payload_bytes: int | None = None,
         snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
         snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
-        wal_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        wal_segment_bytes: int = DEFAULT_WAL_SEGMENT_BYTES,
+        retain_entries: int | None = None,
+        retain_bytes: int | None = None,
+        history_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
@@ -211,6 +227,12 @@ class Node:
             raise ConfigError("max_payload_bytes must be >= 1")
         if snapshot_entries < 1 or snapshot_bytes < 1:
             raise ConfigError("snapshot_entries and snapshot_bytes must be >= 1")
+        if retain_entries is None and retain_bytes is None:
+            retain_entries = DEFAULT_RETAIN_ENTRIES
+        if (retain_entries or 0) < 0 or (retain_bytes or 0) < 0:
+            raise ConfigError("retain_entries and retain_bytes must be >= 0")
+        if history_segment_bytes < 1024:
+            raise ConfigError("history_segment_bytes must be >= 1024")
         config = replica_config or ReplicaConfig(nodes=cluster.ids)
         if config.nodes != cluster.ids:
             raise ConfigError("replica_config.nodes must match the cluster")
@@ -246,6 +268,7 @@ class Node:
         self.wal, raw = WriteAheadLog.open(
             self.data_dir / "wal", fsync=fsync, segment_bytes=wal_segment_bytes
         )
+        history: History | None = None
         try:
             if self.wal.floor > 1 and snapshot is None:
                 # Segments were deleted because a snapshot covered them: without it, the
@@ -253,6 +276,14 @@ class Node:
                 raise WalCorruptionError(
                     str(self.data_dir / "wal"), -1, "log compacted, but no snapshot found"
                 )
+            #: Delivered commands, for subscribers: at least the retention, on disk.
+            self.history = history = History(
+                self.data_dir / "history",
+                retain_entries=retain_entries or 0,
+                retain_bytes=retain_bytes or 0,
+                segment_bytes=history_segment_bytes,
+                fsync=fsync,
+            )
             records = self._decode_records(raw)
             #: Segment number -> highest slot accepted in it (for the compaction rule).
             self._segment_tops: dict[int, int] = {}
@@ -278,6 +309,8 @@ class Node:
                 cluster_id=cluster_id_bytes(self.identity.cluster_id),
             )
         except BaseException:
+            if history is not None:
+                history.close()
             self.wal.close()
             raise
         log.info(
@@ -289,9 +322,9 @@ class Node:
             ballot=list(self.replica.ballot),
             fsync=fsync,
             address=cluster.nodes[node_id],
+            history=[self.history.first_index, self.history.last_index],
         )
 
-        self.log: list[Command] = []  # delivered commands; log[i - 1] has index i
         #: Keeps the Ready contract for every Ready of a turn.
         hooks = _Hooks(self)
         self.driver = ReadyDriver(hooks, hooks, hooks)
@@ -319,6 +352,7 @@ class Node:
         self._failed_frames = RateLimited(log, "frame.failed", interval_s=5.0, level="error")
         self._failed_sends = RateLimited(log, "send.failed", interval_s=5.0, level="error")
         self._failed_applies = RateLimited(log, "apply.failed", interval_s=5.0, level="error")
+        self._failed_reads = RateLimited(log, "history.read_failed", interval_s=5.0, level="error")
         self._sessions_gone = RateLimited(log, "session.ended", interval_s=5.0, level="info")
         #: Frames dropped (bad, hostile or failing), by reason; for tests and metrics.
         self.drops: dict[str, int] = {}
@@ -401,11 +435,13 @@ class Node:
         self.transport.close()
         self._writer.shutdown(wait=True)  # a snapshot being written is finished, not torn
         self.wal.close()
+        self.history.close()
         for limited in (
             self._dropped_frames,
             self._failed_frames,
             self._failed_sends,
             self._failed_applies,
+            self._failed_reads,
             self._sessions_gone,
         ):
             limited.flush()
@@ -447,6 +483,29 @@ class Node:
         self._inbox.put(lambda: self._local_broadcast(data, future))
         self.transport.wake()
         return future
+
+    @property
+    def last_index(self) -> int:
+        """The last index recorded in this node's history of deliveries (0: none yet).
+
+        After a restart it may be ahead of what the node has delivered again.
+        """
+        return self.history.last_index
+
+    @property
+    def first_index(self) -> int:
+        """The earliest index this node still retains for subscribers."""
+        return self.history.first_index
+
+    def delivered(
+        self, from_index: int = 1, max_count: int = 100_000, max_bytes: int = 64 * 1024 * 1024
+    ) -> list[Command]:
+        """Delivered commands from ``from_index`` on (at most ``max_count``, and about
+        ``max_bytes`` of payloads), from this node's history; safe from any thread.
+
+        Raises :class:`~broadcast.errors.Compacted` below :attr:`first_index`.
+        """
+        return self.history.read(from_index, max_count, max_bytes)
 
     def on_deliver(self, callback: Callable[[Delivery], None]) -> None:
         """Call ``callback(delivery)`` for every delivery, in order, from the loop thread."""
@@ -635,7 +694,10 @@ class Node:
             self.transport.send_many(dst, frames)
 
     def _deliver(self, deliveries: list[Delivery], runs: list[tuple[str, int, int, int]]) -> None:
-        self.log.extend(map(_command_of, deliveries))
+        # One write per turn; a failure (HistoryError: the disk) ends run(), like the WAL's.
+        history = self.history
+        history.append(deliveries[0].index, list(map(_command_of, deliveries)))
+        history.trim()
         count, size = self._since_snapshot
         self._since_snapshot = (
             count + len(deliveries),
@@ -920,7 +982,7 @@ class Node:
         if msg.from_index < 1:
             self._drop(identity, "fetch", "fetch from index 0", 0)
             return
-        if msg.from_index <= len(self.log) or msg.wait_ms == 0:
+        if msg.from_index <= self.history.last_index or msg.wait_ms == 0:
             self._reply_fetch(identity, msg)
         else:
             deadline = time.monotonic() + min(msg.wait_ms, 30_000) / 1000.0
@@ -932,22 +994,27 @@ class Node:
             self._held_fetches = held
 
     def _reply_fetch(self, identity: bytes, msg: Fetch) -> None:
-        start = msg.from_index - 1
+        history = self.history
         count = max(1, min(msg.max_count, FETCH_MAX))
-        commands = self.log[start : start + count]
-        budget = FETCH_MAX_BYTES
-        for i, command in enumerate(commands):
+        try:
             # Bounded reply: at most one payload beyond the byte budget.
-            budget -= len(command.payload)
-            if budget <= 0:
-                commands = commands[: i + 1]
-                break
-        self._reply(identity, Deliveries(msg.from_index, tuple(commands), len(self.log)))
+            commands = history.read(msg.from_index, count, FETCH_MAX_BYTES)
+        except Compacted as exc:
+            # Below the retention: say so, with where the client can start instead.
+            self._reply(identity, FetchRefused(msg.from_index, exc.earliest))
+            return
+        except HistoryError as exc:
+            # A damaged history file must not stop the node (the fetch may come from
+            # _deliver): this client gets no answer and tries again, maybe elsewhere.
+            self._count("history")
+            self._failed_reads.hit(node=self.node_id, error=str(exc)[:300])
+            return
+        self._reply(identity, Deliveries(msg.from_index, tuple(commands), history.last_index))
 
     def _serve_fetches(self, now: float, *, expire: bool) -> None:
         kept = []
         for deadline, identity, msg in self._held_fetches:
-            if msg.from_index <= len(self.log) or (expire and now >= deadline):
+            if msg.from_index <= self.history.last_index or (expire and now >= deadline):
                 self._reply_fetch(identity, msg)
             else:
                 kept.append((deadline, identity, msg))
@@ -1062,6 +1129,9 @@ class Node:
                 raise TypeError("state_machine.snapshot() must return bytes")
             app = bytes(app)
         snapshot = replica.take_snapshot(app)
+        # The history must not end below the snapshot after a crash: a restart delivers
+        # from the snapshot's index on, and the history cannot fill a gap behind it.
+        self.history.sync()
         # Written in the background: delivery goes on meanwhile. Compaction waits for it.
         future = self._writer.submit(
             self.snapshots.save, snapshot.slot, snapshot.index, snapshot.blob

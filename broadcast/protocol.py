@@ -151,6 +151,15 @@ class Deliveries:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchRefused:
+    """The node no longer retains index ``from_index`` (the Fetch's): its retention
+    deleted it. ``earliest`` is the first index it still holds."""
+
+    from_index: int
+    earliest: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatusRequest:
     """Ask a node how it sees the cluster."""
 
@@ -255,6 +264,9 @@ register(73, OpenSession, (CLIENT_ID, NONCE, CLUSTER_ID))
 register(74, SessionOpened, (NONCE, CLIENT_ID, CLUSTER_ID, UINT, UINT))
 register(75, CloseSession, (CLIENT_ID,))
 register(76, SessionEnded, (CLIENT_ID, BOOL, UINT))
+register(77, FetchRefused, (UINT, UINT))
 
 ClientMessage = Submit | Fetch | StatusRequest | OpenSession | CloseSession | TakeSnapshot
-NodeReply = SubmitAck | SubmitRefused | Deliveries | Status | SessionOpened | SessionEnded
+NodeReply = (
+    SubmitAck | SubmitRefused | Deliveries | FetchRefused | Status | SessionOpened | SessionEnded
+)

@@ -4,6 +4,8 @@
 
 It prints one line per delivery and records the last index it saw in
 ``follow.offset``, so a restart resumes at the next index: no gap, no repeat.
+If the nodes no longer retain that index (``paxos node --retain``), it says which
+is the earliest they still hold and stops.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from broadcast import Client
+from broadcast.errors import Compacted
 
 OFFSET_FILE = Path("follow.offset")
 
@@ -24,10 +27,15 @@ def main(argv: list[str]) -> int:
     if OFFSET_FILE.exists() and len(argv) <= 2:
         start = int(OFFSET_FILE.read_text()) + 1
     with Client(argv[1]) as client:
-        for delivery in client.subscribe(from_index=start):
-            command = delivery.command
-            print(f"{delivery.index:>8} {command.client}#{command.seq}: {command.payload[:60]!r}")
-            OFFSET_FILE.write_text(str(delivery.index))
+        try:
+            for delivery in client.subscribe(from_index=start):
+                command = delivery.command
+                print(f"{delivery.index:>8} {command.client}#{command.seq}: "
+                      f"{command.payload[:60]!r}")
+                OFFSET_FILE.write_text(str(delivery.index))
+        except Compacted as exc:
+            print(f"error: {exc} (gap: restart with FROM_INDEX {exc.earliest})", file=sys.stderr)
+            return 1
     return 0
 
 

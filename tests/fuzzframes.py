@@ -67,6 +67,7 @@ from broadcast.protocol import (
     CloseSession,
     Deliveries,
     Fetch,
+    FetchRefused,
     OpenSession,
     SessionEnded,
     SessionOpened,
@@ -291,6 +292,7 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         Fetch(1, 16, 0),
         Fetch(1, 4096, 500),
         Deliveries(1, value, 3),
+        FetchRefused(1, 5),
         StatusRequest(7),
         Status(7, 1, "leader", b, 1, 1, 1, True, True, cluster_id, 3),
     ]

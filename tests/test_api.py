@@ -195,7 +195,7 @@ def test_a_replica_bug_on_one_node_is_logged_and_the_node_goes_on(
         for k in range(20):
             started[k % 2].broadcast(b"%d" % k, timeout=30)
         wait_for("the flaky node to fail a few times", lambda: calls["n"] >= 9)
-        wait_for("the flaky node to deliver everything", lambda: len(started[2].log) >= 20)
+        wait_for("the flaky node to deliver everything", lambda: started[2].last_index >= 20)
         assert started[2].drops.get("failed", 0) >= 3
         assert started[2].failure is None and started[2]._thread is not None
         assert started[2]._thread.is_alive()
@@ -229,10 +229,10 @@ def test_an_idle_session_expires_through_the_log_and_the_client_opens_a_new_one(
             )
             again = client.broadcast(b"after")
             assert client.session != key and again.client == client.session and again.seq == 1
-        wait_for("both delivered everywhere", lambda: all(len(n.log) >= 2 for n in nodes))
+        wait_for("both delivered everywhere", lambda: all(n.last_index >= 2 for n in nodes))
         for node in nodes:
-            assert [c.payload for c in node.log] == [b"before", b"after"]
-            assert node.log[first.index - 1].client == key
+            assert [c.payload for c in node.delivered()] == [b"before", b"after"]
+            assert node.delivered(first.index, 1)[0].client == key
     finally:
         for node in nodes:
             node.stop()
@@ -323,12 +323,10 @@ def test_a_lost_ack_is_asked_about_again_before_the_session_forgets_its_outcome(
             assert client.window == window  # the cluster's session window caps the client's
         assert [r.seq for r in results] == list(range(1, 200 * window + 1))
         last = max(r.index for r in results)
-        wait_for("the log everywhere", lambda: all(len(n.log) >= last for n in nodes))
+        wait_for("the log everywhere", lambda: all(n.last_index >= last for n in nodes))
+        log = nodes[0].delivered(1, last)
         for r in results:
-            assert (nodes[0].log[r.index - 1].client, nodes[0].log[r.index - 1].seq) == (
-                r.client,
-                r.seq,
-            )
+            assert (log[r.index - 1].client, log[r.index - 1].seq) == (r.client, r.seq)
     finally:
         for node in nodes:
             node.stop()

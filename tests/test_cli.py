@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from procs import ProcessCluster, wait_for
 
-from broadcast import payloads
+from broadcast import Client, payloads
+from broadcast.errors import Compacted
 from broadcast.local import free_base_port
 from broadcast.spec import Cluster, ConfigError, bind_address, local_cluster, parse_cluster
 
@@ -125,6 +126,17 @@ def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
         (("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2"), "reachable"),
         (("broadcast", "--cluster", "1=127.0.0.1:7405"), "MESSAGE"),
         (("sim", "--nodes", "99"), "--nodes"),
+        (
+            ("node", "--id", "1", "--cluster", "1=127.0.0.1:7406", "--data-dir", "{tmp}",
+             "--retain", "1.5GB"),
+            "--retain",
+        ),
+        (
+            ("node", "--id", "1", "--cluster", "1=127.0.0.1:7406", "--data-dir", "{tmp}",
+             "--retain", "-5"),
+            "neither an entry count",
+        ),
+        (("cluster", "up", "--retain", "10 MiB"), "--retain"),
         (
             ("node", "--id", "1", "--cluster", "1=bad_host:7401", "--data-dir", "{tmp}"),
             "not an IP address or a valid host name",
@@ -564,5 +576,47 @@ def test_snapshot_command_compacts_and_status_shows_it(tmp_path: Path) -> None:
         assert rows[1]["snapshot_index"] == 0  # only the node asked
         out = paxos("snapshot", "--cluster", spec, "--node", "9")
         assert "node 9 is not in the cluster" in one_error_line(out)
+    finally:
+        procs.stop()
+
+
+def test_subscribe_below_the_retention_is_a_one_line_error_naming_the_earliest(
+    tmp_path: Path,
+) -> None:
+    """Nodes with a tiny retention delete old entries: ``subscribe --from 1`` says where
+    the history now starts, and ``--from`` that index works."""
+    procs = ProcessCluster(
+        tmp_path, extra=("--retain", "30", "--history-segment-bytes", "1024")
+    )
+    try:
+        cluster = procs.cluster
+        procs.leader()
+        with Client(cluster) as writer:
+            for k in range(40):  # many turns, so many segments
+                writer.broadcast_many([b"payload %d-%d" % (k, j) for j in range(5)])
+
+        def earliest(node: int) -> int | None:
+            with Client(cluster) as reader:
+                try:
+                    next(reader.subscribe(1, node=node, idle_timeout=2, unreachable_timeout=30))
+                except Compacted as exc:
+                    return exc.earliest
+                return None
+
+        firsts = [wait_for(f"node {i} to trim", lambda i=i: earliest(i)) for i in cluster.ids]
+        spec = cluster.spec()
+        out = paxos("subscribe", "--cluster", spec, "--from", "1", "--timeout", "20")
+        first = min(firsts)
+        assert one_error_line(out) == (
+            f"Error: index 1 is no longer retained; the earliest available is {first} "
+            f"(use --from {first}, or start from a snapshot)"
+        )
+        node = firsts.index(max(firsts)) + 1
+        out = paxos("subscribe", "--cluster", spec, "--from", "1", "--node", str(node))
+        assert f"the earliest available is {max(firsts)} " in one_error_line(out)
+        out = paxos("subscribe", "--cluster", spec, "--from", str(first), "--count", "3")
+        assert out.returncode == 0, out.stderr
+        indexes = [json.loads(line)["index"] for line in out.stdout.splitlines()]
+        assert indexes == [first, first + 1, first + 2]
     finally:
         procs.stop()

@@ -116,8 +116,8 @@ def test_a_node_refuses_beyond_its_queue_limit_and_the_client_resends_later(
         assert isinstance(results, list)
         assert [c.seq for c in results] == list(range(2, 8))
         key = results[0].client
-        wait_for("the leader to deliver all", lambda: len(nodes[leader].log) >= 7)
-        delivered = [(c.seq, c.payload) for c in nodes[leader].log if c.client == key]
+        wait_for("the leader to deliver all", lambda: nodes[leader].last_index >= 7)
+        delivered = [(c.seq, c.payload) for c in nodes[leader].delivered() if c.client == key]
     finally:
         client.close()
         for node in nodes.values():

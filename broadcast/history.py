@@ -1,0 +1,692 @@
+"""The node's on-disk record of delivered commands, kept for subscribers (a broker's retention).
+
+A node serves subscribers (:class:`~broadcast.protocol.Fetch`) from here
+instead of keeping every delivered command in memory. The history keeps *at
+least* a retention -- ``retain_entries`` entries and ``retain_bytes`` payload
+bytes -- and deletes whole segments older than that; a fetch below what is
+left raises :class:`~broadcast.errors.Compacted`, which names the earliest
+index still held.
+
+On-disk format (all integers little-endian)::
+
+    <directory>/hist-<first index, 20 digits>.log, ...   contiguous indexes
+    segment = header, record*
+    header  = magic b"PAXOSHST" | format version u32 | 0 u32 | first index u64   (24 bytes)
+    record  = payload length u32 | CRC-32 u32 | payload
+              the CRC (zlib.crc32) covers the 4 length bytes, then the payload
+              (the framing of :mod:`broadcast.wal`)
+    payload = msgpack [index, client, seq, payload bytes]
+
+Appends are not synced: the history is a convenience for subscribers, not a
+vow. A crash may lose its tail; after a restart the node delivers again from
+its snapshot (or index 1), and :meth:`History.append` skips what it already
+holds and fills in what it lost. :meth:`History.sync` makes everything
+appended durable; the node calls it before it writes a snapshot, so that what
+it will not deliver again is on disk.
+
+Recovery (at construction) keeps the longest valid, contiguous prefix: the
+first bad header, bad or torn record, or index discontinuity ends it; the
+segment holding it is truncated there and every later segment is deleted.
+
+Memory does not grow with the history: the node keeps a cache of the most
+recent entries bounded in bytes (followers of the head never touch the disk),
+and per segment a sparse index (the file offset of every
+:data:`INDEX_EVERY`-th entry), so a read far back seeks instead of scanning.
+Both are bounded by the retention and the cache size.
+
+One writer at a time (the node's loop thread; the directory is ``flock``-ed);
+reads may come from other threads (a lock serialises them with appends).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import os
+import re
+import struct
+import threading
+import zlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO, Final, NoReturn
+
+import msgpack
+
+from broadcast.errors import Compacted
+from broadcast.logs import get_logger
+from paxos.types import Command
+
+__all__ = [
+    "DEFAULT_CACHE_BYTES",
+    "DEFAULT_RETAIN_ENTRIES",
+    "DEFAULT_SEGMENT_BYTES",
+    "HEADER_SIZE",
+    "INDEX_EVERY",
+    "History",
+    "HistoryError",
+    "segment_name",
+]
+
+MAGIC: Final = b"PAXOSHST"
+FORMAT_VERSION: Final = 1
+DEFAULT_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_CACHE_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_RETAIN_ENTRIES: Final = 1_000_000
+#: The sparse index notes the file offset of every INDEX_EVERY-th entry of a segment.
+INDEX_EVERY: Final = 256
+
+_HEADER: Final = struct.Struct("<8sIIQ")  # magic, format version, reserved (0), first index
+_FRAME: Final = struct.Struct("<II")  # payload length, CRC-32 over length bytes + payload
+_LENGTH: Final = struct.Struct("<I")
+HEADER_SIZE: Final = _HEADER.size
+_FRAME_SIZE: Final = _FRAME.size
+_MAX_RECORD_BYTES: Final = 0xFFFF_FFFF
+#: What one cached entry costs besides its payload and client key (tuple, ints, list slot).
+_CACHE_ENTRY_OVERHEAD: Final = 120
+
+_SEGMENT_RE: Final = re.compile(r"hist-(\d{20})\.log")
+
+_log = get_logger(__name__)
+
+
+class HistoryError(Exception):
+    """The history cannot be used: closed, locked by another owner, an I/O error, or a
+    record that no longer reads back."""
+
+
+def segment_name(first_index: int) -> str:
+    """File name of the segment whose first entry has index ``first_index``."""
+    return f"hist-{first_index:020d}.log"
+
+
+@dataclass(slots=True)
+class _Segment:
+    first: int
+    path: str
+    count: int = 0
+    size: int = HEADER_SIZE  # bytes in the file, header included
+    payload_bytes: int = 0
+    #: offsets[k]: file offset of the entry at index first + k * INDEX_EVERY.
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+
+def _cost(command: Command) -> int:
+    return len(command.payload) + len(command.client) + _CACHE_ENTRY_OVERHEAD
+
+
+def _encode(index: int, command: Command) -> bytes:
+    data: bytes = msgpack.packb(
+        (index, command.client, command.seq, command.payload), use_bin_type=True
+    )
+    return data
+
+
+def _decode(data: bytes | memoryview) -> tuple[int, Command]:
+    """A record's (index, command); ValueError if it is not one."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=False)
+    except Exception as exc:  # msgpack raises several kinds for junk
+        raise ValueError(f"undecodable record ({type(exc).__name__})") from None
+    if type(obj) is not tuple or len(obj) != 4:
+        raise ValueError("record is not [index, client, seq, payload]")
+    index, client, seq, payload = obj
+    if (
+        type(index) is not int
+        or type(client) is not str
+        or type(seq) is not int
+        or type(payload) is not bytes
+    ):
+        raise ValueError("record fields have the wrong types")
+    return index, Command(client, seq, payload)
+
+
+class History:
+    """An open history of delivered commands, index -> :class:`~paxos.types.Command`.
+
+    ``retain_entries`` / ``retain_bytes``: :meth:`trim` keeps at least this many
+    entries and payload bytes (whole segments of ``segment_bytes`` are deleted,
+    so up to one segment more is kept). ``fsync=False`` skips every sync
+    (benchmarks and tests). ``cache_bytes`` bounds the in-memory cache of recent
+    entries.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        retain_entries: int = DEFAULT_RETAIN_ENTRIES,
+        retain_bytes: int = 0,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        fsync: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        if retain_entries < 0 or retain_bytes < 0:
+            raise ValueError("retain_entries and retain_bytes must be >= 0")
+        if segment_bytes <= HEADER_SIZE:
+            raise ValueError(f"segment_bytes must exceed the {HEADER_SIZE}-byte header")
+        if cache_bytes < 0:
+            raise ValueError("cache_bytes must be >= 0")
+        self.directory = os.fspath(directory)
+        self.retain_entries = retain_entries
+        self.retain_bytes = retain_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.cache_limit = cache_bytes
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []
+        self._fd: int | None = None  # the last segment's, for appending
+        self._last = 0
+        self._entries = 0  # entries held, over all segments
+        self._payload_bytes = 0  # their payload bytes
+        self._dirty = False  # appended since the last sync
+        self._closed = False
+        self._failure: OSError | None = None
+        # The cache: the most recent entries, contiguous, ending at self._last.
+        self._cache: list[Command] = []
+        self._cache_head = 0  # entries before it in the list are evicted
+        self._cache_first = 1  # index of self._cache[self._cache_head]
+        self._cache_bytes = 0
+
+        if not os.path.isdir(self.directory):
+            os.makedirs(self.directory)
+            if fsync:
+                _fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
+        self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                # Two writers appending to one segment would interleave their records.
+                fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise HistoryError(f"{self.directory}: already opened by another History") from None
+            self._recover()
+            self._cache_first = self._last + 1
+            self.trim()
+        except BaseException:
+            self._close_files()
+            raise
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def first_index(self) -> int:
+        """The earliest index held (``last_index + 1`` when nothing is held)."""
+        segments = self._segments
+        return segments[0].first if segments else self._last + 1
+
+    @property
+    def last_index(self) -> int:
+        """The latest index recorded (0 if nothing ever was)."""
+        return self._last
+
+    @property
+    def entries(self) -> int:
+        """How many entries are held."""
+        return self._entries
+
+    @property
+    def segments(self) -> int:
+        """How many segment files hold them."""
+        return len(self._segments)
+
+    @property
+    def cache_bytes(self) -> int:
+        """What the cache of recent entries holds now (payloads, keys and overhead)."""
+        return self._cache_bytes
+
+    @property
+    def cached_entries(self) -> int:
+        return len(self._cache) - self._cache_head
+
+    def index_slots(self) -> int:
+        """Sparse-index offsets held in memory, over all segments."""
+        return sum(len(s.offsets) for s in self._segments)
+
+    def disk_bytes(self) -> int:
+        """Bytes of every segment file, headers included."""
+        return sum(s.size for s in self._segments)
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, first_index: int, commands: Sequence[Command]) -> None:
+        """Record ``commands`` at indexes ``first_index, first_index + 1, ...``.
+
+        Indexes already held are skipped (after a restart the node delivers
+        them again). An index beyond ``last_index + 1`` (the node installed a
+        snapshot) restarts the history there: everything older is deleted.
+        One write per call, not synced. Raises :class:`HistoryError` on an I/O
+        error, after which the history refuses every further append.
+        """
+        if first_index < 1:
+            raise ValueError("indexes start at 1")
+        with self._lock:
+            self._check_usable()
+            if not commands:
+                return
+            if first_index > self._last + 1:
+                # Never a hole: entries must be contiguous for reads to know where
+                # index i is, so a history that cannot continue starts over.
+                self._restart(first_index)
+            # Held entries are the same committed commands (one total order): keep them.
+            skip = self._last + 1 - first_index
+            if skip >= len(commands):
+                return
+            fresh = commands[skip:] if skip > 0 else commands
+            start = self._last + 1
+            parts: list[bytes] = []
+            starts: list[int] = []  # each record's offset within the batch
+            pos = 0
+            payload_bytes = 0
+            crc32 = zlib.crc32
+            for i, command in enumerate(fresh):
+                record = _encode(start + i, command)
+                length = len(record)
+                if length > _MAX_RECORD_BYTES:
+                    raise ValueError(f"record of {length} bytes exceeds the u32 length field")
+                starts.append(pos)
+                parts.append(_FRAME.pack(length, crc32(record, crc32(_LENGTH.pack(length)))))
+                parts.append(record)
+                pos += _FRAME_SIZE + length
+                payload_bytes += len(command.payload)
+            batch = b"".join(parts)
+            segment = self._segments[-1] if self._segments else None
+            if segment is None or (
+                segment.count and segment.size + len(batch) > self.segment_bytes
+            ):
+                segment = self._roll(start)
+            offsets = segment.offsets
+            base = segment.size
+            for i, rel in enumerate(starts):
+                if (start + i - segment.first) % INDEX_EVERY == 0:
+                    offsets.append(base + rel)
+            self._write(batch)
+            segment.size += len(batch)
+            segment.count += len(fresh)
+            segment.payload_bytes += payload_bytes
+            self._entries += len(fresh)
+            self._payload_bytes += payload_bytes
+            self._last += len(fresh)
+            self._dirty = True
+            self._cache_add(fresh)
+
+    def sync(self) -> None:
+        """Make everything appended so far durable (a no-op with ``fsync=False``)."""
+        with self._lock:
+            self._check_usable()
+            if not self._dirty or self._fd is None:
+                return
+            if self.fsync:
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    # As in the WAL: after a failed fdatasync the kernel may have dropped
+                    # the pages, and a retry could "succeed" without them. Never retry.
+                    self._fail(exc)
+            self._dirty = False
+
+    def trim(self) -> int:
+        """Delete the oldest whole segments the retention does not need; how many went.
+
+        Cheap when there is nothing to delete (a few comparisons).
+        """
+        with self._lock:
+            if self._closed:
+                return 0
+            segments = self._segments
+            removed = 0
+            while len(segments) > 1:  # the segment being appended to is never deleted
+                oldest = segments[0]
+                # Subscribers are promised the retention: a segment goes only if what
+                # remains after it still holds retain_entries entries AND retain_bytes.
+                if (
+                    self._entries - oldest.count < self.retain_entries
+                    or self._payload_bytes - oldest.payload_bytes < self.retain_bytes
+                ):
+                    break
+                try:
+                    self._delete(oldest)
+                except OSError as exc:
+                    # Keeping more than the retention is harmless: try again next time.
+                    _log.warning("history.trim_failed", path=oldest.path, error=str(exc))
+                    break
+                segments.pop(0)
+                self._entries -= oldest.count
+                self._payload_bytes -= oldest.payload_bytes
+                removed += 1
+            if removed:
+                self._cache_evict_below(self.first_index)
+                _log.debug(
+                    "history.trimmed",
+                    directory=self.directory,
+                    segments=removed,
+                    first_index=self.first_index,
+                )
+            return removed
+
+    def close(self) -> None:
+        """Close the files and release the directory (does not sync). Idempotent.
+
+        :meth:`read` still works afterwards, from the files (tests read a stopped node).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_files()
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, from_index: int, max_count: int, max_bytes: int) -> list[Command]:
+        """Entries from ``from_index`` on: at most ``max_count``, and no more once their
+        payloads reach ``max_bytes`` (so at most one payload beyond it, and always at
+        least one entry if there is any).
+
+        Raises :class:`~broadcast.errors.Compacted` below :attr:`first_index`;
+        returns ``[]`` beyond :attr:`last_index`. Raises :class:`HistoryError` if a
+        record on disk no longer reads back.
+        """
+        if from_index < 1:
+            raise ValueError("indexes start at 1")
+        with self._lock:
+            first = self.first_index
+            if from_index < first:
+                raise Compacted(first, from_index)
+            if from_index > self._last or max_count < 1:
+                return []
+            if from_index >= self._cache_first and self._cache_first <= self._last:
+                pos = self._cache_head + from_index - self._cache_first
+                return _take(self._cache[pos : pos + max_count], max_count, max_bytes)
+            return self._read_disk(from_index, max_count, max_bytes)
+
+    def _read_disk(self, from_index: int, max_count: int, max_bytes: int) -> list[Command]:
+        out: list[Command] = []
+        total = 0
+        segments = self._segments
+        k = bisect.bisect_right(segments, from_index, key=lambda s: s.first) - 1
+        index = from_index
+        while k < len(segments) and index <= self._last:
+            segment = segments[k]
+            slot = (index - segment.first) // INDEX_EVERY
+            at = segment.first + slot * INDEX_EVERY
+            try:
+                with open(segment.path, "rb") as file:
+                    file.seek(segment.offsets[slot])
+                    while at <= segment.last:
+                        stored_index, command = self._read_record(file, segment.path)
+                        if stored_index != at:
+                            raise HistoryError(
+                                f"{segment.path}: entry {at} reads back as index {stored_index}"
+                            )
+                        if at >= index:
+                            out.append(command)
+                            total += len(command.payload)
+                            if len(out) >= max_count or total >= max_bytes:
+                                return out
+                        at += 1
+            except OSError as exc:
+                raise HistoryError(f"{segment.path}: cannot read: {exc}") from exc
+            index = at
+            k += 1
+        return out
+
+    @staticmethod
+    def _read_record(file: BinaryIO, path: str) -> tuple[int, Command]:
+        read = file.read
+        frame = read(_FRAME_SIZE)
+        if len(frame) < _FRAME_SIZE:
+            raise HistoryError(f"{path}: a record is missing (the file was cut)")
+        length, stored = _FRAME.unpack(frame)
+        data = read(length)
+        if len(data) < length or zlib.crc32(data, zlib.crc32(frame[:4])) != stored:
+            raise HistoryError(f"{path}: a record no longer matches its CRC")
+        try:
+            return _decode(data)
+        except ValueError as exc:
+            raise HistoryError(f"{path}: {exc}") from None
+
+    # ------------------------------------------------------------------ the cache
+
+    def _cache_add(self, commands: Sequence[Command]) -> None:
+        if self.cache_limit == 0:
+            self._cache_first = self._last + 1
+            return
+        self._cache.extend(commands)
+        self._cache_bytes += sum(map(_cost, commands))
+        self._cache_evict_to(self.cache_limit)
+
+    def _cache_evict_to(self, limit: int) -> None:
+        cache = self._cache
+        head = self._cache_head
+        end = len(cache)
+        while self._cache_bytes > limit and head < end:
+            self._cache_bytes -= _cost(cache[head])
+            head += 1
+        self._cache_first += head - self._cache_head
+        self._cache_head = head
+        if head > 1024 and head * 2 > end:  # drop evicted slots, amortised O(1)
+            del cache[:head]
+            self._cache_head = 0
+
+    def _cache_evict_below(self, index: int) -> None:
+        cache = self._cache
+        while self._cache_first < index and self._cache_head < len(cache):
+            self._cache_bytes -= _cost(cache[self._cache_head])
+            self._cache_head += 1
+            self._cache_first += 1
+        self._cache_evict_to(self.cache_limit)
+
+    def _cache_clear(self) -> None:
+        self._cache = []
+        self._cache_head = 0
+        self._cache_bytes = 0
+        self._cache_first = self._last + 1
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise HistoryError(f"{self.directory}: the history is closed")
+        if self._failure is not None:
+            raise HistoryError(
+                f"{self.directory}: an earlier I/O error poisoned the history"
+            ) from self._failure
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        self._failure = exc
+        raise HistoryError(f"{self.directory}: I/O error, the history is unusable: {exc}") from exc
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            # A partial batch may sit in the file: appending after it would put a bad
+            # record in the middle. Stop; recovery cuts the file there.
+            self._fail(exc)
+
+    def _roll(self, first: int) -> _Segment:
+        """Start a new segment whose first entry is ``first``."""
+        try:
+            if self._fd is not None:
+                if self.fsync and self._dirty:
+                    # The finished segment is durable before the next exists, so with
+                    # fsync a crash can tear only the last segment.
+                    os.fdatasync(self._fd)
+                    self._dirty = False
+                os.close(self._fd)
+                self._fd = None
+            path = os.path.join(self.directory, segment_name(first))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
+                         0o644)
+            self._fd = fd
+            os.write(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, 0, first))
+            if self.fsync:
+                os.fdatasync(fd)
+                os.fsync(self._dir_fd)
+        except OSError as exc:
+            self._fail(exc)
+        segment = _Segment(first, path)
+        self._segments.append(segment)
+        return segment
+
+    def _restart(self, first: int) -> None:
+        """A gap: the history starts over at ``first``; every segment is deleted."""
+        _log.info(
+            "history.restarted",
+            directory=self.directory,
+            was=[self.first_index, self._last],
+            first_index=first,
+        )
+        try:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            # Oldest first: whatever a crash leaves is still a contiguous suffix.
+            for segment in self._segments:
+                self._delete(segment)
+            if self.fsync:
+                os.fsync(self._dir_fd)
+        except OSError as exc:
+            self._fail(exc)
+        self._segments = []
+        self._entries = self._payload_bytes = 0
+        self._last = first - 1
+        self._dirty = False
+        self._cache_clear()
+
+    def _delete(self, segment: _Segment) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(segment.path)
+
+    def _close_files(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        os.close(self._dir_fd)  # releases the flock
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        found = sorted(
+            (int(match.group(1)), name)
+            for name in os.listdir(self.directory)
+            if (match := _SEGMENT_RE.fullmatch(name)) is not None
+        )
+        kept: list[_Segment] = []
+        for number, (first, name) in enumerate(found):
+            path = os.path.join(self.directory, name)
+            problem: str | None = None
+            if kept and first != kept[-1].last + 1:
+                problem = f"starts at index {first}, not {kept[-1].last + 1}"
+                segment = None
+            else:
+                segment, end, problem = _scan(path, first)
+                if segment is not None:
+                    kept.append(segment)
+                    if problem is not None:
+                        self._cut(path, end, problem)
+            if problem is not None:
+                # Keep the valid prefix; what follows a break is not contiguous with it.
+                later = found[number if segment is None else number + 1 :]
+                for _, gone in reversed(later):
+                    os.unlink(os.path.join(self.directory, gone))
+                if later:
+                    _log.warning(
+                        "history segments dropped after a break",
+                        directory=self.directory,
+                        files=len(later),
+                        reason=problem,
+                    )
+                    if self.fsync:
+                        os.fsync(self._dir_fd)
+                break
+        self._segments = kept
+        self._entries = sum(s.count for s in kept)
+        self._payload_bytes = sum(s.payload_bytes for s in kept)
+        if kept:
+            self._last = kept[-1].last
+            self._fd = os.open(kept[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    def _cut(self, path: str, end: int, problem: str) -> None:
+        with open(path, "r+b") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.truncate(end)
+            if self.fsync:
+                os.fdatasync(file.fileno())
+        _log.warning(
+            "history torn tail truncated",
+            path=path,
+            offset=end,
+            dropped_bytes=size - end,
+            reason=problem,
+        )
+
+
+def _scan(path: str, first: int) -> tuple[_Segment | None, int, str | None]:
+    """Read one segment: (its valid part, the offset where it ends, why it ends early)."""
+    with open(path, "rb") as file:
+        data = file.read()
+    if len(data) < HEADER_SIZE:
+        return None, 0, f"segment header truncated ({len(data)} bytes)"
+    magic, version, _, stored_first = _HEADER.unpack_from(data)
+    if magic != MAGIC or version != FORMAT_VERSION or stored_first != first:
+        return None, 0, "bad segment header"
+    segment = _Segment(first, path)
+    view = memoryview(data)
+    pos = HEADER_SIZE
+    end = len(data)
+    problem: str | None = None
+    while pos < end:
+        if end - pos < _FRAME_SIZE:
+            problem = "incomplete record frame"
+            break
+        length, stored = _FRAME.unpack_from(data, pos)
+        stop = pos + _FRAME_SIZE + length
+        if stop > end:
+            problem = "record runs past the end of the file"
+            break
+        if zlib.crc32(view[pos + _FRAME_SIZE : stop], zlib.crc32(view[pos : pos + 4])) != stored:
+            problem = "CRC mismatch"
+            break
+        try:
+            index, command = _decode(view[pos + _FRAME_SIZE : stop])
+        except ValueError as exc:
+            problem = str(exc)
+            break
+        expected = first + segment.count
+        if index != expected:
+            problem = f"record holds index {index}, expected {expected}"
+            break
+        if segment.count % INDEX_EVERY == 0:
+            segment.offsets.append(pos)
+        segment.count += 1
+        segment.payload_bytes += len(command.payload)
+        pos = stop
+    segment.size = pos
+    return segment, pos, problem
+
+
+def _take(commands: list[Command], max_count: int, max_bytes: int) -> list[Command]:
+    """The first of ``commands`` within ``max_count`` and the byte budget (see read)."""
+    total = 0
+    for i, command in enumerate(commands[:max_count]):
+        total += len(command.payload)
+        if total >= max_bytes:
+            return commands[: i + 1]
+    return commands[:max_count]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
