@@ -807,6 +807,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     except (ClusterError, TimeoutError, OSError) as exc:
         doc["errors"].append(f"{type(exc).__name__}: {exc}")
         soak.say(f"error: {exc}")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: still write what was measured
+        doc["errors"].append("interrupted")
+        soak.say("interrupted: writing what was measured")
     finally:
         cluster.stop()
         doc["logs"] = log_summary(cluster)
@@ -818,6 +821,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         print(text_summary(doc))
     else:
         print("no summary: " + "; ".join(doc["errors"]))
+    if "interrupted" in doc["errors"]:
+        return 130
     return 1 if doc["errors"] else 0
 
 
