@@ -40,6 +40,7 @@ from broadcast.spec import (
 from broadcast.transport import TransportError
 from broadcast.wal import DEFAULT_SEGMENT_BYTES as DEFAULT_WAL_SEGMENT_BYTES
 from broadcast.wal import WalError
+from paxos.multi.config import ReplicaConfig
 
 log_level_option = click.option(
     "--log-level",
@@ -185,6 +186,14 @@ retain_option = click.option(
     help="... or after this many bytes of delivered payloads, whichever comes first.",
 )
 @click.option(
+    "--compact-keep-slots",
+    type=click.IntRange(0),
+    default=None,
+    help="Slots kept in memory and in the log below each snapshot, so that a follower "
+    "a little behind catches up from the log instead of installing the snapshot "
+    "[default: 256].",
+)
+@click.option(
     "--wal-segment-bytes",
     type=click.IntRange(4096),
     default=DEFAULT_WAL_SEGMENT_BYTES,
@@ -208,6 +217,7 @@ def node_command(
     max_payload_bytes: int | None,
     snapshot_entries: int,
     snapshot_bytes: int,
+    compact_keep_slots: int | None,
     wal_segment_bytes: int,
     retain: tuple[int | None, int | None] | None,
     history_segment_bytes: int,
@@ -230,6 +240,9 @@ def node_command(
             snapshot_entries=snapshot_entries,
             snapshot_bytes=snapshot_bytes,
             wal_segment_bytes=wal_segment_bytes,
+            replica_config=None
+            if compact_keep_slots is None
+            else ReplicaConfig(nodes=cluster.ids, compact_keep_slots=compact_keep_slots),
             retain_entries=retain[0] if retain else None,
             retain_bytes=retain[1] if retain else None,
             history_segment_bytes=history_segment_bytes,

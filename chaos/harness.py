@@ -85,6 +85,9 @@ class ChaosConfig:
     unsafe_no_fsync: bool = False  # nodes run --no-fsync: power loss must then lose data
     compose: bool = False  # during a partition, also kill, pause or power-cut a node
     tempo: float = 1.0  # scales quiet, hold and down times (0.3: faults come 3x as fast)
+    # Small thresholds: nodes snapshot, compact and install snapshots many times per run.
+    snapshot_entries: int = 200
+    wal_segment_bytes: int = 64 * 1024
 
 
 @dataclass
@@ -385,6 +388,10 @@ class ChaosRun:
             str(self.config.tick_ms),
             "--log-level",
             "info",
+            "--snapshot-entries",
+            str(self.config.snapshot_entries),
+            "--wal-segment-bytes",
+            str(self.config.wal_segment_bytes),
         ]
         if self.config.unsafe_no_fsync:
             args.append("--no-fsync")

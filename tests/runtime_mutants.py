@@ -99,6 +99,7 @@ _WRITE_FLOOR = broadcast.wal._write_floor
 _SNAPSHOT_SAVE = broadcast.snapshots.SnapshotStore.save
 _SNAPSHOT_WRITE = broadcast.snapshots.SnapshotStore._write_tmp
 _ON_FRAME = node.Node._on_frame
+_SNAPSHOT_TURN = node.Node._snapshot_turn
 _DELIVER = Replica._deliver
 _SUBSCRIBE = client.Client.subscribe
 _ADMISSION = "if seq != last_seq.get(client, -2) + 1:"
@@ -177,6 +178,22 @@ MUTANTS: dict[str, Mutant] = {
         ],
         "test_snapshots::test_a_saved_snapshot_survives_power_loss",
         r"saved snapshot",
+    ),
+    "compact-before-snapshot-durable": Mutant(
+        "the node compacts its log as soon as it takes a snapshot, before the file is durable",
+        lambda: [
+            (
+                node.Node,
+                "_snapshot_turn",
+                rewrite(
+                    _SNAPSHOT_TURN,
+                    "self._saving = (snapshot, future)",
+                    "self._compact(snapshot)",
+                ),
+            )
+        ],
+        "test_compaction_crashes::test_a_node_killed_before_its_snapshot_is_renamed_recovers",
+        r"timed out .* node 2 to deliver|no snapshot",
     ),
     "no-sender-check": Mutant(
         "the node steps a Paxos message whatever connection it came on (the src check gone)",
