@@ -12,7 +12,7 @@ order, each sender's payloads in the order it sent them; a broadcast that
 returned is committed and is never lost.
 """
 
-from broadcast.client import Client, ClusterUnavailable, Committed
+from broadcast.client import Client, ClusterUnavailable, Committed, StateSnapshot
 from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired, WrongCluster
 from broadcast.node import BroadcastResult, Node, StateMachine
 from broadcast.spec import Cluster, ConfigError, local_cluster, parse_cluster
@@ -32,6 +32,7 @@ __all__ = [
     "PayloadTooLarge",
     "SessionExpired",
     "StateMachine",
+    "StateSnapshot",
     "WrongCluster",
     "local_cluster",
     "parse_cluster",

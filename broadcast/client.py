@@ -29,7 +29,9 @@ import os
 import random
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired, WrongCluster
@@ -40,9 +42,11 @@ from broadcast.protocol import (
     Deliveries,
     Fetch,
     FetchRefused,
+    FetchSnapshot,
     OpenSession,
     SessionEnded,
     SessionOpened,
+    SnapshotPart,
     Status,
     StatusRequest,
     Submit,
@@ -54,12 +58,24 @@ from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, parse_cluster
 from broadcast.transport import ClientTransport
 from paxos.codec import CodecError, decode, encode
 from paxos.multi.sessions import MAX_NAME_LEN
+from paxos.multi.snapshot import read_snapshot
 from paxos.types import Command, Delivery
 
 log = get_logger("broadcast.client")
 
 #: Resends back off from ``retry_s`` up to this.
 _MAX_RETRY_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    """An application state and where it stands: after the first ``index`` deliveries
+    (``slot``: the last slot applied), as read from ``node``."""
+
+    index: int
+    slot: int
+    state: bytes
+    node: int
 
 
 class ClusterUnavailable(TimeoutError):
@@ -459,6 +475,72 @@ class Client:
                 msg = self._decode(sender, frame)
                 if isinstance(msg, Status) and msg.nonce == nonce and sender == node:
                     return msg
+        return None
+
+    def snapshot(
+        self,
+        node: int | None = None,
+        *,
+        timeout: float = 60.0,
+        max_bytes: int = 4 * 1024**3,
+    ) -> StateSnapshot | None:
+        """The latest durable snapshot of ``node`` (or of any node that has one): the
+        application state after the first ``index`` deliveries, as its state machine's
+        ``snapshot()`` returned it. None if no node has a snapshot yet.
+
+        With :meth:`subscribe`, this is how a subscriber that fell below every node's
+        retention (:class:`~broadcast.errors.Compacted`) rebuilds its state: restore
+        ``state``, then follow from ``index + 1``. The snapshot is read in chunks and
+        checked against its checksum; one that changes on the way (the node took a
+        newer one) is read again from the start.
+        """
+        sources = [node] if node is not None else [self._target, *(
+            n for n in self.cluster.ids if n != self._target
+        )]
+        deadline = time.monotonic() + timeout
+        for source in sources:
+            got = self._read_snapshot(source, deadline, max_bytes)
+            if got is not None:
+                return got
+        return None
+
+    def _read_snapshot(self, node: int, deadline: float, max_bytes: int) -> StateSnapshot | None:
+        data = bytearray()
+        meta: tuple[int, int, int, int] | None = None  # slot, index, size, crc
+        while time.monotonic() < deadline:
+            self.transport.send(node, encode(FetchSnapshot(len(data))))
+            part: SnapshotPart | None = None
+            answer_by = min(deadline, time.monotonic() + 5.0)
+            while part is None and time.monotonic() < answer_by:
+                for sender, frame in self.transport.poll(50):
+                    msg = self._decode(sender, frame)
+                    if (
+                        isinstance(msg, SnapshotPart)
+                        and sender == node
+                        and (msg.offset == len(data) or msg.size == 0)
+                    ):
+                        part = msg
+            if part is None:
+                return None  # this node does not answer
+            if part.size == 0:
+                return None  # it has no snapshot yet
+            if part.size > max_bytes:
+                raise ValueError(f"node {node}'s snapshot ({part.size} bytes) exceeds max_bytes")
+            if meta != (part.slot, part.index, part.size, part.crc):
+                if meta is not None or part.offset != 0:
+                    data.clear()  # a newer snapshot replaced it: from the start
+                    meta = None
+                    continue
+                meta = (part.slot, part.index, part.size, part.crc)
+            data += part.data
+            if len(data) >= part.size:
+                blob = bytes(data)
+                if len(blob) != part.size or zlib.crc32(blob) != part.crc:
+                    data.clear()
+                    meta = None
+                    continue  # corrupt on the way: again
+                state = read_snapshot(blob, max_sessions=1, window=1)
+                return StateSnapshot(state.index, state.slot, state.app, node)
         return None
 
     def take_snapshot(self, node: int, timeout: float = 60.0) -> Status | None:

@@ -73,9 +73,11 @@ from broadcast.protocol import (
     Deliveries,
     Fetch,
     FetchRefused,
+    FetchSnapshot,
     OpenSession,
     SessionEnded,
     SessionOpened,
+    SnapshotPart,
     Status,
     StatusRequest,
     Submit,
@@ -829,6 +831,8 @@ class Node:
             self._on_fetch(identity, msg)
         elif isinstance(msg, StatusRequest):
             self._reply(identity, self.status(msg.nonce))
+        elif isinstance(msg, FetchSnapshot):
+            self._on_fetch_snapshot(identity, msg)
         elif isinstance(msg, TakeSnapshot):
             if not self._snapshots_enabled or len(self._snapshot_waiters) >= _MAX_SNAPSHOT_WAITERS:
                 self._reply(identity, self.status(msg.nonce))  # nothing to wait for
@@ -1159,6 +1163,20 @@ class Node:
             segments_deleted=deleted,
         )
         self._answer_snapshot_waiters()
+
+    def _on_fetch_snapshot(self, identity: bytes, msg: FetchSnapshot) -> None:
+        """A part of our latest durable snapshot, for a subscriber that rebuilds its state
+        (bounded: one chunk per request; the client asks for the next)."""
+        snapshot = self.replica.snapshot
+        if snapshot is None:
+            self._reply(identity, SnapshotPart(0, 0, 0, 0, 0, b""))
+            return
+        offset = min(msg.offset, snapshot.size)
+        data = snapshot.blob[offset : offset + self.config.snapshot_chunk_bytes]
+        self._reply(
+            identity,
+            SnapshotPart(snapshot.slot, snapshot.index, snapshot.size, snapshot.crc, offset, data),
+        )
 
     def _answer_snapshot_waiters(self) -> None:
         waiters, self._snapshot_waiters = self._snapshot_waiters, []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from paxos.codec import (
     BALLOT,
     BOOL,
+    BYTES,
     CLIENT_ID,
     INT,
     UINT,
@@ -160,6 +161,28 @@ class FetchRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchSnapshot:
+    """Send me the part of your latest durable snapshot that starts at ``offset``
+    (a subscriber rebuilding its state below the retention: see Client.snapshot)."""
+
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPart:
+    """Bytes ``offset ..`` of the node's latest snapshot: it covers the first ``index``
+    deliveries (``slot``: the last slot applied); ``size`` and ``crc`` describe the whole
+    snapshot. ``size == 0``: the node has none yet."""
+
+    slot: int
+    index: int
+    size: int
+    crc: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StatusRequest:
     """Ask a node how it sees the cluster."""
 
@@ -265,8 +288,19 @@ register(74, SessionOpened, (NONCE, CLIENT_ID, CLUSTER_ID, UINT, UINT))
 register(75, CloseSession, (CLIENT_ID,))
 register(76, SessionEnded, (CLIENT_ID, BOOL, UINT))
 register(77, FetchRefused, (UINT, UINT))
+register(79, FetchSnapshot, (UINT,))
+register(80, SnapshotPart, (UINT, UINT, UINT, UINT, UINT, BYTES))
 
-ClientMessage = Submit | Fetch | StatusRequest | OpenSession | CloseSession | TakeSnapshot
+ClientMessage = (
+    Submit | Fetch | StatusRequest | OpenSession | CloseSession | TakeSnapshot | FetchSnapshot
+)
 NodeReply = (
-    SubmitAck | SubmitRefused | Deliveries | FetchRefused | Status | SessionOpened | SessionEnded
+    SubmitAck
+    | SubmitRefused
+    | Deliveries
+    | FetchRefused
+    | Status
+    | SessionOpened
+    | SessionEnded
+    | SnapshotPart
 )

@@ -72,6 +72,9 @@ def _interrupt(signum: int, frame: object) -> None:
                    "a node.")
 @click.option("--tempo", type=click.FloatRange(0.05, 10), default=1.0, show_default=True,
               help="Scale the time between, and the length of, faults (0.3: 3x as fast).")
+@click.option("--snapshot-entries", type=click.IntRange(1), default=200, show_default=True,
+              help="Nodes snapshot and compact every this many deliveries (small: snapshots, "
+                   "compaction and installs happen many times per run).")
 @click.option("--check", "check_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), default=None,
               help="Do not run anything: check a saved run directory again.")
@@ -93,6 +96,7 @@ def chaos_command(
     unsafe_no_fsync: bool,
     compose: bool,
     tempo: float,
+    snapshot_entries: int,
     check_dir: Path | None,
     as_json: bool,
     log_level: str,
@@ -120,6 +124,7 @@ def chaos_command(
         unsafe_no_fsync=unsafe_no_fsync,
         compose=compose,
         tempo=tempo,
+        snapshot_entries=snapshot_entries,
     )
     try:
         run = ChaosRun(config)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from broadcast.client import Client
+from broadcast.errors import Compacted
 from broadcast.logs import get_logger
 from broadcast.protocol import Status
 from broadcast.spec import Cluster
@@ -207,6 +208,7 @@ class Follower(threading.Thread):
         self.kv: dict[str, str | None] = {}
         self.applied = 0
         self.errors = 0
+        self.skipped = 0
 
     def read(self, key: str) -> tuple[str | None, int]:
         """A stale local read: the key's value in this node's state, and the prefix it reflects."""
@@ -222,6 +224,12 @@ class Follower(threading.Thread):
                         self._take(delivery.index, delivery.command)
                         if self.stop.is_set():
                             break
+                except Compacted as exc:
+                    # The node came back by installing a peer's snapshot: its history starts
+                    # there. Follow on from it (the other sources cover the indexes skipped).
+                    with self.lock:
+                        self.applied = max(self.applied, exc.earliest - 1)
+                        self.skipped += 1
                 except Exception as exc:  # keep following; the checkers judge what we saw
                     self.errors += 1
                     log.warning("chaos.follower_error", node=self.node, error=repr(exc)[:200])
@@ -698,11 +706,17 @@ class ChaosRun:
         if caught_up is None:
             self.notes.append("some followers did not reach the final index")
         for node in self.cluster.ids:
-            self.final[node] = self._read_log(node, target)
-            if len(self.final[node]) < target:
+            final = self.final[node] = self._read_log(node, target)
+            # A node that installed a snapshot serves its history from there on; what it
+            # serves must reach the end without a hole.
+            first = min(final, default=1)
+            if len(final) < target - first + 1 or max(final, default=0) < target:
                 self.recovery.violate(
-                    f"node {node} served {len(self.final[node])} of its {target} deliveries"
+                    f"node {node} served {len(final)} of its {target - first + 1} "
+                    f"deliveries from index {first}"
                 )
+            if first > 1:
+                self.notes.append(f"node {node} retains its history from index {first}")
         self.recovery.checked = target
         self.recovery.notes = (
             f"all {len(self.cluster.ids)} nodes delivered {target} commands; "
@@ -711,8 +725,15 @@ class ChaosRun:
 
     def _read_log(self, node: int, length: int) -> dict[int, Command]:
         out: dict[int, Command] = {}
+        start = 1
         with Client(self.cluster) as client:
-            for delivery in client.subscribe(1, node=node, idle_timeout=10.0):
+            try:
+                next(client.subscribe(1, node=node, idle_timeout=10.0))
+            except Compacted as exc:
+                start = exc.earliest
+            except StopIteration:
+                pass
+            for delivery in client.subscribe(start, node=node, idle_timeout=10.0):
                 out[delivery.index] = delivery.command
                 if delivery.index >= length:
                     break
@@ -779,6 +800,7 @@ class ChaosRun:
                 "unsafe_no_fsync": cfg.unsafe_no_fsync,
                 "compose": cfg.compose,
                 "tempo": cfg.tempo,
+                "snapshot_entries": cfg.snapshot_entries,
             },
             network=self.network.kind,
             run_dir=str(self.run_dir),

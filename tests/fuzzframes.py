@@ -68,14 +68,17 @@ from broadcast.protocol import (
     Deliveries,
     Fetch,
     FetchRefused,
+    FetchSnapshot,
     OpenSession,
     SessionEnded,
     SessionOpened,
+    SnapshotPart,
     Status,
     StatusRequest,
     Submit,
     SubmitAck,
     SubmitRefused,
+    TakeSnapshot,
 )
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES
 from broadcast.transport import TransportConfig, unpack_envelope
@@ -293,6 +296,9 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         Fetch(1, 4096, 500),
         Deliveries(1, value, 3),
         FetchRefused(1, 5),
+        FetchSnapshot(0),
+        SnapshotPart(9, 8, 4, 0, 0, b"snap"),
+        TakeSnapshot(3),
         StatusRequest(7),
         Status(7, 1, "leader", b, 1, 1, 1, True, True, cluster_id, 3),
     ]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from procs import wait_for
 
-from broadcast import Delivery, Node, local_cluster
+from broadcast import Client, Compacted, Delivery, Node, local_cluster
 from broadcast.local import free_base_port
 from paxos.multi.config import ReplicaConfig
 
@@ -116,3 +116,36 @@ def test_a_node_far_behind_the_floor_comes_back_by_installing_a_snapshot(
     assert back.state_machine.restored_from > 1  # type: ignore[attr-defined]
     assert len(_states(nodes)) == 1
     assert back.status().snapshot_slot > 0  # the installed snapshot is on its disk
+
+
+def test_a_subscriber_below_the_retention_rebuilds_from_a_snapshot_then_follows(
+    tmp_path: Path,
+) -> None:
+    """The retention keeps 50 entries; a subscriber that starts from 1 is told where the
+    history starts (Compacted), takes a node's snapshot instead, restores its state from
+    it and follows from the snapshot's index on: it ends with the nodes' state."""
+    spec = local_cluster(3, free_base_port(3))
+    nodes = [
+        _node(i, spec, tmp_path, retain_entries=50, history_segment_bytes=1024).start()
+        for i in (1, 2, 3)
+    ]
+    try:
+        for k in range(300):
+            nodes[0].broadcast(b"r%05d" % k, timeout=30)
+        with Client(spec) as client:
+            with pytest.raises(Compacted) as refused:
+                next(client.subscribe(1, idle_timeout=5))
+            assert refused.value.earliest > 1
+            snap = wait_for("a snapshot", lambda: client.snapshot(timeout=10))
+            app = Digest()
+            app.restore(snap.state)
+            assert app.count == snap.index > 0
+            for delivery in client.subscribe(snap.index + 1, idle_timeout=5):
+                app.apply(delivery)
+                if delivery.index == 300:
+                    break
+        wait_for("all applied", lambda: all(n.state_machine.count == 300 for n in nodes))  # type: ignore[attr-defined]
+        assert {(app.count, app.crc)} == _states([None, *nodes])
+    finally:
+        for node in nodes:
+            node.stop()
