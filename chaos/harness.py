@@ -226,19 +226,35 @@ class Follower(threading.Thread):
                             break
                 except Compacted as exc:
                     # The node came back by installing a peer's snapshot: its history starts
-                    # there. Follow on from it (the other sources cover the indexes skipped).
-                    with self.lock:
-                        self.applied = max(self.applied, exc.earliest - 1)
-                        self.skipped += 1
+                    # there. The local state must still reflect every index up to where it
+                    # reads (stale reads are judged against that prefix), so the gap is
+                    # read from any node that holds it, then this node is followed again.
+                    self.skipped += 1
+                    try:
+                        self._fill_gap(client, exc.earliest - 1)
+                    except Exception as gap_exc:  # retried on the next round
+                        self.errors += 1
+                        log.warning("chaos.follower_error", node=self.node, error=repr(gap_exc))
+                        self.stop.wait(0.5)
                 except Exception as exc:  # keep following; the checkers judge what we saw
                     self.errors += 1
                     log.warning("chaos.follower_error", node=self.node, error=repr(exc)[:200])
                     self.stop.wait(0.5)
 
-    def _take(self, index: int, command: Command) -> None:
+    def _fill_gap(self, client: Client, last: int) -> None:
+        """Apply indexes up to ``last`` read from any node (not recorded as observed here)."""
+        if self.applied >= last:
+            return
+        for delivery in client.subscribe(self.applied + 1, idle_timeout=5.0):
+            self._take(delivery.index, delivery.command, observed=False)
+            if delivery.index >= last or self.stop.is_set():
+                break
+
+    def _take(self, index: int, command: Command, observed: bool = True) -> None:
         parsed = parse_kv(command.payload)
         with self.lock:
-            self.observed[index] = command
+            if observed:
+                self.observed[index] = command
             if parsed is not None and parsed[0] != "get":
                 self.kv[parsed[1]] = parsed[2]
             self.applied = index

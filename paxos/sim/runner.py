@@ -212,19 +212,19 @@ class _Run:
             commit_record_ticks=int(10 * 50 ** session_rng.random()) if small else 50,
             # Snapshots in parts, and few slots kept past them: installs in every run.
             snapshot_chunk_bytes=snap_rng.choice((64, 256, 1024, 1 << 20)),
-            compact_keep_slots=snap_rng.choice((0, 1, 4, 16)),
+            compact_keep_slots=snap_rng.choice((0, 1, 2, 4)),
         )
         self.snapshot_every = (
             config.snapshot_every
             if config.snapshot_every is not None
-            else snap_rng.choice((2, 4, 8, 16))
+            else snap_rng.choice((2, 3, 4, 8))
         )
         self.segment_records = snap_rng.choice((4, 16, 64))
         # One node is cut off for a while in every run, so that it falls behind the
         # others' floors and comes back by installing a snapshot.
         self.lag_node = snap_rng.choice(node_ids)
         self.lag_at = snap_rng.randint(config.fault_ticks // 10, max(1, config.fault_ticks // 2))
-        self.lag_ticks = snap_rng.randint(100, 400)
+        self.lag_ticks = snap_rng.randint(150, 500)
         if tuple(replica_config.nodes) != node_ids:
             raise ValueError(f"replica_config.nodes must be {node_ids}")
         self.checkers = Checkers(config.checkers() if config.checkers is not None else None)
