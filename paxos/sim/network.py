@@ -266,7 +266,8 @@ class Network:
             self._start_partition(rng.randint(1, max(1, rates.partition_max_ticks)))
         if rates.link_cut_rate and rng.random() < rates.link_cut_rate and len(self.nodes) > 1:
             src, dst = rng.sample(self.nodes, 2)
-            self._cuts[(src, dst)] = now + rng.randint(1, max(1, rates.link_cut_max_ticks))
+            until = now + rng.randint(1, max(1, rates.link_cut_max_ticks))
+            self._cut((src, dst), until)
             self._log(f"link {src}->{dst} cut until {self._cuts[(src, dst)]}")
 
     def _start_burst(self, duration: int) -> None:
@@ -297,6 +298,11 @@ class Network:
             names = ",".join(sorted(t.__name__ for t in types))
             self._log(f"drops {names} on {sorted(chosen)} until {self._burst_until}")
 
+    def _cut(self, link: tuple[Address, Address], until: int) -> None:
+        """Cut ``link`` until ``until`` (never shortening a longer cut already there: an
+        isolated node stays isolated whatever other faults come and go)."""
+        self._cuts[link] = max(until, self._cuts.get(link, 0))
+
     def isolate(self, node: int, duration: int) -> None:
         """Cut every link between ``node`` and the other nodes, both ways, for
         ``duration`` ticks: it falls behind while the others go on (and compact)."""
@@ -304,7 +310,7 @@ class Network:
         for other in self.nodes:
             if other != node:
                 for link in ((node, other), (other, node)):
-                    self._cuts[link] = max(self._cuts.get(link, 0), until)
+                    self._cut(link, until)
         self._log(f"node {node} isolated until {until}")
 
     def stale_leader(self, victim: int, duration: int) -> None:
@@ -321,8 +327,8 @@ class Network:
         until = self.now + duration
         for other in others:
             if other != keep:
-                self._cuts[(victim, other)] = until
-                self._cuts[(other, victim)] = until
+                self._cut((victim, other), until)
+                self._cut((other, victim), until)
         if keep is not None:
             self._burst_types = frozenset((wire.Prepare, wire.Accept))
             self._burst_links = frozenset((o, keep) for o in others if o != keep)
@@ -345,9 +351,9 @@ class Network:
             if other in keep:
                 continue
             if both_ways or rng.random() < 0.5:
-                self._cuts[(victim, other)] = until
+                self._cut((victim, other), until)
             if both_ways or (victim, other) not in self._cuts:
-                self._cuts[(other, victim)] = until
+                self._cut((other, victim), until)
         self._log(f"partial partition: node {victim} keeps only {sorted(keep)} until {until}")
         if keep and not self._burst_types and rng.random() < 0.5:
             # The minority the victim keeps hears the rest only partly: their Prepares

@@ -127,6 +127,10 @@ class NodeDriver:
         self.snapshots_taken = 0
         self.installs = 0
         self._installing = 0
+        #: Crashes that struck during snapshot-then-compact, and while saving an install.
+        self.snapshot_crashes = 0
+        self.install_crashes = 0
+        self._stage = ""
         self.app = SimApp()
         self.replica: ReplicaLike | None = None
         self.incarnation = 0
@@ -193,6 +197,11 @@ class NodeDriver:
         self.crash_countdown = 0
         self._installing = 0
         self.crashes += 1
+        if self._stage == "snapshot":
+            self.snapshot_crashes += 1
+        elif self._stage == "install":
+            self.install_crashes += 1
+        self._stage = ""
         self._log(f"crash ({lost} unsynced records lost)")
 
     def arm_crash(self, points: int) -> None:
@@ -312,12 +321,14 @@ class NodeDriver:
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Storage: a snapshot installed from a peer, written atomically."""
         self._vowing = True
+        self._stage = "install"
         self.disk.write_snapshot(snapshot)
         self.crash_point()
         self.disk.rename_snapshot()
         if self._installing <= snapshot.slot:
             self._installing = 0  # (a later install may be taken already, not saved yet)
         self.crash_point()
+        self._stage = ""
 
     # ------------------------------------------------------------------ snapshots
 
@@ -330,6 +341,7 @@ class NodeDriver:
         if replica.commit - (durable.slot if durable is not None else 0) < self.snapshot_every:
             return
         self._vowing = True
+        self._stage = "snapshot"
         snapshot = replica.take_snapshot(self.app.snapshot())
         self.disk.write_snapshot(snapshot)
         self.crash_point()
@@ -348,6 +360,7 @@ class NodeDriver:
                 self.disk.delete_segment(number)
                 self.crash_point()
             self._log(f"log compacted below segment {keep} (floor slot {replica.floor})")
+        self._stage = ""
 
     def keep_from(self, tops: Sequence[tuple[int, int]], floor: int, current: int) -> int:
         """The compaction rule that ships (tests plant bugs by overriding it)."""

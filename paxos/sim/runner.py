@@ -123,6 +123,9 @@ class SimResult:
     #: Snapshots taken and installed (from a peer), over all nodes.
     snapshots: int = 0
     installs: int = 0
+    #: Crashes that struck in the middle of snapshot-then-compact, or of saving an install.
+    snapshot_crashes: int = 0
+    install_crashes: int = 0
     trace: list[str] = field(default_factory=list)
 
     @property
@@ -351,6 +354,8 @@ class _Run:
         result.crashes = sum(d.crashes for d in self.drivers)
         result.snapshots = sum(d.snapshots_taken for d in self.drivers)
         result.installs = sum(d.installs for d in self.drivers)
+        result.snapshot_crashes = sum(d.snapshot_crashes for d in self.drivers)
+        result.install_crashes = sum(d.install_crashes for d in self.drivers)
         result.messages = network.sent
         self._log(now, f"end: {result.delivered} delivered, {result.acked}/{result.issued} acked")
         if self.trace is not None:
