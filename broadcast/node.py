@@ -1145,6 +1145,7 @@ class Node:
     def _compact(self, snapshot: Snapshot) -> None:
         """``snapshot`` is durable: compact the replica, then the log (the order and the
         rule are in paxos/multi/compaction.py)."""
+        started = time.monotonic()
         self._take(self.replica.compacted(snapshot))
         self._flush()  # the re-recorded promise and chosen prefix: synced before deleting
         replica = self.replica
@@ -1161,6 +1162,7 @@ class Node:
             bytes=snapshot.size,
             floor=replica.floor,
             segments_deleted=deleted,
+            compact_ms=round((time.monotonic() - started) * 1000, 1),
         )
         self._answer_snapshot_waiters()
 
