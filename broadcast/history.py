@@ -24,9 +24,44 @@ holds and fills in what it lost. :meth:`History.sync` makes everything
 appended durable; the node calls it before it writes a snapshot, so that what
 it will not deliver again is on disk.
 
-Recovery (at construction) keeps the longest valid, contiguous prefix: the
-first bad header, bad or torn record, or index discontinuity ends it; the
-segment holding it is truncated there and every later segment is deleted.
+Opening costs about the same whatever the history holds: only the last
+segment is read record by record.
+
+* **At open**, the last segment -- the one appended to, the only one that can
+  hold unsynced data -- is scanned in full: every record's CRC, decoding and
+  index. An earlier segment gets cheap checks only: its header (magic,
+  version, the first index its name gives), and its last record, found
+  backwards from the end of the file, must pass its CRC, end exactly there and
+  hold the index just below the next segment's first. Its entry count comes
+  from the names (``next first - first``); no record in between is read. A
+  segment that fails a cheap check is scanned in full, as if it were the last.
+  Recovery keeps the longest valid, contiguous prefix: the first bad header,
+  bad or torn record, or index discontinuity ends it; the segment holding it is
+  truncated there and every later segment is deleted.
+* **At first read** of an earlier segment (or when :meth:`History.trim` needs
+  its payload bytes, see below), it is scanned once, every record checked, to
+  build its sparse index. Damage found then is *not* repaired: nothing rewrites
+  a segment behind the head (the node delivers again only from its snapshot),
+  so the range from the damaged record to the segment's end stays unreadable
+  and :meth:`History.read` raises :class:`HistoryError` for it -- for every
+  read that reaches it, until retention deletes the segment. Entries before it
+  in the segment still read.
+
+Why that is acceptable: the history is not consensus state (the log and the
+snapshots are), only what subscribers are served. A damaged old segment costs
+reads of that range (the node answers them with nothing and the subscriber
+tries another node, see ``Node._reply_fetch``) instead of being found, and cut
+away, at start. And with ``fsync=True`` a crash cannot damage an earlier
+segment: each is synced before the next one is created. Only the media or
+outside hands can; with ``fsync=False`` a power loss too, which the tail check
+catches when it cost the segment its end, and only the first read when it cost
+a page in the middle.
+
+Retention by payload bytes needs each segment's payload total, which only a
+scan gives: until a segment opened lazily is scanned its payload counts as 0,
+so :meth:`History.trim` keeps more than the retention, never less; when that
+stops it from deleting, it scans one such segment per call (newest first, never
+at open) until it can decide. Retention by entries needs no scan.
 
 Memory does not grow with the history: the node keeps a cache of the most
 recent entries bounded in bytes (followers of the head never touch the disk),
@@ -84,6 +119,8 @@ _LENGTH: Final = struct.Struct("<I")
 HEADER_SIZE: Final = _HEADER.size
 _FRAME_SIZE: Final = _FRAME.size
 _MAX_RECORD_BYTES: Final = 0xFFFF_FFFF
+#: The open-time check of an earlier segment first reads this much of its end.
+_PROBE_BYTES: Final = 64 * 1024
 #: What one cached entry costs besides its payload and client key (tuple, ints, list slot).
 _CACHE_ENTRY_OVERHEAD: Final = 120
 
@@ -111,6 +148,12 @@ class _Segment:
     payload_bytes: int = 0
     #: offsets[k]: file offset of the entry at index first + k * INDEX_EVERY.
     offsets: array[int] = field(default_factory=lambda: array("q"))
+    #: False: opened lazily; offsets empty and payload_bytes 0 until the first scan.
+    scanned: bool = True
+    #: What that scan found wrong (offsets then cover only the valid prefix).
+    damage: str | None = None
+    #: A scan for trim failed with an I/O error: trim does not try it again.
+    unreadable: bool = False
 
     @property
     def last(self) -> int:
@@ -184,7 +227,8 @@ class History:
         self._fd: int | None = None  # the last segment's, for appending
         self._last = 0
         self._entries = 0  # entries held, over all segments
-        self._payload_bytes = 0  # their payload bytes
+        self._payload_bytes = 0  # their payload bytes (unscanned segments count 0)
+        self._records_scanned = 0
         self._dirty = False  # appended since the last sync
         self._closed = False
         self._failure: OSError | None = None
@@ -207,7 +251,9 @@ class History:
                 raise HistoryError(f"{self.directory}: already opened by another History") from None
             self._recover()
             self._cache_first = self._last + 1
-            self.trim()
+            with self._lock:
+                # No scan at open: its cost must not grow with the history.
+                self._trim(scans=0)
         except BaseException:
             self._close_files()
             raise
@@ -243,6 +289,13 @@ class History:
     @property
     def cached_entries(self) -> int:
         return len(self._cache) - self._cache_head
+
+    @property
+    def records_scanned(self) -> int:
+        """Records read back and checked by scans since this History was opened: the
+        open-time scans and tail checks, and the one-time scans of segments opened
+        lazily (serving a read from the sparse index is not counted)."""
+        return self._records_scanned
 
     def index_slots(self) -> int:
         """Sparse-index offsets held in memory, over all segments."""
@@ -333,41 +386,65 @@ class History:
     def trim(self) -> int:
         """Delete the oldest whole segments the retention does not need; how many went.
 
-        Cheap when there is nothing to delete (a few comparisons).
+        Cheap when there is nothing to delete (a few comparisons). With a
+        ``retain_bytes`` retention, scans at most one segment opened lazily whose
+        payload bytes it needs (see the module docstring).
         """
         with self._lock:
-            if self._closed:
-                return 0
-            segments = self._segments
-            removed = 0
-            while len(segments) > 1:  # the segment being appended to is never deleted
-                oldest = segments[0]
-                # Subscribers are promised the retention: a segment goes only if what
-                # remains after it still holds retain_entries entries AND retain_bytes.
-                if (
-                    self._entries - oldest.count < self.retain_entries
-                    or self._payload_bytes - oldest.payload_bytes < self.retain_bytes
-                ):
-                    break
-                try:
-                    self._delete(oldest)
-                except OSError as exc:
-                    # Keeping more than the retention is harmless: try again next time.
-                    _log.warning("history.trim_failed", path=oldest.path, error=str(exc))
-                    break
-                segments.pop(0)
-                self._entries -= oldest.count
-                self._payload_bytes -= oldest.payload_bytes
-                removed += 1
-            if removed:
-                self._cache_evict_below(self.first_index)
-                _log.debug(
-                    "history.trimmed",
-                    directory=self.directory,
-                    segments=removed,
-                    first_index=self.first_index,
-                )
-            return removed
+            return self._trim(scans=1)
+
+    def _trim(self, scans: int) -> int:
+        if self._closed:
+            return 0
+        segments = self._segments
+        removed = 0
+        while len(segments) > 1:  # the segment being appended to is never deleted
+            oldest = segments[0]
+            # Subscribers are promised the retention: a segment goes only if what
+            # remains after it still holds retain_entries entries AND retain_bytes.
+            if self._entries - oldest.count < self.retain_entries:
+                break
+            # _payload_bytes counts unscanned segments as 0: a lower bound, so this
+            # keeps more than retain_bytes, never less.
+            if self._payload_bytes - oldest.payload_bytes < self.retain_bytes:
+                if scans > 0 and self._scan_for_trim():
+                    scans -= 1
+                    continue
+                break
+            try:
+                self._delete(oldest)
+            except OSError as exc:
+                # Keeping more than the retention is harmless: try again next time.
+                _log.warning("history.trim_failed", path=oldest.path, error=str(exc))
+                break
+            segments.pop(0)
+            self._entries -= oldest.count
+            self._payload_bytes -= oldest.payload_bytes
+            removed += 1
+        if removed:
+            self._cache_evict_below(self.first_index)
+            _log.debug(
+                "history.trimmed",
+                directory=self.directory,
+                segments=removed,
+                first_index=self.first_index,
+            )
+        return removed
+
+    def _scan_for_trim(self) -> bool:
+        """Scan the newest unscanned segment after the oldest (the newest are what a
+        byte retention keeps, so the oldest need never be scanned); False if none."""
+        for segment in reversed(self._segments[1:]):
+            if segment.scanned or segment.unreadable:
+                continue
+            try:
+                self._build_index(segment)
+            except OSError as exc:
+                # Keeping more than the retention is harmless; reads still try it.
+                segment.unreadable = True
+                _log.warning("history.scan_failed", path=segment.path, error=str(exc))
+            return True
+        return False
 
     def close(self) -> None:
         """Close the files and release the directory (does not sync). Idempotent.
@@ -412,7 +489,18 @@ class History:
         index = from_index
         while k < len(segments) and index <= self._last:
             segment = segments[k]
+            if not segment.scanned:
+                try:
+                    self._build_index(segment)
+                except OSError as exc:
+                    raise HistoryError(f"{segment.path}: cannot read: {exc}") from exc
             slot = (index - segment.first) // INDEX_EVERY
+            if slot >= len(segment.offsets):
+                # Only a damaged segment lacks the slot: its valid prefix ends before it.
+                # Raise, never guess: a subscriber must not be sent a wrong entry.
+                raise HistoryError(
+                    f"{segment.path}: damaged before index {index}: {segment.damage}"
+                )
             at = segment.first + slot * INDEX_EVERY
             try:
                 with open(segment.path, "rb") as file:
@@ -434,6 +522,30 @@ class History:
             index = at
             k += 1
         return out
+
+    def _build_index(self, segment: _Segment) -> None:
+        """Scan a segment opened lazily, once, checking every record: its sparse index
+        and payload bytes. Damage is remembered, not raised: reads of the valid prefix
+        still work, reads reaching the damage raise HistoryError (see _read_disk).
+        OSError: nothing changed, a later read tries again."""
+        scanned, _, problem = _scan(segment.path, segment.first, limit=segment.count)
+        self._records_scanned += scanned.count if scanned is not None else 0
+        if scanned is None:
+            scanned = _Segment(segment.first, segment.path)
+        elif problem is None and scanned.count < segment.count:
+            problem = f"ends after {scanned.count} of its {segment.count} entries"
+        segment.offsets = scanned.offsets
+        segment.payload_bytes = scanned.payload_bytes
+        self._payload_bytes += scanned.payload_bytes
+        segment.damage = problem
+        segment.scanned = True
+        if problem is not None:
+            _log.error(
+                "history segment damaged",
+                path=segment.path,
+                readable=[segment.first, segment.first + scanned.count - 1],
+                reason=problem,
+            )
 
     @staticmethod
     def _read_record(file: BinaryIO, path: str) -> tuple[int, Command]:
@@ -584,15 +696,27 @@ class History:
         for number, (first, name) in enumerate(found):
             path = os.path.join(self.directory, name)
             problem: str | None = None
+            segment: _Segment | None = None
             if kept and first != kept[-1].last + 1:
                 problem = f"starts at index {first}, not {kept[-1].last + 1}"
-                segment = None
             else:
-                segment, end, problem = _scan(path, first)
+                if number + 1 < len(found):
+                    # An earlier segment: cheap checks only, so that opening does not
+                    # cost more with a bigger history (reads check the rest later).
+                    segment = _probe(path, first, found[number + 1][0] - 1)
+                    self._records_scanned += int(segment is not None)
                 if segment is not None:
                     kept.append(segment)
-                    if problem is not None:
-                        self._cut(path, end, problem)
+                else:
+                    # The last segment is scanned in full: it alone can hold unsynced
+                    # data, torn or holed by a crash, and is appended to, so damage in
+                    # it is cut away here and the node delivers that range again.
+                    # So is an earlier one that failed a cheap check.
+                    segment, end, problem = self._scan_at_open(path, first)
+                    if segment is not None:
+                        kept.append(segment)
+                        if problem is not None:
+                            self._cut(path, end, problem)
             if problem is not None:
                 # Keep the valid prefix; what follows a break is not contiguous with it.
                 later = found[number if segment is None else number + 1 :]
@@ -614,6 +738,15 @@ class History:
         if kept:
             self._last = kept[-1].last
             self._fd = os.open(kept[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            # What the last process wrote may be in the page cache only: _roll syncs it
+            # before the next segment exists, so no earlier segment can be torn by a
+            # crash (why open checks them only cheaply).
+            self._dirty = True
+
+    def _scan_at_open(self, path: str, first: int) -> tuple[_Segment | None, int, str | None]:
+        segment, end, problem = _scan(path, first)
+        self._records_scanned += segment.count if segment is not None else 0
+        return segment, end, problem
 
     def _cut(self, path: str, end: int, problem: str) -> None:
         with open(path, "r+b") as file:
@@ -630,8 +763,60 @@ class History:
         )
 
 
-def _scan(path: str, first: int) -> tuple[_Segment | None, int, str | None]:
-    """Read one segment: (its valid part, the offset where it ends, why it ends early)."""
+def _probe(path: str, first: int, last: int) -> _Segment | None:
+    """The cheap checks of an earlier segment holding ``first`` to ``last``: its header,
+    and a last record that ends the file, passes its CRC and holds index ``last``.
+    The segment (unscanned) if they pass, None if not (the caller scans it)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        header = file.read(HEADER_SIZE)
+        if len(header) < HEADER_SIZE:
+            return None
+        magic, version, _, stored_first = _HEADER.unpack(header)
+        if magic != MAGIC or version != FORMAT_VERSION or stored_first != first:
+            return None
+        # A segment is created only for a batch of entries: one without a record (a
+        # torn creation) or whose end is not the entry its successor's name implies
+        # (torn tail, a segment missing after it) is scanned, and the prefix cut there.
+        body = size - HEADER_SIZE  # bytes of records
+        # The records' framing runs forwards only; backwards, look for the last one's
+        # msgpack start (array of 4, then the index), right after a frame whose length
+        # reaches exactly the end of the file. The window grows for a big last record.
+        marker = b"\x94" + msgpack.packb(last)
+        window = min(body, _PROBE_BYTES)
+        while window > 0:
+            file.seek(size - window)
+            tail = file.read(window)
+            if len(tail) < window:
+                return None
+            end = len(tail)
+            while (at := tail.rfind(marker, _FRAME_SIZE, end)) >= 0:
+                end = at + len(marker) - 1
+                length, stored = _FRAME.unpack_from(tail, at - _FRAME_SIZE)
+                if length != len(tail) - at:
+                    continue
+                record = memoryview(tail)[at:]
+                if zlib.crc32(record, zlib.crc32(tail[at - _FRAME_SIZE : at - 4])) != stored:
+                    continue
+                try:
+                    index, _ = _decode(record)
+                except ValueError:
+                    continue
+                if index == last:  # the count the names give is the count it holds
+                    return _Segment(
+                        first, path, count=last - first + 1, size=size, scanned=False
+                    )
+            if window == body:
+                break
+            window = min(body, window * 8)
+    return None
+
+
+def _scan(
+    path: str, first: int, limit: int | None = None
+) -> tuple[_Segment | None, int, str | None]:
+    """Read one segment: (its valid part, the offset where it ends, why it ends early).
+    ``limit``: stop after that many entries (a lazy segment's count, from the names)."""
     with open(path, "rb") as file:
         data = file.read()
     if len(data) < HEADER_SIZE:
@@ -644,7 +829,7 @@ def _scan(path: str, first: int) -> tuple[_Segment | None, int, str | None]:
     pos = HEADER_SIZE
     end = len(data)
     problem: str | None = None
-    while pos < end:
+    while pos < end and (limit is None or segment.count < limit):
         if end - pos < _FRAME_SIZE:
             problem = "incomplete record frame"
             break

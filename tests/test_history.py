@@ -1,4 +1,5 @@
-"""The node's history of delivered commands: appends, reads, retention, recovery, memory."""
+"""The node's history of delivered commands: appends, reads, retention, recovery (the last
+segment scanned at open, earlier ones lazily at first read), memory."""
 
 from __future__ import annotations
 
@@ -358,6 +359,231 @@ def test_an_unreadable_header_or_a_missing_segment_ends_the_prefix(tmp_path: Pat
     assert (fourth.first_index, fourth.last_index) == (1, 0)
     assert files(tmp_path / "h") == []
     fourth.close()
+
+
+# ---------------------------------------------------------------------- opening lazily
+
+
+def record_offsets(path: Path) -> list[int]:
+    """The file offset of each record of a segment (walking the length fields)."""
+    data = path.read_bytes()
+    offsets, pos = [], HEADER_SIZE
+    while pos + 8 <= len(data):
+        offsets.append(pos)
+        pos += 8 + int.from_bytes(data[pos : pos + 4], "little")
+    return offsets
+
+
+def build(path: Path, entries: int, segment_bytes: int = 2000, size: int = 10) -> list[str]:
+    """A closed history of ``entries`` entries in batches of 10; its segment files."""
+    h = open_history(path, segment_bytes=segment_bytes)
+    for first in range(1, entries + 1, 10):
+        h.append(first, cmds(first, min(entries, first + 9), size))
+    h.close()
+    return files(path)
+
+
+def check_open_cost(history: History) -> None:
+    """What opening parsed: every record of the last segment, and of each earlier one
+    only its last record (the tail check) -- not the entries it holds."""
+    segments = history._segments
+    if not segments:
+        assert history.records_scanned == 0
+        return
+    last_segment = history.last_index - segments[-1].first + 1
+    assert history.records_scanned == last_segment + len(segments) - 1
+    assert history.index_slots() == len(segments[-1].offsets)
+
+
+def test_opening_parses_the_last_segment_only(tmp_path: Path) -> None:
+    """Ten times the segments, the same records parsed at open (plus one per segment):
+    counted, not timed."""
+    parsed = {}
+    biggest = 0  # entries in the fullest segment
+    for entries in (205, 2005):
+        path = tmp_path / f"h{entries}"
+        names = build(path, entries)
+        h = open_history(path, segment_bytes=2000)
+        assert (h.first_index, h.last_index, h.segments) == (1, entries, len(names))
+        check_open_cost(h)
+        parsed[h.segments] = h.records_scanned
+        biggest = max(biggest, *(s.count for s in h._segments))
+        h.close()
+    (few, few_parsed), (many, many_parsed) = sorted(parsed.items())
+    assert many >= 10 * few
+    # 1800 more entries, but only one more record per extra segment (the last
+    # segments differ, by at most one segment's worth).
+    assert many_parsed - few_parsed <= (many - few) + biggest < 1800 // 4
+
+
+class _EagerOpen(History):
+    """A planted bug (the old open): every segment is scanned at construction."""
+
+    def __init__(self, directory: Path, **kwargs: int) -> None:
+        super().__init__(directory, fsync=False, **kwargs)  # type: ignore[arg-type]
+        for segment in self._segments:
+            if not segment.scanned:
+                self._build_index(segment)
+
+
+def test_the_open_cost_check_catches_an_open_that_scans_everything(tmp_path: Path) -> None:
+    """check_open_cost (used above) is not vacuous."""
+    build(tmp_path / "h", 505)
+    h = _EagerOpen(tmp_path / "h", segment_bytes=2000)
+    with pytest.raises(AssertionError):
+        check_open_cost(h)
+    h.close()
+
+
+def test_reads_build_each_segment_index_once_on_first_use(tmp_path: Path) -> None:
+    names = build(tmp_path / "h", 3000, segment_bytes=20_000, size=5)
+    h = open_history(tmp_path / "h", segment_bytes=20_000, cache_bytes=0)
+    assert h.segments == len(names) > 3
+    at_open = h.records_scanned
+    # One read in the middle of the second segment scans that segment, no other.
+    second = h._segments[1]
+    middle = second.first + second.count // 2
+    assert h.read(middle, 3, 1 << 30) == cmds(middle, middle + 2, 5)
+    assert h.records_scanned == at_open + second.count
+    assert [s.scanned for s in h._segments] == [False, True] + [False] * (h.segments - 3) + [True]
+    assert h.read(second.first, 2, 1 << 30) == cmds(second.first, second.first + 1, 5)
+    assert h.records_scanned == at_open + second.count  # built once
+    # Reads anywhere, across every boundary, give the entries appended.
+    assert h.read(1, 10_000, 1 << 30) == cmds(1, 3000, 5)
+    for start in (1, 2, INDEX_EVERY, INDEX_EVERY + 1, 777, 1500, 2999, 3000,
+                  *(s.first - 1 for s in h._segments[1:]), *(s.first for s in h._segments)):
+        assert h.read(start, 600, 1 << 30) == cmds(start, min(3000, start + 599), 5)
+    assert h.records_scanned == at_open + sum(s.count for s in h._segments[:-1])
+    # The index is as small as one built at open used to be.
+    assert h.index_slots() <= 3000 // INDEX_EVERY + h.segments
+    # Appending goes on after the last entry, and everything reopens.
+    h.append(3001, cmds(3001, 3100, 5))
+    h.close()
+    again = open_history(tmp_path / "h", segment_bytes=20_000, cache_bytes=0)
+    assert again.read(1, 10_000, 1 << 30) == cmds(1, 3100, 5)
+    again.close()
+
+
+@pytest.mark.parametrize("bad", [1, 6])
+@pytest.mark.parametrize("damage", ["crc", "hole"])
+def test_damage_in_an_earlier_segment_is_found_at_read(
+    tmp_path: Path, damage: str, bad: int
+) -> None:
+    """Open does not read the middle of an earlier segment: damage there is found by the
+    first read that needs the segment, which raises HistoryError (the node answers that
+    fetch with nothing) -- for every read that reaches the damage. The rest still reads."""
+    names = build(tmp_path / "h", 100, segment_bytes=600)
+    first_segment = tmp_path / "h" / names[0]
+    in_it = len(record_offsets(first_segment))
+    at = record_offsets(first_segment)[bad - 1]  # the record of index `bad`
+    with first_segment.open("r+b") as f:
+        if damage == "crc":
+            f.seek(at + 8 + 5)
+            byte = f.read(1)
+            f.seek(at + 8 + 5)
+            f.write(bytes([byte[0] ^ 0x01]))
+        else:
+            f.seek(at)
+            f.write(b"\0" * 40)  # a lost write: zeros over the record and beyond
+    h = open_history(tmp_path / "h", segment_bytes=600)
+    assert (h.first_index, h.last_index) == (1, 100)  # not found at open
+    assert files(tmp_path / "h") == names
+    check_open_cost(h)
+    assert h.read(1, bad - 1, 1 << 20) == cmds(1, bad - 1)  # before the damage: fine
+    for start in (1, bad, bad + 1, in_it):
+        with pytest.raises(HistoryError, match=names[0]):
+            h.read(start, 100, 1 << 20)
+    assert h.read(in_it + 1, 200, 1 << 20) == cmds(in_it + 1, 100)  # later segments
+    h.append(101, cmds(101, 110))
+    assert h.read(95, 100, 1 << 20) == cmds(95, 110)
+    with pytest.raises(HistoryError):  # still, it is not repaired
+        h.read(bad, 1, 1 << 20)
+    h.close()
+
+
+def test_a_hole_in_the_last_segment_is_cut_at_open(tmp_path: Path) -> None:
+    """The last segment can hold unsynced data, lost in any page, not only at the end:
+    it is checked record by record at open and cut at the first bad one."""
+    names = build(tmp_path / "h", 100, segment_bytes=600)
+    last = tmp_path / "h" / names[-1]
+    first_in_last = int(names[-1][5:25])
+    offsets = record_offsets(last)
+    assert len(offsets) > 4
+    with last.open("r+b") as f:
+        f.seek(offsets[2])
+        f.write(b"\0" * 30)  # a hole; the records after it are intact
+    h = open_history(tmp_path / "h", segment_bytes=600)
+    assert (h.first_index, h.last_index) == (1, first_in_last + 1)
+    h.append(1, cmds(1, 100))  # the node delivers the rest again
+    assert h.read(1, 200, 1 << 20) == cmds(1, 100)
+    h.close()
+
+
+def test_a_missing_middle_segment_ends_the_prefix_at_open(tmp_path: Path) -> None:
+    """The names say the segment before the gap holds more than it does: its tail check
+    fails, it is scanned, and the history ends where it does, as before."""
+    names = build(tmp_path / "h", 100, segment_bytes=600)
+    assert len(names) >= 4
+    (tmp_path / "h" / names[2]).unlink()
+    h = open_history(tmp_path / "h", segment_bytes=600)
+    assert (h.first_index, h.last_index) == (1, int(names[2][5:25]) - 1)
+    assert files(tmp_path / "h") == names[:2]
+    assert h.read(1, 200, 1 << 20) == cmds(1, h.last_index)
+    h.close()
+
+
+def test_a_big_last_record_passes_the_tail_check(tmp_path: Path) -> None:
+    """The tail check reads backwards as far as the last record needs (here 300 KiB)."""
+    h = open_history(tmp_path / "h", segment_bytes=100_000)
+    h.append(1, cmds(1, 3))
+    h.append(4, [cmd(4, 300 * 1024)])  # alone in a segment: bigger than segment_bytes
+    h.append(5, cmds(5, 6))
+    h.close()
+    assert files(tmp_path / "h") == [segment_name(1), segment_name(4), segment_name(5)]
+    again = open_history(tmp_path / "h", segment_bytes=100_000)
+    assert (again.first_index, again.last_index) == (1, 6)
+    assert not again._segments[1].scanned
+    check_open_cost(again)
+    assert again.read(1, 10, 1 << 30) == [*cmds(1, 3), cmd(4, 300 * 1024), *cmds(5, 6)]
+    again.close()
+
+
+def test_a_byte_retention_after_reopen_trims_without_scanning_at_open(tmp_path: Path) -> None:
+    """Unscanned segments count 0 payload bytes: open deletes nothing it cannot prove
+    spare, trim() then scans the newest of them (one per call) until it can decide, the
+    oldest are deleted unscanned, and restarting often does not make the disk grow."""
+    kwargs = {"segment_bytes": 2000, "retain_entries": 0, "retain_bytes": 3000}
+    appended = 0
+    for round_ in range(60):
+        h = open_history(tmp_path / "h", **kwargs)
+        check_open_cost(h)
+        # Less than the retention between restarts: what is new never proves alone that
+        # the old segments are spare, so they go only if trim scans some.
+        first = h.last_index + 1
+        for i in range(first, first + 10):
+            h.append(i, [cmd(i, 100)])
+            appended += 100
+            h.trim()
+        assert h.disk_bytes() < 3000 + 4 * 2000, round_
+        h.close()
+    # A smaller retention at reopen: trim scans one segment per call, newest first,
+    # until the scanned ones hold the retention; the older ones go unscanned.
+    kwargs["retain_bytes"] = 1500
+    h = open_history(tmp_path / "h", **kwargs)
+    check_open_cost(h)
+    at_open, held = h.records_scanned, h.segments
+    assert held >= 3
+    for _ in range(held):
+        scanned = h.records_scanned
+        h.trim()
+        assert h.records_scanned - scanned <= max(s.count for s in h._segments)
+        flags = [s.scanned for s in h._segments]
+        assert flags == sorted(flags)  # the scanned ones: the newest
+    assert h.segments < held
+    # Every record scanned is in a segment still held: none deleted was ever scanned.
+    assert h.records_scanned == at_open + sum(s.count for s in h._segments[:-1] if s.scanned)
+    check_retention(h, appended)
+    h.close()
 
 
 # ---------------------------------------------------------------------- in a node
