@@ -468,7 +468,13 @@ class Client:
     def status(self, node: int, timeout: float = 1.0) -> Status | None:
         """One node's view of the cluster, or None if it does not answer in time."""
         nonce = next(self._nonce)
-        self.transport.send(node, encode(StatusRequest(nonce)))
+        return self._ask_status(node, StatusRequest(nonce), nonce, timeout)
+
+    def _ask_status(
+        self, node: int, request: StatusRequest | TakeSnapshot, nonce: int, timeout: float
+    ) -> Status | None:
+        """Send ``request`` to ``node``; its Status answer (matching ``nonce``) or None."""
+        self.transport.send(node, encode(request))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for sender, frame in self.transport.poll(50):
@@ -547,14 +553,7 @@ class Client:
         """Ask ``node`` to snapshot and compact now; its Status once the snapshot is
         durable, or None if it does not answer in time."""
         nonce = next(self._nonce)
-        self.transport.send(node, encode(TakeSnapshot(nonce)))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for sender, frame in self.transport.poll(50):
-                msg = self._decode(sender, frame)
-                if isinstance(msg, Status) and msg.nonce == nonce and sender == node:
-                    return msg
-        return None
+        return self._ask_status(node, TakeSnapshot(nonce), nonce, timeout)
 
     def leader(self, timeout: float = 1.0) -> int | None:
         """The node that says it leads, if exactly one answers so within ``timeout``."""
