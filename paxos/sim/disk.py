@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from paxos.multi.compaction import top_slot
 from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 
@@ -114,8 +115,6 @@ class Disk:
     def segment_tops(self) -> list[tuple[int, int]]:
         """``(segment number, highest accepted slot in it or 0)`` for every segment with
         durable records, ascending (what the runtime tracks per segment as it writes)."""
-        from paxos.multi.compaction import top_slot
-
         return [(n, top_slot(self.segments[n])) for n in sorted(self.segments)]
 
     def set_floor(self, keep_from: int) -> None:
