@@ -376,7 +376,8 @@ class Node:
         self._since_snapshot = (0, 0)  # deliveries and payload bytes since the last one
         self._saving: tuple[Snapshot, concurrent.futures.Future[object]] | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, f"paxos-snapshot-{node_id}")
-        self._snapshot_waiters: list[tuple[bytes, int]] = []
+        # `paxos snapshot` requests: (identity, nonce, the index delivered when it came).
+        self._snapshot_waiters: list[tuple[bytes, int, int]] = []
         self._snapshot_now = False
         self._closed = False
         #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
@@ -837,7 +838,9 @@ class Node:
             if not self._snapshots_enabled or len(self._snapshot_waiters) >= _MAX_SNAPSHOT_WAITERS:
                 self._reply(identity, self.status(msg.nonce))  # nothing to wait for
             else:
-                self._snapshot_waiters.append((identity, msg.nonce))
+                self._snapshot_waiters.append(
+                    (identity, msg.nonce, self.replica.delivered_index)
+                )
                 self._snapshot_now = True
         elif isinstance(msg, OpenSession):
             self._on_open_session(identity, msg)
@@ -1122,7 +1125,7 @@ class Node:
         if not (due or self._snapshot_now) or replica.commit <= durable:
             if self._snapshot_now and replica.commit <= durable:
                 self._snapshot_now = False
-                self._answer_snapshot_waiters()
+                self._answer_snapshot_waiters(self.replica.delivered_index)
             return
         self._snapshot_now = False
         self._since_snapshot = (0, 0)
@@ -1164,7 +1167,7 @@ class Node:
             segments_deleted=deleted,
             compact_ms=round((time.monotonic() - started) * 1000, 1),
         )
-        self._answer_snapshot_waiters()
+        self._answer_snapshot_waiters(snapshot.index)
 
     def _on_fetch_snapshot(self, identity: bytes, msg: FetchSnapshot) -> None:
         """A part of our latest durable snapshot, for a subscriber that rebuilds its state
@@ -1180,10 +1183,16 @@ class Node:
             SnapshotPart(snapshot.slot, snapshot.index, snapshot.size, snapshot.crc, offset, data),
         )
 
-    def _answer_snapshot_waiters(self) -> None:
-        waiters, self._snapshot_waiters = self._snapshot_waiters, []
-        for identity, nonce in waiters:
-            self._reply(identity, self.status(nonce))
+    def _answer_snapshot_waiters(self, index: int) -> None:
+        """Answer the requests that a durable snapshot at ``index`` covers (one taken
+        before a request came does not answer it: the next one will)."""
+        waiting = []
+        for identity, nonce, wanted in self._snapshot_waiters:
+            if wanted <= index:
+                self._reply(identity, self.status(nonce))
+            else:
+                waiting.append((identity, nonce, wanted))
+        self._snapshot_waiters = waiting
 
     def _save_installed(self, snapshot: Snapshot) -> None:
         """A snapshot installed from a peer: durable before anything that relies on it."""
