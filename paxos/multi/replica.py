@@ -144,6 +144,9 @@ class _Install:
         self.last_tick = now
 
 
+#: A snapshot being sent to a peer is kept (and the log above it) through at most this
+#: many newer snapshots (see Replica.compacted).
+_MAX_HELD = 8
 #: Retransmissions back off up to this many times ``retransmit_ticks``.
 _MAX_BACKOFF = 8
 #: The default of ReplicaConfig.slots_ahead: an acceptor accepts no slot further than
@@ -186,6 +189,10 @@ class Replica:
         self.floor = base
         #: A snapshot being received from a peer (see on_snapshot_chunk).
         self.installing: _Install | None = None
+        # Peers we are sending self.snapshot to -> tick of the last (not final) chunk sent.
+        self._serving: dict[int, int] = {}
+        # Snapshots taken since we last switched the one we serve (see compacted).
+        self._held = 0
 
         # --- acceptor state: rebuilt from durable records, never from memory alone.
         self.ballot: Ballot = ZERO_BALLOT  # highest ballot promised
@@ -438,12 +445,29 @@ class Replica:
         self._out = out = Ready()
         if snapshot.slot > self.commit:
             raise ValueError(f"snapshot at slot {snapshot.slot} is beyond commit {self.commit}")
-        if self.snapshot is None or snapshot.slot >= self.snapshot.slot:
+        transferring = any(
+            self.now - tick < self.config.election_max_ticks for tick in self._serving.values()
+        )
+        # Bounded: a transfer holds the floor for at most _MAX_HELD snapshots, so that a
+        # learner that never finishes cannot make us keep the log (and memory) forever.
+        if self.snapshot is None or (
+            snapshot.slot >= self.snapshot.slot and (not transferring or self._held >= _MAX_HELD)
+        ):
             self.snapshot = snapshot
+            self._serving.clear()
+            self._held = 0
+        else:
+            self._held += 1
         # Safety: the floor never passes a durable snapshot (what is below it exists
         # only there) and never goes down (a slot once compacted has no record left).
-        floor = max(self.floor, min(snapshot.slot, snapshot.slot - self.config.compact_keep_slots))
-        self._compact_to(floor)
+        floor = min(snapshot.slot, snapshot.slot - self.config.compact_keep_slots)
+        if self.snapshot is not snapshot:
+            # Liveness: a peer is installing the snapshot we serve. We keep serving it,
+            # and keep the log above it for that peer to catch up from afterwards; were
+            # we to switch, a transfer slower than our snapshot interval would restart
+            # forever (review finding). The next snapshot after the transfer moves on.
+            floor = min(floor, self.snapshot.slot)
+        self._compact_to(max(self.floor, floor))
         if snapshot.slot > self.recorded_commit:
             self.recorded_commit = snapshot.slot  # durable: the snapshot is on disk
         # Re-recorded, so that older log segments may go: the promise (a vow), and the
@@ -723,8 +747,19 @@ class Replica:
             return  # bounded: never buffer more than a snapshot may hold
         inst = self.installing
         if inst is None or (inst.slot, inst.crc, inst.size) != (msg.slot, msg.crc, msg.size):
-            if inst is not None and msg.slot < inst.slot:
+            if (
+                inst is not None
+                and msg.src != inst.src
+                and self.now - inst.last_tick < self.config.election_max_ticks
+            ):
+                # Liveness: one install at a time, from one source while it answers. Two
+                # peers' snapshots of one slot may differ in bytes (an application's
+                # snapshot() need not be byte-identical everywhere); taking turns between
+                # them would restart the install forever (review finding).
+                return
+            if inst is not None and msg.slot < inst.slot and msg.src != inst.src:
                 return  # older than the one arriving: it would only set us back less
+            # (an older one from our source itself is what it holds now: we take it)
             if msg.offset != 0:
                 # A part of a snapshot we are not receiving (a newer one, or ours was
                 # abandoned): ask for it from its start.
@@ -769,6 +804,7 @@ class Replica:
             self._become_follower(None)
         self._out.installed = snapshot
         self.snapshot = snapshot
+        self._serving.clear()
         self._compact_to(state.slot)
         self.commit = state.slot
         self.known_commit = max(self.known_commit, state.slot)
@@ -794,7 +830,9 @@ class Replica:
             return
         if idle >= self.config.election_max_ticks:
             # Its source went quiet: ask another peer. One that holds the same snapshot
-            # resumes at our offset; one that holds another sends it from the start.
+            # resumes at our offset; one that holds another answers with the start of its
+            # own, which we take from it even if it is older (waiting for a newer one
+            # could wait forever: review finding).
             others = [peer for peer in self.peers if peer != inst.src]
             if self.leader not in (None, self.node_id, inst.src):
                 inst.src = self.leader
@@ -807,6 +845,10 @@ class Replica:
 
     def _send_chunk(self, dst: int, snapshot: Snapshot, offset: int) -> None:
         data = snapshot.blob[offset : offset + self.config.snapshot_chunk_bytes]
+        if offset + len(data) < snapshot.size:
+            self._serving[dst] = self.now  # (see compacted: a transfer in progress)
+        else:
+            self._serving.pop(dst, None)
         self._send(
             dst,
             SnapshotChunk(
@@ -929,7 +971,9 @@ class Replica:
         self._clear_promises()
         last = max(reports, default=settled)
         last = max(last, max(self.chosen, default=0))
-        for slot in range(settled + 1, last + 1):
+        # Slots up to our own chosen prefix (it may have grown by catch-up while we
+        # campaigned) are chosen and delivered: nothing to propose there.
+        for slot in range(max(settled, self.commit) + 1, last + 1):
             value = self.chosen.get(slot)
             if value is None:
                 # The highest-ballot value may already be chosen: re-propose it.
@@ -1146,6 +1190,14 @@ class Replica:
             self.commit = slot - 1
             if self.commit > self.known_commit:
                 self.known_commit = self.commit
+            if self.inflight:
+                # Liveness: a slot we proposed may be learned chosen by catch-up rather
+                # than by a quorum of Accepted (a new leader re-proposing a slot chosen
+                # before it took over). It leaves the window now: acceptors that compacted
+                # it no longer answer for it, and kept in flight it would pin the window
+                # for good (review finding; the simulator's invariants check it).
+                for done in [s for s in self.inflight if s <= self.commit]:
+                    del self.inflight[done]
 
     def _deliver(self, first: int, last: int) -> None:
         out = self._out

@@ -19,13 +19,19 @@ _STATE = struct.Struct(">QI")
 
 
 class SimApp:
-    """Applies deliveries; ``snapshot`` and ``restore`` round-trip its whole state."""
+    """Applies deliveries; ``snapshot`` and ``restore`` round-trip its whole state.
 
-    __slots__ = ("digest", "index")
+    ``pad`` is appended to every snapshot (and ignored by ``restore``): nodes pass their
+    own, so that two replicas' snapshots of one state differ in bytes, as a real
+    application's may (a pickled set, a map in insertion order). Installs must cope.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("digest", "index", "pad")
+
+    def __init__(self, pad: bytes = b"") -> None:
         self.index = 0
         self.digest = 0
+        self.pad = pad
 
     def apply(self, deliveries: Iterable[Delivery]) -> list[tuple[int, int]]:
         """Apply deliveries in order; returns ``(index, state digest after it)`` each."""
@@ -41,7 +47,7 @@ class SimApp:
         return out
 
     def snapshot(self) -> bytes:
-        return _STATE.pack(self.index, self.digest)
+        return _STATE.pack(self.index, self.digest) + self.pad
 
     def restore(self, data: bytes) -> None:
-        self.index, self.digest = _STATE.unpack(data)
+        self.index, self.digest = _STATE.unpack_from(data)

@@ -26,7 +26,11 @@ flush and at every (re)start:
   (an Accepted it sent) stays accepted there, at that ballot or higher, across
   restarts and installs, unless it is at or below the node's floor;
 * **the floor never passes the durable snapshot**: what a node compacted away
-  exists only in its snapshot, so the snapshot must be on disk and cover it.
+  exists only in its snapshot, so the snapshot must be on disk and cover it;
+* **a leader's window holds only slots it does not know chosen**: a slot it learned
+  chosen some other way than a quorum of Accepted (catch-up) must leave the window,
+  or acceptors that compacted it (and no longer answer for it) pin the window for
+  good and the cluster stalls (a review finding the outcome checkers could not see).
 
 Each violation names the node, its incarnation, the tick and what was seen;
 the run's seed is in the result.
@@ -157,6 +161,16 @@ class Invariants(Checker):
                     tick,
                     f"node {node} (incarnation {incarnation}) has another value accepted in "
                     f"slot {slot} than the one it knows was chosen",
+                )
+        inflight = getattr(replica, "inflight", None)
+        if inflight and getattr(replica, "is_leader", False):
+            commit = replica.commit
+            stale = [slot for slot in inflight if slot <= commit]
+            if stale:
+                self.report(
+                    tick,
+                    f"node {node} (incarnation {incarnation}) leads with chosen slots "
+                    f"{stale[:5]} still in its window (commit {commit})",
                 )
         if getattr(replica, "leader", None) == node and getattr(replica, "is_leader", False):
             ballot = replica.my_ballot

@@ -124,6 +124,7 @@ class NodeDriver:
         self.disk = Disk(segment_records)
         #: Snapshot (and compact) every this many chosen slots; 0: never.
         self.snapshot_every = snapshot_every
+        self._pad = bytes((node_id,)) * node_id  # this node's own snapshot bytes (SimApp)
         self.snapshots_taken = 0
         self.installs = 0
         self._installing = 0
@@ -131,7 +132,7 @@ class NodeDriver:
         self.snapshot_crashes = 0
         self.install_crashes = 0
         self._stage = ""
-        self.app = SimApp()
+        self.app = SimApp(self._pad)
         self.replica: ReplicaLike | None = None
         self.incarnation = 0
         #: Client commands proposed here and not yet answered: (session key, seq) ->
@@ -173,7 +174,7 @@ class NodeDriver:
             self.node_id, self.config, rng, records, snapshot
         )
         self.checkers.on_incarnation(self.node_id, self.incarnation, self.network.now)
-        self.app = SimApp()
+        self.app = SimApp(self._pad)
         if snapshot is not None:
             self._restore(snapshot)
         if self.invariants is not None:
