@@ -56,7 +56,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
-from broadcast.errors import Compacted, PayloadTooLarge
+from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired
 from broadcast.history import (
     DEFAULT_RETAIN_ENTRIES,
     DEFAULT_SEGMENT_BYTES,
@@ -630,6 +630,7 @@ class Node:
             # the deliveries after it.
             self._restore_state_machine(ready.installed)
             self._since_snapshot = (0, 0)
+            self._local_after_install()
             log.info(
                 "snapshot.installed",
                 node=self.node_id,
@@ -1076,6 +1077,33 @@ class Node:
         again = [local.waiting[seq] for seq in sorted(local.waiting) if seq > last]
         local.waiting.clear()
         local.held[:0] = [(command.payload, future) for command, future in again]
+        local.key = None
+        local.nonce = None
+        if local.held:
+            self._open_local_session()
+
+    def _local_after_install(self) -> None:
+        """A snapshot installed from a peer may cover local broadcasts: delivered inside
+        it, they are never delivered here, so they are answered from the session table
+        (result None: the state machine's result for them is not known here), or they
+        would wait forever (review finding)."""
+        local = self._local
+        if local.key is None or not local.waiting:
+            return
+        key = local.key
+        state, last = self.replica.session_status(key)
+        if state in ("live", "ended") and last is not None:
+            for seq in sorted(s for s in local.waiting if s <= last):
+                self._resolve_local(seq, self.replica.outcome(key, seq) or 0, None)
+            if state == "ended":
+                self._local_session_ended(last)  # the rest go again in a new session
+            return
+        # Ended so long ago that nobody remembers where: the fate of each is unknown.
+        error = SessionExpired(key, [], sorted(local.waiting))
+        for _, future in local.waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        local.waiting.clear()
         local.key = None
         local.nonce = None
         if local.held:

@@ -10,7 +10,8 @@ machine's snapshots differ in bytes from node to node (F3's precondition).
 * F2: an install never finished once the peer it started from went away.
 * F3: two peers' snapshots of one slot with different bytes restarted an install forever.
 * F4: a peer taking snapshots faster than one install takes restarted it forever.
-* F5: a local broadcast delivered inside an installed snapshot never resolved.
+* F5: a local broadcast delivered inside an installed snapshot never resolved (its test
+  runs real nodes: tests/test_snapshot_runtime.py).
 """
 
 from __future__ import annotations

@@ -149,3 +149,50 @@ def test_a_subscriber_below_the_retention_rebuilds_from_a_snapshot_then_follows(
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_a_local_broadcast_delivered_inside_an_installed_snapshot_resolves(
+    tmp_path: Path,
+) -> None:
+    """Review finding F5: a node that broadcast a payload, stopped hearing its peers, and
+    came back by installing a snapshot that covers the payload's delivery never saw that
+    delivery: its future waited forever. It resolves now, from the session table."""
+    spec = local_cluster(3, free_base_port(3))
+    nodes = {i: _node(i, spec, tmp_path).start() for i in (1, 2, 3)}
+    try:
+        nodes[1].broadcast(b"warmup", timeout=30)
+
+        def agreed() -> int | None:
+            seen = {node.replica.leader for node in nodes.values()}
+            return seen.pop() if len(seen) == 1 and None not in seen else None
+
+        lead = wait_for("a leader all agree on", agreed)
+        lag, other = (i for i in nodes if i != lead)
+        leader, lagger = nodes[lead], nodes[lag]
+        lagger.broadcast(b"first", timeout=30)  # opens the lagging node's own session
+        wait_for("the leader applied it", lambda: leader.state_machine.count == 2)  # type: ignore[attr-defined]
+        wait_for("the lagger follows the leader", lambda: lagger.replica.leader == lead)
+        # The lagger stops hearing its peers (it still sends): its next broadcast is
+        # forwarded and chosen, but it does not learn so.
+        hear = lagger._on_frame
+        deaf = {"on": True}
+        lagger._on_frame = lambda ident, frame: None if deaf["on"] else hear(ident, frame)  # type: ignore[method-assign]
+        future = lagger.submit(b"mine")
+        wait_for("the leader applied it", lambda: leader.state_machine.count == 3)  # type: ignore[attr-defined]
+        for k in range(200):
+            leader.broadcast(b"q%05d" % k, timeout=30)
+        wait_for(
+            "the others compacted past it",
+            lambda: min(nodes[i].status().floor for i in (lead, other)) > 20,
+        )
+        deaf["on"] = False
+        wait_for(
+            "the lagger caught up (by install)",
+            lambda: lagger.state_machine.count == leader.state_machine.count,  # type: ignore[attr-defined]
+        )
+        assert lagger.state_machine.restored_from > 3  # type: ignore[attr-defined]
+        result = future.result(timeout=30)
+        assert result.index == 3 and result.result is None
+    finally:
+        for node in nodes.values():
+            node.stop()
