@@ -187,8 +187,8 @@ MUTANTS: dict[str, Mutant] = {
                 "_snapshot_turn",
                 rewrite(
                     _SNAPSHOT_TURN,
-                    "self._saving = (snapshot, future)",
-                    "self._compact(snapshot)",
+                    "snapshot = replica.take_snapshot(app)",
+                    "snapshot = replica.take_snapshot(app); self._compact(snapshot)",
                 ),
             )
         ],
