@@ -374,6 +374,8 @@ class Node:
                 "compacted and a restart replays it from index 1",
             )
         self._since_snapshot = (0, 0)  # deliveries and payload bytes since the last one
+        #: The newest durable snapshot, taken here or installed from a peer.
+        self._latest_snapshot: Snapshot | None = self.replica.snapshot
         self._saving: tuple[Snapshot, concurrent.futures.Future[object]] | None = None
         self._writer = concurrent.futures.ThreadPoolExecutor(1, f"paxos-snapshot-{node_id}")
         # `paxos snapshot` requests: (identity, nonce, the index delivered when it came).
@@ -521,6 +523,7 @@ class Node:
 
     def status(self, nonce: int = 0) -> Status:
         r = self.replica
+        latest = self._latest_snapshot
         return Status(
             nonce,
             self.node_id,
@@ -533,8 +536,8 @@ class Node:
             r.leader_ok(),
             self.identity.cluster_id,
             r.session_count(),
-            r.snapshot.slot if r.snapshot is not None else 0,
-            r.snapshot.index if r.snapshot is not None else 0,
+            latest.slot if latest is not None else 0,
+            latest.index if latest is not None else 0,
             r.floor,
             self.wal.disk_bytes() if not self._closed else 0,
         )
@@ -1149,7 +1152,8 @@ class Node:
         count, size = self._since_snapshot
         due = count >= self.snapshot_entries or size >= self.snapshot_bytes
         replica = self.replica
-        durable = replica.snapshot.slot if replica.snapshot is not None else 0
+        latest = self._latest_snapshot
+        durable = latest.slot if latest is not None else 0
         if not (due or self._snapshot_now) or replica.commit <= durable:
             if self._snapshot_now and replica.commit <= durable:
                 self._snapshot_now = False
@@ -1177,6 +1181,7 @@ class Node:
         """``snapshot`` is durable: compact the replica, then the log (the order and the
         rule are in paxos/multi/compaction.py)."""
         started = time.monotonic()
+        self._note_snapshot(snapshot)
         self._take(self.replica.compacted(snapshot))
         self._flush()  # the re-recorded promise and chosen prefix: synced before deleting
         replica = self.replica
@@ -1225,6 +1230,14 @@ class Node:
     def _save_installed(self, snapshot: Snapshot) -> None:
         """A snapshot installed from a peer: durable before anything that relies on it."""
         self.snapshots.save(snapshot.slot, snapshot.index, snapshot.blob)
+        self._note_snapshot(snapshot)
+
+    def _note_snapshot(self, snapshot: Snapshot) -> None:
+        """The newest durable snapshot (the replica may still serve an older one to a
+        peer that is receiving it)."""
+        latest = self._latest_snapshot
+        if latest is None or snapshot.slot > latest.slot:
+            self._latest_snapshot = snapshot
 
     def _restore_state_machine(self, snapshot: Snapshot) -> None:
         sm = self.state_machine
