@@ -114,6 +114,7 @@ from paxos.types import Command, Delivery, Value
 log = get_logger("broadcast.node")
 
 _command_of = itemgetter(2)  # Delivery -> its Command, in C
+_payload_of = itemgetter(2)  # Command -> its payload
 
 _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
 
@@ -703,12 +704,13 @@ class Node:
     def _deliver(self, deliveries: list[Delivery], runs: list[tuple[str, int, int, int]]) -> None:
         # One write per turn; a failure (HistoryError: the disk) ends run(), like the WAL's.
         history = self.history
-        history.append(deliveries[0].index, list(map(_command_of, deliveries)))
+        commands = list(map(_command_of, deliveries))
+        history.append(deliveries[0].index, commands)
         history.trim()
         count, size = self._since_snapshot
         self._since_snapshot = (
-            count + len(deliveries),
-            size + sum(len(d.command.payload) for d in deliveries),
+            count + len(commands),
+            size + sum(map(len, map(_payload_of, commands))),
         )
         sm = self.state_machine
         local = self._local
