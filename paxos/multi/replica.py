@@ -437,7 +437,8 @@ class Replica:
         peers behind our floor, and drop what it covers from memory.
 
         The floor moves to ``compact_keep_slots`` below the snapshot (a follower a
-        little behind still catches up from the log). The Ready re-records our
+        little behind still catches up from the log), or stays at the snapshot we are
+        still sending to a peer (see below). The Ready re-records our
         promise, so that no record older than this call is needed for it: with the
         snapshot, the driver may then delete every log segment written before this
         Ready whose accepted slots are all at or below :attr:`floor`.
