@@ -94,6 +94,7 @@ import msgpack
 
 from broadcast.errors import Compacted
 from broadcast.logs import get_logger
+from broadcast.wal import fsync_dir
 from paxos.types import Command
 
 __all__ = [
@@ -249,7 +250,7 @@ class History:
         if not os.path.isdir(self.directory):
             os.makedirs(self.directory)
             if fsync:
-                _fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
+                fsync_dir(os.path.dirname(os.path.abspath(self.directory)))
         self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
@@ -880,9 +881,3 @@ def _take(commands: list[Command], max_count: int, max_bytes: int) -> list[Comma
     return commands[:max_count]
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

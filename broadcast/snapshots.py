@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from broadcast.logs import get_logger
+from broadcast.wal import fsync_dir
 
 __all__ = [
     "DEFAULT_SNAPSHOT_BYTES",
@@ -116,7 +117,7 @@ class SnapshotStore:
         if not self._directory.is_dir():
             self._directory.mkdir(parents=True)
             if fsync:
-                _fsync_dir(self._directory.absolute().parent)
+                fsync_dir(self._directory.absolute().parent)
         for entry in os.scandir(self._directory):
             if _TMP_RE.fullmatch(entry.name):
                 # A save that crashed before its rename: possibly torn, and never
@@ -153,7 +154,7 @@ class SnapshotStore:
                 if self._fsync:
                     # Safety: the new name is durable before an older snapshot is
                     # deleted, and before the caller compacts the log against it.
-                    _fsync_dir(self._directory)
+                    fsync_dir(self._directory)
                 # Only now: until the rename is durable the older files are all there is.
                 for old in self._slots()[:-_KEEP]:
                     # A lost unlink (no directory fsync here) just leaves a file for
@@ -263,9 +264,3 @@ def _check_header(path: Path, slot: int, file: BinaryIO) -> SnapshotFile:
     return SnapshotFile(slot, index, size, crc, path)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

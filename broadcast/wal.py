@@ -78,6 +78,7 @@ __all__ = [
     "WalError",
     "WalStats",
     "WriteAheadLog",
+    "fsync_dir",
     "segment_name",
 ]
 
@@ -219,7 +220,7 @@ class WriteAheadLog:
         if not os.path.isdir(path):
             os.makedirs(path)
             if fsync:
-                _fsync_dir(os.path.dirname(os.path.abspath(path)))
+                fsync_dir(os.path.dirname(os.path.abspath(path)))
         dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
@@ -466,7 +467,8 @@ class WriteAheadLog:
 # ---------------------------------------------------------------- file helpers
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a directory's entries (creations, renames, unlinks in it) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -161,7 +161,7 @@ MUTANTS: dict[str, Mutant] = {
             (
                 broadcast.snapshots.SnapshotStore,
                 "save",
-                rewrite(_SNAPSHOT_SAVE, "_fsync_dir(self._directory)", "pass"),
+                rewrite(_SNAPSHOT_SAVE, "fsync_dir(self._directory)", "pass"),
             )
         ],
         "test_snapshots::test_a_saved_snapshot_survives_power_loss",
