@@ -79,7 +79,7 @@ def _flood_socket(sock: zmq.Socket[bytes], max_s: float = 30.0) -> int:
             refused_since = refused_since or now
             if now - refused_since > 0.5:
                 break
-            time.sleep(0.01)
+            time.sleep(0.01)  # pace of the retries while the pipe is full (not a wait)
     return sent
 
 
@@ -102,7 +102,7 @@ def _serve_slowly(node: NodeTransport, seconds: float, interval_s: float) -> int
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         got += len(node.poll(0))
-        time.sleep(interval_s)
+        time.sleep(interval_s)  # the slow reader's pace is the point (not a wait)
     return got
 
 
@@ -143,7 +143,7 @@ def _takeover(node: NodeTransport, identity: bytes, *, full: bool) -> dict[str, 
         flooded = _flood_socket(first)
     else:
         first.send(b"\x91\x05")  # with handover, its old connection has no pipe any more
-    time.sleep(0.5)
+    time.sleep(0.5)  # let the connections carry what was sent before they all close (a repro)
     ctx.destroy(linger=0)  # both connections go away
     return {"flooded": flooded, "second_delivered": (identity, b"\x91\x04") in got}
 
