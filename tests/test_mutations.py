@@ -26,6 +26,7 @@ time of writing (after snapshots joined every run), on 3 / 5 nodes:
 * the compaction floor passes the durable snapshot: 1 / 1 (invariants)
 * the snapshot omits the client sessions: 1 / 1 (sessions)
 * an install clears the values accepted above the snapshot: 1 / 1 (invariants)
+* a slot learned chosen by catch-up stays in the leader's window: 6 / 26 (invariants)
 """
 
 from __future__ import annotations
@@ -342,6 +343,19 @@ class CompactsPastTheSnapshot(Replica):
         return out
 
 
+class KeepsChosenSlotsInFlight(Replica):
+    """Planted bug (review finding F1, fix undone): a slot this leader learns chosen by
+    catch-up, not by a quorum of Accepted, stays in its phase-2 window."""
+
+    def _advance_commit(self, ballot: Ballot | None, limit: int = 0) -> None:
+        # (on_accepted takes a slot chosen by a quorum out of the window before it gets
+        # here: only the slots the fix removes are put back)
+        kept = dict(self.inflight)
+        super()._advance_commit(ballot, limit)
+        for slot, proposal in kept.items():
+            self.inflight.setdefault(slot, proposal)
+
+
 class DeletesSegmentsAboveTheSnapshot(NodeDriver):
     """Planted bug: compaction deletes every log segment but the active one, including
     accepted records above the durable snapshot."""
@@ -460,6 +474,10 @@ MUTANTS = {
     "a stale leader proposes a slot again at its ballot": Mutant(
         SimConfig(0, replica_factory=_factory(RefreshesStaleProposals)),
         frozenset({"invariants", "agreement", "total-order"}),
+    ),
+    "a slot learned chosen by catch-up stays in the leader's window": Mutant(
+        SimConfig(0, replica_factory=_factory(KeepsChosenSlotsInFlight)),
+        frozenset({"invariants"}),
     ),
     "compaction deletes log segments above the durable snapshot": Mutant(
         SimConfig(0, driver_cls=DeletesSegmentsAboveTheSnapshot),
