@@ -16,6 +16,12 @@ from the oldest unacknowledged one: the cluster remembers where the last
 ``window`` seqs of a session went, so a payload whose acknowledgement was lost
 can always be asked about again.
 
+Security: by default a client speaks CURVE. It needs a cluster file with the
+nodes' public keys, and a key the cluster authorises (``[client] key_file`` in
+that file, or ``key_file=``); what the key may do is the cluster's decision,
+and a refusal raises :class:`~broadcast.errors.Forbidden`. ``insecure=True``
+talks plaintext to nodes run with ``--insecure``.
+
 A client is driven by one thread at a time (it is not thread-safe); asyncio
 code can use the ``*_async`` forms, which run the blocking calls in a worker
 thread.
@@ -32,14 +38,17 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
-from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired, WrongCluster
+from broadcast.errors import Compacted, Forbidden, PayloadTooLarge, SessionExpired, WrongCluster
+from broadcast.keys import load_keypair
 from broadcast.logs import get_logger
 from broadcast.protocol import (
     FETCH_MAX,
     CloseSession,
     Deliveries,
+    Denied,
     Fetch,
     FetchRefused,
     FetchSnapshot,
@@ -54,7 +63,7 @@ from broadcast.protocol import (
     SubmitRefused,
     TakeSnapshot,
 )
-from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, parse_cluster
+from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, parse_cluster
 from broadcast.transport import ClientTransport
 from paxos.codec import CodecError, decode, encode
 from paxos.multi.sessions import MAX_NAME_LEN
@@ -114,6 +123,8 @@ class Client:
         window_bytes: int = 64 * 1024 * 1024,
         batch: int = 256,
         cluster_id: str | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.cluster = parse_cluster(cluster) if isinstance(cluster, str) else cluster
         self.client_id = client_id or f"client-{uuid.uuid4().hex[:16]}"
@@ -131,9 +142,27 @@ class Client:
         self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
         #: The key of this client's session, once opened.
         self.session: str | None = None
+        keypair = None
+        if not insecure:
+            if not self.cluster.secure:
+                raise ConfigError(
+                    "the cluster names no CURVE keys: give its cluster file (paxos cluster up "
+                    "writes one), or talk --insecure to nodes that run --insecure"
+                )
+            path = key_file if key_file is not None else self.cluster.client_key
+            if path is None:
+                raise ConfigError(
+                    "no client key: the cluster file has no [client] key_file; give one "
+                    "(--key, or key_file=)"
+                )
+            keypair = load_keypair(Path(path))
         self.transport = ClientTransport(
-            {i: self.cluster.endpoint(i) for i in self.cluster.ids}
+            {i: self.cluster.endpoint(i) for i in self.cluster.ids},
+            keypair=keypair,
+            server_keys={i: k.encode() for i, k in self.cluster.keys.items()},
         )
+        #: Per node: the ticket of the last reply read from it (see protocol.Fetch).
+        self._tickets: dict[int, int] = {}
         self._rng = random.Random()
         self._target = self._rng.choice(self.cluster.ids)
         self._next_seq = 1
@@ -395,7 +424,8 @@ class Client:
         asked: set[int] = set()
         refused: dict[int, int] = {}
         while True:
-            self.transport.send(source, encode(Fetch(next_index, FETCH_MAX, wait_ms)))
+            ticket = self._tickets.get(source, 0)
+            self.transport.send(source, encode(Fetch(next_index, FETCH_MAX, wait_ms, ticket)))
             asked.add(source)
             deadline = time.monotonic() + wait_ms / 1000 + 2.0
             answered = False
@@ -514,7 +544,8 @@ class Client:
         data = bytearray()
         meta: tuple[int, int, int, int] | None = None  # slot, index, size, crc
         while time.monotonic() < deadline:
-            self.transport.send(node, encode(FetchSnapshot(len(data))))
+            ticket = self._tickets.get(node, 0)
+            self.transport.send(node, encode(FetchSnapshot(len(data), ticket)))
             part: SnapshotPart | None = None
             answer_by = min(deadline, time.monotonic() + 5.0)
             while part is None and time.monotonic() < answer_by:
@@ -565,7 +596,13 @@ class Client:
 
     def _decode(self, node: int, frame: bytes) -> object:
         try:
-            return decode(frame)
+            msg = decode(frame)
         except CodecError as exc:
             log.warning("client.bad_frame", node=node, reason=str(exc)[:200])
             return None
+        if isinstance(msg, Deliveries | SnapshotPart) and msg.ticket:
+            # Read: the next request to this node shows it, so the node keeps serving us.
+            self._tickets[node] = msg.ticket
+        elif isinstance(msg, Denied):
+            raise Forbidden(msg.what)
+        return msg

@@ -1,4 +1,4 @@
-"""The runtime's CLI commands: node, cluster up, broadcast, subscribe, status.
+"""The runtime's CLI commands: node, cluster up, keys, broadcast, subscribe, status.
 
 Attached to the ``paxos`` click group in :mod:`broadcast.cli`. Every user
 error (bad spec, unknown node id, port in use, corrupted data directory,
@@ -25,13 +25,15 @@ import click
 
 from broadcast import payloads
 from broadcast.client import Client, ClusterUnavailable, Committed
-from broadcast.errors import Compacted, SessionExpired, WrongCluster
+from broadcast.errors import Compacted, Forbidden, SessionExpired, WrongCluster
 from broadcast.history import DEFAULT_RETAIN_ENTRIES, DEFAULT_SEGMENT_BYTES, HistoryError
+from broadcast.keys import Keypair, ensure_keypair, save_keypair
 from broadcast.local import spawn_node
 from broadcast.logs import LEVELS, configure
 from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotError
 from broadcast.spec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    PERMISSIONS,
     Cluster,
     ConfigError,
     local_cluster,
@@ -64,6 +66,33 @@ cluster_option = click.option(
     metavar="SPEC",
     help="ID=HOST:PORT,... or a TOML file. Defaults to $PAXOS_CLUSTER; --cluster wins.",
 )
+
+
+insecure_option = click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext, no authentication (benchmarks and cost comparisons only: anyone who "
+    "can reach a node can then forge its messages and read every payload).",
+)
+
+
+def client_key_option(command: Any) -> Any:
+    command = insecure_option(command)
+    return click.option(
+        "--key",
+        "key_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="This client's key file [default: the cluster file's [client] key_file].",
+    )(command)
+
+
+def _client(cluster: Cluster, key_file: Path | None, insecure: bool, **kwargs: Any) -> Client:
+    """A client, or a one-line error (no keys, a key file that is missing or open to all)."""
+    try:
+        return Client(cluster, key_file=key_file, insecure=insecure, **kwargs)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _cluster(spec: str | None) -> Cluster:
@@ -206,6 +235,21 @@ retain_option = click.option(
     default=DEFAULT_SEGMENT_BYTES,
     hidden=True,  # tests: a retention that deletes something without writing 16 MiB first
 )
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="This node's key file [default: DATA_DIR/node.key].",
+)
+@click.option(
+    "--max-clients",
+    type=click.IntRange(1),
+    default=None,
+    help="Client connections admitted at once; one more is refused at its handshake "
+    "[default: 4096].",
+)
+@insecure_option
 @log_level_option
 def node_command(
     node_id: int,
@@ -221,14 +265,33 @@ def node_command(
     wal_segment_bytes: int,
     retain: tuple[int | None, int | None] | None,
     history_segment_bytes: int,
+    key_file: Path | None,
+    max_clients: int | None,
+    insecure: bool,
     log_level: str,
 ) -> None:
-    """Run one node in the foreground until Ctrl-C or SIGTERM."""
-    from broadcast.node import Node
+    """Run one node in the foreground until Ctrl-C or SIGTERM.
+
+    By default it speaks CURVE: the SPEC must be a cluster file with every node's
+    public key, and the node's key file must hold the key the file names for it.
+    """
+    from broadcast.node import Node, frame_limit
+    from broadcast.transport import TransportConfig
 
     configure(log_level)
     cluster = _cluster(spec)
     try:
+        replica_config = (
+            None
+            if compact_keep_slots is None
+            else ReplicaConfig(nodes=cluster.ids, compact_keep_slots=compact_keep_slots)
+        )
+        transport_config = None
+        if max_clients is not None:
+            transport_config = TransportConfig(
+                max_msg_bytes=frame_limit(replica_config or ReplicaConfig(nodes=cluster.ids)),
+                max_connections=max_clients,
+            )
         node = Node(
             node_id,
             cluster,
@@ -240,12 +303,13 @@ def node_command(
             snapshot_entries=snapshot_entries,
             snapshot_bytes=snapshot_bytes,
             wal_segment_bytes=wal_segment_bytes,
-            replica_config=None
-            if compact_keep_slots is None
-            else ReplicaConfig(nodes=cluster.ids, compact_keep_slots=compact_keep_slots),
+            replica_config=replica_config,
+            transport_config=transport_config,
             retain_entries=retain[0] if retain else None,
             retain_bytes=retain[1] if retain else None,
             history_segment_bytes=history_segment_bytes,
+            key_file=key_file,
+            insecure=insecure,
         )
     except (ConfigError, TransportError, WalError, HistoryError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -286,6 +350,7 @@ def cluster_group() -> None:
 @click.option("--no-fsync", is_flag=True, help="Benchmarks only: nodes do not fsync.")
 @click.option("--retain", default=None, metavar="N|SIZE", callback=_retain_callback,
               help="Passed to every node (see paxos node --help).")
+@insecure_option
 @log_level_option
 def cluster_up(
     nodes: int,
@@ -293,9 +358,15 @@ def cluster_up(
     data_dir: Path,
     no_fsync: bool,
     retain: tuple[int | None, int | None] | None,
+    insecure: bool,
     log_level: str,
 ) -> None:
-    """Start NODES local node processes and print the cluster SPEC; Ctrl-C stops them all.
+    """Start NODES local node processes and print the cluster file; Ctrl-C stops them all.
+
+    On the first run it creates DATA_DIR/cluster.toml with a fresh cluster id, a CURVE
+    keypair for every node (DATA_DIR/nodeI/node.key) and a client key allowed to do
+    everything (DATA_DIR/keys/admin.key), so that every command given
+    --cluster DATA_DIR/cluster.toml just works.
 
     A node that dies is reported and the others keep running (the cluster
     serves while a majority is up); if every node has exited, so does this
@@ -311,24 +382,30 @@ def cluster_up(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        cluster = cluster_file(data_dir, cluster)
+        cluster = cluster_file(data_dir, cluster, secure=not insecure)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     children = {
         i: spawn_node(
-            i, cluster, data_dir, fsync=not no_fsync, log_level=log_level, extra=extra
+            i,
+            cluster,
+            data_dir,
+            fsync=not no_fsync,
+            log_level=log_level,
+            extra=extra,
+            insecure=insecure,
         )
         for i in cluster.ids
     }
-    spec = cluster.spec()
+    spec = cluster.spec() if insecure else str(cluster.path)
     click.echo(spec)
     sys.stdout.flush()
     prog = sys.argv[0] if Path(sys.argv[0]).name == "paxos" else "paxos"  # e.g. .venv/bin/paxos
     click.echo(
         f"{nodes} nodes running; Ctrl-C stops them. From another shell:\n"
         f"  export {CLUSTER_ENVVAR}={spec}\n"
-        f"  {prog} broadcast hello\n"
-        f"  {prog} subscribe --count 1",
+        f"  {prog} broadcast {'--insecure ' if insecure else ''}hello\n"
+        f"  {prog} subscribe {'--insecure ' if insecure else ''}--count 1",
         err=True,
     )
     stopping = threading.Event()  # set by the signal handler, read by the loop
@@ -379,11 +456,19 @@ def cluster_up(
         raise click.ClickException("; ".join(problems))
 
 
-def cluster_file(data_dir: Path, cluster: Cluster) -> Cluster:
+#: The client key ``paxos cluster up`` creates, relative to its data directory.
+ADMIN_KEY = Path("keys") / "admin.key"
+
+
+def cluster_file(data_dir: Path, cluster: Cluster, *, secure: bool = True) -> Cluster:
     """The cluster ``paxos cluster up`` runs in ``data_dir``: on the first run, ``cluster``
     with a fresh random cluster id, written to ``data_dir/cluster.toml``; later, what
     that file says (it must list the same nodes). Bootstrapping creates the id; every
-    node records it, so a node can never be started on another cluster's directory."""
+    node records it, so a node can never be started on another cluster's directory.
+
+    With ``secure`` the file also names a CURVE key for every node (its key file is
+    ``data_dir/node<i>/node.key``, created here) and an ``admin`` client key allowed to
+    do everything (``data_dir/keys/admin.key``); a file written without keys gets them."""
     path = data_dir / "cluster.toml"
     if path.exists():
         recorded = parse_cluster(str(path))
@@ -392,13 +477,65 @@ def cluster_file(data_dir: Path, cluster: Cluster) -> Cluster:
                 f"{data_dir} holds the cluster {recorded.spec()} (see {path}); use another "
                 f"--data-dir for {cluster.spec()}"
             )
-        return recorded
+        if recorded.secure or not secure:
+            return recorded
+        cluster_id = recorded.cluster_id or uuid.uuid4().hex
+    else:
+        cluster_id = uuid.uuid4().hex
     data_dir.mkdir(parents=True, exist_ok=True)
-    made = Cluster(dict(cluster.nodes), cluster_id=uuid.uuid4().hex)
-    lines = [f'cluster_id = "{made.cluster_id}"', "", "[nodes]"]
-    lines += [f'{i} = "{made.nodes[i]}"' for i in made.ids]
-    path.write_text("\n".join(lines) + "\n")
-    return made
+    lines = [f'cluster_id = "{cluster_id}"', ""]
+    if not secure:
+        lines += ["[nodes]"] + [f'{i} = "{cluster.nodes[i]}"' for i in cluster.ids]
+    else:
+        for i in cluster.ids:
+            keypair = ensure_keypair(data_dir / f"node{i}" / "node.key")
+            lines += [
+                f"[nodes.{i}]",
+                f'address = "{cluster.nodes[i]}"',
+                f'key = "{keypair.public_text}"',
+                "",
+            ]
+        admin = ensure_keypair(data_dir / ADMIN_KEY)
+        lines += [
+            "[client]",
+            "# The key paxos broadcast/subscribe/status use with this file.",
+            f'key_file = "{ADMIN_KEY.as_posix()}"',
+            "",
+            "# Clients allowed in: a key, the session names it may use, what it may do.",
+            "[clients.admin]",
+            f'key = "{admin.public_text}"',
+            'ids = ["*"]',
+            f"allow = {json.dumps(list(PERMISSIONS))}",
+        ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return parse_cluster(str(path))
+
+
+# ---------------------------------------------------------------------- paxos keys
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """CURVE keys for nodes and clients."""
+
+
+@keys_group.command("gen")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def keys_gen(path: Path) -> None:
+    """Create a keypair in the new file PATH (mode 0600) and print its public key.
+
+    Put the public key in the cluster file: under [nodes.ID] key for a node, or as a
+    [clients.NAME] table (key, ids, allow) for a client.
+    """
+    keypair = Keypair.generate()
+    try:
+        save_keypair(path, keypair)
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror or exc}") from None
+    click.echo(keypair.public_text)
+
 
 
 # ---------------------------------------------------------------------- paxos broadcast
@@ -422,6 +559,7 @@ def cluster_file(data_dir: Path, cluster: Cluster) -> Cluster:
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Give up after this many seconds without progress.")
 @click.argument("messages", nargs=-1)
+@client_key_option
 @log_level_option
 def broadcast_command(
     spec: str | None,
@@ -433,6 +571,8 @@ def broadcast_command(
     max_payload_bytes: int | None,
     timeout: float,
     messages: tuple[str, ...],
+    key_file: Path | None,
+    insecure: bool,
     log_level: str,
 ) -> None:
     """Broadcast MESSAGES in order ('-' reads lines from stdin); one JSON line per commit.
@@ -488,7 +628,9 @@ def broadcast_command(
 
     committed: list[Committed] = []
     try:
-        with Client(cluster, client_id=client_id, timeout=timeout) as client:
+        with _client(
+            cluster, key_file, insecure, client_id=client_id, timeout=timeout
+        ) as client:
             client.open_session()
             limit = min(max_payload_bytes or client.max_payload_bytes, client.max_payload_bytes)
             if count is not None:
@@ -498,7 +640,7 @@ def broadcast_command(
             else:
                 source = payloads.payloads(messages, sys.stdin.buffer, b64=b64, limit=limit)
             committed = client.broadcast_many(until_error(), on_commit=report)
-    except (ClusterUnavailable, SessionExpired, WrongCluster) as exc:
+    except (ClusterUnavailable, SessionExpired, WrongCluster, Forbidden) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # PayloadTooLarge, PayloadError, a bad client id
         raise click.ClickException(str(exc)) from None
@@ -530,6 +672,7 @@ def delivery_json(index: int, client: str, seq: int, payload: bytes) -> str:
               help="Stop after this many seconds without a delivery.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Fail after this many seconds in which no node answered.")
+@client_key_option
 @log_level_option
 def subscribe_command(
     spec: str | None,
@@ -538,6 +681,8 @@ def subscribe_command(
     node_id: int | None,
     idle_timeout: float | None,
     timeout: float,
+    key_file: Path | None,
+    insecure: bool,
     log_level: str,
 ) -> None:
     """Print the ordered delivery stream as JSON lines, from index FROM on."""
@@ -546,7 +691,7 @@ def subscribe_command(
     if node_id is not None and node_id not in cluster.nodes:
         raise click.BadParameter(f"node {node_id} is not in the cluster", param_hint="--node")
     seen = 0
-    with Client(cluster) as client:
+    with _client(cluster, key_file, insecure) as client:
         stream = client.subscribe(
             from_index, node=node_id, idle_timeout=idle_timeout, unreachable_timeout=timeout
         )
@@ -557,7 +702,7 @@ def subscribe_command(
                 seen += 1
                 if count is not None and seen >= count:
                     return
-        except ClusterUnavailable as exc:
+        except (ClusterUnavailable, Forbidden) as exc:
             raise click.ClickException(str(exc)) from None
         except Compacted as exc:
             raise click.ClickException(
@@ -574,7 +719,10 @@ def subscribe_command(
 @cluster_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @click.option("--timeout", type=click.FloatRange(0.05), default=1.0, show_default=True)
-def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
+@client_key_option
+def status_command(
+    spec: str | None, as_json: bool, timeout: float, key_file: Path | None, insecure: bool
+) -> None:
     """Show each node: id, address, reachable, role, ballot, leader, last delivered index.
 
     Exits non-zero unless a majority of the cluster's nodes answer and see one leader
@@ -583,9 +731,12 @@ def status_command(spec: str | None, as_json: bool, timeout: float) -> None:
     configure("warning")
     cluster = _cluster(spec)
     rows = []
-    with Client(cluster) as client:
+    with _client(cluster, key_file, insecure) as client:
         for node_id in cluster.ids:
-            s = client.status(node_id, timeout)
+            try:
+                s = client.status(node_id, timeout)
+            except Forbidden as exc:
+                raise click.ClickException(str(exc)) from None
             rows.append(
                 {
                     "id": node_id,
@@ -660,14 +811,20 @@ def _size(value: object) -> str:
 @click.option("--node", "node_id", type=int, required=True, help="The node to snapshot.")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
               help="Seconds to wait for the snapshot to be durable.")
-def snapshot_command(spec: str | None, node_id: int, timeout: float) -> None:
+@client_key_option
+def snapshot_command(
+    spec: str | None, node_id: int, timeout: float, key_file: Path | None, insecure: bool
+) -> None:
     """Make a node take a snapshot and compact its log now; prints where it stands."""
     configure("warning")
     cluster = _cluster(spec)
     if node_id not in cluster.nodes:
         raise click.ClickException(f"node {node_id} is not in the cluster ({cluster.spec()})")
-    with Client(cluster) as client:
-        s = client.take_snapshot(node_id, timeout)
+    with _client(cluster, key_file, insecure) as client:
+        try:
+            s = client.take_snapshot(node_id, timeout)
+        except Forbidden as exc:
+            raise click.ClickException(str(exc)) from None
     if s is None:
         raise click.ClickException(f"node {node_id} did not answer within {timeout:.0f}s")
     click.echo(
@@ -684,6 +841,7 @@ def attach(group: click.Group) -> None:
     for command in (
         node_command,
         cluster_group,
+        keys_group,
         broadcast_command,
         subscribe_command,
         status_command,

@@ -48,3 +48,12 @@ class Compacted(LookupError):
         super().__init__(f"{what} is no longer retained; the earliest available is {earliest}")
         self.earliest = earliest
         self.requested = requested
+
+
+class Forbidden(PermissionError):
+    """The cluster does not allow this client's key to do ``what`` (a permission, or a
+    session name its key is not granted: see the ``[clients]`` table of the cluster file)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"this client's key is not allowed: {what}")
+        self.what = what

@@ -26,8 +26,14 @@ def spawn_node(
     log_level: str = "info",
     log_file: Path | None = None,
     extra: tuple[str, ...] = (),
+    insecure: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``paxos node`` as a child process (its stderr to ``log_file`` if given)."""
+    """Start ``paxos node`` as a child process (its stderr to ``log_file`` if given).
+
+    The node speaks CURVE with the key in its data directory (``node.key``), unless
+    ``insecure``; a cluster without keys can only run insecure."""
+    if not insecure and not cluster.secure:
+        raise ConfigError("the cluster names no CURVE keys: write a cluster file with keys")
     args = [
         sys.executable,
         "-m",
@@ -36,7 +42,7 @@ def spawn_node(
         "--id",
         str(node_id),
         "--cluster",
-        cluster.spec(),
+        cluster.spec() if insecure else cluster.argument(),
         "--data-dir",
         str(data_dir / f"node{node_id}"),
         "--log-level",
@@ -45,6 +51,8 @@ def spawn_node(
     ]
     if not fsync:
         args.append("--no-fsync")
+    if insecure:
+        args.append("--insecure")
     if cluster.cluster_id is not None:
         args += ["--cluster-id", cluster.cluster_id]
     stderr: Any = None

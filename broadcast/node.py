@@ -25,6 +25,15 @@ cannot persist its vows must not make any.
 Before anything else, the node checks its data directory's identity
 (:mod:`broadcast.identity`): cluster id, node id, members and payload limit.
 
+**Who may speak.** By default every connection is CURVE (:mod:`broadcast.auth`):
+only the cluster's members and the clients its file authorises get in, and a
+sender's identity is its key's. A member may send Paxos messages under its own
+id only; a client key may do what its grant allows (broadcast, subscribe,
+status, admin) and use only the session names it is granted. A node owes a
+client at most ``reply_budget_bytes`` of deliveries (and snapshot parts) it has
+not proved it read (tickets, see ``protocol.Fetch``): a client over budget is
+paused, and cut off for good after ``reply_cutoff_s``.
+
 **Snapshots and compaction.** Every ``snapshot_entries`` deliveries (or
 ``snapshot_bytes`` of delivered payloads), at the end of a turn (a delivery
 boundary), the node takes a snapshot of its replica (client sessions
@@ -56,6 +65,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from broadcast.auth import CLIENT_PRINCIPAL, Keyring
 from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired
 from broadcast.history import (
     DEFAULT_RETAIN_ENTRIES,
@@ -64,6 +74,7 @@ from broadcast.history import (
     HistoryError,
 )
 from broadcast.identity import Identity, cluster_id_bytes, establish
+from broadcast.keys import load_keypair
 from broadcast.logs import RateLimited, get_logger
 from broadcast.protocol import (
     ACK_RUNS_MAX,
@@ -71,6 +82,7 @@ from broadcast.protocol import (
     FETCH_MAX_BYTES,
     CloseSession,
     Deliveries,
+    Denied,
     Fetch,
     FetchRefused,
     FetchSnapshot,
@@ -86,7 +98,18 @@ from broadcast.protocol import (
     TakeSnapshot,
 )
 from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotStore
-from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, bind_address
+from broadcast.spec import (
+    ADMIN,
+    BROADCAST,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    STATUS,
+    SUBSCRIBE,
+    Cluster,
+    ConfigError,
+    Grant,
+    bind_address,
+    session_name,
+)
 from broadcast.transport import NodeTransport, TransportConfig, node_id_of
 from broadcast.wal import DEFAULT_SEGMENT_BYTES as DEFAULT_WAL_SEGMENT_BYTES
 from broadcast.wal import WalCorruptionError, WriteAheadLog
@@ -124,6 +147,56 @@ _MAX_PENDING_OPENS = 10_000
 _MAX_HELD_FETCHES = 10_000
 #: `paxos snapshot` requests waiting for a snapshot to be durable, at most.
 _MAX_SNAPSHOT_WAITERS = 64
+#: A node's key file, in its data directory unless ``key_file`` says otherwise.
+NODE_KEY_FILE = "node.key"
+#: Bytes of deliveries and snapshot parts a node sends a client before the client proves
+#: it read them (see protocol.Fetch): what a subscriber that never reads can cost.
+DEFAULT_REPLY_BUDGET = 512 * 1024
+#: A client over its budget this long is cut off: none of its requests is served again.
+DEFAULT_REPLY_CUTOFF_S = 30.0
+#: Clients remembered as cut off, and clients owed replies, at most (oldest forgotten).
+_MAX_CUT_OFF = 65_536
+_MAX_OWED = 65_536
+
+
+def frame_limit(config: ReplicaConfig) -> int:
+    """The largest frame a member or client of a cluster with ``config`` ever sends (with
+    room to spare): larger messages are refused by ZeroMQ before they are read.
+
+    Every message is bounded by one of the byte limits below plus one entry beyond it
+    (a batch, a catch-up reply, a promise, a snapshot chunk, a client's Submit of
+    about 1 MiB), and an entry holds at most one payload beyond its own limit.
+    """
+    bulk = max(
+        1024 * 1024,
+        config.batch_max_bytes,
+        config.catchup_max_bytes,
+        config.promise_max_bytes,
+        config.snapshot_chunk_bytes,
+    )
+    return 2 * bulk + 2 * config.max_payload_bytes + 1024 * 1024
+
+
+class _Owed:
+    """Replies sent to one client that it has not proved it read (see protocol.Fetch)."""
+
+    __slots__ = ("bytes", "paused", "tickets")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.tickets: list[tuple[int, int]] = []  # (ticket, bytes), oldest first
+        self.paused = 0.0  # when the client went over budget (0: it is not)
+
+    def release(self, ticket: int) -> None:
+        """The client read the reply with ``ticket``, so every earlier one too (they
+        travel in order on one connection)."""
+        for position, (issued, _) in enumerate(self.tickets):
+            if issued == ticket:
+                done = self.tickets[: position + 1]
+                del self.tickets[: position + 1]
+                self.bytes -= sum(size for _, size in done)
+                self.paused = 0.0
+                return
 
 
 class StateMachine(Protocol):
@@ -221,6 +294,10 @@ class Node:
         retain_entries: int | None = None,
         retain_bytes: int | None = None,
         history_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        key_file: str | os.PathLike[str] | None = None,
+        insecure: bool = False,
+        reply_budget_bytes: int = DEFAULT_REPLY_BUDGET,
+        reply_cutoff_s: float = DEFAULT_REPLY_CUTOFF_S,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
@@ -236,9 +313,31 @@ class Node:
             raise ConfigError("retain_entries and retain_bytes must be >= 0")
         if history_segment_bytes < 1024:
             raise ConfigError("history_segment_bytes must be >= 1024")
+        if reply_budget_bytes < 1 or reply_cutoff_s <= 0:
+            raise ConfigError("reply_budget_bytes and reply_cutoff_s must be > 0")
         config = replica_config or ReplicaConfig(nodes=cluster.ids)
         if config.nodes != cluster.ids:
             raise ConfigError("replica_config.nodes must match the cluster")
+        keyring: Keyring | None = None
+        if insecure:
+            log.warning(
+                "node.insecure",
+                node=node_id,
+                warning="INSECURE: no authentication, no encryption. Anyone who can reach "
+                f"{cluster.nodes[node_id]} can forge Paxos messages, make this cluster "
+                "deliver what nobody broadcast, and read every payload. Benchmarks only.",
+            )
+        else:
+            if not cluster.secure:
+                raise ConfigError(
+                    "the cluster names no CURVE keys: give a cluster file with keys "
+                    "(paxos cluster up writes one), or run --insecure (no authentication)"
+                )
+            path = Path(key_file) if key_file is not None else Path(data_dir) / NODE_KEY_FILE
+            keyring = Keyring.of(cluster, node_id, load_keypair(path))
+        self.insecure = insecure
+        #: Client name -> what its key may do (empty with --insecure: no keys at all).
+        self._grants: dict[str, Grant] = dict(keyring.clients) if keyring else {}
         self.node_id = node_id
         self.cluster = cluster
         self.data_dir = Path(data_dir)
@@ -308,8 +407,9 @@ class Node:
                 node_id,
                 bind_address(cluster.nodes[node_id]),
                 peers,
-                transport_config,
+                transport_config or TransportConfig(max_msg_bytes=frame_limit(self.config)),
                 cluster_id=cluster_id_bytes(self.identity.cluster_id),
+                keyring=keyring,
             )
         except BaseException:
             if history is not None:
@@ -324,6 +424,7 @@ class Node:
             snapshot_slot=snapshot.slot if snapshot else 0,
             ballot=list(self.replica.ballot),
             fsync=fsync,
+            curve=not insecure,
             address=cluster.nodes[node_id],
             history=[self.history.first_index, self.history.last_index],
         )
@@ -386,6 +487,14 @@ class Node:
         #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
         self.failure: BaseException | None = None
         self.max_routes = 100_000
+        # Replies owed to clients (tickets), and the clients cut off for not reading.
+        self.reply_budget_bytes = reply_budget_bytes
+        self.reply_cutoff_s = reply_cutoff_s
+        self._owed: dict[bytes, _Owed] = {}
+        self._cut_off: dict[bytes, None] = {}
+        self._tickets = random.Random(os.urandom(16))
+        self._denied = RateLimited(log, "client.denied", interval_s=5.0)
+        self._cut_offs = RateLimited(log, "client.cut_off", interval_s=5.0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -449,6 +558,8 @@ class Node:
             self._failed_applies,
             self._failed_reads,
             self._sessions_gone,
+            self._denied,
+            self._cut_offs,
         ):
             limited.flush()
         log.info("node.stopped", node=self.node_id)
@@ -550,9 +661,9 @@ class Node:
         timeout_ms = max(0, int((self._next_tick - now) * 1000) + 1)
         if self.driver.pending or not self._inbox.empty():
             timeout_ms = 0
-        for identity, frame in self.transport.poll(timeout_ms):
+        for identity, frame, principal in self.transport.poll(timeout_ms):
             try:
-                self._on_frame(identity, frame)
+                self._on_frame(identity, frame, principal)
             except StepFailed as exc:
                 # The replica's own bug, not the sender's: keep what it persisted and
                 # delivered (its memory already holds it), send nothing of that step.
@@ -574,6 +685,7 @@ class Node:
                 self._next_tick = now + self.tick_s
             self._safely(lambda: self._retry_local(now))
             self._expire_fetches(now)
+            self._cut_off_paused(now)
         self._flush()
         if self._snapshots_enabled:
             self._snapshot_turn()
@@ -814,14 +926,17 @@ class Node:
 
     # ------------------------------------------------------------------ frames
 
-    def _on_frame(self, identity: bytes, frame: bytes) -> None:
+    def _on_frame(self, identity: bytes, frame: bytes, principal: str = "") -> None:
         try:
             msg = decode(frame)
         except CodecError as exc:
             self._drop(identity, "undecodable", f"undecodable frame: {exc}", len(frame))
             return
         if isinstance(msg, _MESSAGE_TYPES):
-            # Only a node may speak Paxos, and only under its own id.
+            # Only a node may speak Paxos, and only under its own id. With CURVE the
+            # transport reports a member as n:<id> of its *key*, and a client key never
+            # as a node: a forged Prepare, Accept, Accepted or CatchupReply from anyone
+            # else ends here.
             if node_id_of(identity) != msg.src:  # type: ignore[attr-defined]
                 self._drop(identity, "src", "message src does not match the sender", len(frame))
                 return
@@ -832,15 +947,23 @@ class Node:
         elif node_id_of(identity) is not None:
             # Peers speak Paxos only; client requests come from client identities.
             self._drop(identity, "unexpected", f"{type(msg).__name__} from a node", len(frame))
+        elif identity in self._cut_off:
+            self._count("cut_off")  # it stopped reading what it asked for: never again
         elif isinstance(msg, Submit):
-            self._on_submit(identity, msg)
+            if self._permits(identity, principal, BROADCAST):
+                self._on_submit(identity, msg, self._grant(principal))
         elif isinstance(msg, Fetch):
-            self._on_fetch(identity, msg)
+            if self._permits(identity, principal, SUBSCRIBE):
+                self._on_fetch(identity, msg)
         elif isinstance(msg, StatusRequest):
-            self._reply(identity, self.status(msg.nonce))
+            if self._permits(identity, principal, STATUS):
+                self._reply(identity, self.status(msg.nonce))
         elif isinstance(msg, FetchSnapshot):
-            self._on_fetch_snapshot(identity, msg)
+            if self._permits(identity, principal, SUBSCRIBE):
+                self._on_fetch_snapshot(identity, msg)
         elif isinstance(msg, TakeSnapshot):
+            if not self._permits(identity, principal, ADMIN):
+                return
             if not self._snapshots_enabled or len(self._snapshot_waiters) >= _MAX_SNAPSHOT_WAITERS:
                 self._reply(identity, self.status(msg.nonce))  # nothing to wait for
             else:
@@ -849,12 +972,101 @@ class Node:
                 )
                 self._snapshot_now = True
         elif isinstance(msg, OpenSession):
-            self._on_open_session(identity, msg)
+            if self._permits(identity, principal, BROADCAST) and self._may_use(
+                identity, principal, msg.name
+            ):
+                self._on_open_session(identity, msg)
         elif isinstance(msg, CloseSession):
-            if self.replica.session_status(msg.key)[0] == "live":
+            if (
+                self._permits(identity, principal, BROADCAST)
+                and self._may_use(identity, principal, session_name(msg.key))
+                and self.replica.session_status(msg.key)[0] == "live"
+            ):
                 self._take(self.replica.propose([close_command(msg.key)]))
         else:
             self._drop(identity, "unexpected", f"unexpected {type(msg).__name__}", len(frame))
+
+    # ------------------------------------------------------------------ authorisation
+
+    def _grant(self, principal: str) -> Grant | None:
+        """The grant of a client principal ``c:<name>``; None with --insecure."""
+        if not principal:
+            return None
+        return self._grants.get(principal[len(CLIENT_PRINCIPAL) :])
+
+    def _permits(self, identity: bytes, principal: str, permission: str) -> bool:
+        """Whether the client's key may do ``permission``; if not, it is told (Denied)."""
+        if not principal:
+            return True  # --insecure: there are no keys, so no grants to check
+        grant = self._grant(principal)
+        if grant is not None and grant.may(permission):
+            return True
+        self._deny(identity, principal, permission)
+        return False
+
+    def _may_use(self, identity: bytes, principal: str, name: str) -> bool:
+        """Whether the client's key may use sessions named ``name``: one client can never
+        write into, read the acknowledgements of or ask about another client's session."""
+        if not principal:
+            return True
+        grant = self._grant(principal)
+        if grant is not None and grant.may_use(name):
+            return True
+        self._deny(identity, principal, f"session {name[:64]}")
+        return False
+
+    def _deny(self, identity: bytes, principal: str, what: str) -> None:
+        self._count("denied")
+        self._denied.hit(node=self.node_id, client=principal, denied=what)
+        self._reply(identity, Denied(what))
+
+    # ------------------------------------------------------------------ reply budget
+
+    def _owes(self, identity: bytes, size: int) -> int | None:
+        """A ticket for a reply of ``size`` bytes to ``identity``, or None if the client
+        is over its budget (then it is paused: the reply is not sent; a client that does
+        not read cannot make the node hold more than its budget for it)."""
+        owed = self._owed.get(identity)
+        if owed is None:
+            if len(self._owed) >= _MAX_OWED:
+                del self._owed[next(iter(self._owed))]  # bounded: the oldest is forgotten
+            owed = self._owed[identity] = _Owed()
+        if owed.bytes and owed.bytes + size > self.reply_budget_bytes:
+            if not owed.paused:
+                owed.paused = time.monotonic()
+            self._count("paused")
+            return None
+        ticket = self._tickets.getrandbits(62) + 1  # unguessable: only a reader knows it
+        owed.tickets.append((ticket, size))
+        owed.bytes += size
+        return ticket
+
+    def _read_up_to(self, identity: bytes, ticket: int) -> None:
+        """The client shows the ticket of the last reply it read."""
+        owed = self._owed.get(identity)
+        if owed is not None and ticket:
+            owed.release(ticket)
+            if not owed.bytes:
+                del self._owed[identity]
+
+    def _cut_off_paused(self, now: float) -> None:
+        """Cut off the clients paused over their budget for ``reply_cutoff_s``: they asked
+        for replies and do not read them."""
+        if not self._owed:
+            return
+        limit = now - self.reply_cutoff_s
+        for identity in [i for i, o in self._owed.items() if o.paused and o.paused < limit]:
+            owed = self._owed.pop(identity)
+            if len(self._cut_off) >= _MAX_CUT_OFF:
+                del self._cut_off[next(iter(self._cut_off))]
+            self._cut_off[identity] = None
+            self._held_fetches = [e for e in self._held_fetches if e[1] != identity]
+            self._count("cut_off_clients")
+            self._cut_offs.hit(
+                node=self.node_id,
+                client=identity[:64].decode("ascii", "replace"),
+                owed_bytes=owed.bytes,
+            )
 
     def _count(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -910,7 +1122,7 @@ class Node:
         pending[(msg.name, msg.nonce)] = identity
         self._take(self.replica.propose([open_command(msg.name, msg.nonce)]))
 
-    def _on_submit(self, identity: bytes, msg: Submit) -> None:
+    def _on_submit(self, identity: bytes, msg: Submit, grant: Grant | None = None) -> None:
         replica = self.replica
         routes = self._routes
         limit = self.config.max_payload_bytes
@@ -924,6 +1136,12 @@ class Node:
                 continue
             state = known.get(key)
             if state is None:
+                if grant is not None and not grant.may_use(session_name(key)):
+                    # Another client's session: it may neither write into it nor learn
+                    # anything about it (not even whether it exists).
+                    self._deny(identity, f"c:{grant.name}", f"session {session_name(key)[:64]}")
+                    stopped.add(key)
+                    continue
                 state = known[key] = replica.session_status(key)
                 if state[0] == "ended":
                     # Its session is gone: none of its commands beyond its last seq
@@ -992,6 +1210,7 @@ class Node:
         self._acks = {}
 
     def _on_fetch(self, identity: bytes, msg: Fetch) -> None:
+        self._read_up_to(identity, msg.ticket)
         if msg.from_index < 1:
             self._drop(identity, "fetch", "fetch from index 0", 0)
             return
@@ -1022,7 +1241,13 @@ class Node:
             self._count("history")
             self._failed_reads.hit(node=self.node_id, error=str(exc)[:300])
             return
-        self._reply(identity, Deliveries(msg.from_index, tuple(commands), history.last_index))
+        size = sum(map(len, map(_payload_of, commands))) + 64 * len(commands)
+        ticket = self._owes(identity, size)
+        if ticket is None:
+            return  # over budget: paused until it shows it read what it was sent
+        self._reply(
+            identity, Deliveries(msg.from_index, tuple(commands), history.last_index, ticket)
+        )
 
     def _serve_fetches(self, now: float, *, expire: bool) -> None:
         kept = []
@@ -1207,15 +1432,23 @@ class Node:
     def _on_fetch_snapshot(self, identity: bytes, msg: FetchSnapshot) -> None:
         """A part of our latest durable snapshot, for a subscriber that rebuilds its state
         (bounded: one chunk per request; the client asks for the next)."""
+        self._read_up_to(identity, msg.ticket)
         snapshot = self.replica.snapshot
         if snapshot is None:
             self._reply(identity, SnapshotPart(0, 0, 0, 0, 0, b""))
             return
         offset = min(msg.offset, snapshot.size)
-        data = snapshot.blob[offset : offset + self.config.snapshot_chunk_bytes]
+        # Parts no larger than a fetch reply, so that the reply budget bounds them alike.
+        chunk = min(self.config.snapshot_chunk_bytes, FETCH_MAX_BYTES)
+        data = snapshot.blob[offset : offset + chunk]
+        ticket = self._owes(identity, len(data))
+        if ticket is None:
+            return
         self._reply(
             identity,
-            SnapshotPart(snapshot.slot, snapshot.index, snapshot.size, snapshot.crc, offset, data),
+            SnapshotPart(
+                snapshot.slot, snapshot.index, snapshot.size, snapshot.crc, offset, data, ticket
+            ),
         )
 
     def _answer_snapshot_waiters(self, index: int) -> None:

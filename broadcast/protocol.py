@@ -37,7 +37,9 @@ MAX_CLUSTER_ID_LEN = 128
 #: Most deliveries one Deliveries frame carries.
 FETCH_MAX = 4096
 #: About this many bytes of payloads per Deliveries frame (one larger command travels alone).
-FETCH_MAX_BYTES = 1024 * 1024
+#: Small enough that the replies a node owes a subscriber that stops reading stay small
+#: (see Node's reply budget); a reading subscriber asks for the next at once.
+FETCH_MAX_BYTES = 256 * 1024
 #: Most runs one SubmitAck carries.
 ACK_RUNS_MAX = 1024
 #: Longest refusal reason or role name.
@@ -131,11 +133,17 @@ class Fetch:
 
     The node answers at once if it has any; otherwise it holds the request up
     to ``wait_ms`` and answers with whatever arrived (possibly nothing).
+
+    ``ticket`` is the ticket of the last :class:`Deliveries` (or :class:`SnapshotPart`)
+    this client read from this node (0: none). It proves the client reads what it is
+    sent: a node owes a client at most a byte budget of replies it has not proved it
+    read, and stops serving (then cuts off) a client that does not read.
     """
 
     from_index: int
     max_count: int
     wait_ms: int
+    ticket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +157,8 @@ class Deliveries:
     first_index: int
     commands: Value
     delivered: int
+    ticket: int = 0
+    """Unguessable; the client's next Fetch carries it back (see :class:`Fetch`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +173,11 @@ class FetchRefused:
 @dataclass(frozen=True, slots=True)
 class FetchSnapshot:
     """Send me the part of your latest durable snapshot that starts at ``offset``
-    (a subscriber rebuilding its state below the retention: see Client.snapshot)."""
+    (a subscriber rebuilding its state below the retention: see Client.snapshot).
+    ``ticket``: as in :class:`Fetch`."""
 
     offset: int
+    ticket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +192,7 @@ class SnapshotPart:
     crc: int
     offset: int
     data: bytes
+    ticket: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +227,15 @@ class Status:
     snapshot_index: int = 0
     floor: int = 0
     log_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """The client's key may not do ``what`` (a permission: broadcast, subscribe, status,
+    admin; or ``session <name>``: a session name its key is not granted). Nothing of the
+    request was done."""
+
+    what: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +296,8 @@ CLUSTER_ID = Field("cluster_id", _cluster_id)
 register(64, Submit, (VALUE,))
 register(65, SubmitAck, (CLIENT_ID, tuple_of(Field("ack", _ack), ACK_RUNS_MAX), UINT))
 register(66, SubmitRefused, (CLIENT_ID, UINT, SHORT_STR, UINT))
-register(67, Fetch, (UINT, UINT, UINT))
-register(68, Deliveries, (UINT, VALUE, UINT))
+register(67, Fetch, (UINT, UINT, UINT, UINT))
+register(68, Deliveries, (UINT, VALUE, UINT, UINT))
 register(69, StatusRequest, (INT,))
 register(
     70,
@@ -288,8 +310,9 @@ register(74, SessionOpened, (NONCE, CLIENT_ID, CLUSTER_ID, UINT, UINT))
 register(75, CloseSession, (CLIENT_ID,))
 register(76, SessionEnded, (CLIENT_ID, BOOL, UINT))
 register(77, FetchRefused, (UINT, UINT))
-register(79, FetchSnapshot, (UINT,))
-register(80, SnapshotPart, (UINT, UINT, UINT, UINT, UINT, BYTES))
+register(79, FetchSnapshot, (UINT, UINT))
+register(80, SnapshotPart, (UINT, UINT, UINT, UINT, UINT, BYTES, UINT))
+register(81, Denied, (CLIENT_ID,))
 
 ClientMessage = (
     Submit | Fetch | StatusRequest | OpenSession | CloseSession | TakeSnapshot | FetchSnapshot
@@ -303,4 +326,5 @@ NodeReply = (
     | SessionOpened
     | SessionEnded
     | SnapshotPart
+    | Denied
 )

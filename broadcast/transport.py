@@ -43,6 +43,15 @@ values to apply backpressure to proposers. A client's frames to a node that is n
 (yet) are queued instead, up to the high-water mark: its first request must not be lost to the
 TCP handshake, and a stale request delivered later is harmless.
 
+Authentication (``broadcast.auth``). By default every socket speaks CURVE: a node's ROUTER
+is a CURVE server with the node's long-term key, and lets in only the cluster's members and
+authorised clients (its ZAP handler, served by ``poll()``). ``poll()`` reports each frame's
+*principal*: ``"n:<id>"`` or ``"c:<client name>"``, from the key that authenticated the
+connection; a node's frames are reported as coming from ``n:<id>`` of its *key*, whatever
+routing identity it picked. An envelope is accepted only from a member, a raw client frame
+only from a client. ``--insecure`` (no keyring) uses ZeroMQ's NULL mechanism: no encryption,
+no authentication, an empty principal, and the routing identity decides as before.
+
 Liveness: no ZMTP heartbeats and no ROUTER_HANDOVER anywhere (libzmq 4.3 can abort the process
 with either; see ``_configure`` and ``NodeTransport.__init__``). A dead connection is noticed by
 TCP keepalive (``TransportConfig.tcp_keepalive_*``); liveness of nodes and clients is the
@@ -61,6 +70,8 @@ from typing import Self
 
 import zmq
 
+from broadcast.auth import CLIENT_PRINCIPAL, NODE_PRINCIPAL, Gatekeeper, Keyring
+from broadcast.keys import Keypair
 from broadcast.logs import RateLimited, get_logger
 
 __all__ = [
@@ -86,8 +97,11 @@ _ZERO_COPY_BYTES = 64 * 1024
 ENVELOPE = b"\x00"
 #: Length of a cluster id; every envelope carries its sender's.
 CLUSTER_ID_BYTES = 16
-#: Frames under 64 KiB are packed into envelopes of at most this many bytes.
+#: Frames under 64 KiB are packed into envelopes of at most this many bytes ...
 ENVELOPE_BYTES = 1 << 20
+#: ... and at most this many frames: a receiver refuses an envelope with more (or a
+#: larger one), so one message can never cost it more than a bounded amount of work.
+ENVELOPE_MAX_FRAMES = 4096
 _LEN = struct.Struct("<I")
 #: ENVELOPE and the cluster id.
 _HEADER_BYTES = len(ENVELOPE) + CLUSTER_ID_BYTES
@@ -95,6 +109,7 @@ _HEADER_BYTES = len(ENVELOPE) + CLUSTER_ID_BYTES
 _MAX_HEADER_BYTES = _HEADER_BYTES + _LEN.size
 
 NODE_PREFIX = b"n:"
+NODE_PREFIX_TEXT = NODE_PRINCIPAL
 CLIENT_PREFIX = b"c:"
 _INCARNATION = b"/"
 #: How many incarnation identities ``poll()`` remembers the plain identity of.
@@ -136,10 +151,18 @@ class TransportConfig:
     """
 
     sndhwm: int = 128
-    reply_hwm: int = 32
-    """Max replies queued per client connection: a client that stops reading (a subscriber
-    that never reads) costs at most this many replies of at most ~1 MiB each."""
     """Max messages queued per outgoing connection before sends are dropped (bounded memory)."""
+    reply_hwm: int = 8
+    """Max replies queued per client connection. Large replies (deliveries, snapshot parts)
+    are also bounded in bytes by the node's reply budget; this bounds the small ones."""
+    reply_sndbuf: int = 256 * 1024
+    """The kernel's send buffer for replies, per client connection (SO_SNDBUF): what a
+    client that stops reading can hold in the node's kernel."""
+    max_connections: int = 4096
+    """Client connections a node's ROUTER admits at once (members always get in); one more
+    is refused at its handshake and retries."""
+    handshake_ms: int = 5_000
+    """A connection that has not finished its handshake after this long is closed."""
     rcvhwm: int = 128
     """Max messages queued per incoming connection; beyond it zmq stops reading TCP."""
     max_msg_bytes: int = 64 * 1024 * 1024
@@ -167,6 +190,8 @@ class TransportConfig:
             raise ValueError("TCP keepalive idle, interval and count must be >= 1")
         if self.max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if self.max_connections < 1 or self.reply_sndbuf < 4096 or self.handshake_ms < 1:
+            raise ValueError("need max_connections >= 1, reply_sndbuf >= 4096, handshake_ms >= 1")
 
     @property
     def max_queued_bytes(self) -> int:
@@ -192,6 +217,9 @@ class TransportStats:
     a frame starting with the envelope byte."""
     foreign_cluster: int = 0
     """Envelopes from a node of another cluster (another cluster id), dropped."""
+    unauthorised: int = 0
+    """Messages of the wrong kind for their authenticated sender, dropped: an envelope from
+    a client key, or a raw client frame from a member's key."""
 
     @property
     def total_dropped(self) -> int:
@@ -303,11 +331,22 @@ def _connect_dealer(
     config: TransportConfig,
     *,
     immediate: bool = True,
+    keypair: Keypair | None = None,
+    server_key: bytes | None = None,
 ) -> _Socket:
     ep = endpoint(address)
     sock = ctx.socket(zmq.DEALER)
     _configure(sock, config)
     sock.setsockopt(zmq.IDENTITY, identity)
+    if keypair is not None:
+        # CURVE client: our long-term key proves who we are; the server's key, known in
+        # advance from the cluster file, proves we talk to the right node.
+        if server_key is None:
+            sock.close(0)
+            raise TransportError(f"no public key for {ep}", address=ep)
+        sock.curve_publickey = keypair.public
+        sock.curve_secretkey = keypair.secret
+        sock.curve_serverkey = server_key
     # IMMEDIATE (nodes): never queue frames for a peer that is not connected; the send fails
     # at once (counted as a drop) instead of piling up stale Paxos messages to replay on
     # reconnect. Clients queue instead: their first request must not be lost to the race
@@ -345,7 +384,8 @@ def pack_envelopes(cluster_id: bytes, frames: Sequence[bytes]) -> list[tuple[lis
         if not length:
             raise ValueError("cannot send an empty frame")
         alone = length >= _ZERO_COPY_BYTES
-        if (alone or size + 4 + length > ENVELOPE_BYTES) and len(parts) > 1:
+        full = size + 4 + length > ENVELOPE_BYTES or len(parts) > 2 * ENVELOPE_MAX_FRAMES
+        if (alone or full) and len(parts) > 1:
             out.append(([b"".join(parts)], (len(parts) - 1) // 2))
             parts, size = [head], _HEADER_BYTES
         if alone:
@@ -377,8 +417,8 @@ def unpack_envelope(parts: Sequence[bytes]) -> tuple[bytes, list[bytes]] | None:
         return None
     data = parts[0]
     end = len(data)
-    if end <= _HEADER_BYTES or not data.startswith(ENVELOPE):
-        return None  # not an envelope, or one without frames
+    if not _HEADER_BYTES < end <= _HEADER_BYTES + ENVELOPE_BYTES or not data.startswith(ENVELOPE):
+        return None  # not an envelope, one without frames, or one larger than any sender makes
     frames: list[bytes] = []
     view = memoryview(data)
     pos = _HEADER_BYTES
@@ -392,6 +432,8 @@ def unpack_envelope(parts: Sequence[bytes]) -> tuple[bytes, list[bytes]] | None:
             return None
         frames.append(bytes(view[pos : pos + length]))
         pos += length
+        if len(frames) > ENVELOPE_MAX_FRAMES:
+            return None  # no sender packs more: refused before it costs more work
     return data[1:_HEADER_BYTES], frames
 
 
@@ -485,6 +527,9 @@ class _Endpoint:
             return
         self._closed = True
         self._waker.close()
+        gate = getattr(self, "gate", None)
+        if gate is not None:
+            gate.close()
         self._ctx.destroy(linger=0)
 
     @property
@@ -549,10 +594,13 @@ class NodeTransport(_Endpoint):
         config: TransportConfig | None = None,
         *,
         cluster_id: bytes,
+        keyring: Keyring | None = None,
     ) -> None:
         if type(cluster_id) is not bytes or len(cluster_id) != CLUSTER_ID_BYTES:
             raise ValueError(f"cluster_id must be {CLUSTER_ID_BYTES} bytes")
         super().__init__(config or TransportConfig())
+        self.keyring = keyring
+        """None: ``--insecure`` (plaintext, anyone may connect)."""
         self.cluster_id = cluster_id
         """Carried by every envelope we send; envelopes carrying another are dropped."""
         self._log_foreign = RateLimited(log, "transport.foreign_cluster_dropped")
@@ -570,6 +618,17 @@ class NodeTransport(_Endpoint):
             # MANDATORY: a reply to an unknown/gone client raises instead of vanishing silently,
             # so it is counted (stats.reply_dropped).
             self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A client that stops reading holds at most this much of our kernel's memory.
+            self._router.setsockopt(zmq.SNDBUF, self.config.reply_sndbuf)
+            # A connection that never finishes its handshake is closed, so that silent
+            # connections cannot hold the client connection slots for long.
+            self._router.setsockopt(zmq.HANDSHAKE_IVL, self.config.handshake_ms)
+            # The ZAP handler: CURVE keys (or NULL with --insecure) and the connection limit.
+            self.gate = Gatekeeper(
+                self._ctx, self._router, keyring, self.config.max_connections, node_id
+            )
+            self._poller.register(self.gate.zap, zmq.POLLIN)
+            self._poller.register(self.gate.monitor, zmq.POLLIN)
             # No ROUTER_HANDOVER (the option that lets a new connection take over a routing
             # identity in use): with it, the connection taken over keeps an engine without a
             # pipe, and when that connection then sends and fails, libzmq 4.3 aborts as
@@ -606,8 +665,14 @@ class NodeTransport(_Endpoint):
             raise ValueError(f"node {peer_id} cannot be its own peer")
         if peer_id in self._peers:
             raise ValueError(f"peer {peer_id} already added")
+        keyring = self.keyring
         self._peers[peer_id] = _connect_dealer(
-            self._ctx, self._wire_identity, address, self.config
+            self._ctx,
+            self._wire_identity,
+            address,
+            self.config,
+            keypair=keyring.keypair if keyring is not None else None,
+            server_key=keyring.peers.get(peer_id) if keyring is not None else None,
         )
 
     @property
@@ -662,23 +727,35 @@ class NodeTransport(_Endpoint):
         _log_sampled("transport.reply_dropped", self.stats.reply_dropped)
         return False
 
-    def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes]]:
+    def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes, str]]:
         """Wait up to ``timeout_ms`` (None/negative: forever) for frames or a ``wake()``.
 
         Returns every frame available right now (from up to ``config.max_batch`` messages)
-        as ``(sender_identity, frame)``; an empty list on timeout or wake-up. A node's identity
-        is ``n:<id>``. Messages that are malformed or come from another cluster are dropped,
-        counted and logged (rate-limited), never raised.
+        as ``(sender_identity, frame, principal)``; an empty list on timeout or wake-up. A
+        node's identity is ``n:<id>``: with CURVE, the id of the key that authenticated the
+        connection. ``principal`` is ``"n:<id>"`` or ``"c:<client name>"`` with CURVE, ``""``
+        with ``--insecure``. Messages that are malformed, of the wrong kind for their sender
+        or from another cluster are dropped, counted and logged (rate-limited), never raised.
+        Handshakes waiting for the ZAP handler are answered here too.
         """
-        out: list[tuple[bytes, bytes]] = []
+        out: list[tuple[bytes, bytes, str]] = []
+        gate = self.gate
         for sock, _ in self._wait(timeout_ms):
             if sock is self._router:
-                self._drain(out)
+                if self.keyring is None:
+                    self._drain_insecure(out)
+                else:
+                    self._drain_authenticated(out)
+            elif sock is gate.monitor:
+                gate.on_monitor()
+            elif sock is gate.zap:
+                gate.on_monitor()  # count connections accepted before judging a handshake
+                gate.on_zap()
             else:
                 self._waker.drain()
         return out
 
-    def _drain(self, out: list[tuple[bytes, bytes]]) -> None:
+    def _drain_insecure(self, out: list[tuple[bytes, bytes, str]]) -> None:
         recv = self._router.recv_multipart
         before = len(out)
         # Bound the number of reads (malformed ones included), so a flood cannot pin the loop.
@@ -689,25 +766,58 @@ class NodeTransport(_Endpoint):
                 break
             identity = parts[0]
             if not identity.startswith(NODE_PREFIX):
-                # A client: one raw frame, which cannot start like an envelope.
-                if len(parts) == 2 and not parts[1].startswith(ENVELOPE):
-                    out.append((identity, parts[1]))
-                    continue
-                reason = "starts like an envelope" if len(parts) == 2 else "wrong number of parts"
-                self._count_malformed(identity, reason, len(parts))
+                self._client_frame(out, identity, parts, "")
                 continue
             peer = self._node_identity(identity)
             if peer is None:
                 self._count_malformed(identity, "node identity is not n:<id>", len(parts))
                 continue
-            opened = unpack_envelope(parts[1:])
-            if opened is None:
-                self._count_malformed(identity, "node message is not an envelope", len(parts))
-            elif opened[0] != self.cluster_id:
-                self._count_foreign(identity, opened[0])
-            else:
-                out.extend([(peer, frame) for frame in opened[1]])
+            self._envelope(out, identity, peer, parts)
         self.stats.received += len(out) - before
+
+    def _drain_authenticated(self, out: list[tuple[bytes, bytes, str]]) -> None:
+        recv = self._router.recv_multipart
+        before = len(out)
+        for _ in range(self.config.max_batch):
+            try:
+                frames = recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            # Who sent it: the principal the ZAP handler gave its connection (its key).
+            principal = str(frames[-1].get("User-Id"))
+            parts = [frame.bytes for frame in frames]
+            identity = parts[0]
+            if principal.startswith(NODE_PREFIX_TEXT):
+                # A member, whatever routing identity it chose: its id is its key's.
+                self._envelope(out, identity, principal.encode(), parts)
+            elif principal.startswith(CLIENT_PRINCIPAL) and not identity.startswith(NODE_PREFIX):
+                self._client_frame(out, identity, parts, principal)
+            else:
+                self.stats.unauthorised += 1
+                self._count_malformed(identity, f"not allowed for {principal!r}", len(parts))
+        self.stats.received += len(out) - before
+
+    def _client_frame(
+        self, out: list[tuple[bytes, bytes, str]], identity: bytes, parts: list[bytes], who: str
+    ) -> None:
+        # A client: one raw frame, which cannot start like an envelope.
+        if len(parts) == 2 and not parts[1].startswith(ENVELOPE):
+            out.append((identity, parts[1], who))
+            return
+        reason = "starts like an envelope" if len(parts) == 2 else "wrong number of parts"
+        self._count_malformed(identity, reason, len(parts))
+
+    def _envelope(
+        self, out: list[tuple[bytes, bytes, str]], identity: bytes, peer: bytes, parts: list[bytes]
+    ) -> None:
+        opened = unpack_envelope(parts[1:])
+        if opened is None:
+            self._count_malformed(identity, "node message is not an envelope", len(parts))
+        elif opened[0] != self.cluster_id:
+            self._count_foreign(identity, opened[0])
+        else:
+            principal = peer.decode() if self.keyring is not None else ""
+            out.extend([(peer, frame, principal) for frame in opened[1]])
 
     def _count_foreign(self, identity: bytes, cluster_id: bytes) -> None:
         self.stats.foreign_cluster += 1
@@ -735,6 +845,9 @@ class NodeTransport(_Endpoint):
 class ClientTransport(_Endpoint):
     """A client's transport: one DEALER per node, all with the same identity.
 
+    With ``keypair`` (and every node's public key in ``server_keys``) each connection is
+    CURVE: encrypted, and the node admits it only if the cluster authorises the key.
+
     ``poll()`` returns ``(node_id, frame)`` pairs. Sends to a node that is not connected (yet) are
     dropped and reported like a node's; the client library retries.
     """
@@ -744,6 +857,9 @@ class ClientTransport(_Endpoint):
         nodes: Mapping[int, str],
         identity: bytes | None = None,
         config: TransportConfig | None = None,
+        *,
+        keypair: Keypair | None = None,
+        server_keys: Mapping[int, bytes] | None = None,
     ) -> None:
         super().__init__(config or TransportConfig())
         self.identity = identity if identity is not None else client_identity()
@@ -752,7 +868,13 @@ class ClientTransport(_Endpoint):
         try:
             for node_id, address in nodes.items():
                 sock = _connect_dealer(
-                    self._ctx, self.identity, address, self.config, immediate=False
+                    self._ctx,
+                    self.identity,
+                    address,
+                    self.config,
+                    immediate=False,
+                    keypair=keypair,
+                    server_key=(server_keys or {}).get(node_id),
                 )
                 self._nodes[node_id] = sock
                 self._node_of[sock] = node_id

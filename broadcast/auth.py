@@ -1,0 +1,187 @@
+"""Who may connect to a node: the ZAP handler, the key allow-list, the connection limit.
+
+ZeroMQ authenticates every incoming connection of a node's ROUTER by asking a
+ZAP handler (RFC 27) in the same context. :class:`Gatekeeper` is that handler.
+It runs in the node's loop thread (``NodeTransport.poll`` serves its socket),
+so it shares no state with another thread:
+
+* **CURVE** (the default): a connection is let in only if its long-term public
+  key is a cluster member's or an authorised client's (:class:`Keyring`). The
+  ZAP reply names the *principal*, ``n:<id>`` or ``c:<client name>``; ZeroMQ
+  attaches it to every message of that connection as the ``User-Id``
+  property, and the node takes the sender's identity from it, never from the
+  routing identity the sender picked.
+* **NULL** (``--insecure``): everyone is let in, with an empty principal.
+
+Either way it enforces the limit on concurrent connections: the ROUTER's
+monitor reports every accepted and every closed TCP connection, and a client
+beyond ``max_connections`` is refused at its handshake (a member is always let
+in: the cluster needs its peers more than any client). Connections that do not
+finish their handshake are closed by ZeroMQ after ``HANDSHAKE_IVL``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from broadcast.keys import Keypair, raw_key
+from broadcast.logs import RateLimited, get_logger
+from broadcast.spec import Cluster, ConfigError, Grant
+
+__all__ = ["CLIENT_PRINCIPAL", "NODE_PRINCIPAL", "Gatekeeper", "Keyring"]
+
+log = get_logger(__name__)
+
+_Socket = zmq.Socket[bytes]
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+#: The ZAP domain of a node's ROUTER (ZeroMQ asks the handler only when one is set).
+ZAP_DOMAIN = b"paxos"
+NODE_PRINCIPAL = "n:"
+CLIENT_PRINCIPAL = "c:"
+#: At most this many ZAP requests and monitor events are handled per poll.
+_MAX_PER_POLL = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """A node's own keypair and the public keys it lets in (members and clients)."""
+
+    keypair: Keypair
+    peers: dict[int, bytes]
+    """Node id -> Z85 public key, for every member (this node included)."""
+    clients: dict[str, Grant]
+    """Client name -> its grant."""
+
+    @classmethod
+    def of(cls, cluster: Cluster, node_id: int, keypair: Keypair) -> Keyring:
+        """The keyring of ``node_id`` in a secure ``cluster``; ConfigError if ``keypair``
+        is not the key the cluster file names for it."""
+        mine = cluster.keys.get(node_id)
+        if mine is None or mine.encode() != keypair.public:
+            raise ConfigError(
+                f"node {node_id}'s key file holds the public key "
+                f"{keypair.public.decode()}, but the cluster file names "
+                f"{mine or 'none'} for node {node_id}"
+            )
+        return cls(
+            keypair,
+            {i: k.encode() for i, k in cluster.keys.items()},
+            dict(cluster.clients),
+        )
+
+    def principals(self) -> dict[bytes, str]:
+        """Raw 32-byte public key -> principal, for the ZAP handler."""
+        out = {raw_key(k): f"{NODE_PRINCIPAL}{i}" for i, k in self.peers.items()}
+        out.update({raw_key(g.key): f"{CLIENT_PRINCIPAL}{g.name}" for g in self.clients.values()})
+        return out
+
+
+@dataclass(slots=True)
+class GateStats:
+    """Counters of the gate, for tests and metrics."""
+
+    admitted: int = 0
+    denied_key: int = 0
+    """Handshakes refused: the key is on no list (or the mechanism is not ours)."""
+    denied_full: int = 0
+    """Client handshakes refused: the node had ``max_connections`` connections."""
+    connections: int = 0
+    """TCP connections open right now (accepted and not yet closed)."""
+
+
+class Gatekeeper:
+    """The ZAP handler and connection counter of one node's ROUTER (see the module doc)."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context[_Socket],
+        router: _Socket,
+        keyring: Keyring | None,
+        max_connections: int,
+        node_id: int,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self.keyring = keyring
+        self.max_connections = max_connections
+        self.node_id = node_id
+        self.stats = GateStats()
+        self._principals = keyring.principals() if keyring is not None else {}
+        self._open: set[int] = set()  # file descriptors of open connections
+        self.zap = ctx.socket(zmq.REP)
+        self.zap.setsockopt(zmq.LINGER, 0)
+        self.zap.bind(ZAP_ENDPOINT)
+        self.monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._log_denied = RateLimited(log, "gate.denied", interval_s=5.0)
+        # Set on the ROUTER before it binds: ZeroMQ asks the handler for every connection.
+        router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        if keyring is not None:
+            router.curve_server = True
+            router.curve_publickey = keyring.keypair.public
+            router.curve_secretkey = keyring.keypair.secret
+
+    def on_monitor(self) -> None:
+        """Count connections opened and closed (events of the ROUTER's monitor)."""
+        for _ in range(_MAX_PER_POLL):
+            try:
+                parts = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            event = parse_monitor_message(parts)
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._open.add(event["value"])
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._open.discard(event["value"])
+        self.stats.connections = len(self._open)
+
+    def on_zap(self) -> None:
+        """Answer the handshakes waiting for a verdict."""
+        for _ in range(_MAX_PER_POLL):
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self.zap.send_multipart(self._verdict(request))
+
+    def _verdict(self, request: list[bytes]) -> list[bytes]:
+        if len(request) < 6:
+            return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism, *credentials = request
+        principal = self._principal(mechanism, credentials)
+        if principal is None:
+            self.stats.denied_key += 1
+            self._deny("unknown key" if mechanism == b"CURVE" else "wrong mechanism", address)
+            return [version, request_id, b"400", b"unknown key", b"", b""]
+        # A member always gets in; a client only while there is room.
+        if not principal.startswith(NODE_PRINCIPAL) and len(self._open) > self.max_connections:
+            self.stats.denied_full += 1
+            self._deny("too many connections", address, principal=principal)
+            return [version, request_id, b"300", b"too many connections", b"", b""]
+        self.stats.admitted += 1
+        return [version, request_id, b"200", b"OK", principal.encode(), b""]
+
+    def _principal(self, mechanism: bytes, credentials: list[bytes]) -> str | None:
+        if self.keyring is None:
+            # --insecure: anyone may connect; the routing identity is all there is.
+            return "" if mechanism == b"NULL" else None
+        if mechanism != b"CURVE" or len(credentials) != 1:
+            return None
+        return self._principals.get(credentials[0])
+
+    def _deny(self, reason: str, address: bytes, principal: str = "") -> None:
+        self._log_denied.hit(
+            node=self.node_id,
+            reason=reason,
+            peer=address[:64].decode("ascii", "replace"),
+            principal=principal,
+            connections=len(self._open),
+        )
+
+    def close(self) -> None:
+        self._log_denied.flush()
+        self.zap.close(0)
+        self.monitor.close(0)
