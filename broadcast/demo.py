@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from broadcast.client import Client, Committed
-from broadcast.local import free_base_port, spawn_node
+from broadcast.local import cluster_file, free_base_port, spawn_node
 from broadcast.logs import configure
 from broadcast.spec import Cluster, local_cluster
 from paxos.types import Delivery
@@ -89,12 +89,14 @@ def _show_orders(orders: dict[int, list[Delivery]], start: int = 1) -> None:
 def run_demo(per_client: int = 5) -> None:
     configure("warning")
     base = free_base_port(3)
-    cluster = local_cluster(3, base)
     total = 2 * per_client
     with tempfile.TemporaryDirectory(prefix="paxos-demo-") as tmp:
         data = Path(tmp)
+        # A key for every node and one for the clients: every connection is CURVE.
+        cluster = cluster_file(data, local_cluster(3, base))
         logs = {i: data / f"node{i}.log" for i in cluster.ids}
         _say(f"starting 3 nodes: {cluster.spec()}  (data and logs in {tmp})")
+        _say(f"every connection is CURVE-encrypted and authenticated: see {cluster.path}")
         procs: dict[int, subprocess.Popen[bytes]] = {
             i: spawn_node(i, cluster, data, log_file=logs[i]) for i in cluster.ids
         }

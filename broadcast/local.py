@@ -1,20 +1,23 @@
 """Local node processes: start ``paxos node`` as a child, find free ports on loopback.
 
-Used by ``paxos cluster up`` and ``paxos demo``, the chaos harness, the benchmarks and
-the tests; it depends on nothing but the standard library and the cluster SPEC, so
-none of them needs the CLI framework for it.
+Also writes the cluster file of a local cluster, with a CURVE key for every node and an
+admin client key (:func:`cluster_file`). Used by ``paxos cluster up`` and ``paxos demo``,
+the chaos harness, the benchmarks and the tests; it needs no CLI framework.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
-from broadcast.spec import Cluster, ConfigError
+from broadcast.keys import ensure_keypair
+from broadcast.spec import PERMISSIONS, Cluster, ConfigError, parse_cluster
 
 
 def spawn_node(
@@ -76,3 +79,60 @@ def free_base_port(nodes: int, start: int = 17000, stop: int = 60000) -> int:
         if ok:
             return base
     raise ConfigError("no free ports on 127.0.0.1")
+
+
+#: The client key ``paxos cluster up`` creates, relative to its data directory.
+ADMIN_KEY = Path("keys") / "admin.key"
+
+
+def cluster_file(data_dir: Path, cluster: Cluster, *, secure: bool = True) -> Cluster:
+    """The cluster ``paxos cluster up`` runs in ``data_dir``: on the first run, ``cluster``
+    with a fresh random cluster id, written to ``data_dir/cluster.toml``; later, what
+    that file says (it must list the same nodes). Bootstrapping creates the id; every
+    node records it, so a node can never be started on another cluster's directory.
+
+    With ``secure`` the file also names a CURVE key for every node (its key file is
+    ``data_dir/node<i>/node.key``, created here) and an ``admin`` client key allowed to
+    do everything (``data_dir/keys/admin.key``); a file written without keys gets them."""
+    path = data_dir / "cluster.toml"
+    if path.exists():
+        recorded = parse_cluster(str(path))
+        if recorded.nodes != cluster.nodes:
+            raise ConfigError(
+                f"{data_dir} holds the cluster {recorded.spec()} (see {path}); use another "
+                f"--data-dir for {cluster.spec()}"
+            )
+        if recorded.secure or not secure:
+            return recorded
+        cluster_id = recorded.cluster_id or uuid.uuid4().hex
+    else:
+        cluster_id = uuid.uuid4().hex
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f'cluster_id = "{cluster_id}"', ""]
+    if not secure:
+        lines += ["[nodes]"] + [f'{i} = "{cluster.nodes[i]}"' for i in cluster.ids]
+    else:
+        for i in cluster.ids:
+            keypair = ensure_keypair(data_dir / f"node{i}" / "node.key")
+            lines += [
+                f"[nodes.{i}]",
+                f'address = "{cluster.nodes[i]}"',
+                f'key = "{keypair.public_text}"',
+                "",
+            ]
+        admin = ensure_keypair(data_dir / ADMIN_KEY)
+        lines += [
+            "[client]",
+            "# The key paxos broadcast/subscribe/status use with this file.",
+            f'key_file = "{ADMIN_KEY.as_posix()}"',
+            "",
+            "# Clients allowed in: a key, the session names it may use, what it may do.",
+            "[clients.admin]",
+            f'key = "{admin.public_text}"',
+            'ids = ["*"]',
+            f"allow = {json.dumps(list(PERMISSIONS))}",
+        ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return parse_cluster(str(path))
