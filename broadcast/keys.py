@@ -25,6 +25,7 @@ import zmq
 from zmq.utils import z85
 
 from broadcast.spec import ConfigError
+from broadcast.wal import fsync_dir
 
 #: A CURVE key is 32 bytes, 40 characters of Z85.
 KEY_BYTES = 32
@@ -86,6 +87,7 @@ def save_keypair(path: Path, keypair: Keypair) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    fsync_dir(path.parent)  # the name too: a node must not lose its key to a power cut
 
 
 def load_keypair(path: Path) -> Keypair:

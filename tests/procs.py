@@ -10,12 +10,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import runtime_mutants
 
 from broadcast.client import Client
-from broadcast.local import free_base_port, spawn_node
+from broadcast.local import cluster_file, free_base_port, spawn_node
 from broadcast.spec import Cluster, local_cluster
 from chaos.faults import Truncation, power_loss
 from paxos.types import Command
@@ -66,14 +66,26 @@ class ProcessCluster:
         power_cuts: bool = False,
         start: Iterable[int] | None = None,
         crash_steps: dict[int, str] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.tmp = tmp
+        #: False (the default): CURVE, with keys written by cluster_file into ``tmp``.
+        self.insecure = insecure
         #: node -> the step of its first snapshot-then-compact it dies at (power_cuts only)
         self.crash_steps = dict(crash_steps or {})
         self.fsync = fsync
         self.extra = extra
         self.power_cuts = power_cuts
-        self.cluster: Cluster = local_cluster(n, free_base_port(n), host)
+        plain = local_cluster(n, free_base_port(n), host)
+        self.cluster: Cluster = cluster_file(tmp, plain, secure=not insecure)
+        if power_cuts and not insecure:
+            # cluster_file synced each node's key before the node first ran: durable, so a
+            # power cut must not take it (the node's own marks cover only what it wrote).
+            for node in self.cluster.ids:
+                key = self.data_dir(node) / "node.key"
+                info = key.stat()
+                with self.marks(node).open("a") as f:
+                    f.write(f"{key}\t{info.st_size}\t{info.st_dev}:{info.st_ino}\n")
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         for node in self.cluster.ids if start is None else start:
             self.start(node)
@@ -99,12 +111,16 @@ class ProcessCluster:
                 fsync=self.fsync,
                 log_file=self.log_file(node),
                 extra=self.extra,
+                insecure=self.insecure,
             )
             return
         args = [sys.executable, str(MUTANT_NODE), "--id", str(node), "--cluster",
-                self.cluster.spec(), "--data-dir", str(self.data_dir(node)), *self.extra]
+                self.cluster.spec() if self.insecure else self.cluster.argument(),
+                "--data-dir", str(self.data_dir(node)), *self.extra]
         if not self.fsync:
             args.append("--no-fsync")
+        if self.insecure:
+            args.append("--insecure")
         env = {**os.environ, "PAXOS_CHAOS_PARENT": str(os.getpid())}
         if self.power_cuts:
             env["PAXOS_TEST_MARKS"] = str(self.marks(node))
@@ -137,8 +153,12 @@ class ProcessCluster:
         proc.send_signal(sig)
         proc.wait(30)
 
+    def client(self, **kwargs: Any) -> Client:
+        """A client of this cluster (CURVE with the admin key unless ``insecure``)."""
+        return Client(self.cluster, insecure=self.insecure, **kwargs)
+
     def leader(self, exclude: int = 0, deadline_s: float = 60.0) -> int:
-        with Client(self.cluster) as client:
+        with self.client() as client:
             def probe() -> int | None:
                 leader = client.leader(timeout=0.3)
                 return leader if leader not in (None, exclude) else None
@@ -149,7 +169,7 @@ class ProcessCluster:
         """The first ``count`` commands ``node`` delivered, read through its stream."""
         out: list[Command] = []
         deadline = time.monotonic() + deadline_s
-        with Client(self.cluster) as client:
+        with self.client() as client:
             for delivery in client.subscribe(1, node=node, idle_timeout=5):
                 assert delivery.index == len(out) + 1
                 out.append(delivery.command)
