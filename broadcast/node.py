@@ -157,6 +157,8 @@ DEFAULT_REPLY_CUTOFF_S = 30.0
 #: Clients remembered as cut off, and clients owed replies, at most (oldest forgotten).
 _MAX_CUT_OFF = 65_536
 _MAX_OWED = 65_536
+#: Replies one client may owe tickets for (however small they are).
+_MAX_TICKETS = 64
 
 
 def frame_limit(config: ReplicaConfig) -> int:
@@ -491,6 +493,7 @@ class Node:
         self.reply_budget_bytes = reply_budget_bytes
         self.reply_cutoff_s = reply_cutoff_s
         self._owed: dict[bytes, _Owed] = {}
+        self._paused: dict[bytes, float] = {}  # identity -> when it went over budget
         self._cut_off: dict[bytes, None] = {}
         self._tickets = random.Random(os.urandom(16))
         self._denied = RateLimited(log, "client.denied", interval_s=5.0)
@@ -1029,11 +1032,16 @@ class Node:
         owed = self._owed.get(identity)
         if owed is None:
             if len(self._owed) >= _MAX_OWED:
-                del self._owed[next(iter(self._owed))]  # bounded: the oldest is forgotten
+                forgotten = next(iter(self._owed))  # bounded: the oldest is forgotten
+                del self._owed[forgotten]
+                self._paused.pop(forgotten, None)
             owed = self._owed[identity] = _Owed()
-        if owed.bytes and owed.bytes + size > self.reply_budget_bytes:
+        if (owed.bytes and owed.bytes + size > self.reply_budget_bytes) or len(
+            owed.tickets
+        ) >= _MAX_TICKETS:
             if not owed.paused:
                 owed.paused = time.monotonic()
+                self._paused[identity] = owed.paused
             self._count("paused")
             return None
         ticket = self._tickets.getrandbits(62) + 1  # unguessable: only a reader knows it
@@ -1046,17 +1054,22 @@ class Node:
         owed = self._owed.get(identity)
         if owed is not None and ticket:
             owed.release(ticket)
-            if not owed.bytes:
+            if not owed.paused:
+                self._paused.pop(identity, None)
+            if not owed.tickets:
                 del self._owed[identity]
 
     def _cut_off_paused(self, now: float) -> None:
         """Cut off the clients paused over their budget for ``reply_cutoff_s``: they asked
         for replies and do not read them."""
-        if not self._owed:
+        if not self._paused:
             return
         limit = now - self.reply_cutoff_s
-        for identity in [i for i, o in self._owed.items() if o.paused and o.paused < limit]:
-            owed = self._owed.pop(identity)
+        for identity in [i for i, since in self._paused.items() if since < limit]:
+            del self._paused[identity]
+            owed = self._owed.pop(identity, None)
+            if owed is None:
+                continue
             if len(self._cut_off) >= _MAX_CUT_OFF:
                 del self._cut_off[next(iter(self._cut_off))]
             self._cut_off[identity] = None
@@ -1066,6 +1079,7 @@ class Node:
                 node=self.node_id,
                 client=identity[:64].decode("ascii", "replace"),
                 owed_bytes=owed.bytes,
+                paused_s=round(now - owed.paused, 1),
             )
 
     def _count(self, reason: str) -> None:
@@ -1241,10 +1255,13 @@ class Node:
             self._count("history")
             self._failed_reads.hit(node=self.node_id, error=str(exc)[:300])
             return
-        size = sum(map(len, map(_payload_of, commands))) + 64 * len(commands)
-        ticket = self._owes(identity, size)
-        if ticket is None:
-            return  # over budget: paused until it shows it read what it was sent
+        ticket = 0  # an empty answer to a long poll costs next to nothing: no ticket
+        if commands:
+            size = sum(map(len, map(_payload_of, commands))) + 64 * len(commands)
+            owed = self._owes(identity, size)
+            if owed is None:
+                return  # over budget: paused until it shows it read what it was sent
+            ticket = owed
         self._reply(
             identity, Deliveries(msg.from_index, tuple(commands), history.last_index, ticket)
         )
