@@ -498,6 +498,7 @@ class Node:
         self._tickets = random.Random(os.urandom(16))
         self._denied = RateLimited(log, "client.denied", interval_s=5.0)
         self._cut_offs = RateLimited(log, "client.cut_off", interval_s=5.0)
+        self._pauses = RateLimited(log, "client.paused", interval_s=5.0, level="info")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -563,6 +564,7 @@ class Node:
             self._sessions_gone,
             self._denied,
             self._cut_offs,
+            self._pauses,
         ):
             limited.flush()
         log.info("node.stopped", node=self.node_id)
@@ -1043,6 +1045,12 @@ class Node:
                 owed.paused = time.monotonic()
                 self._paused[identity] = owed.paused
             self._count("paused")
+            self._pauses.hit(
+                node=self.node_id,
+                client=identity[:64].decode("ascii", "replace"),
+                owed_bytes=owed.bytes,
+                paused_total=self.drops["paused"],
+            )
             return None
         ticket = self._tickets.getrandbits(62) + 1  # unguessable: only a reader knows it
         owed.tickets.append((ticket, size))
