@@ -8,6 +8,7 @@ unreachable cluster) ends in a one-line message and a non-zero exit.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gc
 import json
 import re
@@ -278,6 +279,7 @@ def node_command(
 
     configure(log_level)
     cluster = _cluster(spec)
+    raise_fd_limit()
     try:
         replica_config = (
             None
@@ -329,6 +331,23 @@ def node_command(
     except (WalError, HistoryError) as exc:
         # The one thing a node cannot survive: it can no longer write its disk.
         raise click.ClickException(f"stopped: {exc}") from None
+
+
+def raise_fd_limit() -> None:
+    """Raise this process's soft limit of open files to its hard limit.
+
+    Every connection costs a node a file descriptor from the moment it is accepted,
+    before its handshake says who it is (a stranger's too, until HANDSHAKE_IVL closes
+    it); a node that runs out cannot open its next log segment and stops. The default
+    soft limit (often 1024) is far below what --max-clients allows.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 # ---------------------------------------------------------------------- paxos cluster up

@@ -179,6 +179,14 @@ def frame_limit(config: ReplicaConfig) -> int:
     return 2 * bulk + 2 * config.max_payload_bytes + 1024 * 1024
 
 
+def _fd_limit() -> int:
+    """This process's soft limit of open files (each connection costs one: see
+    ``broadcast.commands.raise_fd_limit``)."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 class _Owed:
     """Replies sent to one client that it has not proved it read (see protocol.Fetch)."""
 
@@ -427,6 +435,7 @@ class Node:
             ballot=list(self.replica.ballot),
             fsync=fsync,
             curve=not insecure,
+            fd_limit=_fd_limit(),
             address=cluster.nodes[node_id],
             history=[self.history.first_index, self.history.last_index],
         )

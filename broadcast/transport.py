@@ -161,7 +161,7 @@ class TransportConfig:
     max_connections: int = 4096
     """Client connections a node's ROUTER admits at once (members always get in); one more
     is refused at its handshake and retries."""
-    handshake_ms: int = 5_000
+    handshake_ms: int = 2_000
     """A connection that has not finished its handshake after this long is closed."""
     rcvhwm: int = 128
     """Max messages queued per incoming connection; beyond it zmq stops reading TCP."""
