@@ -2,8 +2,9 @@
 
 The simulator's planted bugs (tests/test_mutations.py) break the core; these break
 what only real processes, sockets and disks exercise: the node's order of disk and
-network, the write-ahead log's syncs, the node's check of who speaks, the session
-rule as the node runs it, and the client's resumption of a subscription.
+network, the write-ahead log's syncs, the node's check of who speaks, the transport's
+check of which key speaks (CURVE), a client key's grant, the session rule as the node
+runs it, and the client's resumption of a subscription.
 
 Like the core's, they live here and never behind switches in production code. Each
 is a subclass or a *one-line rewrite* of the shipped function: the function's own
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 from types import FunctionType
 from typing import Any
 
+import broadcast.auth
 import broadcast.snapshots
 import broadcast.wal
-from broadcast import client, node
+from broadcast import client, node, transport
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
@@ -99,6 +101,10 @@ _WRITE_FLOOR = broadcast.wal._write_floor
 _SNAPSHOT_SAVE = broadcast.snapshots.SnapshotStore.save
 _SNAPSHOT_WRITE = broadcast.snapshots.SnapshotStore._write_tmp
 _ON_FRAME = node.Node._on_frame
+_ON_SUBMIT = node.Node._on_submit
+_MAY_USE = node.Node._may_use
+_DRAIN_AUTHENTICATED = transport.NodeTransport._drain_authenticated
+_PRINCIPAL = broadcast.auth.Gatekeeper._principal
 _SNAPSHOT_TURN = node.Node._snapshot_turn
 _DELIVER = Replica._deliver
 _SUBSCRIBE = client.Client.subscribe
@@ -206,6 +212,87 @@ MUTANTS: dict[str, Mutant] = {
         ],
         "test_scripted_peers::test_a_message_in_another_nodes_name_is_dropped",
         r"forged",
+    ),
+    "gate-admits-any-key": Mutant(
+        "the ZAP handler lets in every CURVE key, one on no list as a client without a grant",
+        lambda: [
+            (
+                broadcast.auth.Gatekeeper,
+                "_principal",
+                rewrite(
+                    _PRINCIPAL,
+                    "return self._principals.get(credentials[0])",
+                    'return self._principals.get(credentials[0], "c:stranger")',
+                ),
+            )
+        ],
+        "test_auth::test_a_stranger_gets_no_answer_and_moves_nothing",
+        r"unlisted key .* was let in",
+    ),
+    "transport-trusts-routing-identity": Mutant(
+        "with CURVE, the transport takes whoever picks a member's routing identity (n:<id>) "
+        "for that member, whatever its key (a client's key speaks Paxos)",
+        lambda: [
+            (
+                transport.NodeTransport,
+                "_drain_authenticated",
+                rewrite(
+                    _DRAIN_AUTHENTICATED,
+                    "identity = parts[0]",
+                    "identity = parts[0]; principal = (self._node_identity(identity) "
+                    "or principal.encode()).decode()",
+                ),
+            )
+        ],
+        "test_auth::test_a_listed_key_cannot_speak_for_a_member",
+        r"forged",
+    ),
+    "member-id-from-routing-identity": Mutant(
+        "with CURVE, a member's frames are reported under the member id of the routing "
+        "identity it picked, not of its key (one member speaks for another)",
+        lambda: [
+            (
+                transport.NodeTransport,
+                "_drain_authenticated",
+                rewrite(
+                    _DRAIN_AUTHENTICATED,
+                    "self._envelope(out, identity, principal.encode(), parts)",
+                    "self._envelope(out, identity, self._node_identity(identity) "
+                    "or principal.encode(), parts)",
+                ),
+            )
+        ],
+        "test_auth::test_a_listed_key_cannot_speak_for_a_member",
+        r"forged",
+    ),
+    "submit-into-any-session": Mutant(
+        "a client key may submit into (and ask about) sessions its grant does not name",
+        lambda: [
+            (
+                node.Node,
+                "_on_submit",
+                rewrite(
+                    _ON_SUBMIT,
+                    "if grant is not None and not grant.may_use(session_name(key)):",
+                    "if False:",
+                ),
+            )
+        ],
+        "test_auth::test_a_client_key_is_held_to_its_grant",
+        r"alice wrote into, closed or learnt about the admin's session",
+    ),
+    "open-any-session-name": Mutant(
+        "a client key may open and close sessions under names its grant does not name",
+        lambda: [
+            (
+                node.Node,
+                "_may_use",
+                rewrite(_MAY_USE, "if grant is not None and grant.may_use(name):",
+                        "if grant is not None:"),
+            )
+        ],
+        "test_auth::test_a_client_key_is_held_to_its_grant",
+        r"alice opening a session named bob was allowed",
     ),
     "session-admits-repeat": Mutant(
         "the session rule delivers a seq at or below the session's last (a repeat)",

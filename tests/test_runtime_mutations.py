@@ -18,6 +18,11 @@ floor-rename-unsynced  test_wal: (the same)
 floor-unsynced         test_wal: (the same)
 snapshot-*unsynced     test_snapshots: a saved snapshot survives power loss
 no-sender-check        test_scripted_peers: a message in another node's name is dropped
+gate-admits-any-key    test_auth: a stranger gets no answer and moves nothing
+transport-trusts-*     test_auth: a listed key cannot speak for a member
+member-id-from-*       test_auth: (the same)
+submit-into-any-*      test_auth: a client key is held to its grant
+open-any-session-name  test_auth: (the same)
 session-admits-repeat  test_scripted_peers: each session seq is delivered once and in order
 session-admits-gap     test_scripted_peers: (the same)
 subscribe-resumes-*    test_client: a subscription moves to another node without gap or repeat
