@@ -139,7 +139,9 @@ def security_section(doc: dict[str, Any], heading: str = "##") -> list[str]:
                   f"{fmt(end)}. Other CPU: used meanwhile by processes not part of the run."]
     changes = sum(r["leader_changes"] for r in rows)
     if changes:
-        lines += ["", f"Leader changes during measured saturation runs: {changes}."]
+        lines += ["", f"Leader changes (an election, e.g. heartbeats starved of CPU) during "
+                  f"{changes} of the {sum(r['runs'] for r in rows)} measured runs: their "
+                  "figures include the stall (see `leader_changed` in the JSON)."]
     return lines
 
 

@@ -606,7 +606,7 @@ def security_comparison(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 }
                 for sec, row in sat.items()
             },
-            "leader_changes": sum(r.get("leader_changes", 0) for r in sat.values()),
+            "leader_changes": sum(1 for r in mine if r.get("leader_changed")),
             "foreign_cpu_pct": _spread(foreign),
             "runs": len(mine),
         })
