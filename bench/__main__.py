@@ -3,7 +3,13 @@
 * ``python -m bench`` -- the full suite (``make bench``): JSON, Markdown and PNGs in ``--out``;
 * ``python -m bench --quick`` -- Multi-Paxos and async, 3 nodes, 100 B, no fsync, in
   under a minute; prints one JSON object on stdout;
+* ``python -m bench --security`` -- what CURVE costs: Multi-Paxos (3 nodes, 100 B, fsync on
+  and off) with CURVE and ``--insecure`` in alternating rounds, saturation throughput and
+  p50/p99 at 1k msgs/s, side by side (``--security --quick``: fewer, shorter rounds, JSON);
 * ``python -m bench --profile`` -- profile the leader under saturation (py-spy or cProfile).
+
+Multi-Paxos and async replication run with CURVE on every socket, as deployed, unless
+``--insecure``.
 * ``python -m bench.soak`` -- the soak run (issue 10): RSS and disk per node over 10M
   messages, restart-to-serving and catch-up of a node far behind (see bench/soak.py).
 
@@ -31,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the one-minute subset; JSON on stdout")
     mode.add_argument("--profile", action="store_true", help="profile the leader under load")
+    p.add_argument("--security", action="store_true",
+                   help="CURVE vs --insecure, Multi-Paxos 3 nodes (with --quick: shorter; JSON)")
+    p.add_argument("--insecure", action="store_true",
+                   help="run every node and client without CURVE (default: CURVE, as deployed)")
     p.add_argument("--out", type=Path, default=Path("bench-results"),
                    help="output directory (default: bench-results)")
     p.add_argument("--systems", default=None,
@@ -65,10 +75,15 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _params(args: argparse.Namespace) -> object:
-    from bench.suite import QUICK, SuiteParams
+    from bench.suite import QUICK, SECURITY, SECURITY_QUICK, SuiteParams
 
-    params = QUICK if args.quick else SuiteParams()
+    if args.security:
+        params = SECURITY_QUICK if args.quick else SECURITY
+    else:
+        params = QUICK if args.quick else SuiteParams()
     changes: dict[str, object] = {}
+    if args.insecure:
+        changes["insecure"] = True
     if args.systems:
         systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
         unknown = set(systems) - set(SYSTEMS)
@@ -108,7 +123,11 @@ def _on_signal(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.security and (args.profile or args.insecure):
+        parser.error("--security measures CURVE and --insecure itself; not with --profile "
+                     "or --insecure")
     atexit.register(kill_all)  # whatever happens, no node or load process outlives us
     if args.pso_append_period is not None:
         PSO_ARGS[:] = ["--append-period", str(args.pso_append_period)]
@@ -142,6 +161,7 @@ def _profile(args: argparse.Namespace) -> int:
             workdir=Path(tmp),
             role=args.role,
             rate=float(_ints(args.rates)[0]) if args.rates else None,
+            secure=not args.insecure,
         )
     text = format_report(report)
     (args.out / "profile").mkdir(parents=True, exist_ok=True)
@@ -151,8 +171,15 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from bench.report import markdown, plots, write_json
-    from bench.suite import SilentProgress, SuiteParams, make_progress, quick_summary, run_suite
+    from bench.report import markdown, plots, security_markdown, write_json
+    from bench.suite import (
+        SilentProgress,
+        SuiteParams,
+        make_progress,
+        quick_summary,
+        run_suite,
+        security_summary,
+    )
 
     params = _params(args)
     assert isinstance(params, SuiteParams)
@@ -160,8 +187,18 @@ def _suite(args: argparse.Namespace) -> int:
         not args.no_progress
     )
     t0 = time.monotonic()
-    doc = run_suite(params, progress, quick=args.quick)
+    # --security: every round on its own fresh clusters (never the --quick shortcut of one
+    # cluster per configuration), so that the rounds are independent.
+    doc = run_suite(params, progress, quick=args.quick and not args.security)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.security:
+        write_json(doc, args.out / "security.json")
+        report = security_markdown(doc)
+        (args.out / "security.md").write_text(report)
+        sys.stderr.write(f"done in {time.monotonic() - t0:.0f}s: {args.out / 'security.json'}, "
+                         f"{args.out / 'security.md'}\n")
+        print(json.dumps(security_summary(doc)) if args.quick else report)
+        return 0 if not doc["errors"] else 1
     if args.quick:
         write_json(doc, args.out / "quick.json")
         print(json.dumps(quick_summary(doc)))

@@ -25,11 +25,19 @@ as the truth (other followers cut their logs to it). Whatever the old leader
 acknowledged but the new one never received is lost: that is what the
 failover benchmark measures.
 
+Security, as the real node: CURVE on every socket by default (the node's key in
+``DATA_DIR/node.key``, the cluster file naming every node's key and the clients
+allowed in; the ZAP gate of :class:`~broadcast.transport.NodeTransport` admits only
+those keys), or ``--insecure`` (plaintext, anyone may connect). Unlike the real node
+it checks no per-client permissions, and its ``Deliveries`` carry no ticket (no
+reply budget): a subscriber's fetch is answered whatever it owes.
+
 Bench-only simplifications: the log is kept in memory and written to the WAL
 for the cost of it, but never read back (no restart recovery); a follower
 cuts entries past a new leader's log only in memory.
 
-Run one node: ``python -m bench.async_node --id 1 --cluster 1=127.0.0.1:7101,... --data-dir D``.
+Run one node: ``python -m bench.async_node --id 1 --cluster CLUSTER.toml --data-dir D``
+(or ``--cluster 1=127.0.0.1:7101,... --insecure``).
 """
 
 from __future__ import annotations
@@ -41,7 +49,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from broadcast.auth import Keyring
 from broadcast.identity import cluster_id_bytes, derive_cluster_id
+from broadcast.keys import load_keypair
 from broadcast.protocol import (
     FETCH_MAX,
     Deliveries,
@@ -114,9 +124,19 @@ class AsyncNode:
         batch_max: int = 256,
         heartbeat_ms: int = 50,
         takeover_ms: int = 150,
+        key_file: Path | None = None,
+        insecure: bool = False,
     ) -> None:
         if node_id not in cluster.nodes or node_id >= EPOCH_NODES:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
+        keyring: Keyring | None = None
+        if not insecure:
+            if not cluster.secure:
+                raise ConfigError("the cluster names no CURVE keys: give a cluster file with "
+                                  "keys, or run --insecure")
+            keyring = Keyring.of(
+                cluster, node_id, load_keypair(key_file or data_dir / "node.key")
+            )
         self.node_id = node_id
         self.ids = cluster.ids
         self.fsync = fsync
@@ -131,7 +151,8 @@ class AsyncNode:
                 node_id,
                 cluster.nodes[node_id],
                 peers,
-                cluster_id=cluster_id_bytes(derive_cluster_id(cluster)),
+                cluster_id=cluster_id_bytes(cluster.cluster_id or derive_cluster_id(cluster)),
+                keyring=keyring,
             )
         except BaseException:
             self.wal.close()
@@ -173,7 +194,7 @@ class AsyncNode:
     # ------------------------------------------------------------------ the loop
 
     def _turn(self) -> None:
-        for identity, frame in self.transport.poll(10):
+        for identity, frame, _ in self.transport.poll(10):
             self._on_frame(identity, frame)
         if self.incoming:
             self._append_incoming()
@@ -399,11 +420,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--batch-max", type=int, default=256)
+    parser.add_argument("--key", type=Path, default=None,
+                        help="this node's key file (default: DATA_DIR/node.key)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext, no authentication (benchmarks only)")
     args = parser.parse_args(argv)
     try:
         cluster = parse_cluster(args.cluster)
         node = AsyncNode(
-            args.id, cluster, args.data_dir, fsync=not args.no_fsync, batch_max=args.batch_max
+            args.id, cluster, args.data_dir, fsync=not args.no_fsync, batch_max=args.batch_max,
+            key_file=args.key, insecure=args.insecure,
         )
     except (ConfigError, TransportError, WalError, OSError) as exc:
         sys.stderr.write(f"async node: {exc}\n")

@@ -1,5 +1,13 @@
 """Clusters of real node processes on 127.0.0.1, for any of the three systems.
 
+By default a Multi-Paxos or async cluster runs as deployed: with CURVE on every socket.
+Its cluster file (``workdir/cluster.toml``, :func:`broadcast.local.cluster_file`) names
+every node's key (``workdir/node<i>/node.key``) and an ``admin`` client key
+(``workdir/keys/admin.key``), which the load clients and the status probe use.
+``secure=False`` runs the nodes ``--insecure`` (plaintext, no authentication): the
+comparison point for what CURVE costs. PySyncObj always runs plaintext (its Raft
+traffic is its own, unencrypted TCP), so its client side does too.
+
 Every node runs in its own session (process group), so it can be killed with
 all it started; :func:`kill_all` (registered with :mod:`atexit` by the CLI)
 ends every process this module started that is still running.
@@ -16,14 +24,17 @@ import time
 import uuid
 from pathlib import Path
 
-from broadcast.local import free_base_port
+from broadcast.keys import load_keypair
+from broadcast.local import cluster_file, free_base_port
 from broadcast.protocol import FETCH_MAX, Deliveries, Fetch, Status, StatusRequest
-from broadcast.spec import Cluster, local_cluster
-from broadcast.transport import ClientTransport
+from broadcast.spec import Cluster, ConfigError, local_cluster
+from broadcast.transport import ClientTransport, TransportConfig
 from paxos.codec import CodecError, decode, encode
 from paxos.types import Command
 
 SYSTEMS = ("paxos", "async", "pysyncobj", "pysyncobj-tuned")
+#: The systems that speak CURVE (the others are always plaintext).
+SECURE_SYSTEMS = ("paxos", "async")
 
 #: ``pysyncobj-tuned``: PySyncObj replicating every 10 ms instead of its default 100 ms
 #: (``appendEntriesPeriod``), which is faster and lower-latency under this load.
@@ -73,6 +84,26 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)  # the node is its own session leader: pgid == pid
 
 
+def client_transport(
+    cluster: Cluster, identity: bytes | None = None, config: TransportConfig | None = None
+) -> ClientTransport:
+    """A client transport to every node of ``cluster``: CURVE with the cluster file's
+    client key (``[client] key_file``, the admin key) if the cluster is secure, else
+    plaintext."""
+    nodes = {i: cluster.endpoint(i) for i in cluster.ids}
+    if not cluster.secure:
+        return ClientTransport(nodes, identity=identity, config=config)
+    if cluster.client_key is None:
+        raise ConfigError(f"{cluster.path}: no [client] key_file")
+    return ClientTransport(
+        nodes,
+        identity=identity,
+        config=config,
+        keypair=load_keypair(cluster.client_key),
+        server_keys={i: k.encode() for i, k in cluster.keys.items()},
+    )
+
+
 def cpu_seconds(pid: int) -> float | None:
     """user + system CPU seconds of a process so far (Linux /proc), None if unknown."""
     try:
@@ -111,10 +142,14 @@ class BenchCluster:
         workdir: Path,
         log_level: str = "warning",
         cprofile_dir: Path | None = None,
+        *,
+        secure: bool = True,
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
         self.system = system
+        #: CURVE on every socket (PySyncObj: never).
+        self.secure = secure and system in SECURE_SYSTEMS
         self.log_level = log_level
         self.cprofile_dir = cprofile_dir
         self.n = nodes
@@ -123,14 +158,20 @@ class BenchCluster:
         workdir.mkdir(parents=True, exist_ok=True)
         base = free_base_port(2 * nodes)
         self.cluster: Cluster = local_cluster(nodes, base)
+        if self.secure:
+            # Keys for every node (in its data directory) and the admin client key.
+            self.cluster = cluster_file(workdir, self.cluster, secure=True)
         self.raft = ",".join(f"127.0.0.1:{base + nodes + i}" for i in self.cluster.ids)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._probe: ClientTransport | None = None
         self._nonce = 0
+        #: Per node: the ticket of the last Deliveries the probe read (echoed in its Fetch).
+        self._tickets: dict[int, int] = {}
 
     @property
     def spec(self) -> str:
-        return self.cluster.spec()
+        """What to pass as ``--cluster``: the cluster file if secure, else the inline spec."""
+        return self.cluster.argument() if self.secure else self.cluster.spec()
 
     def command(self, node: int) -> list[str]:
         data = self.workdir / f"node{node}"
@@ -138,13 +179,15 @@ class BenchCluster:
         if self.cprofile_dir is not None:
             # Profile the whole process; cProfile writes the file when the node exits (SIGTERM).
             python += ["-m", "cProfile", "-o", str(self.cprofile_dir / f"node{node}.prof")]
-        if self.system == "paxos":
-            args = [*python, "-m", "broadcast", "node", "--id", str(node),
-                    "--cluster", self.spec, "--data-dir", str(data), "--log-level", self.log_level]
-            return args if self.fsync else [*args, "--no-fsync"]
-        if self.system == "async":
-            args = [*python, "-m", "bench.async_node", "--id", str(node),
-                    "--cluster", self.spec, "--data-dir", str(data)]
+        if self.system in SECURE_SYSTEMS:
+            if self.system == "paxos":
+                args = [*python, "-m", "broadcast", "node", "--id", str(node), "--cluster",
+                        self.spec, "--data-dir", str(data), "--log-level", self.log_level]
+            else:
+                args = [*python, "-m", "bench.async_node", "--id", str(node),
+                        "--cluster", self.spec, "--data-dir", str(data)]
+            if not self.secure:
+                args.append("--insecure")
             return args if self.fsync else [*args, "--no-fsync"]
         args = [*python, "-m", "bench.pso_node", "--id", str(node),
                 "--cluster", self.spec, "--raft", self.raft, *PSO_ARGS]
@@ -237,9 +280,9 @@ class BenchCluster:
 
     def _transport(self) -> ClientTransport:
         if self._probe is None:
-            nodes = {i: self.cluster.endpoint(i) for i in self.cluster.ids}
             identity = b"c:bench-probe-" + uuid.uuid4().hex[:12].encode()
-            self._probe = ClientTransport(nodes, identity=identity)
+            self._probe = client_transport(self.cluster, identity)
+            self._tickets = {}
         return self._probe
 
     def _ask(self, node: int, request: object, timeout: float) -> object | None:
@@ -252,6 +295,10 @@ class BenchCluster:
                     msg = decode(frame)
                 except CodecError:
                     continue
+                if isinstance(msg, Deliveries) and msg.ticket:
+                    # Read: the next Fetch shows it, so the node keeps answering us (its
+                    # reply budget, see broadcast.protocol.Fetch).
+                    self._tickets[sender] = msg.ticket
                 if sender == node and _answers(request, msg):
                     return msg
         return None
@@ -295,7 +342,8 @@ class BenchCluster:
         out: list[Command] = []
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
-            msg = self._ask(node, Fetch(len(out) + 1, FETCH_MAX, 0), 2.0)
+            ticket = self._tickets.get(node, 0)
+            msg = self._ask(node, Fetch(len(out) + 1, FETCH_MAX, 0, ticket), 2.0)
             if not isinstance(msg, Deliveries):
                 return None
             out.extend(msg.commands)

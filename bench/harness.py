@@ -48,10 +48,15 @@ class RunConfig:
     batch: int = 256
     window: int = 4096
     clients: int = 1
+    secure: bool = True
+    """CURVE on every socket (as deployed); False: nodes and clients ``--insecure``.
+    PySyncObj is always plaintext (see bench/clusters.py): its configs say False."""
 
     def label(self) -> str:
         sync = "fsync" if self.fsync else "nofsync"
-        return f"{self.system} n={self.nodes} {self.payload}B {sync} b={self.batch} w={self.window}"
+        security = "" if self.secure else " insecure"
+        return (f"{self.system} n={self.nodes} {self.payload}B {sync}{security} b={self.batch} "
+                f"w={self.window}")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -284,6 +289,7 @@ def run_failover(
     window: int = 4096,
     batch: int = 256,
     bucket_ms: int = 20,
+    secure: bool = True,
 ) -> dict[str, Any]:
     """Load a fresh cluster, SIGKILL its leader, and account for what was acknowledged.
 
@@ -296,8 +302,8 @@ def run_failover(
     ``timeline`` (acknowledgements per second in ``bucket_ms`` buckets,
     time relative to the kill).
     """
-    cfg = RunConfig(system, nodes, payload, fsync, batch, window, 1)
-    cluster = BenchCluster(system, nodes, fsync, workdir)
+    cluster = BenchCluster(system, nodes, fsync, workdir, secure=secure)
+    cfg = RunConfig(system, nodes, payload, fsync, batch, window, 1, cluster.secure)
     try:
         cluster.start()
         leader = cluster.wait_leader()
@@ -352,6 +358,7 @@ def run_failover(
             "nodes": nodes,
             "payload": payload,
             "fsync": fsync,
+            "secure": cluster.secure,
             "mode": "saturation" if rate is None else f"rate {rate:.0f}/s",
             "old_leader": leader,
             "acked_total": len(acked),

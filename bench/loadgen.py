@@ -24,6 +24,12 @@ tail is measured rather than cut off (what is still missing is ``unacked``).
 Unacknowledged messages are re-sent, in order, after ``retry_s`` without
 progress, or soon after a refusal or a failed send (to the hinted leader or
 the next node). Latency is always counted from the first send.
+
+Security: if ``cluster`` is a cluster file with keys, the client speaks CURVE
+with the file's client key (``[client] key_file``: the admin key the benchmark
+clusters create); with an inline spec it speaks plaintext to ``--insecure``
+nodes. It never fetches deliveries, so it has no reply tickets to echo (see
+:meth:`bench.clusters.BenchCluster.read_order` for a reader that does).
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ import traceback
 from array import array
 from dataclasses import dataclass, field
 
+from bench.clusters import client_transport
 from broadcast.protocol import OpenSession, SessionOpened, Submit, SubmitAck, SubmitRefused
 from broadcast.spec import parse_cluster
-from broadcast.transport import ClientTransport, TransportConfig
+from broadcast.transport import TransportConfig
 from paxos.codec import CodecError, decode, encode
 from paxos.types import Command
 
@@ -54,6 +61,7 @@ class LoadSpec:
     """What one load process does. Plain data: it is pickled into the process."""
 
     cluster: str
+    """An inline spec (plaintext) or a cluster file (CURVE if it names keys)."""
     target: int
     client_id: str
     payload_bytes: int
@@ -116,9 +124,7 @@ class LoadClient:
         self.ids = self.cluster.ids
         # A deep receive queue: acks must never be what throttles the measurement.
         config = TransportConfig(sndhwm=10_000, rcvhwm=10_000)
-        self.transport = ClientTransport(
-            {i: self.cluster.endpoint(i) for i in self.ids}, config=config
-        )
+        self.transport = client_transport(self.cluster, config=config)
         self.target = spec.target if spec.target in self.cluster.nodes else self.ids[0]
         #: The session's key, given by the cluster (sessions are opened through the log).
         self.key = self._open_session()

@@ -101,6 +101,7 @@ def profile_leader(
     workdir: Path,
     role: str = "leader",
     rate: float | None = None,
+    secure: bool = True,
 ) -> dict[str, Any]:
     """Load a fresh cluster (saturation, or ``rate`` msgs/s) for ``seconds`` while profiling
     its leader (or, with ``role="follower"``, one follower); write into ``out``."""
@@ -109,11 +110,13 @@ def profile_leader(
     if use == "py-spy" and py_spy is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy, or the bench extra)")
     cprofile_dir = None if py_spy else out
-    cfg = RunConfig(system, nodes, payload, fsync, batch, window)
-    cluster = BenchCluster(system, nodes, fsync, workdir, cprofile_dir=cprofile_dir)
+    cluster = BenchCluster(system, nodes, fsync, workdir, cprofile_dir=cprofile_dir,
+                           secure=secure)
+    cfg = RunConfig(system, nodes, payload, fsync, batch, window, secure=cluster.secure)
     box: list[Any] = []
     report: dict[str, Any] = {"system": system, "nodes": nodes, "payload": payload,
-                              "fsync": fsync, "seconds": seconds, "rate": rate}
+                              "fsync": fsync, "secure": cluster.secure, "seconds": seconds,
+                              "rate": rate}
     try:
         cluster.start()
         leader = cluster.wait_leader()
@@ -174,6 +177,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"(node {report['profiled']['node']}; leader {report.get('leader')}), "
         f"{report['nodes']} nodes, {report['payload']} B, fsync "
         f"{'on' if report['fsync'] else 'off'}, "
+        f"{'CURVE' if report.get('secure', True) else 'insecure'}, "
         f"{'saturated' if report.get('rate') is None else 'offered ' + str(report['rate'])}: "
         f"{report.get('msgs_s')} msgs/s, "
         f"CPU % per node {report.get('cpu_pct')}",

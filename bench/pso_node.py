@@ -8,6 +8,9 @@ it. Every command of a ``Submit`` becomes one call of the replicated method
 ``SubmitAck`` is sent when PySyncObj's callback reports the command applied.
 Non-leaders forward commands to the leader (PySyncObj does that itself).
 
+Plaintext only: PySyncObj's Raft traffic is its own unencrypted TCP, so its
+client side speaks ZeroMQ's NULL mechanism too (as ``paxos node --insecure``).
+
 ``--journal``: PySyncObj's file journal (an mmap; PySyncObj has no per-entry
 fsync, so this is its most durable setting, not an fsync'd log).
 
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         while not stopping:
-            for identity, frame in transport.poll(0 if done else 10):
+            for identity, frame, _ in transport.poll(0 if done else 10):
                 try:
                     msg = decode(frame)
                 except CodecError:

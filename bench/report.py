@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.suite import find
+from bench.suite import find, headline_rows
 
 SYSTEM_NAMES = {
     "paxos": "Multi-Paxos",
@@ -44,6 +44,126 @@ def _lat(row: dict[str, Any] | None) -> str:
     return f"{p50:.2f} / {p99:.1f}" if p99 is not None else f"{p50:.2f}"
 
 
+def _system_name(system: str, secure: bool, params: dict[str, Any]) -> str:
+    """The report's name of a system; ``--insecure`` runs of a CURVE system say so when
+    the suite otherwise runs it with CURVE."""
+    name = SYSTEM_NAMES.get(system, system)
+    if not secure and not params.get("insecure") and system in ("paxos", "async"):
+        name += " --insecure"
+    return name
+
+
+def _security_note(doc: dict[str, Any]) -> str:
+    if doc["params"].get("insecure"):
+        return ("Security: every system ran `--insecure` (no CURVE: plaintext, no "
+                "authentication).")
+    return ("Security: Multi-Paxos and async replication run as deployed, CURVE on every "
+            "socket (the load clients with the cluster's admin key); rows marked `--insecure` "
+            "ran plaintext. PySyncObj is always plaintext (its Raft traffic is its own TCP).")
+
+
+def _lat_cell(cell: dict[str, Any] | None) -> str:
+    """p50 / p99 ms (medians), with the p50 and p99 ranges over the rounds."""
+    if not cell or not cell.get("p50_ms"):
+        return "-"
+    p50, p99 = cell["p50_ms"], cell.get("p99_ms") or {}
+    text = f"{p50['median']:.2f} / {p99.get('median', float('nan')):.2f}"
+    if p50.get("n", 1) > 1:
+        text += (f" ({p50['min']:.2f}..{p50['max']:.2f} / "
+                 f"{p99.get('min', float('nan')):.2f}..{p99.get('max', float('nan')):.2f})")
+    return text
+
+
+def security_section(doc: dict[str, Any], heading: str = "##") -> list[str]:
+    """The CURVE-vs-``--insecure`` comparison (Multi-Paxos) as Markdown lines."""
+    rows = doc.get("security") or []
+    if not rows:
+        return []
+    rates = [int(r) for r in doc["params"]["rates"]]
+    lines = [
+        f"{heading} What CURVE costs (Multi-Paxos, CURVE vs `--insecure`)",
+        "",
+        "Each round starts a fresh cluster with CURVE and one `--insecure`, one right after "
+        "the other, alternating which goes first. Throughput: saturation, median of the "
+        "rounds (min..max); ratio: CURVE median / insecure median, and the median (min..max) "
+        "of the per-round ratios; CPU µs/msg: CPU time of all processes (nodes and load "
+        "client) per committed message at saturation, the least noisy measure of the cost "
+        "on a shared machine. Latency: p50 / p99 ms at a fixed offered rate, medians of "
+        "the rounds (ranges of p50 / p99 in brackets).",
+        "",
+    ]
+    head = ["nodes", "payload", "fsync", "security", "msgs/s"]
+    head += [f"p50 / p99 ms @{r:,}/s" for r in rates]
+    head += ["CPU % L/F/C", "CPU µs/msg"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        for which in ("curve", "insecure"):
+            cpu = row["cpu_pct"][which]
+            cells = [str(row["nodes"]), f"{row['payload']} B",
+                     "on" if row["fsync"] else "off",
+                     "CURVE" if which == "curve" else "--insecure",
+                     _spread(row[f"{which}_msgs_s"])]
+            for rate in rates:
+                cell = (row["latency"].get(str(rate)) or {}).get(which)
+                text = _lat_cell(cell)
+                if cell and cell.get("msgs_s") and cell["msgs_s"]["median"] < 0.9 * rate:
+                    text += f" (only {cell['msgs_s']['median']:,.0f}/s)"
+                cells.append(text)
+            cells.append(f"{_n(cpu['leader'])} / {_n(cpu['follower'])} / {_n(cpu['client'])}")
+            cells.append(_n(row["cpu_us_per_msg"][which].get("total"), 1))
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| nodes | payload | fsync | CURVE / insecure msgs/s | per round | cost "
+              f"| cost <= {rows[0]['max_cost']:.0%} | CPU µs/msg CURVE / insecure "
+              "| other CPU % of a core (median, max) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        paired = row["paired_ratio"]
+        paired_text = "-" if not paired else (
+            f"{paired['median']:.3f} ({paired['min']:.3f}..{paired['max']:.3f}, "
+            f"n={paired['n']})")
+        foreign = row["foreign_cpu_pct"]
+        met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
+        lines.append(
+            f"| {row['nodes']} | {row['payload']} B | {'on' if row['fsync'] else 'off'} | "
+            f"{_n(row['ratio'], 3)} | {paired_text} | "
+            f"{'-' if row['cost'] is None else format(row['cost'], '.1%')} | {met} | "
+            f"{_n(row.get('cpu_ratio'), 3)} | "
+            + ("-" if not foreign else f"{foreign['median']:.0f}, {foreign['max']:.0f}")
+            + " |"
+        )
+    start, end = doc["machine"].get("loadavg_at_start"), doc.get("loadavg_at_end")
+    if start or end:
+        def fmt(avg: list[float] | None) -> str:
+            return "-" if not avg else " / ".join(f"{x:.2f}" for x in avg)
+        lines += ["", f"Load average (1 / 5 / 15 min) at the start: {fmt(start)}; at the end: "
+                  f"{fmt(end)}. Other CPU: used meanwhile by processes not part of the run."]
+    changes = sum(r["leader_changes"] for r in rows)
+    if changes:
+        lines += ["", f"Leader changes (an election, e.g. heartbeats starved of CPU) during "
+                  f"{changes} of the {sum(r['runs'] for r in rows)} measured runs: their "
+                  "figures include the stall (see `leader_changed` in the JSON)."]
+    return lines
+
+
+def security_markdown(doc: dict[str, Any]) -> str:
+    """The report of ``python -m bench --security``."""
+    m = doc["machine"]
+    lines = [
+        "# What CURVE costs",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cores_usable']} usable cores, Linux {m['kernel']}, "
+        f"Python {m['python']}, pyzmq {m['pyzmq']} / libzmq {m['libzmq']}. "
+        f"{doc['params']['reps']} rounds, {doc['elapsed_s']:.0f} s.",
+        "",
+        *security_section(doc, "##"),
+    ]
+    if doc.get("errors"):
+        lines += ["", "## Errors", ""]
+        lines += [f"- {e.get('system')} fsync {e.get('fsync')} secure {e.get('secure')}: "
+                  f"{str(e['error']).splitlines()[0][:300]}" for e in doc["errors"]]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     mem = m.get("memory_bytes")
@@ -70,17 +190,21 @@ def markdown(doc: dict[str, Any]) -> str:
     head = ["system", "nodes", "payload", "fsync", "msgs/s", "MB/s"]
     head += [f"p50/p99 ms @{int(r):,}/s" for r in rates]
     head += ["p50/p99 ms @sat", "CPU % L/F/C", "CPU µs/msg"]
+    lines += [_security_note(doc), ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     configs = sorted(
-        {(r["system"], r["nodes"], r["payload"], r["fsync"]) for r in rows},
-        key=lambda c: (list(SYSTEM_NAMES).index(c[0]) if c[0] in SYSTEM_NAMES else 9, *c[1:]),
+        {(r["system"], r["nodes"], r["payload"], r["fsync"], r.get("secure", True))
+         for r in rows},
+        key=lambda c: (list(SYSTEM_NAMES).index(c[0]) if c[0] in SYSTEM_NAMES else 9,
+                       c[1], c[2], c[3], not c[4]),
     )
     base = {"batch": params["batch"], "window": params["window"]}
-    for system, nodes, payload, fsync in configs:
-        key = {"system": system, "nodes": nodes, "payload": payload, "fsync": fsync, **base}
+    for system, nodes, payload, fsync, secure in configs:
+        key = {"system": system, "nodes": nodes, "payload": payload, "fsync": fsync,
+               "secure": secure, **base}
         sat = find(rows, **key, mode="saturation")
         cells = [
-            SYSTEM_NAMES.get(system, system),
+            _system_name(system, secure, params),
             str(nodes),
             f"{payload} B",
             ("journal" if system.startswith("pysyncobj") else "on") if fsync else "off",
@@ -118,13 +242,16 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("sweep"):
         lines += ["", "## Client batch size and window (saturation, 3 nodes, no fsync)", "",
                   "| system | batch | window | msgs/s | p50 / p99 ms |", "|---|---|---|---|---|"]
-        for row in sorted(doc["sweep"] + [r for r in rows if r["mode"] == "saturation"
+        for row in sorted(doc["sweep"] + [r for r in headline_rows(doc)
+                                          if r["mode"] == "saturation"
                                           and r["nodes"] == 3 and not r["fsync"]
                                           and r["payload"] == params["payloads"][0]
                                           and r["system"] in params["sweep_systems"]],
                           key=lambda r: (r["system"], r["batch"], r["window"])):
             lines.append(f"| {SYSTEM_NAMES.get(row['system'], row['system'])} | {row['batch']} "
                          f"| {row['window']} | {_spread(row['msgs_s'])} | {_lat(row)} |")
+    if doc.get("security"):
+        lines += ["", *security_section(doc)]
     if doc.get("failover_summary"):
         lines += ["", "## Failover (SIGKILL the leader under load)", "",
                   "| system | fsync | load | acked msgs | acked lost | kill → first new commit s "
@@ -163,7 +290,7 @@ def plots(doc: dict[str, Any], out: Path) -> list[Path]:
     except ImportError:
         return []
     written: list[Path] = []
-    rows = doc["summary"]
+    rows = headline_rows(doc)
     params = doc["params"]
     base = {"batch": params["batch"], "window": params["window"]}
 

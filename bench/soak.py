@@ -1,7 +1,7 @@
 """``python -m bench.soak``: a long saturating run that watches memory, disk and recovery.
 
-Three ``paxos node`` processes (default settings: fsync on, snapshots every 100k
-deliveries, the default history retention) take 100-byte payloads from
+Three ``paxos node`` processes (default settings: CURVE and fsync on, snapshots every
+100k deliveries, the default history retention) take 100-byte payloads from
 ``--clients`` saturating load processes (``bench.loadgen``, closed loop) until
 ``--messages`` have been committed (the highest delivered index among the nodes).
 Every ``--sample`` messages it records, for every node: RSS (``VmRSS``), the bytes
@@ -64,9 +64,11 @@ _POLL_S = 0.05
 class SoakCluster(BenchCluster):
     """A :class:`BenchCluster` of ``paxos`` nodes with extra ``paxos node`` options."""
 
-    def __init__(self, nodes: int, fsync: bool, workdir: Path, extra: list[str]) -> None:
+    def __init__(
+        self, nodes: int, fsync: bool, workdir: Path, extra: list[str], *, secure: bool = True
+    ) -> None:
         # info: the snapshot.taken / snapshot.installed / node.recovered events are read back.
-        super().__init__("paxos", nodes, fsync, workdir, log_level="info")
+        super().__init__("paxos", nodes, fsync, workdir, log_level="info", secure=secure)
         self.extra = list(extra)
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join(
@@ -563,6 +565,7 @@ def text_summary(doc: dict[str, Any]) -> str:
     p = doc["params"]
     lines = [
         f"soak: {p['nodes']} nodes, {p['payload']} B, fsync {'on' if p['fsync'] else 'off'}, "
+        f"{'CURVE' if p.get('secure', True) else 'insecure (no CURVE)'}, "
         f"{p['clients']} load processes (batch {p['batch']}, window {p['window']}), "
         f"node options: {' '.join(p['node_options']) or '(defaults)'}",
         f"committed {s['messages']:,} messages in {s['soak_s']:.0f} s: "
@@ -725,6 +728,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--payload", type=int, default=100, help="payload bytes (default 100)")
     p.add_argument("--no-fsync", action="store_true", help="nodes run with --no-fsync (faster)")
+    p.add_argument("--insecure", action="store_true",
+                   help="nodes and clients without CURVE (default: CURVE, as deployed)")
     p.add_argument("--retain", default=None,
                    help="pass --retain N|SIZE to the nodes (if paxos node accepts it)")
     p.add_argument("--clients", type=int, default=2, help="load processes (default 2)")
@@ -773,14 +778,14 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             extra += ["--retain", str(args.retain)]
         else:
             sys.stderr.write("paxos node has no --retain yet: running with its defaults\n")
-    cluster = SoakCluster(args.nodes, not args.no_fsync, workdir, extra)
+    cluster = SoakCluster(args.nodes, not args.no_fsync, workdir, extra, secure=not args.insecure)
     soak = Soak(cluster, args)
     params = {
         "messages": args.messages, "sample": args.sample, "behind": args.behind,
         "reference": args.reference, "nodes": args.nodes, "payload": args.payload,
-        "fsync": not args.no_fsync, "clients": args.clients, "batch": args.batch,
-        "window": args.window, "node_options": extra, "retain_supported": retain_supported,
-        "workdir": str(workdir),
+        "fsync": not args.no_fsync, "secure": cluster.secure, "clients": args.clients,
+        "batch": args.batch, "window": args.window, "node_options": extra,
+        "retain_supported": retain_supported, "workdir": str(workdir),
     }
     doc: dict[str, Any] = {"params": params, "machine": describe(), "samples": [],
                            "events": soak.events, "summary": None, "errors": []}

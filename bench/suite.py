@@ -1,7 +1,8 @@
-"""The benchmark matrices (quick and full), repetitions, aggregation and targets."""
+"""The benchmark matrices (quick, full, security), repetitions, aggregation and targets."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -12,7 +13,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.clusters import PSO_ARGS, BenchCluster, ClusterError, host_cpu_seconds
+from bench.clusters import (
+    PSO_ARGS,
+    SECURE_SYSTEMS,
+    BenchCluster,
+    ClusterError,
+    host_cpu_seconds,
+)
 from bench.harness import RunConfig, run_failover, run_load
 from bench.machine import describe
 
@@ -49,6 +56,12 @@ class SuiteParams:
     failover_rate: float | None = 50_000
     #: Before each cluster start, wait up to this long for the machine to be idle.
     quiet_wait_s: float = 5.0
+    #: Run every system without CURVE (``--insecure``), as before CURVE was the default.
+    insecure: bool = False
+    #: What CURVE costs: also measure Multi-Paxos ``--insecure`` (first node count and
+    #: payload, every fsync setting), each run next to its CURVE twin (see
+    #: :func:`security_comparison`).
+    security_compare: bool = True
 
 
 QUICK = SuiteParams(
@@ -63,10 +76,33 @@ QUICK = SuiteParams(
     sweep=(),
     failover_systems=(),
     quiet_wait_s=3.0,
+    security_compare=False,
 )
 
 #: Saturation repetitions in --quick (on one cluster per system).
 QUICK_SATURATION_REPS = 2
+
+#: ``--security``: Multi-Paxos, 3 nodes, 100 B, fsync on (the headline) and off, CURVE and
+#: ``--insecure`` in alternating order (C I, then I C, ...), a fresh cluster each: 1k msgs/s
+#: offered (latency), then saturation (throughput).
+SECURITY = SuiteParams(
+    systems=("paxos",),
+    pysyncobj_tuned=False,
+    nodes=(3,),
+    payloads=(100,),
+    fsyncs=(True, False),
+    rates=(1_000,),
+    reps=6,
+    sweep=(),
+    failover_systems=(),
+    security_compare=True,
+)
+#: ``--security --quick``: the same, fewer and shorter rounds (about two minutes).
+SECURITY_QUICK = replace(
+    SECURITY, reps=3, rate_duration_s=1.5, saturation_duration_s=2.0, quiet_wait_s=2.0
+)
+#: The requirement: CURVE may cost at most this share of Multi-Paxos' throughput.
+CURVE_MAX_COST = 0.25
 
 
 class Progress(Protocol):
@@ -171,8 +207,6 @@ def wait_quiet_host(max_wait_s: float, busy_limit_pct: float = 30.0) -> float | 
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
@@ -187,23 +221,49 @@ class SuiteState:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _secure(params: SuiteParams, system: str) -> bool:
+    """Whether ``system`` runs with CURVE in this suite (PySyncObj never does)."""
+    return not params.insecure and system in SECURE_SYSTEMS
+
+
 def _configs(params: SuiteParams) -> list[RunConfig]:
     out = []
     for system in params.systems:
         if system == "pysyncobj-tuned":
             continue  # added below, in one configuration only
         fsyncs = params.pysyncobj_fsyncs if system == "pysyncobj" else params.fsyncs
+        secure = _secure(params, system)
         for nodes in params.nodes:
             for payload in params.payloads:
                 for fsync in fsyncs:
-                    out.append(
-                        RunConfig(system, nodes, payload, fsync, params.batch, params.window,
-                                  params.clients)
-                    )
+                    cfg = RunConfig(system, nodes, payload, fsync, params.batch, params.window,
+                                    params.clients, secure)
+                    out.append(cfg)
+                    if (params.security_compare and secure and system == "paxos"
+                            and nodes == params.nodes[0] and payload == params.payloads[0]):
+                        out.append(replace(cfg, secure=False))  # right next to its twin
     tuned = "pysyncobj-tuned" in params.systems
     if tuned or (params.pysyncobj_tuned and "pysyncobj" in params.systems):
         out.append(RunConfig("pysyncobj-tuned", params.nodes[0], params.payloads[0], False,
-                             params.batch, params.window, params.clients))
+                             params.batch, params.window, params.clients, False))
+    return out
+
+
+def counterbalanced(configs: list[RunConfig], rep: int) -> list[RunConfig]:
+    """The order of ``configs`` in repetition ``rep``: on odd repetitions each CURVE
+    configuration and its ``--insecure`` twin swap places (C I, I C, C I, ...), so that
+    neither always runs first (or on a machine that has warmed up, or got busier)."""
+    out = list(configs)
+    if rep % 2 == 0:
+        return out
+    i = 0
+    while i < len(out) - 1:
+        a, b = out[i], out[i + 1]
+        if a.secure and b == replace(a, secure=False):
+            out[i], out[i + 1] = b, a
+            i += 2
+        else:
+            i += 1
     return out
 
 
@@ -227,7 +287,7 @@ def _measure_cluster(
 ) -> None:
     """Start one cluster of ``cfg``, run every phase on it, always stop it."""
     quiet = wait_quiet_host(params.quiet_wait_s)
-    cluster = BenchCluster(cfg.system, cfg.nodes, cfg.fsync, workdir)
+    cluster = BenchCluster(cfg.system, cfg.nodes, cfg.fsync, workdir, secure=cfg.secure)
     done = 0
     try:
         cluster.start()
@@ -287,7 +347,7 @@ def run_suite(
     total = len(configs) * cluster_reps * len(phases)
     sweep_cfgs = [
         replace(RunConfig(s, params.nodes[0], params.payloads[0], False), batch=b, window=w,
-                clients=params.clients)
+                clients=params.clients, secure=_secure(params, s))
         for s in params.sweep_systems
         for b, w in params.sweep
     ] if params.sweep else []
@@ -300,7 +360,7 @@ def run_suite(
         n = 0
         try:
             for rep in range(cluster_reps):
-                for cfg in configs:
+                for cfg in counterbalanced(configs, rep):
                     n += 1
                     _measure_cluster(
                         cfg, phases, params, root / f"c{n}", progress, state, rep, state.runs
@@ -323,6 +383,7 @@ def run_suite(
                             system, params.nodes[0], params.payloads[0], fsync,
                             root / f"c{n}", rate=params.failover_rate,
                             window=params.window, batch=params.batch,
+                            secure=_secure(params, system),
                         )
                         result["rep"] = rep
                         state.failover.append(result)
@@ -334,6 +395,7 @@ def run_suite(
             progress.stop()
     doc: dict[str, Any] = {
         "machine": machine,
+        "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "params": {**asdict(params), "pysyncobj_node_args": list(PSO_ARGS)},
         "quick": quick,
         "elapsed_s": round(time.monotonic() - t0, 1),
@@ -345,13 +407,14 @@ def run_suite(
         "failover_summary": aggregate_failover(state.failover),
         "errors": state.errors,
     }
+    doc["security"] = security_comparison(doc)
     doc["targets"] = evaluate_targets(doc)
     return doc
 
 
 # ---------------------------------------------------------------------- aggregation
 
-_KEY = ("system", "nodes", "payload", "fsync", "batch", "window", "clients", "mode",
+_KEY = ("system", "nodes", "payload", "fsync", "secure", "batch", "window", "clients", "mode",
         "offered_msgs_s")
 
 
@@ -377,7 +440,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per configuration and phase: medians and spread over repetitions."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for run in runs:
-        groups.setdefault(tuple(run[k] for k in _KEY), []).append(run)
+        groups.setdefault(tuple(run.get(k, True) for k in _KEY), []).append(run)
     rows = []
     for key, group in groups.items():
         row: dict[str, Any] = dict(zip(_KEY, key, strict=True))
@@ -464,9 +527,95 @@ def _med(row: dict[str, Any] | None, name: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def headline_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary rows of every system as the suite runs it (CURVE unless ``insecure``;
+    PySyncObj plaintext), without the ``--insecure`` twins of the security comparison."""
+    insecure = bool(doc["params"].get("insecure", False))
+    return [
+        r for r in doc["summary"]
+        if r.get("secure", True) == (not insecure and r["system"] in SECURE_SYSTEMS)
+    ]
+
+
+def security_comparison(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Multi-Paxos with CURVE against ``--insecure``, one row per (nodes, payload, fsync)
+    measured both ways: saturation throughput (medians, spread, their ratio, and the
+    ratio within each round: a CURVE run and the insecure run next to it), latency at each
+    offered rate, CPU per message, and how busy the machine was meanwhile."""
+    rows = doc["summary"]
+    runs = doc["runs"]
+    params = doc["params"]
+    base = {"system": "paxos", "batch": params["batch"], "window": params["window"],
+            "clients": params["clients"]}
+    keys = sorted({(r["nodes"], r["payload"], r["fsync"]) for r in rows
+                   if r["system"] == "paxos" and r.get("secure") is False},
+                  key=lambda k: (k[0], k[1], not k[2]))
+    out = []
+    for nodes, payload, fsync in keys:
+        key = {**base, "nodes": nodes, "payload": payload, "fsync": fsync}
+        found = {sec: find(rows, **key, secure=sec, mode="saturation") for sec in (True, False)}
+        sat = {sec: row for sec, row in found.items() if row is not None}
+        if len(sat) < 2:
+            continue
+        curve, plain = _med(sat[True], "msgs_s"), _med(sat[False], "msgs_s")
+        ratio = round(curve / plain, 3) if curve is not None and plain else None
+
+        def sat_runs(sec: bool, k: dict[str, Any] = key) -> dict[int, float]:
+            return {r["rep"]: r["msgs_s"] for r in runs if r["mode"] == "saturation"
+                    and r.get("secure", True) == sec
+                    and all(r[n] == v for n, v in k.items())}
+
+        c_runs, p_runs = sat_runs(True), sat_runs(False)
+        paired = [c_runs[rep] / p_runs[rep] for rep in sorted(c_runs)
+                  if rep in p_runs and p_runs[rep] > 0]
+        latency = {}
+        for rate in params["rates"]:
+            lat = {sec: find(rows, **key, secure=sec, mode="rate", offered_msgs_s=float(rate))
+                   for sec in (True, False)}
+            latency[str(rate)] = {
+                ("curve" if sec else "insecure"): None if row is None else {
+                    "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"], "msgs_s": row["msgs_s"],
+                    "behind_max": row["behind_max"], "unacked": row["unacked"],
+                }
+                for sec, row in lat.items()
+            }
+        mine = [r for r in runs if r["system"] == "paxos" and r["nodes"] == nodes
+                and r["payload"] == payload and r["fsync"] == fsync]
+        foreign = [r["foreign_cpu_pct"] for r in mine if r.get("foreign_cpu_pct") is not None]
+        cpu = {sec: sat[sec]["cpu_us_per_msg"].get("total") for sec in (True, False)}
+        out.append({
+            "nodes": nodes,
+            "payload": payload,
+            "fsync": fsync,
+            "curve_msgs_s": sat[True]["msgs_s"],
+            "insecure_msgs_s": sat[False]["msgs_s"],
+            "ratio": ratio,
+            "cost": None if ratio is None else round(1 - ratio, 3),
+            "paired_ratio": _spread(paired),
+            "max_cost": CURVE_MAX_COST,
+            "met": None if ratio is None else ratio >= 1 - CURVE_MAX_COST,
+            "latency": latency,
+            "cpu_us_per_msg": {"curve": sat[True]["cpu_us_per_msg"],
+                               "insecure": sat[False]["cpu_us_per_msg"]},
+            "cpu_ratio": (round(cpu[True] / cpu[False], 3)
+                          if cpu[True] is not None and cpu[False] else None),
+            "cpu_pct": {
+                ("curve" if sec else "insecure"): {
+                    "leader": row["leader_cpu_pct"], "follower": row["follower_cpu_pct"],
+                    "client": row["client_cpu_pct"],
+                }
+                for sec, row in sat.items()
+            },
+            "leader_changes": sum(1 for r in mine if r.get("leader_changed")),
+            "foreign_cpu_pct": _spread(foreign),
+            "runs": len(mine),
+        })
+    return out
+
+
 def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with its measured value and whether it is met."""
-    rows = doc["summary"]
+    rows = headline_rows(doc)
     base = {"nodes": 3, "payload": 100, "batch": doc["params"]["batch"],
             "window": doc["params"]["window"]}
 
@@ -500,6 +649,12 @@ def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         ("paxos 5-node / 3-node throughput", ratio(sat("paxos", nodes=5), sat("paxos")), ">=",
          0.6),
     ]
+    for row in doc.get("security") or security_comparison(doc):
+        targets.append((
+            f"paxos CURVE / --insecure throughput, {row['nodes']} nodes, {row['payload']} B, "
+            f"fsync {'on' if row['fsync'] else 'off'}",
+            row["ratio"], ">=", 1 - CURVE_MAX_COST,
+        ))
     out = []
     compare: dict[str, Callable[[float, float], bool]] = {
         ">=": lambda v, t: v >= t,
@@ -518,7 +673,7 @@ def evaluate_targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 def quick_summary(doc: dict[str, Any]) -> dict[str, Any]:
     """The one JSON object ``python -m bench --quick`` prints."""
-    rows = doc["summary"]
+    rows = headline_rows(doc)
     base = {"nodes": 3, "payload": 100, "fsync": False}
 
     def get(system: str, mode: str, name: str, offered: float | None = None) -> float | None:
@@ -543,6 +698,41 @@ def quick_summary(doc: dict[str, Any]) -> dict[str, Any]:
             (r["foreign_cpu_pct_max"] for r in rows if r.get("foreign_cpu_pct_max") is not None),
             default=None,
         ),
+        "errors": [e["error"] for e in doc["errors"]],
+        "elapsed_s": doc["elapsed_s"],
+        "cpu": doc["machine"]["cpu_model"],
+        "cores": doc["machine"]["cores_usable"],
+    }
+
+
+def security_summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """The one JSON object ``python -m bench --security --quick`` prints."""
+    out: dict[str, Any] = {}
+    for row in doc.get("security") or []:
+        name = f"fsync_{'on' if row['fsync'] else 'off'}"
+        lat = row["latency"].get("1000") or {}
+
+        def at_1k(which: str, q: str, lat: dict[str, Any] = lat) -> float | None:
+            cell = lat.get(which)
+            return None if cell is None or cell[q] is None else cell[q]["median"]
+
+        out[name] = {
+            "curve_msgs_s": row["curve_msgs_s"],
+            "insecure_msgs_s": row["insecure_msgs_s"],
+            "ratio": row["ratio"],
+            "paired_ratio": row["paired_ratio"],
+            "met": row["met"],
+            "cpu_us_per_msg_ratio": row["cpu_ratio"],
+            "curve_p50_ms_at_1k": at_1k("curve", "p50_ms"),
+            "curve_p99_ms_at_1k": at_1k("curve", "p99_ms"),
+            "insecure_p50_ms_at_1k": at_1k("insecure", "p50_ms"),
+            "insecure_p99_ms_at_1k": at_1k("insecure", "p99_ms"),
+            "foreign_cpu_pct": row["foreign_cpu_pct"],
+        }
+    return {
+        **out,
+        "loadavg_at_start": doc["machine"].get("loadavg_at_start"),
+        "loadavg_at_end": doc.get("loadavg_at_end"),
         "errors": [e["error"] for e in doc["errors"]],
         "elapsed_s": doc["elapsed_s"],
         "cpu": doc["machine"]["cpu_model"],

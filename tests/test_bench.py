@@ -3,7 +3,10 @@
 No speed is asserted (machines differ: speed limits are in bench/speed_checks.py
 and the suite's targets); what is asserted is that every figure the quick mode
 reports is measured, and that the accounting is right: every
-acknowledged message is in the order, the Multi-Paxos failover loses none.
+acknowledged message is in the order, the Multi-Paxos failover loses none. The
+security comparison (``python -m bench --security``) measures both sides, and the
+benchmark clusters really run CURVE: a plaintext client gets no answer, the load
+client and the probe (with the admin key, echoing reply tickets) do.
 """
 
 from __future__ import annotations
@@ -25,8 +28,22 @@ from bench.harness import (
     run_failover,
     run_load,
 )
-from bench.report import markdown
-from bench.suite import QUICK, SilentProgress, evaluate_targets, quick_summary, run_suite
+from bench.report import markdown, security_markdown
+from bench.suite import (
+    QUICK,
+    SECURITY,
+    SECURITY_QUICK,
+    SilentProgress,
+    _configs,
+    counterbalanced,
+    evaluate_targets,
+    quick_summary,
+    run_suite,
+    security_summary,
+)
+from broadcast.protocol import Status, StatusRequest
+from broadcast.transport import ClientTransport
+from paxos.codec import decode, encode
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +130,77 @@ def test_paxos_failover_loses_no_acknowledged_message(tmp_path: Path) -> None:
     # 2.5 s after the kill. Liveness after a leader kill is tested with generous
     # deadlines in tests/test_integration.py.
     assert result["timeline"]
+
+
+def test_security_rounds_alternate_curve_and_insecure() -> None:
+    configs = _configs(SECURITY)
+    assert [(c.fsync, c.secure) for c in configs] == [
+        (True, True), (True, False), (False, True), (False, False)
+    ]
+    assert {(c.system, c.nodes, c.payload) for c in configs} == {("paxos", 3, 100)}
+    first = [c.secure for c in counterbalanced(configs, 0)]
+    second = [c.secure for c in counterbalanced(configs, 1)]
+    assert first == [True, False, True, False]
+    assert second == [False, True, False, True]
+    assert [c.fsync for c in counterbalanced(configs, 1)] == [True, True, False, False]
+
+
+def test_security_mode_measures_both_sides(tmp_path: Path) -> None:
+    params = replace(
+        SECURITY_QUICK,
+        reps=2,
+        fsyncs=(False,),
+        warmup_s=0.2,
+        rate_duration_s=0.6,
+        saturation_duration_s=0.6,
+        grace_s=3.0,
+        quiet_wait_s=0.0,
+    )
+    doc = run_suite(params, SilentProgress(), tmp_path)
+    assert doc["errors"] == []
+    assert {(r["secure"], r["mode"]) for r in doc["runs"]} == {
+        (True, "rate"), (True, "saturation"), (False, "rate"), (False, "saturation")
+    }
+    for run in doc["runs"]:
+        assert run["unacked"] == 0, run
+    [row] = doc["security"]
+    assert row["fsync"] is False and row["ratio"] > 0
+    assert row["paired_ratio"]["n"] == 2  # one CURVE and one insecure run per round
+    for which in ("curve", "insecure"):
+        assert row["latency"]["1000"][which]["p50_ms"]["median"] > 0
+        assert row["cpu_us_per_msg"][which]["total"] > 0
+    [target] = [t for t in doc["targets"] if t["target"].startswith("paxos CURVE / --insecure")]
+    assert target["value"] == row["ratio"] and target["threshold"] == 0.75
+    summary = security_summary(doc)
+    assert summary["fsync_off"]["curve_p99_ms_at_1k"] > 0
+    assert summary["fsync_off"]["insecure_p99_ms_at_1k"] > 0
+    text = security_markdown(doc)
+    assert "| CURVE |" in text and "| --insecure |" in text
+
+
+def test_bench_clusters_run_curve(tmp_path: Path) -> None:
+    cfg = RunConfig("paxos", 3, 100, False, batch=64, window=512)
+    cluster = BenchCluster("paxos", 3, False, tmp_path)
+    assert cluster.secure and cluster.spec == str(tmp_path / "cluster.toml")
+    plain = ClientTransport({i: cluster.cluster.endpoint(i) for i in cluster.cluster.ids})
+    try:
+        cluster.start()
+        leader = cluster.wait_leader()  # the probe speaks CURVE with the admin key
+        # A plaintext client is not let in: no answer (the probe above got one at once).
+        plain.send(leader, encode(StatusRequest(7)))
+        answers = [decode(frame) for _, frame in plain.poll(1000)]
+        assert not [m for m in answers if isinstance(m, Status)]
+        # The load client (CURVE, admin key); over 512 KiB of deliveries to read back, so
+        # the probe must echo the node's reply tickets to be served to the end.
+        summary, results = run_load(
+            cluster, leader, cfg, rate=20_000, warmup_s=0.0, duration_s=0.5, record_acks=True
+        )
+        acked = {seq for seq, _, _ in results[0].acks}
+        assert len(acked) == summary["sent"] > 6000
+        cluster.wait_quiet(list(cluster.cluster.ids))
+        order = cluster.read_order(leader)
+        assert order is not None
+        assert [c.seq for c in order if c.client == results[0].session] == sorted(acked)
+    finally:
+        plain.close()
+        cluster.stop()
