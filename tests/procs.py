@@ -38,6 +38,14 @@ def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = 60.0)
         time.sleep(0.02)  # between looks: a probe that does not block must not spin a core
 
 
+def secure_cluster(tmp: Path, n: int = 3, host: str = "127.0.0.1") -> Cluster:
+    """A CURVE cluster of ``n`` nodes on free ports, its keys and ``cluster.toml`` written
+    into ``tmp`` (:func:`broadcast.local.cluster_file`): node ``i`` finds its key in its
+    data directory if that is ``tmp / f"node{i}"``, and ``Client(cluster)`` (or the file,
+    ``cluster.argument()``) talks with the admin key, which may do everything."""
+    return cluster_file(tmp, local_cluster(n, free_base_port(n), host))
+
+
 class _LosesEverythingUnsynced(random.Random):
     """For :func:`chaos.faults.power_loss`: of the bytes past a file's last sync, keep none
     (one of the outcomes a power cut may have, and the one that shows lost vows)."""
