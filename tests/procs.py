@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 import runtime_mutants
 
 from broadcast.client import Client
+from broadcast.keys import load_keypair
 from broadcast.local import cluster_file, free_base_port, spawn_node
 from broadcast.spec import Cluster, local_cluster
+from broadcast.transport import ClientTransport
 from chaos.faults import Truncation, power_loss
 from paxos.types import Command
 
@@ -44,6 +46,22 @@ def secure_cluster(tmp: Path, n: int = 3, host: str = "127.0.0.1") -> Cluster:
     data directory if that is ``tmp / f"node{i}"``, and ``Client(cluster)`` (or the file,
     ``cluster.argument()``) talks with the admin key, which may do everything."""
     return cluster_file(tmp, local_cluster(n, free_base_port(n), host))
+
+
+def client_transport(cluster: Cluster, **kwargs: Any) -> ClientTransport:
+    """A bare client transport to every node of ``cluster`` (for tests that speak the
+    protocol by hand): CURVE with the cluster file's client key if the cluster is secure,
+    plaintext otherwise."""
+    endpoints = {i: cluster.endpoint(i) for i in cluster.ids}
+    if not cluster.secure:
+        return ClientTransport(endpoints, **kwargs)
+    assert cluster.client_key is not None, "a secure cluster file names the client's key"
+    return ClientTransport(
+        endpoints,
+        keypair=load_keypair(cluster.client_key),
+        server_keys={i: key.encode() for i, key in cluster.keys.items()},
+        **kwargs,
+    )
 
 
 class _LosesEverythingUnsynced(random.Random):
