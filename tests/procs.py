@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import runtime_mutants
 
+from broadcast.auth import Keyring
 from broadcast.client import Client
 from broadcast.keys import load_keypair
 from broadcast.local import cluster_file, free_base_port, spawn_node
@@ -48,11 +49,13 @@ def secure_cluster(tmp: Path, n: int = 3, host: str = "127.0.0.1") -> Cluster:
     return cluster_file(tmp, local_cluster(n, free_base_port(n), host))
 
 
-def client_transport(cluster: Cluster, **kwargs: Any) -> ClientTransport:
-    """A bare client transport to every node of ``cluster`` (for tests that speak the
-    protocol by hand): CURVE with the cluster file's client key if the cluster is secure,
-    plaintext otherwise."""
-    endpoints = {i: cluster.endpoint(i) for i in cluster.ids}
+def client_transport(
+    cluster: Cluster, nodes: Iterable[int] | None = None, **kwargs: Any
+) -> ClientTransport:
+    """A bare client transport to ``nodes`` of ``cluster`` (default: all), for tests that
+    speak the protocol by hand: CURVE with the cluster file's client key if the cluster
+    is secure, plaintext otherwise."""
+    endpoints = {i: cluster.endpoint(i) for i in (cluster.ids if nodes is None else nodes)}
     if not cluster.secure:
         return ClientTransport(endpoints, **kwargs)
     assert cluster.client_key is not None, "a secure cluster file names the client's key"
@@ -124,6 +127,13 @@ class ProcessCluster:
 
     def marks(self, node: int) -> Path:
         return self.tmp / f"node{node}.marks"
+
+    def keyring(self, node: int) -> Keyring | None:
+        """What a transport playing ``node`` needs to be let in as that member (its key
+        from ``cluster_file``); None for an insecure cluster."""
+        if self.insecure:
+            return None
+        return Keyring.of(self.cluster, node, load_keypair(self.data_dir(node) / "node.key"))
 
     def crash_arm(self, node: int) -> Path:
         return self.tmp / f"node{node}.crash"
