@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import runtime_mutants
+import zmq
 
 from broadcast.auth import Keyring
 from broadcast.client import Client
@@ -134,6 +135,25 @@ class ProcessCluster:
         if self.insecure:
             return None
         return Keyring.of(self.cluster, node, load_keypair(self.data_dir(node) / "node.key"))
+
+    def raw_socket(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], node: int, identity: bytes | None = None
+    ) -> zmq.Socket[bytes]:
+        """A bare DEALER to ``node`` for sending it anything (LINGER 0; frames wait for the
+        connection). With CURVE it holds the admin client's key: what it sends reaches
+        the node as an authorised client's, however malformed."""
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            sock.setsockopt(zmq.IDENTITY, identity)
+        if not self.insecure:
+            assert self.cluster.client_key is not None
+            keypair = load_keypair(self.cluster.client_key)
+            sock.curve_publickey = keypair.public
+            sock.curve_secretkey = keypair.secret
+            sock.curve_serverkey = self.cluster.keys[node].encode()
+        sock.connect(self.cluster.endpoint(node))
+        return sock
 
     def crash_arm(self, node: int) -> Path:
         return self.tmp / f"node{node}.crash"
