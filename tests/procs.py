@@ -176,7 +176,10 @@ class ProcessCluster:
         if not self.fsync:
             args.append("--no-fsync")
         if self.insecure:
+            # (an inline SPEC carries no cluster id: the file's, as spawn_node passes it)
             args.append("--insecure")
+            if self.cluster.cluster_id is not None:
+                args += ["--cluster-id", self.cluster.cluster_id]
         env = {**os.environ, "PAXOS_CHAOS_PARENT": str(os.getpid())}
         if self.power_cuts:
             env["PAXOS_TEST_MARKS"] = str(self.marks(node))
