@@ -75,6 +75,9 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.option("--snapshot-entries", type=click.IntRange(1), default=200, show_default=True,
               help="Nodes snapshot and compact every this many deliveries (small: snapshots, "
                    "compaction and installs happen many times per run).")
+@click.option("--insecure", is_flag=True,
+              help="Run nodes and clients without CURVE (plaintext, no authentication), "
+                   "as before keys existed.")
 @click.option("--check", "check_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), default=None,
               help="Do not run anything: check a saved run directory again.")
@@ -97,6 +100,7 @@ def chaos_command(
     compose: bool,
     tempo: float,
     snapshot_entries: int,
+    insecure: bool,
     check_dir: Path | None,
     as_json: bool,
     log_level: str,
@@ -125,6 +129,7 @@ def chaos_command(
         compose=compose,
         tempo=tempo,
         snapshot_entries=snapshot_entries,
+        insecure=insecure,
     )
     try:
         run = ChaosRun(config)

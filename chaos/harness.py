@@ -5,7 +5,9 @@ One run:
 1. sets up the network (:mod:`.network`: namespaces + iptables, or loopback) and moves
    this process to the clients' side of it;
 2. starts one ``paxos node`` process per node (through :mod:`.nodeproc`, which records
-   what each node made durable), and waits for a leader;
+   what each node made durable), and waits for a leader. Nodes and clients speak CURVE
+   (``data/cluster.toml`` names every node's key; the harness's clients use the admin
+   key) unless the run is ``insecure``;
 3. starts the load: ``clients`` worker threads, each a sequential client of the
    key-value example (puts, deletes, linearizable reads through the log, and explicitly
    stale local reads), every operation recorded in the :class:`.History`; plus one
@@ -37,9 +39,11 @@ from typing import Any, TextIO
 
 from broadcast.client import Client
 from broadcast.errors import Compacted
+from broadcast.local import cluster_file
 from broadcast.logs import get_logger
+from broadcast.node import NODE_KEY_FILE
 from broadcast.protocol import Status
-from broadcast.spec import Cluster
+from broadcast.spec import Cluster, ConfigError
 from chaos.checkers import Verdict, build_order, check_all, parse_kv
 from chaos.faults import FAULT_KINDS, FaultLog, power_loss, unsynced_bytes
 from chaos.history import History, Op
@@ -89,6 +93,7 @@ class ChaosConfig:
     # Small thresholds: nodes snapshot, compact and install snapshots many times per run.
     snapshot_entries: int = 200
     wal_segment_bytes: int = 64 * 1024
+    insecure: bool = False  # nodes and clients without CURVE (no keys, no authentication)
 
 
 @dataclass
@@ -198,9 +203,12 @@ class NodeProc:
 class Follower(threading.Thread):
     """Follows one node's delivery stream; keeps what it delivered and a local KV state."""
 
-    def __init__(self, cluster: Cluster, node: int, stop: threading.Event) -> None:
+    def __init__(
+        self, cluster: Cluster, node: int, stop: threading.Event, insecure: bool = False
+    ) -> None:
         super().__init__(name=f"chaos-follow-{node}", daemon=True)
         self.cluster = cluster
+        self.insecure = insecure
         self.node = node
         self.stop = stop
         self.lock = threading.Lock()
@@ -216,7 +224,7 @@ class Follower(threading.Thread):
             return self.kv.get(key), self.applied
 
     def run(self) -> None:
-        with Client(self.cluster) as client:
+        with Client(self.cluster, insecure=self.insecure) as client:
             while not self.stop.is_set():
                 try:
                     stream = client.subscribe(self.applied + 1, node=self.node, idle_timeout=1.0)
@@ -287,7 +295,7 @@ class Worker(threading.Thread):
                     r.history.complete(op, "ok", index=prefix)
                     continue
                 if client is None:
-                    client = Client(r.cluster, timeout=r.config.op_timeout, retry_s=0.3)
+                    client = r.client(timeout=r.config.op_timeout, retry_s=0.3)
                     seq = 0
                     try:
                         client.open_session()  # the key the history records
@@ -363,7 +371,8 @@ class ChaosRun:
         ).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.network: Network = self._choose_network()
-        self.cluster = Cluster({i: self.network.address(i) for i in range(1, config.nodes + 1)})
+        plain = Cluster({i: self.network.address(i) for i in range(1, config.nodes + 1)})
+        self.cluster = plain if config.insecure else self._secure(plain)
         self._status_client: Client | None = None
 
     # ------------------------------------------------------------------ setup
@@ -386,6 +395,28 @@ class ChaosRun:
             return LoopbackNetwork(ids, free_base_port(len(ids)))
         raise HarnessError(f"unknown network {kind!r} (auto, netns, loopback)")
 
+    def _secure(self, plain: Cluster) -> Cluster:
+        """The cluster with CURVE: its file (``data/cluster.toml``), every node's key in its
+        data directory and the admin client's key, the harness's (``data/keys``).
+
+        A node's key is written (and synced) before the node first runs, so the node's
+        own marks never cover it: it is marked durable here, or power loss would take it.
+        """
+        try:
+            cluster = cluster_file(self.run_dir / "data", plain)
+        except ConfigError as exc:
+            raise HarnessError(str(exc)) from None
+        for node in cluster.ids:
+            key = self.data_dir(node) / NODE_KEY_FILE
+            info = key.stat()
+            with self.marks(node).open("a") as f:
+                f.write(f"{key}\t{info.st_size}\t{info.st_dev}:{info.st_ino}\n")
+        return cluster
+
+    def client(self, **kwargs: Any) -> Client:
+        """A client of the cluster: CURVE with the admin key, or plaintext (--insecure)."""
+        return Client(self.cluster, insecure=self.config.insecure, **kwargs)
+
     def data_dir(self, node: int) -> Path:
         return self.run_dir / "data" / f"node{node}"
 
@@ -405,7 +436,7 @@ class ChaosRun:
             "--id",
             str(node),
             "--cluster",
-            self.cluster.spec(),
+            self.cluster.argument(),  # the file (keys and all), or the inline SPEC
             "--data-dir",
             str(self.data_dir(node)),
             "--tick-ms",
@@ -415,6 +446,8 @@ class ChaosRun:
             "--snapshot-entries",
             str(self.config.snapshot_entries),
         ]
+        if self.config.insecure:
+            args.append("--insecure")
         if self.config.unsafe_no_fsync:
             # (one big segment, as before compaction existed: a torn unsynced segment that
             # is not the last is corruption, and the node would refuse to start rather
@@ -448,7 +481,7 @@ class ChaosRun:
     @property
     def status_client(self) -> Client:
         if self._status_client is None:
-            self._status_client = Client(self.cluster)
+            self._status_client = self.client()
         return self._status_client
 
     def statuses(self, timeout: float = 0.3, nodes: list[int] | None = None) -> dict[int, Status]:
@@ -496,7 +529,9 @@ class ChaosRun:
                 raise HarnessError("no leader was elected within 60 s of starting the cluster")
             self.faults.record("start", "info", leader=self.leader())
             for node in self.cluster.ids:
-                self.followers[node] = Follower(self.cluster, node, self.stop_followers)
+                self.followers[node] = Follower(
+                    self.cluster, node, self.stop_followers, self.config.insecure
+                )
                 self.followers[node].start()
             self.workers = [Worker(self, p) for p in range(1, self.config.clients + 1)]
             for worker in self.workers:
@@ -682,7 +717,7 @@ class ChaosRun:
         probe = self.history.invoke(0, "put", "probe", "final", payload=kv_payload(
             "put", "probe", "final", "probe"))
         try:
-            with Client(self.cluster, timeout=30.0) as client:
+            with self.client(timeout=30.0) as client:
                 probe.client = client.open_session()
                 probe.seq = 1
                 committed = client.broadcast(probe.payload or b"")
@@ -745,7 +780,7 @@ class ChaosRun:
     def _read_log(self, node: int, length: int) -> dict[int, Command]:
         out: dict[int, Command] = {}
         start = 1
-        with Client(self.cluster) as client:
+        with self.client() as client:
             try:
                 next(client.subscribe(1, node=node, idle_timeout=10.0))
             except Compacted as exc:
@@ -820,6 +855,7 @@ class ChaosRun:
                 "compose": cfg.compose,
                 "tempo": cfg.tempo,
                 "snapshot_entries": cfg.snapshot_entries,
+                "insecure": cfg.insecure,
             },
             network=self.network.kind,
             run_dir=str(self.run_dir),

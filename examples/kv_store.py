@@ -8,6 +8,9 @@ Run a 3-node store in one process and write to it::
 
     python examples/kv_store.py
 
+The nodes speak CURVE, as every cluster does by default: ``cluster_file`` writes a
+key for each node (into its data directory) and the cluster file that names them.
+
 Reads come in two kinds:
 
 * ``store.get(key)`` - a **local, possibly stale** read of this replica's state;
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from broadcast import Node, local_cluster
+from broadcast.local import cluster_file
 from paxos.types import Delivery
 
 
@@ -68,11 +73,13 @@ class KVStore:
 
 
 def main() -> None:
-    cluster = local_cluster(3, base_port=7300)
-    stores = {i: KVStore() for i in cluster.ids}
     with tempfile.TemporaryDirectory() as tmp:
+        # Keys and cluster.toml in tmp; node i's key is tmp/node<i>/node.key.
+        cluster = cluster_file(Path(tmp), local_cluster(3, base_port=7300))
+        stores = {i: KVStore() for i in cluster.ids}
         nodes = [
-            Node(i, cluster, f"{tmp}/n{i}", state_machine=stores[i]).start() for i in cluster.ids
+            Node(i, cluster, f"{tmp}/node{i}", state_machine=stores[i]).start()
+            for i in cluster.ids
         ]
         try:
             print(nodes[0].broadcast(kv_put("color", "blue"), timeout=10))

@@ -39,8 +39,9 @@ What it makes (the ``kind`` of each item names the recipe):
   messages whose ``src`` is not the sender, ballot rounds at and around
   ``MAX_ROUND`` and ``MAX_ROUND_STEP`` and beyond 2**63, slots at and around
   ``MAX_SLOTS_AHEAD`` and 2**63, CatchupRequests for enormous ranges, Fetches
-  with huge ``max_count``/``wait_ms``, Submits of thousands of commands, client
-  ids of the maximal length (in characters and in UTF-8 bytes);
+  with huge ``max_count``/``wait_ms`` and tickets never issued, Submits of
+  thousands of commands, client ids of the maximal length (in characters and
+  in UTF-8 bytes);
 * ``session.*``: client traffic around sessions. Submits for the real session
   keys the fuzzer is given (``sessions``) as well as for bogus keys: runs of
   seqs starting anywhere (some deliver, most are repeats or gaps), repeats and
@@ -66,6 +67,7 @@ import msgpack
 from broadcast.protocol import (
     CloseSession,
     Deliveries,
+    Denied,
     Fetch,
     FetchRefused,
     FetchSnapshot,
@@ -293,11 +295,13 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         SubmitAck(key, ((1, 1, 1), (3, 5, 2)), 1),
         SubmitRefused(key, 1, "busy", 0),
         Fetch(1, 16, 0),
-        Fetch(1, 4096, 500),
-        Deliveries(1, value, 3),
+        Fetch(1, 4096, 500, 2**40 + 7),
+        Deliveries(1, value, 3, 2**40 + 7),
         FetchRefused(1, 5),
         FetchSnapshot(0),
-        SnapshotPart(9, 8, 4, 0, 0, b"snap"),
+        FetchSnapshot(4, 2**40 + 8),
+        SnapshotPart(9, 8, 4, 0, 0, b"snap", 2**40 + 8),
+        Denied("broadcast"),
         TakeSnapshot(3),
         StatusRequest(7),
         Status(7, 1, "leader", b, 1, 1, 1, True, True, cluster_id, 3),
@@ -508,8 +512,9 @@ class FrameFuzzer:
                 other = rng.choice((0, 1, VERSION + 1, 255))
                 fields[0] = self._wrong() if rng.random() < 0.5 else other
                 return "mutant.version", (_pack(fields),)
-            # Around the registered codes (71 and 72 were removed, 77 is the next free one).
-            unknown = (0, 14, 31, 35, 63, 71, 72, 77, 255, 256, -3, U64)
+            # Around the registered codes (16 is past the Paxos messages, 35 past the
+            # records, 71 and 72 were removed, 82 is the next free one).
+            unknown = (0, 16, 31, 35, 63, 71, 72, 82, 255, 256, -3, U64)
             fields[1] = rng.choice(unknown) if rng.random() < 0.7 else self._wrong()
             return "mutant.typecode", (_pack(fields),)
         if how == 5:  # wrong arity
@@ -725,6 +730,7 @@ class FrameFuzzer:
             rng.choice((0, 1, 2, 2**31, MAX_UINT, *HUGE)),
             rng.choice((0, 1, 4096, 4097, MAX_UINT, *HUGE)),
             rng.choice((0, 1, 30_000, 30_001, MAX_UINT, *HUGE)),
+            rng.choice((0, 1, 2**40, MAX_UINT, *HUGE)),  # a ticket never issued
         )
         return "semantic.fetch", (_pack((VERSION, 67, *fields)),)
 
@@ -942,12 +948,12 @@ def _limit_frames() -> list[tuple[str, bytes]]:
     most expensive frame the codec accepts to parse.
     """
     if not _LIMIT_CACHE:
-        head = b"\x95" + _pack(VERSION) + _pack(67)  # [VERSION, 67 (Fetch), ...]
+        head = b"\x96" + _pack(VERSION) + _pack(67)  # [VERSION, 67 (Fetch), ...]
 
         def fetch_with_bin(total: int) -> bytes:
-            # [VERSION, 67, bin(n), 0, 0]: bin32 header 5 bytes, tail 2 bytes.
-            n = total - len(head) - 5 - 2
-            return head + b"\xc6" + struct.pack(">I", n) + bytes(n) + b"\x00\x00"
+            # [VERSION, 67, bin(n), 0, 0, 0]: bin32 header 5 bytes, tail 3 bytes.
+            n = total - len(head) - 5 - 3
+            return head + b"\xc6" + struct.pack(">I", n) + bytes(n) + b"\x00\x00\x00"
 
         at_codec = fetch_with_bin(MAX_FRAME_BYTES)
         assert len(at_codec) == MAX_FRAME_BYTES

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import runtime_mutants
+import zmq
 
+from broadcast.auth import Keyring
 from broadcast.client import Client
+from broadcast.keys import load_keypair
 from broadcast.local import cluster_file, free_base_port, spawn_node
 from broadcast.spec import Cluster, local_cluster
+from broadcast.transport import ClientTransport
 from chaos.faults import Truncation, power_loss
 from paxos.types import Command
 
@@ -36,6 +40,32 @@ def wait_for(what: str, probe: Callable[[], T | None], deadline_s: float = 60.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}")
         time.sleep(0.02)  # between looks: a probe that does not block must not spin a core
+
+
+def secure_cluster(tmp: Path, n: int = 3, host: str = "127.0.0.1") -> Cluster:
+    """A CURVE cluster of ``n`` nodes on free ports, its keys and ``cluster.toml`` written
+    into ``tmp`` (:func:`broadcast.local.cluster_file`): node ``i`` finds its key in its
+    data directory if that is ``tmp / f"node{i}"``, and ``Client(cluster)`` (or the file,
+    ``cluster.argument()``) talks with the admin key, which may do everything."""
+    return cluster_file(tmp, local_cluster(n, free_base_port(n), host))
+
+
+def client_transport(
+    cluster: Cluster, nodes: Iterable[int] | None = None, **kwargs: Any
+) -> ClientTransport:
+    """A bare client transport to ``nodes`` of ``cluster`` (default: all), for tests that
+    speak the protocol by hand: CURVE with the cluster file's client key if the cluster
+    is secure, plaintext otherwise."""
+    endpoints = {i: cluster.endpoint(i) for i in (cluster.ids if nodes is None else nodes)}
+    if not cluster.secure:
+        return ClientTransport(endpoints, **kwargs)
+    assert cluster.client_key is not None, "a secure cluster file names the client's key"
+    return ClientTransport(
+        endpoints,
+        keypair=load_keypair(cluster.client_key),
+        server_keys={i: key.encode() for i, key in cluster.keys.items()},
+        **kwargs,
+    )
 
 
 class _LosesEverythingUnsynced(random.Random):
@@ -99,6 +129,32 @@ class ProcessCluster:
     def marks(self, node: int) -> Path:
         return self.tmp / f"node{node}.marks"
 
+    def keyring(self, node: int) -> Keyring | None:
+        """What a transport playing ``node`` needs to be let in as that member (its key
+        from ``cluster_file``); None for an insecure cluster."""
+        if self.insecure:
+            return None
+        return Keyring.of(self.cluster, node, load_keypair(self.data_dir(node) / "node.key"))
+
+    def raw_socket(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], node: int, identity: bytes | None = None
+    ) -> zmq.Socket[bytes]:
+        """A bare DEALER to ``node`` for sending it anything (LINGER 0; frames wait for the
+        connection). With CURVE it holds the admin client's key: what it sends reaches
+        the node as an authorised client's, however malformed."""
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            sock.setsockopt(zmq.IDENTITY, identity)
+        if not self.insecure:
+            assert self.cluster.client_key is not None
+            keypair = load_keypair(self.cluster.client_key)
+            sock.curve_publickey = keypair.public
+            sock.curve_secretkey = keypair.secret
+            sock.curve_serverkey = self.cluster.keys[node].encode()
+        sock.connect(self.cluster.endpoint(node))
+        return sock
+
     def crash_arm(self, node: int) -> Path:
         return self.tmp / f"node{node}.crash"
 
@@ -120,7 +176,10 @@ class ProcessCluster:
         if not self.fsync:
             args.append("--no-fsync")
         if self.insecure:
+            # (an inline SPEC carries no cluster id: the file's, as spawn_node passes it)
             args.append("--insecure")
+            if self.cluster.cluster_id is not None:
+                args += ["--cluster-id", self.cluster.cluster_id]
         env = {**os.environ, "PAXOS_CHAOS_PARENT": str(os.getpid())}
         if self.power_cuts:
             env["PAXOS_TEST_MARKS"] = str(self.marks(node))

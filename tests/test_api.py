@@ -1,4 +1,7 @@
-"""The public API in one process: embedded nodes with a state machine, the client, asyncio."""
+"""The public API in one process: embedded nodes with a state machine, the client, asyncio.
+
+Every cluster here speaks CURVE (keys written by ``broadcast.local.cluster_file``): node
+``i`` runs in ``tmp/node<i>``, where its key is, and clients use the admin key."""
 
 from __future__ import annotations
 
@@ -8,10 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import wait_for
+from procs import secure_cluster, wait_for
 
 from broadcast import Client, Committed, ConfigError, Delivery, Node, PayloadTooLarge, local_cluster
-from broadcast.local import free_base_port
 
 
 class Sum:
@@ -27,9 +29,9 @@ class Sum:
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[list[Node]]:
-    cluster = local_cluster(3, free_base_port(3))
+    cluster = secure_cluster(tmp_path, 3)
     started = [
-        Node(i, cluster, tmp_path / f"n{i}", state_machine=Sum(), fsync=False).start()
+        Node(i, cluster, tmp_path / f"node{i}", state_machine=Sum(), fsync=False).start()
         for i in cluster.ids
     ]
     try:
@@ -84,7 +86,7 @@ def test_asyncio_broadcast_and_delivery_callbacks(nodes: list[Node]) -> None:
 
 def test_two_clients_with_one_name_get_sessions_of_their_own(nodes: list[Node]) -> None:
     """Two copies of one app (one client id) never see each other's results."""
-    spec = nodes[0].cluster.spec()
+    spec = nodes[0].cluster.argument()  # the cluster file: keys, and the client's key file
     with Client(spec, client_id="app") as one, Client(spec, client_id="app") as two:
         first = one.broadcast_many([b"1", b"2", b"3"])
         second = two.broadcast_many([b"10", b"20"])
@@ -104,7 +106,7 @@ def test_two_clients_with_one_name_get_sessions_of_their_own(nodes: list[Node]) 
 
 
 def test_broadcast_many_returns_one_result_per_payload_in_order(nodes: list[Node]) -> None:
-    spec = nodes[0].cluster.spec()
+    spec = nodes[0].cluster.argument()
     with Client(spec, window=64) as client:
         payloads = [b"%d" % i for i in range(3000)]
         seen: list[Committed] = []
@@ -115,7 +117,7 @@ def test_broadcast_many_returns_one_result_per_payload_in_order(nodes: list[Node
 
 
 def test_subscribe_reads_from_any_index(nodes: list[Node]) -> None:
-    spec = nodes[0].cluster.spec()
+    spec = nodes[0].cluster.argument()
     with Client(spec) as client:
         client.broadcast_many([b"1", b"2", b"3", b"4"])
         stream = client.subscribe(from_index=2)
@@ -133,7 +135,7 @@ def test_subscribe_reads_from_any_index(nodes: list[Node]) -> None:
 
 
 def test_payloads_above_the_limit_are_refused_before_they_are_sent(nodes: list[Node]) -> None:
-    spec = nodes[0].cluster.spec()
+    spec = nodes[0].cluster.argument()
     limit = nodes[0].max_payload_bytes
     with pytest.raises(PayloadTooLarge):
         nodes[0].submit(b"x" * (limit + 1))
@@ -154,8 +156,8 @@ def test_a_failing_state_machine_returns_its_error_and_delivery_goes_on(tmp_path
                 raise ValueError("no")
             return delivery.index
 
-    cluster = local_cluster(1, free_base_port(1))
-    with Node(1, cluster, tmp_path, state_machine=Picky(), fsync=False) as node:
+    cluster = secure_cluster(tmp_path, 1)
+    with Node(1, cluster, tmp_path / "node1", state_machine=Picky(), fsync=False) as node:
         with pytest.raises(ValueError, match="no"):
             node.broadcast(b"bad", timeout=30)
         assert node.broadcast(b"good", timeout=30).result == 2
@@ -184,12 +186,12 @@ def test_a_replica_bug_on_one_node_is_logged_and_the_node_goes_on(
             if calls["n"] % 3 == 0:
                 raise RuntimeError("planted")
 
-    cluster = local_cluster(3, free_base_port(3))
+    cluster = secure_cluster(tmp_path, 3)
     started = []
     for i in cluster.ids:
         if i == 3:
             monkeypatch.setattr(node_module, "Replica", Flaky)
-        started.append(Node(i, cluster, tmp_path / f"n{i}", fsync=False).start())
+        started.append(Node(i, cluster, tmp_path / f"node{i}", fsync=False).start())
         monkeypatch.setattr(node_module, "Replica", Replica)
     try:
         for k in range(20):
@@ -212,10 +214,10 @@ def test_an_idle_session_expires_through_the_log_and_the_client_opens_a_new_one(
     so on its next broadcast and goes on in a new session: nothing lost, nothing twice."""
     from paxos.multi.config import ReplicaConfig
 
-    cluster = local_cluster(3, free_base_port(3))
+    cluster = secure_cluster(tmp_path, 3)
     config = ReplicaConfig(nodes=cluster.ids, session_timeout_ticks=50, session_check_ticks=10)
     nodes = [
-        Node(i, cluster, tmp_path / f"n{i}", fsync=False, replica_config=config).start()
+        Node(i, cluster, tmp_path / f"node{i}", fsync=False, replica_config=config).start()
         for i in cluster.ids
     ]
     try:
@@ -245,7 +247,7 @@ def test_a_session_that_ended_with_broadcasts_of_unknown_fate_is_an_error() -> N
     from broadcast.protocol import SessionEnded
     from paxos.types import Command
 
-    client = Client("1=127.0.0.1:1", client_id="app")
+    client = Client("1=127.0.0.1:1", client_id="app", insecure=True)  # never connects
     try:
         client.session = "app#7"
         unacked = {3: (0, Command("app#7", 3, b"x")), 4: (1, Command("app#7", 4, b"y"))}
@@ -271,10 +273,10 @@ def test_a_lost_ack_is_asked_about_again_before_the_session_forgets_its_outcome(
     from paxos.multi.config import ReplicaConfig
 
     window = 16
-    cluster = local_cluster(3, free_base_port(3))
+    cluster = secure_cluster(tmp_path, 3)
     config = ReplicaConfig(nodes=cluster.ids, session_window=window)
     nodes = [
-        Node(i, cluster, tmp_path / f"n{i}", fsync=False, replica_config=config).start()
+        Node(i, cluster, tmp_path / f"node{i}", fsync=False, replica_config=config).start()
         for i in cluster.ids
     ]
     try:

@@ -1,4 +1,8 @@
-"""The CLI as operators use it: real processes, JSON lines, one-line errors."""
+"""The CLI as operators use it: real processes, JSON lines, one-line errors.
+
+Clusters run with CURVE on (the default): commands get their cluster file (``--cluster
+<tmp>/cluster.toml``, which names the admin client's key). Commands that never reach a
+node (user errors) keep inline SPECs and say ``--insecure``."""
 
 from __future__ import annotations
 
@@ -62,7 +66,7 @@ def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
 
 
 def test_broadcast_subscribe_and_status(cluster: ProcessCluster) -> None:
-    spec = cluster.cluster.spec()
+    spec = cluster.cluster.argument()
     cluster.leader()
     out = paxos("broadcast", "--cluster", spec, "--client-id", "ops", "hello", "wörld")
     assert out.returncode == 0, out.stderr
@@ -99,7 +103,7 @@ def test_broadcast_subscribe_and_status(cluster: ProcessCluster) -> None:
 def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
     from broadcast import Client
 
-    spec = cluster.cluster.spec()
+    spec = cluster.cluster.argument()
     with Client(spec) as client:
         client.broadcast(b"\xff\xfe")
     out = paxos("subscribe", "--cluster", spec, "--count", "1")
@@ -119,11 +123,24 @@ def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
             "out of range",
         ),
         (
-            ("broadcast", "--cluster", "1=127.0.0.1:7402", "--timeout", "1", "x"),
+            ("broadcast", "--cluster", "1=127.0.0.1:7402", "--timeout", "1", "--insecure", "x"),
             "no node opened a session",
         ),
-        (("subscribe", "--cluster", "1=127.0.0.1:7403", "--timeout", "1"), "no node answered"),
-        (("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2"), "reachable"),
+        (
+            ("subscribe", "--cluster", "1=127.0.0.1:7403", "--timeout", "1", "--insecure"),
+            "no node answered",
+        ),
+        (
+            ("status", "--cluster", "1=127.0.0.1:7404", "--timeout", "0.2", "--insecure"),
+            "reachable",
+        ),
+        # Without --insecure, an inline SPEC (no keys) is refused before anything is sent.
+        (("broadcast", "--cluster", "1=127.0.0.1:7402", "x"), "names no CURVE keys"),
+        (("status", "--cluster", "1=127.0.0.1:7404"), "names no CURVE keys"),
+        (
+            ("node", "--id", "1", "--cluster", "1=127.0.0.1:7406", "--data-dir", "{tmp}"),
+            "names no CURVE keys",
+        ),
         (("broadcast", "--cluster", "1=127.0.0.1:7405"), "MESSAGE"),
         (("sim", "--nodes", "99"), "--nodes"),
         (
@@ -160,14 +177,16 @@ def test_port_in_use_and_corrupted_data_dir(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         out = paxos(
-            "node", "--id", "1", "--cluster", f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path)
+            "node", "--id", "1", "--cluster", f"1=127.0.0.1:{port}", "--data-dir", str(tmp_path),
+            "--insecure",
         )
     assert out.returncode != 0 and "address already in use" in out.stderr.splitlines()[-1]
     wal = tmp_path / "bad" / "wal"
     wal.mkdir(parents=True)
     (wal / "wal-00000001.log").write_bytes(b"not a log at all")
     out = paxos(
-        "node", "--id", "1", "--cluster", "1=127.0.0.1:7406", "--data-dir", str(tmp_path / "bad")
+        "node", "--id", "1", "--cluster", "1=127.0.0.1:7406", "--data-dir", str(tmp_path / "bad"),
+        "--insecure",
     )
     assert out.returncode != 0
     assert "wal-00000001.log" in out.stderr.splitlines()[-1]
@@ -206,7 +225,10 @@ def test_toml_spec_may_carry_a_cluster_id_the_inline_form_cannot(tmp_path: Path)
     path = tmp_path / "cluster.toml"
     path.write_text('cluster_id = "3f9a0c"\n[nodes]\n1 = "localhost:7101"\n2 = "node-b:7102"\n')
     cluster = parse_cluster(str(path))
-    assert cluster == Cluster({1: "localhost:7101", 2: "node-b:7102"}, "3f9a0c")
+    assert cluster == Cluster(
+        {1: "localhost:7101", 2: "node-b:7102"}, "3f9a0c", path=path.resolve()
+    )
+    assert not cluster.secure and cluster.argument() == str(path.resolve())
     assert parse_cluster(cluster.spec()).cluster_id is None
     path.write_text('[nodes]\n1 = "127.0.0.1:7101"\n')
     assert parse_cluster(str(path)).cluster_id is None
@@ -219,8 +241,8 @@ def test_toml_spec_may_carry_a_cluster_id_the_inline_form_cannot(tmp_path: Path)
 def test_a_cluster_on_localhost_host_names(tmp_path: Path) -> None:
     procs = ProcessCluster(tmp_path, host="localhost")
     try:
-        spec = procs.cluster.spec()
-        assert spec.startswith("1=localhost:")
+        assert procs.cluster.spec().startswith("1=localhost:")
+        spec = procs.cluster.argument()
         procs.leader()
         out = paxos("broadcast", "--cluster", spec, "hello")
         assert out.returncode == 0, out.stderr
@@ -243,10 +265,11 @@ def test_version() -> None:
 def test_paxos_cluster_is_the_default_spec_and_cluster_wins(tmp_path: Path) -> None:
     env = {"PAXOS_CLUSTER": "1=127.0.0.1:7407"}
     # An unreachable cluster names the spec it tried: the environment's.
-    error = one_error_line(paxos("status", "--timeout", "0.1", env=env))
+    error = one_error_line(paxos("status", "--timeout", "0.1", "--insecure", env=env))
     assert "1=127.0.0.1:7407" in error
     error = one_error_line(
-        paxos("status", "--cluster", "1=127.0.0.1:7408", "--timeout", "0.1", env=env)
+        paxos("status", "--cluster", "1=127.0.0.1:7408", "--timeout", "0.1", "--insecure",
+              env=env)
     )
     assert "1=127.0.0.1:7408" in error
     # A bad environment value is a one-line error too; an explicit --cluster does not read it.
@@ -263,7 +286,7 @@ def test_help_mentions_paxos_cluster(command: str) -> None:
 
 
 def test_paxos_cluster_reaches_a_running_cluster(cluster: ProcessCluster) -> None:
-    env = {"PAXOS_CLUSTER": cluster.cluster.spec()}
+    env = {"PAXOS_CLUSTER": cluster.cluster.argument()}
     cluster.leader()
     out = paxos("broadcast", "hello", env=env)
     assert out.returncode == 0, out.stderr
@@ -358,7 +381,7 @@ def test_generated_messages_are_bounded_too() -> None:
 
 
 def test_broadcast_files_and_base64(cluster: ProcessCluster, tmp_path: Path) -> None:
-    spec = cluster.cluster.spec()
+    spec = cluster.cluster.argument()
     cluster.leader()
     blob = bytes(range(256)) * 3
     (tmp_path / "blob").write_bytes(blob)
@@ -379,7 +402,7 @@ def test_broadcast_files_and_base64(cluster: ProcessCluster, tmp_path: Path) -> 
 def test_a_bad_stdin_line_ends_the_run_after_the_lines_before_it(
     cluster: ProcessCluster,
 ) -> None:
-    spec = cluster.cluster.spec()
+    spec = cluster.cluster.argument()
     cluster.leader()
     out = paxos("broadcast", "--cluster", spec, "--max-payload-bytes", "5", "-",
                 stdin="one\ntwo\n" + "x" * 100_000 + "\nnever\n")
@@ -475,7 +498,9 @@ class Supervisor:
 def test_cluster_up_prints_the_spec_and_a_hint_and_stops_on_sigterm(tmp_path: Path) -> None:
     up = Supervisor(tmp_path)
     try:
-        assert up.spec == local_cluster(3, up.base).spec()
+        # It prints its cluster file (keys and all), whose nodes are the local ones.
+        assert up.spec == str((tmp_path / "data" / "cluster.toml").resolve())
+        assert parse_cluster(up.spec).spec() == local_cluster(3, up.base).spec()
         up.wait_message(f"export PAXOS_CLUSTER={up.spec}")
         pids = up.wait_nodes(3)
     finally:
@@ -518,11 +543,14 @@ def test_cluster_up_writes_a_cluster_file_that_clients_and_its_next_run_use(
     try:
         up.wait_nodes(3)
         recorded = parse_cluster(str(toml))
-        assert recorded.spec() == up.spec and recorded.cluster_id
+        assert up.spec == str(toml.resolve())
+        assert recorded.spec() == local_cluster(3, up.base).spec() and recorded.cluster_id
+        assert recorded.secure and recorded.client_key == toml.parent / "keys" / "admin.key"
         out = paxos("broadcast", "--cluster", str(toml), "kept")
         assert out.returncode == 0, out.stderr
-        # Same nodes, another cluster's id: the nodes refuse this client.
-        other = tmp_path / "other.toml"
+        # Same nodes and keys, another cluster's id: the nodes refuse this client. (Next
+        # to the real file: its client key_file is relative to the file.)
+        other = toml.with_name("other.toml")
         other.write_text(toml.read_text().replace(recorded.cluster_id, "another-cluster"))
         error = one_error_line(paxos("broadcast", "--cluster", str(other), "--timeout", "10", "x"))
         assert "does not belong to cluster another-cluster" in error, error
@@ -559,7 +587,7 @@ def test_demo_runs_and_checks_every_step() -> None:
 def test_snapshot_command_compacts_and_status_shows_it(tmp_path: Path) -> None:
     procs = ProcessCluster(tmp_path, extra=("--snapshot-entries", "1000000"))
     try:
-        spec = procs.cluster.spec()
+        spec = procs.cluster.argument()
         procs.leader()
         out = paxos("broadcast", "--cluster", spec, "--count", "40", "--size", "10")
         assert out.returncode == 0, out.stderr
@@ -604,7 +632,7 @@ def test_subscribe_below_the_retention_is_a_one_line_error_naming_the_earliest(
                 return None
 
         firsts = [wait_for(f"node {i} to trim", lambda i=i: earliest(i)) for i in cluster.ids]
-        spec = cluster.spec()
+        spec = cluster.argument()
         out = paxos("subscribe", "--cluster", spec, "--from", "1", "--timeout", "20")
         first = min(firsts)
         assert one_error_line(out) == (

@@ -1,5 +1,7 @@
 """The client against nodes that stop, refuse or hold: subscriptions that move to another
-node, backpressure ("busy") and the client's resends, long-poll fetches that expire."""
+node, backpressure ("busy") and the client's resends, long-poll fetches that expire.
+
+All of it with CURVE on (the nodes' and the admin client's keys in ``tmp_path``)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import ProcessCluster, wait_for
+from procs import ProcessCluster, client_transport, secure_cluster, wait_for
 
-from broadcast import Client, Node, local_cluster
-from broadcast.local import free_base_port
+from broadcast import Client, Node
 from broadcast.protocol import Deliveries, Fetch, SubmitRefused
 from broadcast.transport import ClientTransport
 from paxos.codec import decode, encode
@@ -73,12 +74,12 @@ def test_a_node_refuses_beyond_its_queue_limit_and_the_client_resends_later(
     commands and refuses a Submit that would go beyond ("busy") instead of queueing
     without bound; the client keeps the refused payloads and resends them until the
     cluster can take them: each is then delivered once, in order."""
-    cluster = local_cluster(3, free_base_port(3))
+    cluster = secure_cluster(tmp_path, 3)
     # One slot in flight of one command, four queued at most.
     config = ReplicaConfig(nodes=cluster.ids, window=1, batch_max=1, queue_max=4)
 
     def start(i: int) -> Node:
-        return Node(i, cluster, tmp_path / f"n{i}", fsync=False, replica_config=config).start()
+        return Node(i, cluster, tmp_path / f"node{i}", fsync=False, replica_config=config).start()
 
     nodes = {i: start(i) for i in cluster.ids}
     client = _WatchingClient(cluster, client_id="app", batch=2, retry_s=0.1, timeout=60)
@@ -138,9 +139,9 @@ def _reply(transport: ClientTransport, deadline_s: float = 20.0) -> Deliveries:
 def test_a_long_poll_fetch_is_answered_when_its_wait_expires_or_when_a_delivery_comes(
     tmp_path: Path,
 ) -> None:
-    cluster = local_cluster(1, free_base_port(1))
-    with Node(1, cluster, tmp_path, fsync=False) as node, ClientTransport(
-        {1: cluster.endpoint(1)}
+    cluster = secure_cluster(tmp_path, 1)
+    with Node(1, cluster, tmp_path / "node1", fsync=False) as node, client_transport(
+        cluster
     ) as transport:
         assert node.broadcast(b"one", timeout=30).index == 1
         # Nothing at index 2 yet: held until its wait expires, then answered empty.

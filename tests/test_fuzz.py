@@ -79,7 +79,7 @@ import zmq
 from fuzzframes import ALONE_BYTES, FrameFuzzer, Hostile, peer_message
 from procs import ProcessCluster, wait_for
 
-from broadcast.client import Client, ClusterUnavailable
+from broadcast.client import ClusterUnavailable
 from broadcast.identity import cluster_id_bytes, derive_cluster_id
 from broadcast.protocol import (
     FETCH_MAX,
@@ -429,7 +429,11 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Process
     # No fsync: the fuzz is about input handling; an fsync per turn would only slow it.
     # No snapshots either: F4 reads the whole log by catch-up, which a compacted node
     # answers with its snapshot instead (tests/test_snapshot_runtime.py covers that).
-    procs = ProcessCluster(tmp_path, fsync=False, extra=("--snapshot-bytes", str(1 << 40)))
+    # --insecure: the channels are raw sockets, without keys, that claim any identity
+    # (with CURVE, only members' and authorised clients' keys get a connection at all).
+    procs = ProcessCluster(
+        tmp_path, fsync=False, extra=("--snapshot-bytes", str(1 << 40)), insecure=True
+    )
     try:
         yield procs
     finally:
@@ -438,7 +442,7 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Process
 
 def cluster_id_of(cluster: ProcessCluster) -> bytes:
     """The cluster id on the wire (a SPEC without one: derived from its members)."""
-    return cluster_id_bytes(derive_cluster_id(cluster.cluster))
+    return cluster_id_bytes(cluster.cluster.cluster_id or derive_cluster_id(cluster.cluster))
 
 
 def open_channels(
@@ -494,8 +498,8 @@ def run(
     cluster_id = cluster_id_of(cluster)
     # Two real sessions: Submits for them reach the deep paths. The fuzzer never closes
     # the first and may close the second. (Their clients go without a CloseSession.)
-    kept = Client(cluster.cluster, client_id="fuzz-kept")
-    doomed = Client(cluster.cluster, client_id="fuzz-doomed")
+    kept = cluster.client(client_id="fuzz-kept")
+    doomed = cluster.client(client_id="fuzz-doomed")
     sessions = (kept.open_session(), doomed.open_session())
     for c in (kept, doomed):
         c.transport.close()
@@ -513,7 +517,7 @@ def run(
         seconds = time.monotonic() - started
     finally:
         ctx.destroy(linger=0)
-    with Client(cluster.cluster) as client:
+    with cluster.client() as client:
         wait_for("the target to answer", lambda: client.status(target, 2.0), 60)
     watch.check_alive("after the run")
     watch.sample()
@@ -577,7 +581,7 @@ def test_fuzz_a_live_node_as_client_and_as_peer(
     started = time.monotonic()
     watch, figures = run(cluster, CHANNELS, FRAMES)
     # The cluster still commits, and every node agrees.
-    with Client(cluster.cluster, client_id="after-fuzz", timeout=60) as client:
+    with cluster.client(client_id="after-fuzz", timeout=60) as client:
         committed = client.broadcast(b"still serving")
     orders = {n: cluster.order(n, committed.index) for n in cluster.cluster.ids}
     for n, order in orders.items():
@@ -595,7 +599,7 @@ def test_fuzz_a_live_node_with_lies_in_a_members_name(
     """Lies may break agreement (crash-fault Paxos trusts its members), but no node may
     exit, hang, or grow without bound, and the cluster must still commit."""
     watch, figures = run(cluster, LIAR, LIES_FRAMES)
-    with Client(cluster.cluster, client_id="after-lies", timeout=60) as client:
+    with cluster.client(client_id="after-lies", timeout=60) as client:
         client.broadcast(b"still serving")
     watch.check_alive("after a broadcast")
     finish(cluster, watch, figures, record_property)
@@ -626,7 +630,7 @@ def send_as(cluster: ProcessCluster, node: int, as_node: int, frames: list[bytes
 def statuses(cluster: ProcessCluster, nodes: Iterable[int]) -> dict[int, Status]:
     """Every listed node's Status (each must answer)."""
     out = {}
-    with Client(cluster.cluster) as client:
+    with cluster.client() as client:
         for n in nodes:
             out[n] = wait_for(f"node {n} to answer", lambda n=n: client.status(n, 1.0), 30)
     return out
@@ -656,7 +660,7 @@ def all_running(cluster: ProcessCluster) -> bool:
 
 def assert_agreement(cluster: ProcessCluster, payload: bytes) -> int:
     """A broadcast commits, and every node delivers the same sequence up to it."""
-    with Client(cluster.cluster, client_id="check", timeout=60) as client:
+    with cluster.client(client_id="check", timeout=60) as client:
         committed = client.broadcast(payload)
     orders = {n: cluster.order(n, committed.index) for n in cluster.cluster.ids}
     for n, order in orders.items():
@@ -704,7 +708,7 @@ def test_regression_f1_rounds_at_the_uint64_limit_leave_every_campaign_possible(
         )
     cluster.kill(leader)  # the follower that saw the Nacks campaigns now
     new = cluster.leader(exclude=leader)
-    with Client(cluster.cluster, client_id="during", timeout=60) as client:
+    with cluster.client(client_id="during", timeout=60) as client:
         client.broadcast(b"elected after the Nacks")
     assert statuses(cluster, [new])[new].ballot.round < bound
     # The Prepares, to the node that got no Nacks (so that its first drop is logged at
@@ -713,7 +717,7 @@ def test_regression_f1_rounds_at_the_uint64_limit_leave_every_campaign_possible(
     alone, sender = member, leader
 
     def leaderless() -> bool:
-        with Client(cluster.cluster) as client:
+        with cluster.client() as client:
             s = client.status(alone, 1.0)
         return s is not None and s.leader == 0
 
@@ -773,7 +777,7 @@ def test_regression_f2_a_slot_far_ahead_is_refused_and_no_leader_fills_a_huge_ga
     cluster.kill(member)
     watch = Watch(cluster, [target, other])
     leader = cluster.leader(exclude=member)
-    with Client(cluster.cluster, client_id="after-f2", timeout=60) as client:
+    with cluster.client(client_id="after-f2", timeout=60) as client:
         committed = client.broadcast(b"after the far slot")
         for n in watch.nodes:
             assert client.status(n, 5.0) is not None, f"node {n} does not answer"
@@ -836,7 +840,7 @@ def test_regression_f6_a_chosen_value_far_ahead_in_a_catchup_reply_is_not_taken(
         for n in watch.nodes:
             if watch.rss_max[n] > 500:
                 watch.stuck(n, "after the takeover, and growing")
-        with Client(cluster.cluster, client_id="after-f6", timeout=2) as client:
+        with cluster.client(client_id="after-f6", timeout=2) as client:
             try:
                 client.broadcast(b"after the far catch-up")
             except ClusterUnavailable:
@@ -858,8 +862,8 @@ class Disagreement(AssertionError):
 @pytest.mark.xfail(
     strict=True,
     raises=Disagreement,
-    reason="F3: outside the crash-fault model: a member's frames are believed, and nothing "
-    "authenticates a peer (the cluster id in an envelope is no secret) until peers use CURVE",
+    reason="F3: outside the crash-fault model: a member's frames are believed, and with "
+    "--insecure nothing authenticates a peer (the cluster id in an envelope is no secret)",
 )
 def test_finding_f3_a_forged_catchup_reply_breaks_agreement(cluster: ProcessCluster) -> None:
     """F3. A CatchupReply in a member's name is believed: the receiver takes a value that
@@ -867,12 +871,14 @@ def test_finding_f3_a_forged_catchup_reply_breaks_agreement(cluster: ProcessClus
     Here the forged value is the next command of a real session: the victim delivers
     ``forged`` where every other node delivers ``honest``, at the same index.
 
-    An expected failure until peers are authenticated; it passes (and then fails as an
-    unexpected pass, to be turned into a regression test) once a forged frame is refused.
+    An expected failure of a cluster run ``--insecure`` (as here), whose peers are not
+    authenticated; it passes (and then fails as an unexpected pass, to be turned into a
+    regression test) once a forged frame is refused. With CURVE (the default) a frame in
+    a member's name needs that member's key.
     """
     leader, _, victim, member = roles(cluster)
     ids = cluster.cluster.ids
-    with Client(cluster.cluster, client_id="honest") as opener:
+    with cluster.client(client_id="honest") as opener:
         key = opener.open_session()
         opener.transport.close()  # the session stays open
 
@@ -969,7 +975,7 @@ def test_regression_f4_replies_of_many_large_values_arrive_split(cluster: Proces
     Deliveries frame, over the 64 MiB frame limit, and ``encode`` raised in the loop. A
     member's CatchupRequest for 64 slots (of up to 256 such commands each) did the same.
 
-    Now Deliveries carry about ``FETCH_MAX_BYTES`` (1 MiB) of payloads and CatchupReplies
+    Now Deliveries carry about ``FETCH_MAX_BYTES`` (256 KiB) of payloads and CatchupReplies
     about ``catchup_max_bytes`` (1 MiB) of values, plus at most one more. The same
     workload, the subscriber's first Fetch and the member's CatchupRequest(m, 1, 64): both
     replies arrive split, every node keeps serving and stays small, a subscriber reads
@@ -981,7 +987,7 @@ def test_regression_f4_replies_of_many_large_values_arrive_split(cluster: Proces
     watch = Watch(cluster, list(cluster.cluster.ids))
     count, size = 4200, 16_500
     payloads = [b"%06d" % i + b"x" * (size - 6) for i in range(count)]
-    with Client(cluster.cluster, client_id="many-values", timeout=60) as client:
+    with cluster.client(client_id="many-values", timeout=60) as client:
         committed = client.broadcast_many(payloads)
         key = client.session
     first = committed[0].index
@@ -1067,10 +1073,12 @@ def test_regression_f5_a_large_command_resent_to_every_node_commits_once(tmp_pat
 
     Now the default payload limit is 1 MiB (``test_hardening`` checks that a 50 MB payload
     is refused and that one 16 MiB payload commits with a node down). Here, on a cluster
-    started with ``--max-payload-bytes 16777216``: the old frame itself is refused (its
-    session was never opened), 40 MiB in a real session is refused as too large, and a
-    16 MiB command resent to every node until acknowledged, as ``Client`` does now (from
-    0.25 s, backing off to 2 s), commits exactly once within a generous deadline. Memory:
+    started with ``--max-payload-bytes 16777216``: the old frame, and 40 MiB in a real
+    session, are over the nodes' frame limit and dropped by ZeroMQ before a node reads
+    them; below that limit a command of a session never opened is refused (no session),
+    16 MiB + 1 in a real session is refused as too large, and a 16 MiB command resent to
+    every node until acknowledged, as ``Client`` does now (from 0.25 s, backing off to
+    2 s), commits exactly once within a generous deadline. Memory:
     a copy that reaches a node before the commit costs it up to about 10 times its size
     for a while (received, decoded, forwarded or replicated, logged), and copies that
     arrive while the node is busy with the previous one wait in its receive queue; so no
@@ -1079,11 +1087,13 @@ def test_regression_f5_a_large_command_resent_to_every_node_commits_once(tmp_pat
     up to 355 MB with two busy loops competing for the cores).
     """
     limit = 16 * MiB
-    procs = ProcessCluster(tmp_path, fsync=False, extra=("--max-payload-bytes", str(limit)))
+    procs = ProcessCluster(  # --insecure: raw sockets, as the fuzzing's
+        tmp_path, fsync=False, extra=("--max-payload-bytes", str(limit)), insecure=True
+    )
     try:
         procs.leader()
         watch = Watch(procs, list(procs.cluster.ids))
-        with Client(procs.cluster, client_id="big") as opener:
+        with procs.client(client_id="big") as opener:
             key = opener.open_session()
             opener.transport.close()  # keep the session open
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -1098,10 +1108,31 @@ def test_regression_f5_a_large_command_resent_to_every_node_commits_once(tmp_pat
                 assert sock.poll(30_000), "no answer"
                 return decode(sock.recv())
 
-            old = encode(Submit((Command("big", 1, b"x" * (40 << 20)),)))  # the F5 frame
+            def dropped(sock: zmq.Socket[bytes], frame: bytes) -> None:
+                """``frame`` is never answered: ZeroMQ drops it (and the connection); a
+                status request sent after it is answered, on the connection that follows."""
+                sock.send(frame, copy=False)
+                nonce = itertools.count(1)
+
+                def status() -> bool:
+                    sock.send(encode(StatusRequest(next(nonce))))
+                    while sock.poll(200):
+                        reply = decode(sock.recv())
+                        assert isinstance(reply, Status), f"{reply!r:.200} to a dropped frame"
+                        return True
+                    return False
+
+                wait_for("an answer after a frame over the limit", status, 60)
+
+            # Over the nodes' frame limit (broadcast.node.frame_limit: 35 MiB with this
+            # payload limit), the F5 frame and a 40 MiB command in a real session never
+            # reach a node: ZeroMQ refuses them. Below it, the node refuses them itself.
+            dropped(socks[0], encode(Submit((Command("big", 1, b"x" * (40 << 20)),))))
+            dropped(socks[0], encode(Submit((Command(key, 1, b"x" * (40 << 20)),))))
+            old = encode(Submit((Command("big", 1, b"x" * limit),)))  # no session "big"
             refused = answer(socks[0], old)
             assert isinstance(refused, SubmitRefused) and refused.reason == "no_session"
-            over = encode(Submit((Command(key, 1, b"x" * (40 << 20)),)))
+            over = encode(Submit((Command(key, 1, b"x" * (limit + 1)),)))
             refused = answer(socks[0], over)
             assert isinstance(refused, SubmitRefused) and refused.reason == "too_large"
             del old, over

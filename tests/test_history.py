@@ -10,7 +10,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from procs import wait_for
+from procs import secure_cluster, wait_for
 
 from broadcast import Client, ConfigError, Delivery, Node, local_cluster
 from broadcast.errors import Compacted
@@ -605,11 +605,11 @@ def test_nodes_keep_their_retention_for_subscribers_and_refuse_below_it(tmp_path
     """Tiny retention, tiny segments: old entries leave the disk, recent ones are served,
     a subscription from below the retention fails naming the earliest index, and a
     subscriber following the head sees every entry while segments are deleted."""
-    cluster = local_cluster(3, free_base_port(3))
+    cluster = secure_cluster(tmp_path, 3)
     retain = 50
 
     def start(i: int) -> Node:
-        return Node(i, cluster, tmp_path / f"n{i}", fsync=False, retain_entries=retain,
+        return Node(i, cluster, tmp_path / f"node{i}", fsync=False, retain_entries=retain,
                     history_segment_bytes=1024).start()
 
     nodes = {i: start(i) for i in cluster.ids}

@@ -173,7 +173,7 @@ def test_torn_tail_recovers_and_corrupt_middle_is_refused(cluster: ProcessCluste
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "broadcast", "node", "--id", str(node),
-             "--cluster", cluster.cluster.spec(), "--data-dir", str(cluster.data_dir(node))],
+             "--cluster", cluster.cluster.argument(), "--data-dir", str(cluster.data_dir(node))],
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
@@ -188,9 +188,8 @@ def test_hostile_frames_are_dropped_and_the_node_keeps_serving(cluster: ProcessC
     target = cluster.cluster.ids[0]
     ctx = zmq.Context()
     try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(cluster.cluster.endpoint(target))
+        # A client the cluster lets in (the admin key), sending what no client should.
+        sock = cluster.raw_socket(ctx, target)
         hostile = [
             b"",  # empty
             b"\xc1",  # never-used msgpack byte

@@ -89,11 +89,13 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 EMBEDDED_NODE = textwrap.dedent(
     """
-    from broadcast import Node, local_cluster
-    from broadcast.local import free_base_port
+    from pathlib import Path
 
-    cluster = local_cluster(1, free_base_port(1))
-    with Node(1, cluster, "data") as node:
+    from broadcast import Node, local_cluster
+    from broadcast.local import cluster_file, free_base_port
+
+    cluster = cluster_file(Path("."), local_cluster(1, free_base_port(1)))  # CURVE keys
+    with Node(1, cluster, "node1") as node:
         assert node.broadcast(b"x", timeout=60).index == 1
     """
 )

@@ -6,6 +6,9 @@ a real :class:`~broadcast.transport.NodeTransport`; node 3 never runs. The test 
 at a ballot of its own and decides what the log holds, slot by slot, so these
 scenarios depend on no election and no timing: the node's answers are the same on
 every run.
+
+The cluster speaks CURVE: the test holds node 2's key (written by ``cluster_file``, as
+for every node) and the admin client's.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from procs import ProcessCluster, wait_for
+from procs import ProcessCluster, client_transport, wait_for
 
 from broadcast.identity import cluster_id_bytes, derive_cluster_id
 from broadcast.protocol import (
@@ -30,7 +33,7 @@ from broadcast.protocol import (
     StatusRequest,
 )
 from broadcast.spec import bind_address
-from broadcast.transport import ClientTransport, NodeTransport
+from broadcast.transport import NodeTransport
 from paxos.codec import decode, encode
 from paxos.messages import Accept, Accepted, Commit
 from paxos.multi.sessions import open_command
@@ -50,11 +53,12 @@ class Peer:
 
     def __init__(self, procs: ProcessCluster) -> None:
         cluster = procs.cluster
-        cid = cluster_id_bytes(derive_cluster_id(cluster))
+        cid = cluster_id_bytes(cluster.cluster_id or derive_cluster_id(cluster))
         self.transport = NodeTransport(
-            ME, bind_address(cluster.nodes[ME]), {NODE: cluster.nodes[NODE]}, cluster_id=cid
+            ME, bind_address(cluster.nodes[ME]), {NODE: cluster.nodes[NODE]}, cluster_id=cid,
+            keyring=procs.keyring(ME),
         )
-        self.client = ClientTransport({NODE: cluster.endpoint(NODE)})
+        self.client = client_transport(cluster, [NODE])
         self._nonces = itertools.count(1)
 
     def close(self) -> None:
@@ -79,10 +83,16 @@ class Peer:
                         return msg
         raise AssertionError(f"node {NODE} never answered: {what}")
 
+    def _from_node(self) -> list[tuple[bytes, bytes]]:
+        """What node 1 sent us as a member (its key says so): (identity, frame)."""
+        got = self.transport.poll(50)
+        assert all(principal == f"n:{NODE}" for _, _, principal in got), got
+        return [(identity, frame) for identity, frame, _ in got]
+
     def accept(self, accept: Accept) -> None:
         """Propose as the leader of ``accept.ballot``, until node 1 accepts."""
         self._answer(
-            lambda: self.transport.poll(50),
+            self._from_node,
             lambda m: isinstance(m, Accepted) and (m.ballot, m.slot) == (accept.ballot,
                                                                           accept.slot),
             lambda: self.send(accept),

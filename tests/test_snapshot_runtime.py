@@ -3,6 +3,9 @@
 The simulator judges the protocol (tests/test_mutations.py, paxos sim); these check
 the runtime around it: files written, log segments deleted, a restart that starts
 from the snapshot, a node that comes back from far behind the others' floor.
+
+The nodes speak CURVE (keys written by ``broadcast.local.cluster_file``; node ``i`` in
+``tmp/node<i>``, where its key is).
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import wait_for
+from procs import secure_cluster, wait_for
 
-from broadcast import Client, Compacted, Delivery, Node, local_cluster
-from broadcast.local import free_base_port
+from broadcast import Client, Compacted, Delivery, Node
 from paxos.multi.config import ReplicaConfig
 
 SMALL = {"snapshot_entries": 40, "wal_segment_bytes": 4096}
@@ -47,14 +49,14 @@ class Digest:
 def _node(i: int, cluster: object, tmp: Path, **kw: object) -> Node:
     config = ReplicaConfig(nodes=(1, 2, 3), compact_keep_slots=4)
     return Node(
-        i, cluster, tmp / f"n{i}", state_machine=Digest(), fsync=False,  # type: ignore[arg-type]
+        i, cluster, tmp / f"node{i}", state_machine=Digest(), fsync=False,  # type: ignore[arg-type]
         replica_config=config, **{**SMALL, **kw},  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[object, list[Node | None]]]:
-    spec = local_cluster(3, free_base_port(3))
+    spec = secure_cluster(tmp_path, 3)
     nodes: list[Node | None] = [None] + [_node(i, spec, tmp_path).start() for i in (1, 2, 3)]
     try:
         yield spec, nodes
@@ -124,7 +126,7 @@ def test_a_subscriber_below_the_retention_rebuilds_from_a_snapshot_then_follows(
     """The retention keeps 50 entries; a subscriber that starts from 1 is told where the
     history starts (Compacted), takes a node's snapshot instead, restores its state from
     it and follows from the snapshot's index on: it ends with the nodes' state."""
-    spec = local_cluster(3, free_base_port(3))
+    spec = secure_cluster(tmp_path, 3)
     nodes = [
         _node(i, spec, tmp_path, retain_entries=50, history_segment_bytes=1024).start()
         for i in (1, 2, 3)
@@ -157,7 +159,7 @@ def test_a_local_broadcast_delivered_inside_an_installed_snapshot_resolves(
     """Review finding F5: a node that broadcast a payload, stopped hearing its peers, and
     came back by installing a snapshot that covers the payload's delivery never saw that
     delivery: its future waited forever. It resolves now, from the session table."""
-    spec = local_cluster(3, free_base_port(3))
+    spec = secure_cluster(tmp_path, 3)
     nodes = {i: _node(i, spec, tmp_path).start() for i in (1, 2, 3)}
     try:
         nodes[1].broadcast(b"warmup", timeout=30)
@@ -176,7 +178,9 @@ def test_a_local_broadcast_delivered_inside_an_installed_snapshot_resolves(
         # forwarded and chosen, but it does not learn so.
         hear = lagger._on_frame
         deaf = {"on": True}
-        lagger._on_frame = lambda ident, frame: None if deaf["on"] else hear(ident, frame)  # type: ignore[method-assign]
+        lagger._on_frame = lambda ident, frame, principal="": (  # type: ignore[method-assign]
+            None if deaf["on"] else hear(ident, frame, principal)
+        )
         future = lagger.submit(b"mine")
         wait_for("the leader applied it", lambda: leader.state_machine.count == 3)  # type: ignore[attr-defined]
         for k in range(200):

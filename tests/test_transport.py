@@ -41,6 +41,11 @@ PING = b"ping"
 CLUSTER = bytes(range(16))
 OTHER_CLUSTER = bytes(range(16, 32))
 T = TypeVar("T")
+#: What NodeTransport.poll() reports per frame: (routing identity, frame, principal).
+Polled = tuple[bytes, bytes, str]
+#: The principal of every frame here: these transports have no keyring (ZeroMQ's NULL
+#: mechanism, as with --insecure), so no frame has an authenticated sender.
+INSECURE = ""
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
@@ -65,19 +70,20 @@ def free_port() -> int:
 
 def connect(a: NodeTransport, b: NodeTransport) -> None:
     """Wait until a's frames reach b (a ping is resent until one arrives)."""
-    got: list[tuple[bytes, bytes]] = []
+    got: list[Polled] = []
 
     def arrived() -> bool:
         a.send(b.node_id, PING)
         got.extend(b.poll(10))
-        return (a.identity, PING) in got
+        return (a.identity, PING, INSECURE) in got
 
     wait_until(arrived, f"node {a.node_id} -> node {b.node_id} connection")
 
 
-def collect(t: NodeTransport, count: int) -> list[tuple[bytes, bytes]]:
-    """Poll t until ``count`` non-ping frames have arrived; returns them in arrival order."""
-    got: list[tuple[bytes, bytes]] = []
+def collect(t: NodeTransport, count: int) -> list[Polled]:
+    """Poll t until ``count`` non-ping frames have arrived; returns them in arrival order
+    as ``poll()`` reports them: ``(identity, frame, principal)``."""
+    got: list[Polled] = []
 
     def enough() -> bool:
         got.extend(f for f in t.poll(10) if f[1] != PING)
@@ -130,10 +136,11 @@ def test_three_nodes_exchange_frames_both_ways(make_node: Callable[..., NodeTran
         got = collect(b, 2 * 50)
         for a in nodes:
             if a is not b:
-                from_a = [frame for ident, frame in got if ident == a.identity]
+                from_a = [frame for ident, frame, _ in got if ident == a.identity]
                 # FIFO per sender: one DEALER -> ROUTER connection per ordered pair.
                 assert from_a == [b"%d->%d #%d" % (a.node_id, b.node_id, k) for k in range(50)]
         assert b.stats.malformed == 0
+        assert {principal for _, _, principal in got} == {INSECURE}
         assert node_id_of(got[0][0]) in {n.node_id for n in nodes if n is not b}
 
 
@@ -142,16 +149,16 @@ def test_client_request_and_reply(make_node: Callable[..., NodeTransport]) -> No
     with ClientTransport({1: n1.address, 2: n2.address}, config=FAST) as client:
         assert client.identity.startswith(b"c:")
         for node in (n1, n2):
-            got: list[tuple[bytes, bytes]] = []
+            got: list[Polled] = []
 
-            def arrived(node: NodeTransport = node, got: list[tuple[bytes, bytes]] = got) -> bool:
+            def arrived(node: NodeTransport = node, got: list[Polled] = got) -> bool:
                 client.send(node.node_id, b"req")  # retried: dropped until connected
                 got.extend(node.poll(10))
                 return bool(got)
 
             wait_until(arrived, f"client -> node {node.node_id}")
-            ident, frame = got[0]
-            assert (ident, frame) == (client.identity, b"req")
+            ident, frame, principal = got[0]
+            assert (ident, frame, principal) == (client.identity, b"req", INSECURE)
             assert node.reply(ident, b"rep from %d" % node.node_id)
         replies: list[tuple[int, bytes]] = []
         wait_until(lambda: len(gather(client.poll(10), replies)) >= 2, "replies")
@@ -168,7 +175,7 @@ def test_large_frame_passes(make_node: Callable[..., NodeTransport]) -> None:
     mesh([a, b])
     big = bytes(range(256)) * (8 * 1024 * 1024 // 256)  # 8 MiB
     assert a.send(2, big)
-    assert collect(b, 1) == [(a.identity, big)]
+    assert collect(b, 1) == [(a.identity, big, INSECURE)]
 
 
 def test_oversized_frame_is_dropped_by_zmq_and_link_recovers(
@@ -178,15 +185,15 @@ def test_oversized_frame_is_dropped_by_zmq_and_link_recovers(
     a, b = make_node(1), make_node(2, config=small)
     mesh([a, b])
     assert a.send(2, b"x" * (2 * 1024 * 1024))  # zmq on b drops it and the connection; a reconnects
-    got: list[tuple[bytes, bytes]] = []
+    got: list[Polled] = []
 
     def after() -> bool:
         a.send(2, b"after")
         got.extend(b.poll(10))
-        return (a.identity, b"after") in got
+        return (a.identity, b"after", INSECURE) in got
 
     wait_until(after, "frames after an oversized one")
-    assert all(len(frame) <= 1024 * 1024 for _, frame in got)
+    assert all(len(frame) <= 1024 * 1024 for _, frame, _ in got)
 
 
 def test_late_peer_receives_after_reconnect(make_node: Callable[..., NodeTransport]) -> None:
@@ -196,15 +203,15 @@ def test_late_peer_receives_after_reconnect(make_node: Callable[..., NodeTranspo
     assert not a.send(2, b"too early")  # IMMEDIATE: nobody there, dropped at once and counted
     assert a.stats.dropped == {2: 1}
     b = make_node(2, f"127.0.0.1:{port}")
-    got: list[tuple[bytes, bytes]] = []
+    got: list[Polled] = []
 
     def arrived() -> bool:
         a.send(2, b"hello")
         got.extend(b.poll(10))
-        return (a.identity, b"hello") in got
+        return (a.identity, b"hello", INSECURE) in got
 
     wait_until(arrived, "late peer to receive")
-    assert (a.identity, b"too early") not in got
+    assert all(frame != b"too early" for _, frame, _ in got)
 
 
 def test_restarted_peer_receives_again(make_node: Callable[..., NodeTransport]) -> None:
@@ -324,7 +331,7 @@ def test_hwm_overflow_does_not_block_and_is_counted(
     accepted += batch_sent
     # Nothing accepted on a live connection is lost: b gets exactly the accepted frames.
     got = collect(b, accepted)
-    assert len(got) == accepted and all(f == frame for _, f in got)
+    assert len(got) == accepted and all(f == frame for _, f, _ in got)
 
 
 def test_malformed_multipart_is_dropped_and_transport_keeps_working(
@@ -342,10 +349,10 @@ def test_malformed_multipart_is_dropped_and_transport_keeps_working(
         raw.send_multipart([b"a", b"b", b"c"])
         raw.send(b"fine")
         got = collect(b, 1)
-        assert got == [(b"raw", b"fine")]
+        assert got == [(b"raw", b"fine", INSECURE)]
         assert b.stats.malformed == 2
         assert a.send(2, b"still works")
-        assert collect(b, 1) == [(a.identity, b"still works")]
+        assert collect(b, 1) == [(a.identity, b"still works", INSECURE)]
     finally:
         ctx.destroy(linger=0)
 
@@ -496,7 +503,7 @@ def test_envelopes_between_nodes_round_trip(make_node: Callable[..., NodeTranspo
     big = b"x" * 300_000
     frames = [b"\x93a", b"\x00looks like an envelope", big, b"y" * 300] * 5
     assert a.send_many(2, frames) == len(frames)
-    assert collect(b, len(frames)) == [(a.identity, f) for f in frames]
+    assert collect(b, len(frames)) == [(a.identity, f, INSECURE) for f in frames]
     assert b.stats.malformed == b.stats.foreign_cluster == 0
 
 
@@ -526,7 +533,7 @@ def test_peer_of_another_cluster_is_dropped_counted_and_logged(
     assert len(warnings) < b.stats.foreign_cluster  # rate-limited; the counter is exact
     # b keeps working with its own cluster.
     assert a.send(2, b"\x91\x09")
-    assert collect(b, 1) == [(a.identity, b"\x91\x09")]
+    assert collect(b, 1) == [(a.identity, b"\x91\x09", INSECURE)]
 
 
 def test_node_identity_without_a_valid_envelope_is_dropped(
@@ -555,17 +562,17 @@ def test_node_identity_without_a_valid_envelope_is_dropped(
         client.connect(b.address)
         client.send(ENVELOPE + CLUSTER + b"\x02\x00\x00\x00\x91\x04")  # clients: raw only
         client.send(b"\x91\x05")
-        got: list[tuple[bytes, bytes]] = []
+        got: list[Polled] = []
 
         def settled() -> bool:
             got.extend(b.poll(10))
             return len(got) >= 2 and b.stats.malformed >= 5
 
         wait_until(settled, "the good frames to arrive and the bad ones to be counted")
-        assert sorted(got) == [(b"c:x", b"\x91\x05"), (b"n:5", b"\x91\x02")]
+        assert sorted(got) == [(b"c:x", b"\x91\x05", INSECURE), (b"n:5", b"\x91\x02", INSECURE)]
         assert b.stats.malformed == 5 and b.stats.foreign_cluster == 0
         assert a.send(2, b"still works")
-        assert collect(b, 1) == [(a.identity, b"still works")]
+        assert collect(b, 1) == [(a.identity, b"still works", INSECURE)]
     finally:
         ctx.destroy(linger=0)
 
@@ -583,11 +590,11 @@ def _raw_dealer(
 def assert_still_serving(node: NodeTransport, peer: NodeTransport) -> None:
     """A peer's frames reach ``node``, and a new client gets its reply."""
     assert peer.send(node.node_id, b"\x91\x0a")
-    got: list[tuple[bytes, bytes]] = []
+    got: list[Polled] = []
 
     def arrived() -> bool:
         got.extend(node.poll(10))
-        return (peer.identity, b"\x91\x0a") in got
+        return (peer.identity, b"\x91\x0a", INSECURE) in got
 
     wait_until(arrived, f"a frame from node {peer.node_id}")
     with ClientTransport({node.node_id: node.address}, config=FAST) as client:
@@ -595,7 +602,7 @@ def assert_still_serving(node: NodeTransport, peer: NodeTransport) -> None:
         replies: list[tuple[int, bytes]] = []
 
         def answered() -> bool:
-            for identity, frame in node.poll(10):
+            for identity, frame, _ in node.poll(10):
                 if (identity, frame) == (client.identity, b"\x91\x0b"):
                     assert node.reply(identity, b"\x91\x0c")
             replies.extend(client.poll(0))
@@ -622,6 +629,10 @@ def test_client_that_floods_and_vanishes_leaves_the_node_serving(
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         sock = _raw_dealer(ctx, flooder, b.address)
+        # The handshake first: even without CURVE, the node's ZAP handler (the connection
+        # limit) answers it only inside poll(). From here on the node does not read.
+        sock.send(frame)
+        assert collect(b, 1) == [(flooder, frame, INSECURE)]
 
         def full() -> bool:
             # Our queue refuses only once TCP stalls, i.e. once b stopped reading: its pipe
@@ -647,14 +658,16 @@ def test_client_that_floods_and_vanishes_leaves_the_node_serving(
         return not ports & {remote for local, remote, _ in table if local == port}
 
     wait_until(reset, "the node's end of the flooder's connection to be reset")
-    got: list[tuple[bytes, bytes]] = []
+    got: list[Polled] = []
 
     def forgotten() -> bool:
         got.extend(b.poll(10))  # the flood, then ZeroMQ closes the connection
         return not b.reply(flooder, b"\x91\x00")
 
     wait_until(forgotten, "the node to drop the flooder's connection")
-    assert got and all(identity == flooder and f == frame for identity, f in got)
+    assert got and all(
+        (identity, f, principal) == (flooder, frame, INSECURE) for identity, f, principal in got
+    )
     assert_still_serving(b, a)
     assert b.stats.malformed == 0
 
@@ -674,7 +687,7 @@ def test_two_connections_with_one_identity_leave_the_node_serving(
     try:
         first = _raw_dealer(ctx, twin, b.address)
         first.send(b"\x91\x01")
-        assert collect(b, 1) == [(twin, b"\x91\x01")]
+        assert collect(b, 1) == [(twin, b"\x91\x01", INSECURE)]
         second = _raw_dealer(ctx, twin, b.address)
         second.send(b"\x91\x02")
         handshakes: list[object] = []
@@ -687,7 +700,7 @@ def test_two_connections_with_one_identity_leave_the_node_serving(
         wait_until(attached, "the second connection's handshake")
         assert b.poll(10) == []  # b's ROUTER takes the second connection in: nothing to read
         first.send(b"\x91\x03")
-        assert collect(b, 1) == [(twin, b"\x91\x03")]  # the first still holds the identity
+        assert collect(b, 1) == [(twin, b"\x91\x03", INSECURE)]  # the first still holds it
         assert b.reply(twin, b"\x91\x04")
         assert first.poll(int(DEADLINE_S * 1000)) and first.recv() == b"\x91\x04"
         first.send(b"\x91\x05")

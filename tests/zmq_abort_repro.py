@@ -27,6 +27,11 @@ on, the next heartbeat timer calls ``out_event``, whose first line is
 so without heartbeats nothing writes to, and nothing times out on, such a connection
 until the node drains its pipe, which ends it cleanly.
 
+The node answers handshakes while it is attacked (its ZAP handler, which the transport
+serves inside ``poll()``, runs in a thread meanwhile) but reads nothing: the client's
+connection is established and its pipe at the node fills up, as with a node too busy
+to read.
+
 This is a reproduction harness, not a test: it sleeps on purpose (a node that polls
 slowly is the condition being reproduced), and "survived" only means "did not abort in
 ``--seconds``".
@@ -39,7 +44,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -114,7 +122,7 @@ def _fresh_client_round_trip(node: NodeTransport, timeout_s: float = 30.0) -> bo
         while time.monotonic() < deadline:
             if not asked:
                 asked = client.send(node.node_id, b"\x91\x01")
-            for identity, frame in node.poll(10):
+            for identity, frame, _ in node.poll(10):
                 if identity == client.identity and frame == b"\x91\x01":
                     node.reply(identity, b"\x91\x02")
             if (node.node_id, b"\x91\x02") in client.poll(0):
@@ -145,15 +153,15 @@ def _takeover(node: NodeTransport, identity: bytes, *, full: bool) -> dict[str, 
         first.send(b"\x91\x05")  # with handover, its old connection has no pipe any more
     time.sleep(0.5)  # let the connections carry what was sent before they all close (a repro)
     ctx.destroy(linger=0)  # both connections go away
-    return {"flooded": flooded, "second_delivered": (identity, b"\x91\x04") in got}
+    return {"flooded": flooded, "second_delivered": (identity, b"\x91\x04", "") in got}
 
 
 def _poll_until(
     node: NodeTransport, frame: bytes, timeout_s: float = 10.0
-) -> list[tuple[bytes, bytes]]:
-    got: list[tuple[bytes, bytes]] = []
+) -> list[tuple[bytes, bytes, str]]:
+    got: list[tuple[bytes, bytes, str]] = []
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not any(f == frame for _, f in got):
+    while time.monotonic() < deadline and not any(f == frame for _, f, _ in got):
         got += node.poll(10)
     return got
 
@@ -176,9 +184,11 @@ def main() -> int:
     result: dict[str, object] = {"variant": args.variant, "zmq": zmq.zmq_version()}
     start = time.monotonic()
     if args.variant == "flood-exit":
-        result["flooded"] = _child_flood(node.address, identity)
+        with _answering_handshakes(node):
+            result["flooded"] = _child_flood(node.address, identity)
     elif args.variant == "flood-close":
-        result["flooded"] = _flood(node.address, identity)
+        with _answering_handshakes(node):
+            result["flooded"] = _flood(node.address, identity)
     else:
         result.update(_takeover(node, identity, full=args.variant == "takeover-full"))
     result["polled"] = _serve_slowly(node, args.seconds, args.poll_interval)
@@ -188,6 +198,28 @@ def main() -> int:
     node.close()
     print(json.dumps(result), flush=True)
     return 0 if result["survived"] else 1
+
+
+@contextmanager
+def _answering_handshakes(node: NodeTransport) -> Iterator[None]:
+    """Serve the node's ZAP handler (and only it) in a thread: connections complete their
+    handshake, and nothing reads what they send. Nothing else uses the node meanwhile."""
+    stop = threading.Event()
+    gate = node.gate
+
+    def serve() -> None:
+        while not stop.is_set():
+            if gate.zap.poll(10):
+                gate.on_monitor()
+                gate.on_zap()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _with_zmtp_heartbeats() -> None:
