@@ -508,7 +508,8 @@ def test_a_chosen_value_reported_far_beyond_the_chosen_prefix_is_not_taken() -> 
     raises=AssertionError,
     reason="a candidate trusts a promiser's chosen prefix: one forged Promise claiming more "
     "than was chosen stalls the cluster for good (a lie of a member, like the forged "
-    "CatchupReply: outside the crash-fault model until peers are authenticated)",
+    "CatchupReply: outside the crash-fault model; since peers are authenticated by their "
+    "CURVE keys, only a member can tell it: tests/test_auth.py)",
 )
 def test_a_promise_claiming_a_chosen_prefix_ahead_does_not_stall_the_cluster() -> None:
     """Found while checking what the fuzzer's lies can reach (its run of lies does not
