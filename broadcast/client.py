@@ -197,7 +197,8 @@ class Client:
             now = time.monotonic()
             if now > deadline:
                 raise ClusterUnavailable(
-                    f"no node opened a session within {self.timeout:.0f}s ({self.cluster.spec()})"
+                    f"no node opened a session within {self.timeout:.0f}s "
+                    f"({self.cluster.spec()}){self._unreachable_hint()}"
                 )
             if now - last_send >= self.retry_s:
                 # Same nonce every time: however many nodes apply it, one session.
@@ -460,7 +461,8 @@ class Client:
                 return
             if unreachable_timeout is not None and now - last_answer > unreachable_timeout:
                 raise ClusterUnavailable(
-                    f"no node answered for {unreachable_timeout:.0f}s ({self.cluster.spec()})"
+                    f"no node answered for {unreachable_timeout:.0f}s "
+                    f"({self.cluster.spec()}){self._unreachable_hint()}"
                 )
             if (not answered or source in refused) and node is None:
                 source = self._after(source)
@@ -593,6 +595,15 @@ class Client:
             if s is not None and s.role == "leader"
         }
         return leaders.pop() if len(leaders) == 1 else None
+
+    def _unreachable_hint(self) -> str:
+        """Why no node may answer: a node refuses a key it does not list without a word."""
+        if self.transport.secure:
+            return (
+                "; if the nodes run, check that this client's key is listed in their "
+                "cluster file's [clients] (a node does not answer an unknown key)"
+            )
+        return "; if the nodes run with CURVE keys, a client needs their cluster file"
 
     def _decode(self, node: int, frame: bytes) -> object:
         try:

@@ -863,6 +863,8 @@ class ClientTransport(_Endpoint):
     ) -> None:
         super().__init__(config or TransportConfig())
         self.identity = identity if identity is not None else client_identity()
+        #: Whether the connections are CURVE (a key was given).
+        self.secure = keypair is not None
         self._nodes: dict[int, _Socket] = {}
         self._node_of: dict[_Socket, int] = {}
         try:
