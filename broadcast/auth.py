@@ -14,10 +14,15 @@ so it shares no state with another thread:
 * **NULL** (``--insecure``): everyone is let in, with an empty principal.
 
 Either way it enforces the limit on concurrent connections: the ROUTER's
-monitor reports every accepted and every closed TCP connection, and a client
-beyond ``max_connections`` is refused at its handshake (a member is always let
-in: the cluster needs its peers more than any client). Connections that do not
-finish their handshake are closed by ZeroMQ after ``HANDSHAKE_IVL``.
+monitor reports every accepted and every closed TCP connection and every
+handshake's outcome, and a client is refused at its handshake while
+``max_connections`` connections are in use: past their handshake, or let in
+and finishing it (members' included; a member is always let in: the cluster
+needs its peers more than any client). Connections still in their handshake
+and refused ones on their way out do not count: clients that are refused and
+retry, or connections that never say anything, must not keep the places of
+clients that could be let in. Connections that do not finish their handshake
+are closed by ZeroMQ after ``HANDSHAKE_IVL``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ NODE_PRINCIPAL = "n:"
 CLIENT_PRINCIPAL = "c:"
 #: At most this many ZAP requests and monitor events are handled per poll.
 _MAX_PER_POLL = 1024
+#: Monitor events queued for the loop at most (ZeroMQ drops events beyond it, and a
+#: lost event would skew the count of connections in use).
+_MONITOR_HWM = 100_000
+#: The events the count needs: connections opened and closed, handshakes ended.
+_HANDSHAKE_ENDED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +106,8 @@ class GateStats:
     """Client handshakes refused: the node had ``max_connections`` connections."""
     connections: int = 0
     """TCP connections open right now (accepted and not yet closed)."""
+    handshaking: int = 0
+    """Of those, connections whose handshake has not ended yet."""
 
 
 class Gatekeeper:
@@ -112,10 +129,19 @@ class Gatekeeper:
         self.stats = GateStats()
         self._principals = keyring.principals() if keyring is not None else {}
         self._open: set[int] = set()  # file descriptors of open connections
+        # Open connections whose handshake has not ended (no fd in those events, so
+        # counts), and of those, the ones let in: they count as in use already.
+        self._handshaking = 0
+        self._let_in = 0
         self.zap = ctx.socket(zmq.REP)
         self.zap.setsockopt(zmq.LINGER, 0)
         self.zap.bind(ZAP_ENDPOINT)
-        self.monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        address = f"inproc://gate-monitor-{id(self):x}"
+        router.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_ENDED)
+        self.monitor = ctx.socket(zmq.PAIR)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.monitor.setsockopt(zmq.RCVHWM, _MONITOR_HWM)
+        self.monitor.connect(address)
         self._log_denied = RateLimited(log, "gate.denied", interval_s=5.0)
         # Set on the ROUTER before it binds: ZeroMQ asks the handler for every connection.
         router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
@@ -134,9 +160,22 @@ class Gatekeeper:
             event = parse_monitor_message(parts)
             if event["event"] == zmq.EVENT_ACCEPTED:
                 self._open.add(event["value"])
+                self._handshaking += 1
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._open.discard(event["value"])
+            elif event["event"] & _HANDSHAKE_ENDED:
+                # Exactly one per accepted connection; a success ends one let in.
+                self._handshaking = max(0, self._handshaking - 1)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._let_in = max(0, self._let_in - 1)
+        self._let_in = min(self._let_in, self._handshaking)
         self.stats.connections = len(self._open)
+        self.stats.handshaking = self._handshaking
+
+    @property
+    def in_use(self) -> int:
+        """Connections past their handshake, or let in and finishing it."""
+        return max(0, len(self._open) - self._handshaking) + self._let_in
 
     def on_zap(self) -> None:
         """Answer the handshakes waiting for a verdict."""
@@ -157,11 +196,12 @@ class Gatekeeper:
             self._deny("unknown key" if mechanism == b"CURVE" else "wrong mechanism", address)
             return [version, request_id, b"400", b"unknown key", b"", b""]
         # A member always gets in; a client only while there is room.
-        if not principal.startswith(NODE_PRINCIPAL) and len(self._open) > self.max_connections:
+        if not principal.startswith(NODE_PRINCIPAL) and self.in_use >= self.max_connections:
             self.stats.denied_full += 1
             self._deny("too many connections", address, principal=principal)
             return [version, request_id, b"300", b"too many connections", b"", b""]
         self.stats.admitted += 1
+        self._let_in += 1
         return [version, request_id, b"200", b"OK", principal.encode(), b""]
 
     def _principal(self, mechanism: bytes, credentials: list[bytes]) -> str | None:
@@ -179,6 +219,7 @@ class Gatekeeper:
             peer=address[:64].decode("ascii", "replace"),
             principal=principal,
             connections=len(self._open),
+            in_use=self.in_use,
         )
 
     def close(self) -> None:
