@@ -159,8 +159,9 @@ class TransportConfig:
     """The kernel's send buffer for replies, per client connection (SO_SNDBUF): what a
     client that stops reading can hold in the node's kernel."""
     max_connections: int = 4096
-    """Client connections a node's ROUTER admits at once (members always get in); one more
-    is refused at its handshake and retries."""
+    """Connections a node's ROUTER lets clients in up to: while this many are in use (past
+    their handshake, members' own included: they always get in), a client is refused at
+    its handshake and retries (see ``broadcast.auth``)."""
     handshake_ms: int = 5_000
     """A connection that has not finished its handshake after this long is closed."""
     rcvhwm: int = 128
