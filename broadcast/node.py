@@ -198,6 +198,12 @@ class _Owed:
                 self.paused = 0.0
                 return
 
+    def forget(self, ticket: int) -> None:
+        """The reply with ``ticket`` (the last one issued) was never sent: the client
+        cannot read it, so it is not owed."""
+        if self.tickets and self.tickets[-1][0] == ticket:
+            self.bytes -= self.tickets.pop()[1]
+
 
 class StateMachine(Protocol):
     """What a replicated application implements.
@@ -1049,6 +1055,18 @@ class Node:
             if not owed.bytes:
                 del self._owed[identity]
 
+    def _sent_or_forget(self, identity: bytes, ticket: int, msg: object) -> None:
+        """Send a reply that ``_owes`` gave ``ticket``; if it could not even be queued
+        (client gone, or its queue full), the client is not charged for it: else a client
+        that reads everything it gets would stay over budget for what it never got."""
+        if self._reply(identity, msg):
+            return
+        owed = self._owed.get(identity)
+        if owed is not None:
+            owed.forget(ticket)
+            if not owed.bytes:
+                del self._owed[identity]
+
     def _cut_off_paused(self, now: float) -> None:
         """Cut off the clients paused over their budget for ``reply_cutoff_s``: they asked
         for replies and do not read them."""
@@ -1095,14 +1113,15 @@ class Node:
             error=f"{type(exc).__name__}: {exc}"[:300],
         )
 
-    def _reply(self, identity: bytes, msg: object) -> None:
+    def _reply(self, identity: bytes, msg: object) -> bool:
+        """Queue a reply; False if it could not be (see ``NodeTransport.reply``)."""
         try:
             frame = encode(msg)
         except CodecError as exc:
             self._count("encode")
             self._failed_sends.hit(node=self.node_id, type=type(msg).__name__, reason=str(exc))
-            return
-        self.transport.reply(identity, frame)
+            return False
+        return self.transport.reply(identity, frame)
 
     def _on_open_session(self, identity: bytes, msg: OpenSession) -> None:
         if msg.cluster_id and msg.cluster_id != self.identity.cluster_id:
@@ -1245,8 +1264,10 @@ class Node:
         ticket = self._owes(identity, size)
         if ticket is None:
             return  # over budget: paused until it shows it read what it was sent
-        self._reply(
-            identity, Deliveries(msg.from_index, tuple(commands), history.last_index, ticket)
+        self._sent_or_forget(
+            identity,
+            ticket,
+            Deliveries(msg.from_index, tuple(commands), history.last_index, ticket),
         )
 
     def _serve_fetches(self, now: float, *, expire: bool) -> None:
@@ -1444,8 +1465,9 @@ class Node:
         ticket = self._owes(identity, len(data))
         if ticket is None:
             return
-        self._reply(
+        self._sent_or_forget(
             identity,
+            ticket,
             SnapshotPart(
                 snapshot.slot, snapshot.index, snapshot.size, snapshot.crc, offset, data, ticket
             ),
