@@ -568,7 +568,14 @@ class Node:
             self._cut_offs,
         ):
             limited.flush()
-        log.info("node.stopped", node=self.node_id)
+        # What it refused or dropped over its life, by reason (e.g. "paused": fetches not
+        # served to clients over their reply budget; "cut_off_clients").
+        log.info(
+            "node.stopped",
+            node=self.node_id,
+            drops=dict(self.drops),
+            replies_dropped=self.transport.stats.reply_dropped,
+        )
 
     def __enter__(self) -> Node:
         return self.start()
