@@ -146,8 +146,10 @@ class TransportConfig:
     small frames, and at worst 128 x (64 MiB + 21 B), about 8 GiB, if every message holds a
     maximal frame (``max_queued_bytes``). Lower ``max_msg_bytes`` (and the codec's frame
     limit with it) to tighten the worst case. On top of this come the kernel's TCP buffers
-    (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers. The number of client
-    connections is not bounded here: the bound is per connection.
+    (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers, and what the node's loop
+    took out of these queues and works on: one ``poll()`` batch, at most
+    ``max_batch_bytes`` plus one message. Client connections are bounded by
+    ``max_connections``.
     """
 
     sndhwm: int = 128
@@ -180,6 +182,10 @@ class TransportConfig:
     is noticed after about idle + intvl x cnt = 5 s of silence (the kernel does it)."""
     max_batch: int = 4_096
     """Max messages read by one ``poll()`` call, so one busy sender cannot starve the loop."""
+    max_batch_bytes: int = 16 * 1024 * 1024
+    """A node's ``poll()`` stops reading once it has read this many bytes (the message
+    that crosses it included): the caller holds every frame of a batch until it is done
+    with them, so without it one batch could hold ``max_batch`` of the largest messages."""
 
     def __post_init__(self) -> None:
         # A high-water mark of 0 means "no limit" to ZeroMQ: never allow it.
@@ -189,8 +195,8 @@ class TransportConfig:
             raise ValueError(f"max_msg_bytes must be >= ENVELOPE_BYTES ({ENVELOPE_BYTES})")
         if min(self.tcp_keepalive_idle_s, self.tcp_keepalive_intvl_s, self.tcp_keepalive_cnt) < 1:
             raise ValueError("TCP keepalive idle, interval and count must be >= 1")
-        if self.max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+        if self.max_batch < 1 or self.max_batch_bytes < 1:
+            raise ValueError("max_batch and max_batch_bytes must be >= 1")
         if self.max_connections < 1 or self.reply_sndbuf < 4096 or self.handshake_ms < 1:
             raise ValueError("need max_connections >= 1, reply_sndbuf >= 4096, handshake_ms >= 1")
 
@@ -731,8 +737,9 @@ class NodeTransport(_Endpoint):
     def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes, str]]:
         """Wait up to ``timeout_ms`` (None/negative: forever) for frames or a ``wake()``.
 
-        Returns every frame available right now (from up to ``config.max_batch`` messages)
-        as ``(sender_identity, frame, principal)``; an empty list on timeout or wake-up. A
+        Returns the frames available right now (from up to ``config.max_batch`` messages
+        and about ``config.max_batch_bytes`` bytes: the rest waits for the next call) as
+        ``(sender_identity, frame, principal)``; an empty list on timeout or wake-up. A
         node's identity is ``n:<id>``: with CURVE, the id of the key that authenticated the
         connection. ``principal`` is ``"n:<id>"`` or ``"c:<client name>"`` with CURVE, ``""``
         with ``--insecure``. Messages that are malformed, of the wrong kind for their sender
@@ -759,12 +766,17 @@ class NodeTransport(_Endpoint):
     def _drain_insecure(self, out: list[tuple[bytes, bytes, str]]) -> None:
         recv = self._router.recv_multipart
         before = len(out)
-        # Bound the number of reads (malformed ones included), so a flood cannot pin the loop.
+        # Bound the number of reads (malformed ones included), so a flood cannot pin the loop,
+        # and the bytes read, so that it cannot make one batch hold gigabytes.
+        budget = self.config.max_batch_bytes
         for _ in range(self.config.max_batch):
+            if budget <= 0:
+                break
             try:
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            budget -= sum(map(len, parts))
             identity = parts[0]
             if not identity.startswith(NODE_PREFIX):
                 self._client_frame(out, identity, parts, "")
@@ -779,7 +791,10 @@ class NodeTransport(_Endpoint):
     def _drain_authenticated(self, out: list[tuple[bytes, bytes, str]]) -> None:
         recv = self._router.recv_multipart
         before = len(out)
+        budget = self.config.max_batch_bytes  # as in _drain_insecure
         for _ in range(self.config.max_batch):
+            if budget <= 0:
+                break
             try:
                 frames = recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -787,6 +802,7 @@ class NodeTransport(_Endpoint):
             # Who sent it: the principal the ZAP handler gave its connection (its key).
             principal = str(frames[-1].get("User-Id"))
             parts = [frame.bytes for frame in frames]
+            budget -= sum(map(len, parts))
             identity = parts[0]
             if principal.startswith(NODE_PREFIX_TEXT):
                 # A member, whatever routing identity it chose: its id is its key's.
