@@ -15,18 +15,22 @@ so it shares no state with another thread:
 
 Either way it enforces the limit on concurrent connections: the ROUTER's
 monitor reports every accepted and every closed TCP connection and every
-handshake's outcome, and a client is refused at its handshake while
-``max_connections`` connections are in use: past their handshake, or let in
-and finishing it (members' included; a member is always let in: the cluster
-needs its peers more than any client). Connections still in their handshake
-and refused ones on their way out do not count: clients that are refused and
-retry, or connections that never say anything, must not keep the places of
-clients that could be let in. Connections that do not finish their handshake
-are closed by ZeroMQ after ``HANDSHAKE_IVL``.
+handshake's outcome, and while ``max_connections`` connections are in use (past
+their handshake, or let in and finishing it; members' included) a client's
+handshake waits for its verdict: it is let in as soon as a place is free, or
+closed by ZeroMQ when its ``HANDSHAKE_IVL`` runs out (the client reconnects and
+waits again). A member is always let in at once: the cluster needs its peers
+more than any client. Connections still in their handshake do not count, so
+clients waiting for a place, or connections that never say anything, cannot
+keep the places of clients that could be let in. (A verdict of "300, temporary
+failure" would not close the connection either: ZeroMQ keeps it open, idle,
+until the same timeout, and it would count as in use meanwhile.)
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import zmq
@@ -49,6 +53,12 @@ NODE_PRINCIPAL = "n:"
 CLIENT_PRINCIPAL = "c:"
 #: At most this many ZAP requests and monitor events are handled per poll.
 _MAX_PER_POLL = 1024
+#: Handshakes waiting for a place at most; beyond, a client is refused ("300": ZeroMQ
+#: keeps its connection idle until its handshake times out, then it reconnects).
+_MAX_WAITING = 65_536
+#: A waiting handshake is let in only while this much of its HANDSHAKE_IVL is left
+#: (else ZeroMQ may close it before the verdict is read).
+_WAIT_FRACTION = 0.8
 #: Monitor events queued for the loop at most (ZeroMQ drops events beyond it, and a
 #: lost event would skew the count of connections in use).
 _MONITOR_HWM = 100_000
@@ -103,7 +113,9 @@ class GateStats:
     denied_key: int = 0
     """Handshakes refused: the key is on no list (or the mechanism is not ours)."""
     denied_full: int = 0
-    """Client handshakes refused: the node had ``max_connections`` connections."""
+    """Client handshakes that found ``max_connections`` in use (they wait for a place)."""
+    waiting: int = 0
+    """Client handshakes waiting for a place right now."""
     connections: int = 0
     """TCP connections open right now (accepted and not yet closed)."""
     handshaking: int = 0
@@ -120,11 +132,13 @@ class Gatekeeper:
         keyring: Keyring | None,
         max_connections: int,
         node_id: int,
+        handshake_ms: int = 5_000,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
         self.keyring = keyring
         self.max_connections = max_connections
+        self._wait_s = handshake_ms / 1000 * _WAIT_FRACTION
         self.node_id = node_id
         self.stats = GateStats()
         self._principals = keyring.principals() if keyring is not None else {}
@@ -133,7 +147,10 @@ class Gatekeeper:
         # counts), and of those, the ones let in: they count as in use already.
         self._handshaking = 0
         self._let_in = 0
-        self.zap = ctx.socket(zmq.REP)
+        # Client handshakes waiting for a place: (since when, the head of their reply,
+        # principal), oldest first. A ROUTER, not a REP, so that a verdict can wait.
+        self._waiting: deque[tuple[float, list[bytes], str]] = deque()
+        self.zap = ctx.socket(zmq.ROUTER)
         self.zap.setsockopt(zmq.LINGER, 0)
         self.zap.bind(ZAP_ENDPOINT)
         address = f"inproc://gate-monitor-{id(self):x}"
@@ -171,6 +188,7 @@ class Gatekeeper:
         self._let_in = min(self._let_in, self._handshaking)
         self.stats.connections = len(self._open)
         self.stats.handshaking = self._handshaking
+        self._let_waiting_in()
 
     @property
     def in_use(self) -> int:
@@ -178,31 +196,59 @@ class Gatekeeper:
         return max(0, len(self._open) - self._handshaking) + self._let_in
 
     def on_zap(self) -> None:
-        """Answer the handshakes waiting for a verdict."""
+        """Answer the handshakes asking for a verdict (a client's waits while the node is
+        full)."""
         for _ in range(_MAX_PER_POLL):
             try:
                 request = self.zap.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self.zap.send_multipart(self._verdict(request))
+            reply = self._verdict(request)
+            if reply is not None:
+                self.zap.send_multipart(reply)
+        self._let_waiting_in()
 
-    def _verdict(self, request: list[bytes]) -> list[bytes]:
-        if len(request) < 6:
-            return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
-        version, request_id, _domain, address, _identity, mechanism, *credentials = request
+    def _verdict(self, request: list[bytes]) -> list[bytes] | None:
+        # [the pipe's routing id, delimiter, version, request id, domain, address,
+        # routing id of the connection, mechanism, credentials...]
+        head = request[:2]
+        if len(request) < 8:
+            return [*head, b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism, *credentials = request[2:]
+        head += [version, request_id]
         principal = self._principal(mechanism, credentials)
         if principal is None:
             self.stats.denied_key += 1
             self._deny("unknown key" if mechanism == b"CURVE" else "wrong mechanism", address)
-            return [version, request_id, b"400", b"unknown key", b"", b""]
-        # A member always gets in; a client only while there is room.
+            return [*head, b"400", b"unknown key", b"", b""]
+        # A member always gets in; a client while there is room, else it waits for one.
         if not principal.startswith(NODE_PRINCIPAL) and self.in_use >= self.max_connections:
             self.stats.denied_full += 1
             self._deny("too many connections", address, principal=principal)
-            return [version, request_id, b"300", b"too many connections", b"", b""]
+            if len(self._waiting) >= _MAX_WAITING:
+                return [*head, b"300", b"too many connections", b"", b""]
+            self._waiting.append((time.monotonic(), head, principal))
+            self.stats.waiting = len(self._waiting)
+            return None
+        return self._admit(head, principal)
+
+    def _admit(self, head: list[bytes], principal: str) -> list[bytes]:
         self.stats.admitted += 1
         self._let_in += 1
-        return [version, request_id, b"200", b"OK", principal.encode(), b""]
+        return [*head, b"200", b"OK", principal.encode(), b""]
+
+    def _let_waiting_in(self) -> None:
+        """Let waiting clients in, oldest first, while there is room; forget those whose
+        handshake ZeroMQ has closed meanwhile (or is about to)."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        oldest = time.monotonic() - self._wait_s
+        while waiting and (waiting[0][0] < oldest or self.in_use < self.max_connections):
+            since, head, principal = waiting.popleft()
+            if since >= oldest:
+                self.zap.send_multipart(self._admit(head, principal))
+        self.stats.waiting = len(waiting)
 
     def _principal(self, mechanism: bytes, credentials: list[bytes]) -> str | None:
         if self.keyring is None:

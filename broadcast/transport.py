@@ -162,8 +162,8 @@ class TransportConfig:
     client that stops reading can hold in the node's kernel."""
     max_connections: int = 4096
     """Connections a node's ROUTER lets clients in up to: while this many are in use (past
-    their handshake, members' own included: they always get in), a client is refused at
-    its handshake and retries (see ``broadcast.auth``)."""
+    their handshake, members' own included: they always get in), a client's handshake
+    waits for a place, up to ``handshake_ms``, then it reconnects (``broadcast.auth``)."""
     handshake_ms: int = 5_000
     """A connection that has not finished its handshake after this long is closed."""
     rcvhwm: int = 128
@@ -632,7 +632,12 @@ class NodeTransport(_Endpoint):
             self._router.setsockopt(zmq.HANDSHAKE_IVL, self.config.handshake_ms)
             # The ZAP handler: CURVE keys (or NULL with --insecure) and the connection limit.
             self.gate = Gatekeeper(
-                self._ctx, self._router, keyring, self.config.max_connections, node_id
+                self._ctx,
+                self._router,
+                keyring,
+                self.config.max_connections,
+                node_id,
+                self.config.handshake_ms,
             )
             self._poller.register(self.gate.zap, zmq.POLLIN)
             self._poller.register(self.gate.monitor, zmq.POLLIN)
