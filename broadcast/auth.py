@@ -14,14 +14,23 @@ so it shares no state with another thread:
 * **NULL** (``--insecure``): everyone is let in, with an empty principal.
 
 Either way it enforces the limit on concurrent connections: the ROUTER's
-monitor reports every accepted and every closed TCP connection, and a client
-beyond ``max_connections`` is refused at its handshake (a member is always let
-in: the cluster needs its peers more than any client). Connections that do not
-finish their handshake are closed by ZeroMQ after ``HANDSHAKE_IVL``.
+monitor reports every accepted and every closed TCP connection and every
+handshake's outcome, and while ``max_connections`` connections are in use (past
+their handshake, or let in and finishing it; members' included) a client's
+handshake waits for its verdict: it is let in as soon as a place is free, or
+closed by ZeroMQ when its ``HANDSHAKE_IVL`` runs out (the client reconnects and
+waits again). A member is always let in at once: the cluster needs its peers
+more than any client. Connections still in their handshake do not count, so
+clients waiting for a place, or connections that never say anything, cannot
+keep the places of clients that could be let in. (A verdict of "300, temporary
+failure" would not close the connection either: ZeroMQ keeps it open, idle,
+until the same timeout, and it would count as in use meanwhile.)
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import zmq
@@ -44,6 +53,22 @@ NODE_PRINCIPAL = "n:"
 CLIENT_PRINCIPAL = "c:"
 #: At most this many ZAP requests and monitor events are handled per poll.
 _MAX_PER_POLL = 1024
+#: Handshakes waiting for a place at most; beyond, a client is refused ("300": ZeroMQ
+#: keeps its connection idle until its handshake times out, then it reconnects).
+_MAX_WAITING = 65_536
+#: A waiting handshake is let in only while this much of its HANDSHAKE_IVL is left
+#: (else ZeroMQ may close it before the verdict is read).
+_WAIT_FRACTION = 0.8
+#: Monitor events queued for the loop at most (ZeroMQ drops events beyond it, and a
+#: lost event would skew the count of connections in use).
+_MONITOR_HWM = 100_000
+#: The events the count needs: connections opened and closed, handshakes ended.
+_HANDSHAKE_ENDED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +113,13 @@ class GateStats:
     denied_key: int = 0
     """Handshakes refused: the key is on no list (or the mechanism is not ours)."""
     denied_full: int = 0
-    """Client handshakes refused: the node had ``max_connections`` connections."""
+    """Client handshakes that found ``max_connections`` in use (they wait for a place)."""
+    waiting: int = 0
+    """Client handshakes waiting for a place right now."""
     connections: int = 0
     """TCP connections open right now (accepted and not yet closed)."""
+    handshaking: int = 0
+    """Of those, connections whose handshake has not ended yet."""
 
 
 class Gatekeeper:
@@ -103,19 +132,33 @@ class Gatekeeper:
         keyring: Keyring | None,
         max_connections: int,
         node_id: int,
+        handshake_ms: int = 5_000,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
         self.keyring = keyring
         self.max_connections = max_connections
+        self._wait_s = handshake_ms / 1000 * _WAIT_FRACTION
         self.node_id = node_id
         self.stats = GateStats()
         self._principals = keyring.principals() if keyring is not None else {}
         self._open: set[int] = set()  # file descriptors of open connections
-        self.zap = ctx.socket(zmq.REP)
+        # Open connections whose handshake has not ended (no fd in those events, so
+        # counts), and of those, the ones let in: they count as in use already.
+        self._handshaking = 0
+        self._let_in = 0
+        # Client handshakes waiting for a place: (since when, the head of their reply,
+        # principal), oldest first. A ROUTER, not a REP, so that a verdict can wait.
+        self._waiting: deque[tuple[float, list[bytes], str]] = deque()
+        self.zap = ctx.socket(zmq.ROUTER)
         self.zap.setsockopt(zmq.LINGER, 0)
         self.zap.bind(ZAP_ENDPOINT)
-        self.monitor = router.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        address = f"inproc://gate-monitor-{id(self):x}"
+        router.monitor(address, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_ENDED)
+        self.monitor = ctx.socket(zmq.PAIR)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.monitor.setsockopt(zmq.RCVHWM, _MONITOR_HWM)
+        self.monitor.connect(address)
         self._log_denied = RateLimited(log, "gate.denied", interval_s=5.0)
         # Set on the ROUTER before it binds: ZeroMQ asks the handler for every connection.
         router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
@@ -134,35 +177,82 @@ class Gatekeeper:
             event = parse_monitor_message(parts)
             if event["event"] == zmq.EVENT_ACCEPTED:
                 self._open.add(event["value"])
+                self._handshaking += 1
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._open.discard(event["value"])
+            elif event["event"] & _HANDSHAKE_ENDED:
+                # Exactly one per accepted connection; a success ends one let in.
+                self._handshaking = max(0, self._handshaking - 1)
+                if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._let_in = max(0, self._let_in - 1)
+        self._let_in = min(self._let_in, self._handshaking)
         self.stats.connections = len(self._open)
+        self.stats.handshaking = self._handshaking
+        self._let_waiting_in()
+
+    @property
+    def in_use(self) -> int:
+        """Connections past their handshake, or let in and finishing it."""
+        return max(0, len(self._open) - self._handshaking) + self._let_in
 
     def on_zap(self) -> None:
-        """Answer the handshakes waiting for a verdict."""
+        """Answer the handshakes asking for a verdict (a client's waits while the node is
+        full)."""
         for _ in range(_MAX_PER_POLL):
             try:
                 request = self.zap.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self.zap.send_multipart(self._verdict(request))
+            reply = self._verdict(request)
+            if reply is not None:
+                self.zap.send_multipart(reply)
+        self._let_waiting_in()
 
-    def _verdict(self, request: list[bytes]) -> list[bytes]:
-        if len(request) < 6:
-            return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
-        version, request_id, _domain, address, _identity, mechanism, *credentials = request
+    def _verdict(self, request: list[bytes]) -> list[bytes] | None:
+        # [the pipe's routing id, delimiter, version, request id, domain, address,
+        # routing id of the connection, mechanism, credentials...]
+        head = request[:2]
+        if len(request) < 8:
+            return [*head, b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism, *credentials = request[2:]
+        head += [version, request_id]
         principal = self._principal(mechanism, credentials)
         if principal is None:
             self.stats.denied_key += 1
             self._deny("unknown key" if mechanism == b"CURVE" else "wrong mechanism", address)
-            return [version, request_id, b"400", b"unknown key", b"", b""]
-        # A member always gets in; a client only while there is room.
-        if not principal.startswith(NODE_PRINCIPAL) and len(self._open) > self.max_connections:
+            # 300 (temporary), not 400: ZeroMQ never reconnects after a 400, so a peer or
+            # client whose key is added to the cluster file later (a rotated key) would
+            # stay locked out of this node until it restarts. A stranger gains nothing: it
+            # is closed when its handshake times out, as it would be anyway.
+            return [*head, b"300", b"unknown key", b"", b""]
+        # A member always gets in; a client while there is room, else it waits for one.
+        if not principal.startswith(NODE_PRINCIPAL) and self.in_use >= self.max_connections:
             self.stats.denied_full += 1
             self._deny("too many connections", address, principal=principal)
-            return [version, request_id, b"300", b"too many connections", b"", b""]
+            if len(self._waiting) >= _MAX_WAITING:
+                return [*head, b"300", b"too many connections", b"", b""]
+            self._waiting.append((time.monotonic(), head, principal))
+            self.stats.waiting = len(self._waiting)
+            return None
+        return self._admit(head, principal)
+
+    def _admit(self, head: list[bytes], principal: str) -> list[bytes]:
         self.stats.admitted += 1
-        return [version, request_id, b"200", b"OK", principal.encode(), b""]
+        self._let_in += 1
+        return [*head, b"200", b"OK", principal.encode(), b""]
+
+    def _let_waiting_in(self) -> None:
+        """Let waiting clients in, oldest first, while there is room; forget those whose
+        handshake ZeroMQ has closed meanwhile (or is about to)."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        oldest = time.monotonic() - self._wait_s
+        while waiting and (waiting[0][0] < oldest or self.in_use < self.max_connections):
+            since, head, principal = waiting.popleft()
+            if since >= oldest:
+                self.zap.send_multipart(self._admit(head, principal))
+        self.stats.waiting = len(waiting)
 
     def _principal(self, mechanism: bytes, credentials: list[bytes]) -> str | None:
         if self.keyring is None:
@@ -179,6 +269,7 @@ class Gatekeeper:
             peer=address[:64].decode("ascii", "replace"),
             principal=principal,
             connections=len(self._open),
+            in_use=self.in_use,
         )
 
     def close(self) -> None:

@@ -248,6 +248,18 @@ retain_option = click.option(
     help="Client connections admitted at once; one more is refused at its handshake "
     "[default: 4096].",
 )
+@click.option(
+    "--reply-cutoff-s",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    hidden=True,  # tests: cut off a client that does not read sooner than after 30 s
+)
+@click.option(
+    "--reply-budget-bytes",
+    type=click.IntRange(1),
+    default=None,
+    hidden=True,  # tests: what a client that does not read costs with another budget
+)
 @insecure_option
 @log_level_option
 def node_command(
@@ -266,6 +278,8 @@ def node_command(
     history_segment_bytes: int,
     key_file: Path | None,
     max_clients: int | None,
+    reply_cutoff_s: float | None,
+    reply_budget_bytes: int | None,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -274,8 +288,7 @@ def node_command(
     By default it speaks CURVE: the SPEC must be a cluster file with every node's
     public key, and the node's key file must hold the key the file names for it.
     """
-    from broadcast.node import Node, frame_limit
-    from broadcast.transport import TransportConfig
+    from broadcast.node import DEFAULT_REPLY_BUDGET, DEFAULT_REPLY_CUTOFF_S, Node
 
     configure(log_level)
     cluster = _cluster(spec)
@@ -286,12 +299,6 @@ def node_command(
             if compact_keep_slots is None
             else ReplicaConfig(nodes=cluster.ids, compact_keep_slots=compact_keep_slots)
         )
-        transport_config = None
-        if max_clients is not None:
-            transport_config = TransportConfig(
-                max_msg_bytes=frame_limit(replica_config or ReplicaConfig(nodes=cluster.ids)),
-                max_connections=max_clients,
-            )
         node = Node(
             node_id,
             cluster,
@@ -304,12 +311,14 @@ def node_command(
             snapshot_bytes=snapshot_bytes,
             wal_segment_bytes=wal_segment_bytes,
             replica_config=replica_config,
-            transport_config=transport_config,
+            max_clients=max_clients,
             retain_entries=retain[0] if retain else None,
             retain_bytes=retain[1] if retain else None,
             history_segment_bytes=history_segment_bytes,
             key_file=key_file,
             insecure=insecure,
+            reply_budget_bytes=reply_budget_bytes or DEFAULT_REPLY_BUDGET,
+            reply_cutoff_s=reply_cutoff_s or DEFAULT_REPLY_CUTOFF_S,
         )
     except (ConfigError, TransportError, WalError, HistoryError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -56,6 +56,7 @@ import dataclasses
 import os
 import queue
 import random
+import secrets
 import threading
 import time
 import uuid
@@ -110,7 +111,12 @@ from broadcast.spec import (
     bind_address,
     session_name,
 )
-from broadcast.transport import NodeTransport, TransportConfig, node_id_of
+from broadcast.transport import (
+    DEFAULT_MAX_CONNECTIONS,
+    NodeTransport,
+    TransportConfig,
+    node_id_of,
+)
 from broadcast.wal import DEFAULT_SEGMENT_BYTES as DEFAULT_WAL_SEGMENT_BYTES
 from broadcast.wal import WalCorruptionError, WriteAheadLog
 from paxos.codec import (
@@ -156,9 +162,9 @@ DEFAULT_REPLY_BUDGET = 512 * 1024
 DEFAULT_REPLY_CUTOFF_S = 30.0
 #: Clients remembered as cut off, and clients owed replies, at most (oldest forgotten).
 _MAX_CUT_OFF = 65_536
-_MAX_OWED = 65_536
+_MAX_OWED = 16_384
 #: Replies one client may owe tickets for (however small they are).
-_MAX_TICKETS = 64
+_MAX_TICKETS = 16
 
 
 def frame_limit(config: ReplicaConfig) -> int:
@@ -190,23 +196,42 @@ def _fd_limit() -> int:
 class _Owed:
     """Replies sent to one client that it has not proved it read (see protocol.Fetch)."""
 
-    __slots__ = ("bytes", "paused", "tickets")
+    __slots__ = ("bytes", "last", "paused", "released", "tickets")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.bytes = 0
         self.tickets: list[tuple[int, int]] = []  # (ticket, bytes), oldest first
         self.paused = 0.0  # when the client went over budget (0: it is not)
+        self.released = 0  # the last ticket the client showed that released something
+        self.last = now  # when the client last asked or was charged
 
     def release(self, ticket: int) -> None:
-        """The client read the reply with ``ticket``, so every earlier one too (they
-        travel in order on one connection)."""
+        """The client shows ``ticket``: it read that reply, so every earlier one too (they
+        travel in order on one connection). Showing again the ticket that released
+        something last says the client has read nothing since: what it was sent after it
+        was lost (a connection reset on the way) and is owed no more, so a client that
+        lost a reply is served again at once. A client that does read less than it says
+        cannot gain memory by it: its connection's queue holds a bounded number of replies
+        (``reply_hwm``) and a reply that does not fit is neither queued nor charged."""
+        if ticket == self.released:
+            self.tickets.clear()
+            self.bytes = 0
+            self.paused = 0.0
+            return
         for position, (issued, _) in enumerate(self.tickets):
             if issued == ticket:
                 done = self.tickets[: position + 1]
                 del self.tickets[: position + 1]
                 self.bytes -= sum(size for _, size in done)
                 self.paused = 0.0
+                self.released = ticket
                 return
+
+    def forget(self, ticket: int) -> None:
+        """The reply with ``ticket`` (the last one issued) was never sent: the client
+        cannot read it, so it is not owed."""
+        if self.tickets and self.tickets[-1][0] == ticket:
+            self.bytes -= self.tickets.pop()[1]
 
 
 class StateMachine(Protocol):
@@ -308,6 +333,7 @@ class Node:
         insecure: bool = False,
         reply_budget_bytes: int = DEFAULT_REPLY_BUDGET,
         reply_cutoff_s: float = DEFAULT_REPLY_CUTOFF_S,
+        max_clients: int | None = None,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
@@ -417,7 +443,7 @@ class Node:
                 node_id,
                 bind_address(cluster.nodes[node_id]),
                 peers,
-                transport_config or TransportConfig(max_msg_bytes=frame_limit(self.config)),
+                self._transport_config(transport_config, max_clients),
                 cluster_id=cluster_id_bytes(self.identity.cluster_id),
                 keyring=keyring,
             )
@@ -503,11 +529,35 @@ class Node:
         self.reply_cutoff_s = reply_cutoff_s
         self._owed: dict[bytes, _Owed] = {}
         self._paused: dict[bytes, float] = {}  # identity -> when it went over budget
+        self._next_sweep = 0.0
         self._cut_off: dict[bytes, None] = {}
-        self._tickets = random.Random(os.urandom(16))
         self._denied = RateLimited(log, "client.denied", interval_s=5.0)
         self._cut_offs = RateLimited(log, "client.cut_off", interval_s=5.0)
         self._pauses = RateLimited(log, "client.paused", interval_s=5.0, level="info")
+
+    def _transport_config(
+        self, given: TransportConfig | None, max_clients: int | None
+    ) -> TransportConfig:
+        """``given`` as it is, or the default with ZeroMQ's message limit at this cluster's
+        real frame limit (from its *recorded* payload limit) and ``max_clients``; the
+        limit is lowered to what this process's open files allow (every connection costs
+        one, and a node out of files cannot open its next log segment)."""
+        if given is not None:
+            return given
+        wanted = max_clients if max_clients is not None else DEFAULT_MAX_CONNECTIONS
+        room = max(16, _fd_limit() - 256)  # files for the logs, history, snapshots, peers
+        if wanted > room:
+            log.warning(
+                "node.max_clients_lowered",
+                node=self.node_id,
+                wanted=wanted,
+                max_clients=room,
+                fd_limit=_fd_limit(),
+                hint="raise the limit of open files (ulimit -n)",
+            )
+        return TransportConfig(
+            max_msg_bytes=frame_limit(self.config), max_connections=min(wanted, room)
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -576,7 +626,14 @@ class Node:
             self._pauses,
         ):
             limited.flush()
-        log.info("node.stopped", node=self.node_id)
+        # What it refused or dropped over its life, by reason (e.g. "paused": fetches not
+        # served to clients over their reply budget; "cut_off_clients").
+        log.info(
+            "node.stopped",
+            node=self.node_id,
+            drops=dict(self.drops),
+            replies_dropped=self.transport.stats.reply_dropped,
+        )
 
     def __enter__(self) -> Node:
         return self.start()
@@ -1036,23 +1093,34 @@ class Node:
 
     # ------------------------------------------------------------------ reply budget
 
-    def _owes(self, identity: bytes, size: int) -> int | None:
-        """A ticket for a reply of ``size`` bytes to ``identity``, or None if the client
-        is over its budget (then it is paused: the reply is not sent; a client that does
-        not read cannot make the node hold more than its budget for it)."""
+    def _send_owed(self, identity: bytes, build: Callable[[int], object]) -> None:
+        """Send a large reply (deliveries, a snapshot part) within the client's budget:
+        ``build(ticket)`` makes it. A client over its budget is paused (the reply is not
+        sent); one that does not read cannot make the node hold more than its budget."""
+        # Unguessable (a CSPRNG): only a client that read the reply can show its ticket.
+        ticket = secrets.randbits(62) + 1
+        try:
+            frame = encode(build(ticket))
+        except CodecError as exc:
+            self._count("encode")
+            self._failed_sends.hit(node=self.node_id, type="reply", reason=str(exc)[:200])
+            return
         owed = self._owed.get(identity)
+        now = time.monotonic()
         if owed is None:
             if len(self._owed) >= _MAX_OWED:
                 forgotten = next(iter(self._owed))  # bounded: the oldest is forgotten
                 del self._owed[forgotten]
                 self._paused.pop(forgotten, None)
-            owed = self._owed[identity] = _Owed()
+            owed = self._owed[identity] = _Owed(now)
+        owed.last = now
+        size = len(frame)  # what the reply really costs, not an estimate of it
         if (owed.bytes and owed.bytes + size > self.reply_budget_bytes) or len(
             owed.tickets
         ) >= _MAX_TICKETS:
             if not owed.paused:
-                owed.paused = time.monotonic()
-                self._paused[identity] = owed.paused
+                owed.paused = now
+                self._paused[identity] = now
             self._count("paused")
             self._pauses.hit(
                 node=self.node_id,
@@ -1060,28 +1128,35 @@ class Node:
                 owed_bytes=owed.bytes,
                 paused_total=self.drops["paused"],
             )
-            return None
-        ticket = self._tickets.getrandbits(62) + 1  # unguessable: only a reader knows it
+            return
         owed.tickets.append((ticket, size))
         owed.bytes += size
-        return ticket
+        if not self.transport.reply(identity, frame):
+            # Not even queued (client gone, or its queue full): it cannot read it, so it
+            # is not owed; else a client that reads all it gets could stay over budget.
+            owed.forget(ticket)
 
     def _read_up_to(self, identity: bytes, ticket: int) -> None:
-        """The client shows the ticket of the last reply it read."""
+        """The client shows the ticket of the last reply it read (see _Owed.release)."""
         owed = self._owed.get(identity)
         if owed is not None and ticket:
             owed.release(ticket)
+            owed.last = time.monotonic()
             if not owed.paused:
                 self._paused.pop(identity, None)
-            if not owed.tickets:
-                del self._owed[identity]
 
     def _cut_off_paused(self, now: float) -> None:
         """Cut off the clients paused over their budget for ``reply_cutoff_s``: they asked
-        for replies and do not read them."""
+        for replies and do not read them. Forget, once a second, the ledgers of clients
+        that asked nothing for that long (gone, most of them), so that their number stays
+        that of the clients that are active."""
+        limit = now - self.reply_cutoff_s
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            for identity in [i for i, o in self._owed.items() if o.last < limit and not o.paused]:
+                del self._owed[identity]
         if not self._paused:
             return
-        limit = now - self.reply_cutoff_s
         for identity in [i for i, since in self._paused.items() if since < limit]:
             del self._paused[identity]
             owed = self._owed.pop(identity, None)
@@ -1126,14 +1201,15 @@ class Node:
             error=f"{type(exc).__name__}: {exc}"[:300],
         )
 
-    def _reply(self, identity: bytes, msg: object) -> None:
+    def _reply(self, identity: bytes, msg: object) -> bool:
+        """Queue a reply; False if it could not be (see ``NodeTransport.reply``)."""
         try:
             frame = encode(msg)
         except CodecError as exc:
             self._count("encode")
             self._failed_sends.hit(node=self.node_id, type=type(msg).__name__, reason=str(exc))
-            return
-        self.transport.reply(identity, frame)
+            return False
+        return self.transport.reply(identity, frame)
 
     def _on_open_session(self, identity: bytes, msg: OpenSession) -> None:
         if msg.cluster_id and msg.cluster_id != self.identity.cluster_id:
@@ -1272,16 +1348,13 @@ class Node:
             self._count("history")
             self._failed_reads.hit(node=self.node_id, error=str(exc)[:300])
             return
-        ticket = 0  # an empty answer to a long poll costs next to nothing: no ticket
-        if commands:
-            size = sum(map(len, map(_payload_of, commands))) + 64 * len(commands)
-            owed = self._owes(identity, size)
-            if owed is None:
-                return  # over budget: paused until it shows it read what it was sent
-            ticket = owed
-        self._reply(
-            identity, Deliveries(msg.from_index, tuple(commands), history.last_index, ticket)
-        )
+        first, last = msg.from_index, history.last_index
+        if not commands:
+            # An empty answer to a long poll costs next to nothing: no ticket.
+            self._reply(identity, Deliveries(first, (), last, 0))
+            return
+        batch = tuple(commands)
+        self._send_owed(identity, lambda ticket: Deliveries(first, batch, last, ticket))
 
     def _serve_fetches(self, now: float, *, expire: bool) -> None:
         kept = []
@@ -1475,12 +1548,9 @@ class Node:
         # Parts no larger than a fetch reply, so that the reply budget bounds them alike.
         chunk = min(self.config.snapshot_chunk_bytes, FETCH_MAX_BYTES)
         data = snapshot.blob[offset : offset + chunk]
-        ticket = self._owes(identity, len(data))
-        if ticket is None:
-            return
-        self._reply(
+        self._send_owed(
             identity,
-            SnapshotPart(
+            lambda ticket: SnapshotPart(
                 snapshot.slot, snapshot.index, snapshot.size, snapshot.crc, offset, data, ticket
             ),
         )

@@ -97,6 +97,8 @@ _ZERO_COPY_BYTES = 64 * 1024
 ENVELOPE = b"\x00"
 #: Length of a cluster id; every envelope carries its sender's.
 CLUSTER_ID_BYTES = 16
+#: Client connections a node admits at once by default (TransportConfig.max_connections).
+DEFAULT_MAX_CONNECTIONS = 4096
 #: Frames under 64 KiB are packed into envelopes of at most this many bytes ...
 ENVELOPE_BYTES = 1 << 20
 #: ... and at most this many frames: a receiver refuses an envelope with more (or a
@@ -146,8 +148,10 @@ class TransportConfig:
     small frames, and at worst 128 x (64 MiB + 21 B), about 8 GiB, if every message holds a
     maximal frame (``max_queued_bytes``). Lower ``max_msg_bytes`` (and the codec's frame
     limit with it) to tighten the worst case. On top of this come the kernel's TCP buffers
-    (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers. The number of client
-    connections is not bounded here: the bound is per connection.
+    (bounded by the kernel) and ZeroMQ's 8 KiB batching buffers, and what the node's loop
+    took out of these queues and works on: one ``poll()`` batch, at most
+    ``max_batch_bytes`` plus one message. Client connections are bounded by
+    ``max_connections``.
     """
 
     sndhwm: int = 128
@@ -158,9 +162,10 @@ class TransportConfig:
     reply_sndbuf: int = 256 * 1024
     """The kernel's send buffer for replies, per client connection (SO_SNDBUF): what a
     client that stops reading can hold in the node's kernel."""
-    max_connections: int = 4096
-    """Client connections a node's ROUTER admits at once (members always get in); one more
-    is refused at its handshake and retries."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Connections a node's ROUTER lets clients in up to: while this many are in use (past
+    their handshake, members' own included: they always get in), a client's handshake
+    waits for a place, up to ``handshake_ms``, then it reconnects (``broadcast.auth``)."""
     handshake_ms: int = 2_000
     """A connection that has not finished its handshake after this long is closed."""
     rcvhwm: int = 128
@@ -179,6 +184,10 @@ class TransportConfig:
     is noticed after about idle + intvl x cnt = 5 s of silence (the kernel does it)."""
     max_batch: int = 4_096
     """Max messages read by one ``poll()`` call, so one busy sender cannot starve the loop."""
+    max_batch_bytes: int = 16 * 1024 * 1024
+    """A node's ``poll()`` stops reading once it has read this many bytes (the message
+    that crosses it included): the caller holds every frame of a batch until it is done
+    with them, so without it one batch could hold ``max_batch`` of the largest messages."""
 
     def __post_init__(self) -> None:
         # A high-water mark of 0 means "no limit" to ZeroMQ: never allow it.
@@ -188,8 +197,8 @@ class TransportConfig:
             raise ValueError(f"max_msg_bytes must be >= ENVELOPE_BYTES ({ENVELOPE_BYTES})")
         if min(self.tcp_keepalive_idle_s, self.tcp_keepalive_intvl_s, self.tcp_keepalive_cnt) < 1:
             raise ValueError("TCP keepalive idle, interval and count must be >= 1")
-        if self.max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+        if self.max_batch < 1 or self.max_batch_bytes < 1:
+            raise ValueError("max_batch and max_batch_bytes must be >= 1")
         if self.max_connections < 1 or self.reply_sndbuf < 4096 or self.handshake_ms < 1:
             raise ValueError("need max_connections >= 1, reply_sndbuf >= 4096, handshake_ms >= 1")
 
@@ -625,7 +634,12 @@ class NodeTransport(_Endpoint):
             self._router.setsockopt(zmq.HANDSHAKE_IVL, self.config.handshake_ms)
             # The ZAP handler: CURVE keys (or NULL with --insecure) and the connection limit.
             self.gate = Gatekeeper(
-                self._ctx, self._router, keyring, self.config.max_connections, node_id
+                self._ctx,
+                self._router,
+                keyring,
+                self.config.max_connections,
+                node_id,
+                self.config.handshake_ms,
             )
             self._poller.register(self.gate.zap, zmq.POLLIN)
             self._poller.register(self.gate.monitor, zmq.POLLIN)
@@ -730,8 +744,9 @@ class NodeTransport(_Endpoint):
     def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes, str]]:
         """Wait up to ``timeout_ms`` (None/negative: forever) for frames or a ``wake()``.
 
-        Returns every frame available right now (from up to ``config.max_batch`` messages)
-        as ``(sender_identity, frame, principal)``; an empty list on timeout or wake-up. A
+        Returns the frames available right now (from up to ``config.max_batch`` messages
+        and about ``config.max_batch_bytes`` bytes: the rest waits for the next call) as
+        ``(sender_identity, frame, principal)``; an empty list on timeout or wake-up. A
         node's identity is ``n:<id>``: with CURVE, the id of the key that authenticated the
         connection. ``principal`` is ``"n:<id>"`` or ``"c:<client name>"`` with CURVE, ``""``
         with ``--insecure``. Messages that are malformed, of the wrong kind for their sender
@@ -758,12 +773,17 @@ class NodeTransport(_Endpoint):
     def _drain_insecure(self, out: list[tuple[bytes, bytes, str]]) -> None:
         recv = self._router.recv_multipart
         before = len(out)
-        # Bound the number of reads (malformed ones included), so a flood cannot pin the loop.
+        # Bound the number of reads (malformed ones included), so a flood cannot pin the loop,
+        # and the bytes read, so that it cannot make one batch hold gigabytes.
+        budget = self.config.max_batch_bytes
         for _ in range(self.config.max_batch):
+            if budget <= 0:
+                break
             try:
                 parts = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            budget -= sum(map(len, parts))
             identity = parts[0]
             if not identity.startswith(NODE_PREFIX):
                 self._client_frame(out, identity, parts, "")
@@ -778,7 +798,10 @@ class NodeTransport(_Endpoint):
     def _drain_authenticated(self, out: list[tuple[bytes, bytes, str]]) -> None:
         recv = self._router.recv_multipart
         before = len(out)
+        budget = self.config.max_batch_bytes  # as in _drain_insecure
         for _ in range(self.config.max_batch):
+            if budget <= 0:
+                break
             try:
                 frames = recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -786,6 +809,7 @@ class NodeTransport(_Endpoint):
             # Who sent it: the principal the ZAP handler gave its connection (its key).
             principal = str(frames[-1].get("User-Id"))
             parts = [frame.bytes for frame in frames]
+            budget -= sum(map(len, parts))
             identity = parts[0]
             if principal.startswith(NODE_PREFIX_TEXT):
                 # A member, whatever routing identity it chose: its id is its key's.

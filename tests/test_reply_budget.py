@@ -146,3 +146,21 @@ def test_a_reply_to_a_denied_client_says_so(tmp_path: Path) -> None:
             client.broadcast(b"y")
     finally:
         n.stop()
+
+
+def test_a_client_that_lost_a_reply_is_served_again_at_once(node: tuple[Node, Cluster]) -> None:
+    """A reply lost on the way (a connection reset) is never read, so its ticket is never
+    shown: the client shows again the last ticket it read, and that forgives what came
+    after it (review finding: it used to be paused, then cut off for good)."""
+    n, cluster = node
+    with _raw(cluster) as reader:
+        reader.send(1, encode(Fetch(1, 1, 0, 0)))
+        (first,) = wait_for("the first reply", lambda: _deliveries(reader, 200) or None, 30)
+        read = first.ticket
+        reader.send(1, encode(Fetch(2, 1, 0, read)))  # releases it: the last ticket read
+        wait_for("the second reply", lambda: _deliveries(reader, 200) or None, 30)
+        for _ in range(3 * BUDGET // PAYLOAD):
+            # Each reply is "lost": the client never learns its ticket and shows `read`.
+            reader.send(1, encode(Fetch(2, 1, 0, read)))
+            wait_for("a reply again", lambda: _deliveries(reader, 200) or None, 30)
+        assert n.drops.get("paused", 0) == 0
