@@ -609,7 +609,12 @@ def broadcast_command(
             else:
                 source = payloads.payloads(messages, sys.stdin.buffer, b64=b64, limit=limit)
             committed = client.broadcast_many(until_error(), on_commit=report)
-    except (ClusterUnavailable, SessionExpired, WrongCluster, Forbidden) as exc:
+    except Forbidden as exc:
+        hint = " (give --client-id with a name your key is granted)" if (
+            exc.what.startswith("session") and client_id is None
+        ) else ""
+        raise click.ClickException(f"{exc}{hint}") from None
+    except (ClusterUnavailable, SessionExpired, WrongCluster) as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # PayloadTooLarge, PayloadError, a bad client id
         raise click.ClickException(str(exc)) from None
