@@ -641,7 +641,7 @@ def test_a_node_with_max_clients_refuses_more_and_lets_new_ones_in_when_others_l
             # node 1 is full when node 2 comes back; then node 3 stops, and nothing
             # commits unless node 2's new connection to node 1 was let in.
             cluster.kill(2)
-            ask_status([socks[i] for i in refused], 5, 1)
+            ask_status([socks[i] for i in refused], 5, 1, deadline_s=15)
             cluster.start(2)
             cluster.kill(3)
             with cluster.client(timeout=120) as client:
