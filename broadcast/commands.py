@@ -245,8 +245,8 @@ retain_option = click.option(
     "--max-clients",
     type=click.IntRange(1),
     default=None,
-    help="Client connections admitted at once; one more is refused at its handshake "
-    "[default: 4096].",
+    help="Connections in use at once (the other members' count too, and always get in); "
+    "one more client waits in its handshake for a place [default: 4096].",
 )
 @click.option(
     "--reply-cutoff-s",
