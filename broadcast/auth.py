@@ -220,11 +220,11 @@ class Gatekeeper:
         if principal is None:
             self.stats.denied_key += 1
             self._deny("unknown key" if mechanism == b"CURVE" else "wrong mechanism", address)
-            # 300 (temporary), not 400: ZeroMQ never reconnects after a 400, so a peer or
-            # client whose key is added to the cluster file later (a rotated key) would
-            # stay locked out of this node until it restarts. A stranger gains nothing: it
-            # is closed when its handshake times out, as it would be anyway.
-            return [*head, b"300", b"unknown key", b"", b""]
+            # 400: ZeroMQ closes the connection at once (a 300 would leave it open and
+            # idle until its handshake times out, holding a place: strangers could keep
+            # clients out). Our own members and clients retry a refused key themselves
+            # (transport._watch_refusals), so a rotated key gets in once it is listed.
+            return [*head, b"400", b"unknown key", b"", b""]
         # A member always gets in; a client while there is room, else it waits for one.
         if not principal.startswith(NODE_PRINCIPAL) and self.in_use >= self.max_connections:
             self.stats.denied_full += 1

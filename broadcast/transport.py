@@ -60,8 +60,10 @@ application's business (Paxos heartbeats, client retries).
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -525,6 +527,44 @@ class _Endpoint:
         self._poller.register(self._waker.socket, zmq.POLLIN)
         # Input from the network can repeat without bound: at most one line per interval.
         self._log_malformed = RateLimited(log, "transport.malformed_dropped")
+        # Outgoing CURVE connections refused for their key: monitor -> (DEALER, endpoint),
+        # and the DEALERs to connect again (when).
+        self._refusals: dict[_Socket, tuple[_Socket, str]] = {}
+        self._reconnect: dict[_Socket, tuple[float, str]] = {}
+        self._log_refused = RateLimited(log, "transport.refused", interval_s=5.0)
+
+    def _watch_refusals(self, sock: _Socket, address: str) -> None:
+        """Reconnect ``sock`` when its peer refuses our key. ZeroMQ never retries a
+        connection refused at its handshake (a ZAP 400): a node or client whose new key
+        reached the cluster file after its first try would stay locked out until it
+        restarted. It is tried again every ``reconnect_ivl_max_ms``."""
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        self._refusals[monitor] = (sock, endpoint(address))
+        self._poller.register(monitor, zmq.POLLIN)
+
+    def _on_refused(self, monitor: _Socket) -> None:
+        sock, ep = self._refusals[monitor]
+        while True:
+            try:
+                monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        delay = self.config.reconnect_ivl_max_ms / 1000
+        self._reconnect[sock] = (time.monotonic() + delay, ep)
+        self._log_refused.hit(endpoint=ep, reason="our key was refused", retry_s=delay)
+
+    def _reconnect_refused(self) -> float | None:
+        """Connect again the DEALERs whose time has come; when the next one is due."""
+        if not self._reconnect:
+            return None
+        now = time.monotonic()
+        for sock, (due, ep) in list(self._reconnect.items()):
+            if now >= due:
+                del self._reconnect[sock]
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disconnect(ep)
+                sock.connect(ep)
+        return min((due for due, _ in self._reconnect.values()), default=None)
 
     def wake(self) -> None:
         """Make a blocked (or the next) ``poll()`` return promptly. Safe from any thread."""
@@ -536,6 +576,8 @@ class _Endpoint:
             return
         self._closed = True
         self._waker.close()
+        for monitor in self._refusals:
+            monitor.close(0)
         gate = getattr(self, "gate", None)
         if gate is not None:
             gate.close()
@@ -567,7 +609,17 @@ class _Endpoint:
         self._check_open()
         if timeout_ms is not None and timeout_ms < 0:
             timeout_ms = None  # negative = wait forever, like zmq
+        due = self._reconnect_refused()
+        if due is not None:
+            until = max(0, int((due - time.monotonic()) * 1000) + 1)
+            timeout_ms = until if timeout_ms is None else min(timeout_ms, until)
         ready: list[tuple[_Socket, int]] = self._poller.poll(timeout_ms)
+        if self._refusals:
+            refused = [sock for sock, _ in ready if sock in self._refusals]
+            for monitor in refused:
+                self._on_refused(monitor)
+            if refused:
+                ready = [(sock, ev) for sock, ev in ready if sock not in self._refusals]
         return ready
 
     def __enter__(self) -> Self:
@@ -688,6 +740,8 @@ class NodeTransport(_Endpoint):
             keypair=keyring.keypair if keyring is not None else None,
             server_key=keyring.peers.get(peer_id) if keyring is not None else None,
         )
+        if keyring is not None:
+            self._watch_refusals(self._peers[peer_id], address)
 
     @property
     def peer_ids(self) -> list[int]:
@@ -905,6 +959,8 @@ class ClientTransport(_Endpoint):
                 self._nodes[node_id] = sock
                 self._node_of[sock] = node_id
                 self._poller.register(sock, zmq.POLLIN)
+                if keypair is not None:
+                    self._watch_refusals(sock, address)
         except BaseException:
             self.close()
             raise
