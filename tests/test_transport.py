@@ -693,6 +693,9 @@ def test_two_connections_with_one_identity_leave_the_node_serving(
         handshakes: list[object] = []
 
         def attached() -> bool:
+            # The handshake waits for b's ZAP handler, which b's loop serves (poll() would
+            # also read frames; only the handler runs here).
+            b.gate.on_zap()
             if monitor.poll(10):
                 handshakes.append(recv_monitor_message(monitor))
             return len(handshakes) == 2  # the first connection's and the second's
