@@ -69,13 +69,18 @@ def free_port() -> int:
 
 
 def connect(a: NodeTransport, b: NodeTransport) -> None:
-    """Wait until a's frames reach b (a ping is resent until one arrives)."""
+    """Wait until a's frames reach b (a ping is resent until one arrives), and until every
+    ping a's socket took has arrived: none is left in flight to show up in a later poll
+    (a send is refused until the connection is up, so a counts the ones that went)."""
     got: list[Polled] = []
+    sent = 0
 
     def arrived() -> bool:
-        a.send(b.node_id, PING)
-        got.extend(b.poll(10))
-        return (a.identity, PING, INSECURE) in got
+        nonlocal sent
+        if not got:
+            sent += a.send(b.node_id, PING)
+        got.extend(f for f in b.poll(10) if f == (a.identity, PING, INSECURE))
+        return 0 < len(got) == sent
 
     wait_until(arrived, f"node {a.node_id} -> node {b.node_id} connection")
 
