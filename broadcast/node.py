@@ -173,7 +173,9 @@ def frame_limit(config: ReplicaConfig) -> int:
 
     Every message is bounded by one of the byte limits below plus one entry beyond it
     (a batch, a catch-up reply, a promise, a snapshot chunk, a client's Submit of
-    about 1 MiB), and an entry holds at most one payload beyond its own limit.
+    about 1 MiB), and an entry holds at most one payload beyond its own limit; 4 MiB
+    more cover the per-command overhead (a review built a 5.06 MB catch-up reply with
+    long session keys against the default limit, then 5.24 MB: too close).
     """
     bulk = max(
         1024 * 1024,
@@ -182,7 +184,7 @@ def frame_limit(config: ReplicaConfig) -> int:
         config.promise_max_bytes,
         config.snapshot_chunk_bytes,
     )
-    return 2 * bulk + 2 * config.max_payload_bytes + 1024 * 1024
+    return 2 * bulk + 2 * config.max_payload_bytes + 4 * 1024 * 1024
 
 
 def _fd_limit() -> int:

@@ -1124,7 +1124,7 @@ def test_regression_f5_a_large_command_resent_to_every_node_commits_once(tmp_pat
 
                 wait_for("an answer after a frame over the limit", status, 60)
 
-            # Over the nodes' frame limit (broadcast.node.frame_limit: 35 MiB with this
+            # Over the nodes' frame limit (broadcast.node.frame_limit: 38 MiB with this
             # payload limit), the F5 frame and a 40 MiB command in a real session never
             # reach a node: ZeroMQ refuses them. Below it, the node refuses them itself.
             dropped(socks[0], encode(Submit((Command("big", 1, b"x" * (40 << 20)),))))

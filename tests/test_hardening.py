@@ -149,7 +149,7 @@ def test_a_50_mb_payload_is_refused_in_one_line_while_the_cluster_keeps_committi
     error = one_error_line(paxos("broadcast", "--cluster", spec, "-", stdin=b"y" * 50_000_000))
     assert "stdin line 1 is larger than the payload limit" in error
     # A client that does not check (or a hostile one, with a key the cluster lets in):
-    # refused by the node, never logged. Up to the node's frame limit (about 5 MiB, see
+    # refused by the node, never logged. Up to the node's frame limit (about 8 MiB, see
     # broadcast.node.frame_limit) the node reads the Submit and refuses it; 50 MiB is
     # refused by ZeroMQ before the node reads a byte (it drops the connection).
     with Client(spec) as raw, client_transport(cluster.cluster) as sock:
