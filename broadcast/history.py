@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -239,6 +240,8 @@ class History:
         self._payload_bytes = 0  # their payload bytes (unscanned segments count 0)
         self._records_scanned = 0
         self._dirty = False  # appended since the last sync
+        #: Segment rolls put off because no file could be opened (see _roll).
+        self.rolls_deferred = 0
         self._closed = False
         self._failure: OSError | None = None
         # The cache: the most recent entries, contiguous, ending at self._last.
@@ -637,7 +640,29 @@ class History:
             self._fail(exc)
 
     def _roll(self, first: int) -> _Segment:
-        """Start a new segment whose first entry is ``first``."""
+        """Start a new segment whose first entry is ``first`` (or, when no file can be
+        opened, go on in the current one: see below)."""
+        path = os.path.join(self.directory, segment_name(first))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        opened: int | None = None
+        if self._fd is not None and self._segments:
+            # Opened before the current segment is finished, so that a failure leaves it
+            # as it was: out of file descriptors (a flood of connections, say), nothing is
+            # lost, and the current segment takes this batch too; the next append tries
+            # again. Deleting by retention only waits a little longer.
+            try:
+                opened = os.open(path, flags, 0o644)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and not os.path.lexists(path):
+                    self.rolls_deferred += 1
+                    _log.warning(
+                        "history.roll_deferred",
+                        directory=self.directory,
+                        reason=str(exc),
+                        deferred_total=self.rolls_deferred,
+                    )
+                    return self._segments[-1]
+                self._fail(exc)
         try:
             if self._fd is not None:
                 if self.fsync and self._dirty:
@@ -647,15 +672,16 @@ class History:
                     self._dirty = False
                 os.close(self._fd)
                 self._fd = None
-            path = os.path.join(self.directory, segment_name(first))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
-                         0o644)
+            fd = opened if opened is not None else os.open(path, flags, 0o644)
+            opened = None
             self._fd = fd
             os.write(fd, _HEADER.pack(MAGIC, FORMAT_VERSION, 0, first))
             if self.fsync:
                 os.fdatasync(fd)
                 os.fsync(self._dir_fd)
         except OSError as exc:
+            if opened is not None:
+                os.close(opened)
             self._fail(exc)
         segment = _Segment(first, path)
         self._segments.append(segment)

@@ -55,6 +55,7 @@ while open, and a second :meth:`~WriteAheadLog.open` of it fails.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -183,6 +184,8 @@ class WriteAheadLog:
         self._failure: OSError | None = None
         self._records_appended = 0
         self._bytes_appended = 0
+        #: Segment rolls put off because no file could be opened (see _roll).
+        self.rolls_deferred = 0
         self._syncs = 0
         self._records_since_sync = 0
         self._recovered_records = recovered_records
@@ -456,6 +459,19 @@ class WriteAheadLog:
         try:
             fd = _create_segment(path, number, self._dir_fd, self._fsync)
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and not os.path.lexists(path):
+                # Out of file descriptors (a flood of connections, say): nothing was
+                # created, so nothing is torn. The current segment, synced above, takes
+                # this batch too, and the next append tries to roll again. A log that
+                # cannot open a file is not a disk that lost data: the node goes on.
+                self.rolls_deferred += 1
+                _log.warning(
+                    "wal.roll_deferred",
+                    path=self._path,
+                    reason=str(exc),
+                    deferred_total=self.rolls_deferred,
+                )
+                return
             self._fail(exc)
         os.close(self._fd)
         self._fd = fd

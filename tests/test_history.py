@@ -3,6 +3,7 @@ segment scanned at open, earlier ones lazily at first read), memory."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import threading
@@ -232,6 +233,38 @@ def test_reads_across_segments_and_far_back_come_from_disk(tmp_path: Path) -> No
         assert h.read(start, 600, 1 << 30) == cmds(start, min(3000, start + 599), 5)
     assert h.index_slots() <= 3000 // INDEX_EVERY + h.segments
     h.close()
+
+
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+def test_out_of_file_descriptors_puts_a_roll_off_instead_of_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A flood of connections can use up a node's file descriptors: the next segment cannot
+    be opened, nothing is lost, so the history goes on in the segment it has and rolls
+    later (review finding: a node out of files stopped)."""
+    h = open_history(tmp_path / "h", segment_bytes=20_000, cache_bytes=0)
+    real_open = os.open
+    full = True
+
+    def no_files(path: object, *args: object, **kwargs: object) -> int:
+        if full and os.path.basename(str(path)).startswith("hist-"):
+            raise OSError(code, os.strerror(code))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    h.append(1, cmds(1, 100, 5))
+    monkeypatch.setattr(os, "open", no_files)
+    for first in range(101, 1501, 100):
+        h.append(first, cmds(first, first + 99, 5))
+    assert h.rolls_deferred > 0 and h.segments == 1
+    full = False
+    for first in range(1501, 3001, 100):
+        h.append(first, cmds(first, first + 99, 5))
+    assert h.segments > 1
+    assert h.read(1, 10_000, 1 << 30) == cmds(1, 3000, 5)
+    h.close()
+    again = open_history(tmp_path / "h", segment_bytes=20_000, cache_bytes=0)
+    assert again.read(1, 10_000, 1 << 30) == cmds(1, 3000, 5)
+    again.close()
 
 
 def test_the_cache_serves_the_head_and_the_disk_the_rest(tmp_path: Path) -> None:

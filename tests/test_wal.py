@@ -209,6 +209,38 @@ def test_io_error_poisons_the_log(
     assert _reopen(tmp_path)[0] == b"durable"
 
 
+@pytest.mark.parametrize("code", [errno.EMFILE, errno.ENFILE])
+def test_out_of_file_descriptors_puts_a_roll_off_instead_of_poisoning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A flood of connections can use up a node's file descriptors: the next segment cannot
+    be opened, but nothing was lost, so the log keeps writing where it is and rolls later
+    (review finding: the node used to stop with "the log is now unusable")."""
+    wal, _ = WriteAheadLog.open(tmp_path, segment_bytes=1024)
+    records = _records(200)
+    real_open = os.open
+    full = True
+
+    def no_files(path: object, *args: object, **kwargs: object) -> int:
+        if full and str(path).endswith(".log"):
+            raise OSError(code, os.strerror(code))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_files)
+    for batch in _batches(records[:100], 10):
+        wal.append(batch)
+        wal.sync()
+    assert wal.rolls_deferred > 0
+    assert len(_segments(tmp_path)) == 1  # it kept writing to the one it had
+    full = False
+    for batch in _batches(records[100:], 10):
+        wal.append(batch)
+        wal.sync()
+    wal.close()
+    assert len(_segments(tmp_path)) > 2  # and rolled again once files could be opened
+    assert _reopen(tmp_path) == records
+
+
 # -------------------------------------------------------------------- crashes
 
 
