@@ -53,6 +53,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import os
 import queue
 import random
@@ -1483,7 +1484,16 @@ class Node:
             if not future.done():
                 return
             self._saving = None
-            future.result()  # a failure to write it is a disk failure: it ends run()
+            try:
+                future.result()  # a failure to write it is a disk failure: it ends run()
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                # Out of file descriptors (a flood of connections, say): no file was made,
+                # nothing is lost, the log is just not compacted yet. The next snapshot
+                # comes after another snapshot_entries deliveries.
+                log.warning("snapshot.deferred", node=self.node_id, reason=str(exc))
+                return
             self._compact(snapshot)
         count, size = self._since_snapshot
         due = count >= self.snapshot_entries or size >= self.snapshot_bytes

@@ -10,6 +10,8 @@ The nodes speak CURVE (keys written by ``broadcast.local.cluster_file``; node ``
 
 from __future__ import annotations
 
+import errno
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +202,29 @@ def test_a_local_broadcast_delivered_inside_an_installed_snapshot_resolves(
     finally:
         for node in nodes.values():
             node.stop()
+
+
+def test_a_snapshot_that_finds_no_file_descriptor_is_put_off(
+    cluster: tuple[object, list[Node | None]],
+) -> None:
+    """Out of file descriptors (a flood of connections), a snapshot cannot be written: the
+    node logs it, does not compact, and goes on; the next snapshot is taken as usual
+    (review finding: it used to end the node as a disk failure)."""
+    _, nodes = cluster
+    node1 = nodes[1]
+    assert node1 is not None
+    real_save = node1.snapshots.save
+    failures: list[int] = []
+
+    def no_files(*args: object) -> object:
+        if not failures:
+            failures.append(1)
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_save(*args)  # type: ignore[arg-type]
+
+    node1.snapshots.save = no_files  # type: ignore[method-assign]
+    for k in range(300):
+        node1.broadcast(b"q%05d" % k, timeout=30)
+    assert failures == [1]
+    wait_for("a snapshot after the failed one", lambda: node1.status().snapshot_slot > 0)
+    assert node1.failure is None and node1._thread is not None and node1._thread.is_alive()
