@@ -213,10 +213,13 @@ class _Owed:
         travel in order on one connection). Showing again the ticket that released
         something last says the client has read nothing since: what it was sent after it
         was lost (a connection reset on the way) and is owed no more, so a client that
-        lost a reply is served again at once. A client that does read less than it says
-        cannot gain memory by it: its connection's queue holds a bounded number of replies
-        (``reply_hwm``) and a reply that does not fit is neither queued nor charged."""
+        lost a reply is served again at once, once: the same ticket shown again forgives
+        nothing more."""
         if ticket == self.released:
+            # Once per ticket read: a client that shows the same one again without
+            # reading anything new is not forgiven twice (second review: replaying it
+            # made a node send without limit what the client never read).
+            self.released = 0
             self.tickets.clear()
             self.bytes = 0
             self.paused = 0.0

@@ -157,10 +157,29 @@ def test_a_client_that_lost_a_reply_is_served_again_at_once(node: tuple[Node, Cl
         reader.send(1, encode(Fetch(1, 1, 0, 0)))
         (first,) = wait_for("the first reply", lambda: _deliveries(reader, 200) or None, 30)
         read = first.ticket
-        reader.send(1, encode(Fetch(2, 1, 0, read)))  # releases it: the last ticket read
-        wait_for("the second reply", lambda: _deliveries(reader, 200) or None, 30)
-        for _ in range(3 * BUDGET // PAYLOAD):
-            # Each reply is "lost": the client never learns its ticket and shows `read`.
-            reader.send(1, encode(Fetch(2, 1, 0, read)))
-            wait_for("a reply again", lambda: _deliveries(reader, 200) or None, 30)
+        for index in range(2, 2 + 3 * BUDGET // PAYLOAD):
+            # Released by this fetch; its reply is "lost": the client never sees it ...
+            reader.send(1, encode(Fetch(index, 1, 0, read)))
+            wait_for("a reply", lambda: _deliveries(reader, 200) or None, 30)
+            # ... so it shows the same ticket again, and the reply comes again.
+            reader.send(1, encode(Fetch(index, 1, 0, read)))
+            (again,) = wait_for("the reply again", lambda: _deliveries(reader, 200) or None, 30)
+            read = again.ticket
         assert n.drops.get("paused", 0) == 0
+
+
+def test_showing_the_same_ticket_again_and_again_forgives_once(
+    node: tuple[Node, Cluster],
+) -> None:
+    """A client that reads one reply and then shows its ticket forever, reading nothing
+    more, is forgiven once, then paused and cut off like any reader that does not read
+    (second review: each repeat used to forgive everything)."""
+    n, cluster = node
+    with _raw(cluster) as reader:
+        reader.send(1, encode(Fetch(1, 1, 0, 0)))
+        (first,) = wait_for("the first reply", lambda: _deliveries(reader, 200) or None, 30)
+        reader.send(1, encode(Fetch(2, 4096, 0, first.ticket)))  # releases it
+        for _ in range(40):
+            reader.send(1, encode(Fetch(2, 4096, 0, first.ticket)))
+        wait_for("the node to pause it", lambda: n.drops.get("paused", 0) >= 30)
+        wait_for("the cut-off", lambda: n.drops.get("cut_off_clients", 0) == 1)
