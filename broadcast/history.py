@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -95,7 +94,7 @@ import msgpack
 
 from broadcast.errors import Compacted
 from broadcast.logs import get_logger
-from broadcast.wal import fsync_dir
+from broadcast.wal import fsync_dir, out_of_descriptors
 from paxos.types import Command
 
 __all__ = [
@@ -647,13 +646,12 @@ class History:
         opened: int | None = None
         if self._fd is not None and self._segments:
             # Opened before the current segment is finished, so that a failure leaves it
-            # as it was: out of file descriptors (a flood of connections, say), nothing is
-            # lost, and the current segment takes this batch too; the next append tries
-            # again. Deleting by retention only waits a little longer.
+            # as it was: out of file descriptors, the current segment takes this batch too
+            # and the next append tries again (retention only waits a little longer).
             try:
                 opened = os.open(path, flags, 0o644)
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE) and not os.path.lexists(path):
+                if out_of_descriptors(exc, path):
                     self.rolls_deferred += 1
                     _log.warning(
                         "history.roll_deferred",

@@ -1492,9 +1492,9 @@ class Node:
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
-                # Out of file descriptors (a flood of connections, say): no file was made,
-                # nothing is lost, the log is just not compacted yet. The next snapshot
-                # comes after another snapshot_entries deliveries.
+                # Out of file descriptors (a flood of connections, say): the snapshot may
+                # not be durable, so the log is not compacted; nothing is lost. The next
+                # snapshot comes after another snapshot_entries deliveries.
                 log.warning("snapshot.deferred", node=self.node_id, reason=str(exc))
                 return
             self._compact(snapshot)

@@ -459,11 +459,9 @@ class WriteAheadLog:
         try:
             fd = _create_segment(path, number, self._dir_fd, self._fsync)
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE) and not os.path.lexists(path):
-                # Out of file descriptors (a flood of connections, say): nothing was
-                # created, so nothing is torn. The current segment, synced above, takes
-                # this batch too, and the next append tries to roll again. A log that
-                # cannot open a file is not a disk that lost data: the node goes on.
+            if out_of_descriptors(exc, path):
+                # The current segment, synced above, takes this batch too, and the next
+                # append tries to roll again: the node goes on.
                 self.rolls_deferred += 1
                 _log.warning(
                     "wal.roll_deferred",
@@ -481,6 +479,14 @@ class WriteAheadLog:
 
 
 # ---------------------------------------------------------------- file helpers
+
+
+def out_of_descriptors(exc: OSError, path: str | os.PathLike[str]) -> bool:
+    """Whether creating ``path`` failed only because the process (or the system) has no
+    file descriptor left, and nothing was created: then nothing is torn or lost, and the
+    caller may go on without the file and try again later (a flood of connections can
+    use every descriptor for a while; that is not a disk failure)."""
+    return exc.errno in (errno.EMFILE, errno.ENFILE) and not os.path.lexists(path)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
