@@ -140,6 +140,9 @@ class Gatekeeper:
         self.max_connections = max_connections
         self._wait_s = handshake_ms / 1000 * _WAIT_FRACTION
         self._handshake_s = handshake_ms / 1000
+        #: Connections in use (see _count_in_use), as of the last batch, plus those let
+        #: in since.
+        self.in_use = 0
         self.node_id = node_id
         self.stats = GateStats()
         self._principals = keyring.principals() if keyring is not None else {}
@@ -187,13 +190,15 @@ class Gatekeeper:
                 if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self._let_in = max(0, self._let_in - 1)
         self._let_in = min(self._let_in, self._handshaking)
+        self._count_in_use()
         self.stats.connections = len(self._open)
         self.stats.handshaking = self._handshaking
         self._let_waiting_in()
 
-    @property
-    def in_use(self) -> int:
-        """Connections past their handshake, or let in and finishing it."""
+    def _count_in_use(self) -> None:
+        """Count the connections in use (``in_use``): past their handshake, or let in and
+        finishing it. Once per batch of events or handshakes, not per handshake: it looks
+        at every open connection."""
         # Not every connection reports the end of its handshake: libzmq sends no event
         # for one whose first bytes are not a ZMTP 3 greeting (junk, an old ZMTP), so the
         # count of handshakes in progress could only grow, and the limit vanish (second
@@ -204,11 +209,12 @@ class Gatekeeper:
         if self._handshaking > young:
             self._handshaking = young
             self._let_in = min(self._let_in, young)
-        return max(0, len(self._open) - self._handshaking) + self._let_in
+        self.in_use = max(0, len(self._open) - self._handshaking) + self._let_in
 
     def on_zap(self) -> None:
         """Answer the handshakes asking for a verdict (a client's waits while the node is
         full)."""
+        self._count_in_use()
         for _ in range(_MAX_PER_POLL):
             try:
                 request = self.zap.recv_multipart(zmq.NOBLOCK)
@@ -250,6 +256,7 @@ class Gatekeeper:
     def _admit(self, head: list[bytes], principal: str) -> list[bytes]:
         self.stats.admitted += 1
         self._let_in += 1
+        self.in_use += 1
         return [*head, b"200", b"OK", principal.encode(), b""]
 
     def _let_waiting_in(self) -> None:
