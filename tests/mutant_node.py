@@ -47,7 +47,7 @@ def install_crash_point(arm: Path) -> None:
                 file.seek(synced.get(key, 0))
                 unsynced = file.read()
             if marker and marker in unsynced:
-                time.sleep(HOLD_S)
+                time.sleep(HOLD_S)  # the crash point: the sync hangs, then the power goes
                 os.kill(os.getpid(), signal.SIGKILL)
         real(fd)
         if regular:

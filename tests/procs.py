@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -17,7 +18,7 @@ import zmq
 
 from broadcast.auth import Keyring
 from broadcast.client import Client
-from broadcast.keys import load_keypair
+from broadcast.keys import Keypair, load_keypair
 from broadcast.local import cluster_file, free_base_port, spawn_node
 from broadcast.spec import Cluster, local_cluster
 from broadcast.transport import ClientTransport
@@ -48,6 +49,14 @@ def secure_cluster(tmp: Path, n: int = 3, host: str = "127.0.0.1") -> Cluster:
     data directory if that is ``tmp / f"node{i}"``, and ``Client(cluster)`` (or the file,
     ``cluster.argument()``) talks with the admin key, which may do everything."""
     return cluster_file(tmp, local_cluster(n, free_base_port(n), host))
+
+
+def grant_toml(name: str, key: Keypair, ids: list[str], allow: list[str]) -> str:
+    """A ``[clients.NAME]`` table to append to a cluster file (nodes read it at start)."""
+    return (
+        f'\n[clients.{name}]\nkey = "{key.public_text}"\nids = {json.dumps(ids)}\n'
+        f"allow = {json.dumps(allow)}\n"
+    )
 
 
 def client_transport(

@@ -55,7 +55,7 @@ from forge import (
     paxos_forgeries,
 )
 from fuzzframes import FrameFuzzer, peer_message
-from procs import ProcessCluster, wait_for
+from procs import ProcessCluster, grant_toml, wait_for
 
 from broadcast.client import Client, Committed
 from broadcast.errors import Forbidden, SessionExpired
@@ -122,6 +122,20 @@ def delivered_everywhere(
             lambda n=node: (s := client.status(n, 1.0)) is not None and s.delivered >= count,
         )
     return {node: stream(client, node) for node in procs.cluster.ids}
+
+
+def committed_before_the_attack(
+    admin: Client, procs: ProcessCluster
+) -> tuple[list[bytes], str, dict[int, Status], int]:
+    """Real payloads committed and delivered everywhere first: the payloads, the admin's
+    session key, every node's status, and the first slot nobody has chosen yet."""
+    real = [b"real %d" % i for i in range(3)]
+    admin.broadcast_many(real)
+    session = admin.session
+    assert session is not None
+    delivered_everywhere(admin, procs, len(real))
+    before = statuses(admin, procs)
+    return real, session, before, max(s.commit for s in before.values()) + 1
 
 
 def impersonations(leader: int, ids: tuple[int, ...], own: int = 0) -> list[tuple[int, list[int]]]:
@@ -194,13 +208,7 @@ def test_a_stranger_gets_no_answer_and_moves_nothing(tmp_path: Path) -> None:
         cluster = procs.cluster
         leader = procs.leader()
         with procs.client(client_id=ADMIN) as admin:
-            real = [b"real %d" % i for i in range(3)]
-            admin.broadcast_many(real)
-            session = admin.session
-            assert session is not None
-            delivered_everywhere(admin, procs, len(real))
-            before = statuses(admin, procs)
-            slot = max(s.commit for s in before.values()) + 1
+            real, session, before, slot = committed_before_the_attack(admin, procs)
             strangers: list[tuple[str, Wire, int, list[int]]] = []
             for flavour, keypair in (("plaintext", None), ("unlisted key", Keypair.generate())):
                 for src, targets in impersonations(leader, cluster.ids):
@@ -262,13 +270,7 @@ def test_a_listed_key_cannot_speak_for_a_member(tmp_path: Path) -> None:
         third = next(i for i in cluster.ids if i not in (leader, member))
         impostors: list[tuple[str, Wire, int, list[int]]] = []
         with procs.client(client_id=ADMIN) as admin:
-            real = [b"real %d" % i for i in range(3)]
-            admin.broadcast_many(real)
-            session = admin.session
-            assert session is not None
-            delivered_everywhere(admin, procs, len(real))
-            before = statuses(admin, procs)
-            slot = max(s.commit for s in before.values()) + 1
+            real, session, before, slot = committed_before_the_attack(admin, procs)
             client_key = load_keypair(cluster.client_key)
             member_key = load_keypair(procs.data_dir(member) / "node.key")
             try:
@@ -327,15 +329,6 @@ def test_a_listed_key_cannot_speak_for_a_member(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ 3. client grants
 
 
-def _grant(name: str, key: Keypair, ids: list[str], allow: list[str]) -> str:
-    quoted = ", ".join(f'"{x}"' for x in ids)
-    allowed = ", ".join(f'"{x}"' for x in allow)
-    return (
-        f"\n[clients.{name}]\nkey = \"{key.public_text}\"\nids = [{quoted}]\n"
-        f"allow = [{allowed}]\n"
-    )
-
-
 def forbidden(what: str, call: Callable[[], Any]) -> Forbidden:
     """The Forbidden ``call`` raises; an AssertionError naming ``what`` if it returns
     something instead (None, no answer in time, is asked again)."""
@@ -383,8 +376,8 @@ def test_a_client_key_is_held_to_its_grant(tmp_path: Path) -> None:
         save_keypair(keys / "reader.key", reader_key)
         path = tmp_path / "cluster.toml"
         with path.open("a") as f:
-            f.write(_grant("alice", alice_key, ["alice*"], ["broadcast", "status"]))
-            f.write(_grant("reader", reader_key, [], ["subscribe"]))
+            f.write(grant_toml("alice", alice_key, ["alice*"], ["broadcast", "status"]))
+            f.write(grant_toml("reader", reader_key, [], ["subscribe"]))
         procs.cluster = cluster = parse_cluster(str(path))  # the nodes read it at start
         assert set(cluster.clients) == {"admin", "alice", "reader"}
         for node in cluster.ids:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from procs import wait_for
+from procs import grant_toml, wait_for
 
 from broadcast import Client, Node, local_cluster
 from broadcast.keys import Keypair, save_keypair
@@ -27,10 +27,7 @@ def test_a_client_refused_for_its_key_gets_in_once_the_node_lists_it(tmp_path: P
         finally:
             node.stop()
         with cluster.path.open("a") as f:
-            f.write(
-                f'\n[clients.newcomer]\nkey = "{newcomer.public_text}"\nids = ["*"]\n'
-                f'allow = ["status"]\n'
-            )
+            f.write(grant_toml("newcomer", newcomer, ["*"], ["status"]))
         node = Node(1, cluster_file(tmp_path, plain), tmp_path / "node1", fsync=False).start()
         try:
             # The same client, the same sockets: they connect again by themselves.

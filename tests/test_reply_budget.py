@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs import wait_for
+from procs import grant_toml, wait_for
 
 from broadcast import Node, local_cluster
 from broadcast.errors import Forbidden
@@ -128,10 +128,7 @@ def test_a_reply_to_a_denied_client_says_so(tmp_path: Path) -> None:
     writer = Keypair.generate()
     save_keypair(tmp_path / "writer.key", writer)
     with cluster.path.open("a") as f:
-        f.write(
-            f'\n[clients.writer]\nkey = "{writer.public_text}"\nids = ["w*"]\n'
-            f'allow = ["broadcast"]\n'
-        )
+        f.write(grant_toml("writer", writer, ["w*"], ["broadcast"]))
     cluster = cluster_file(tmp_path, plain)  # read back, with the new grant
     n = Node(1, cluster, tmp_path / "node1", fsync=False).start()
     try:
