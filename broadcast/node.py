@@ -1252,7 +1252,8 @@ class Node:
                 if grant is not None and not grant.may_use(session_name(key)):
                     # Another client's session: it may neither write into it nor learn
                     # anything about it (not even whether it exists).
-                    self._deny(identity, f"c:{grant.name}", f"session {session_name(key)[:64]}")
+                    principal = f"{CLIENT_PRINCIPAL}{grant.name}"
+                    self._deny(identity, principal, f"session {session_name(key)[:64]}")
                     stopped.add(key)
                     continue
                 state = known[key] = replica.session_status(key)

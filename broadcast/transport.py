@@ -113,7 +113,6 @@ _HEADER_BYTES = len(ENVELOPE) + CLUSTER_ID_BYTES
 _MAX_HEADER_BYTES = _HEADER_BYTES + _LEN.size
 
 NODE_PREFIX = b"n:"
-NODE_PREFIX_TEXT = NODE_PRINCIPAL
 CLIENT_PREFIX = b"c:"
 _INCARNATION = b"/"
 #: How many incarnation identities ``poll()`` remembers the plain identity of.
@@ -865,7 +864,7 @@ class NodeTransport(_Endpoint):
             parts = [frame.bytes for frame in frames]
             budget -= sum(map(len, parts))
             identity = parts[0]
-            if principal.startswith(NODE_PREFIX_TEXT):
+            if principal.startswith(NODE_PRINCIPAL):
                 # A member, whatever routing identity it chose: its id is its key's.
                 self._envelope(out, identity, principal.encode(), parts)
             elif principal.startswith(CLIENT_PRINCIPAL) and not identity.startswith(NODE_PREFIX):
