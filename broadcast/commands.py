@@ -728,6 +728,7 @@ def status_command(
                     "snapshot_slot": s.snapshot_slot if s else None,
                     "floor": s.floor if s else None,
                     "log_bytes": s.log_bytes if s else None,
+                    "connections": s.connections if s else None,
                 }
             )
     if as_json:

@@ -729,6 +729,7 @@ class Node:
             latest.index if latest is not None else 0,
             r.floor,
             self.wal.disk_bytes() if not self._closed else 0,
+            self.transport.connections_in_use(),
         )
 
     # ------------------------------------------------------------------ the loop

@@ -227,6 +227,9 @@ class Status:
     snapshot_index: int = 0
     floor: int = 0
     log_bytes: int = 0
+    #: Connections to this node in use (past their handshake or let in: its peers'
+    #: and clients'), as its gate counts them for ``--max-clients``.
+    connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +305,7 @@ register(69, StatusRequest, (INT,))
 register(
     70,
     Status,
-    (INT, UINT, SHORT_STR, BALLOT, UINT, UINT, UINT, BOOL, BOOL, CLUSTER_ID, UINT, *(UINT,) * 4),
+    (INT, UINT, SHORT_STR, BALLOT, UINT, UINT, UINT, BOOL, BOOL, CLUSTER_ID, UINT, *(UINT,) * 5),
 )
 register(78, TakeSnapshot, (INT,))
 register(73, OpenSession, (CLIENT_ID, NONCE, CLUSTER_ID))

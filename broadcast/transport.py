@@ -794,6 +794,11 @@ class NodeTransport(_Endpoint):
         _log_sampled("transport.reply_dropped", self.stats.reply_dropped)
         return False
 
+    def connections_in_use(self) -> int:
+        """Connections to this node in use (its peers' and clients'), as its gate counts
+        them for the connection limit."""
+        return self.gate.in_use
+
     def poll(self, timeout_ms: int | None) -> list[tuple[bytes, bytes, str]]:
         """Wait up to ``timeout_ms`` (None/negative: forever) for frames or a ``wake()``.
 

@@ -610,11 +610,21 @@ def test_a_node_with_max_clients_refuses_more_and_lets_new_ones_in_when_others_l
     a "300" that ZeroMQ leaves open for 5 s, the 32 refused kept places: 20-40 of the 80
     got in, and a place freed could stay empty for a minute.)"""
     with process_cluster(tmp_path, ("--max-clients", str(MAX_CLIENTS))) as cluster:
-        cluster.leader()
         raw = Raw(cluster)
         try:
+            # First node 1's peers must be connected to it: a peer that starts late can
+            # be in its reconnection back-off after the others chose a leader, and the
+            # places would then not be those of this test (CI once let 50 in). The probe
+            # is the only client node 1 has seen: its peers and the probe fill 3 places.
+            probe = raw.socket(1)
+            wait_for(
+                "node 1 to count its two peers' connections and the probe's",
+                lambda: (status := status_of(probe, 0)) is not None
+                and status.leader_ok
+                and status.connections == MEMBERS + 1,
+            )
             room = MAX_CLIENTS - MEMBERS
-            socks = [raw.socket(1) for _ in range(room + EXTRA)]
+            socks = [probe] + [raw.socket(1) for _ in range(room + EXTRA - 1)]
             admitted = ask_status(socks, 1, room)
             assert len(admitted) == room, f"{len(admitted)} let in, {room} places"
             refused = [i for i in range(len(socks)) if i not in admitted]
