@@ -887,9 +887,15 @@ class Node:
                 encoded[key] = frame
             if frame is not None:
                 per_peer.setdefault(dst, []).append(frame)
+        transport = self.transport
         for dst, frames in per_peer.items():
+            if not transport.has_peer(dst):
+                # A node the replica heard of (a message in its name, a member the log
+                # added) that this runtime has no address for: dropped, like any loss.
+                self._count("unknown_peer")
+                continue
             # Dropped frames are fine: Paxos retransmits what matters.
-            self.transport.send_many(dst, frames)
+            transport.send_many(dst, frames)
 
     def _deliver(self, deliveries: list[Delivery], runs: list[tuple[str, int, int, int]]) -> None:
         # One write per turn; a failure (HistoryError: the disk) ends run(), like the WAL's.

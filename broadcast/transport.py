@@ -746,6 +746,9 @@ class NodeTransport(_Endpoint):
     def peer_ids(self) -> list[int]:
         return sorted(self._peers)
 
+    def has_peer(self, peer_id: int) -> bool:
+        return peer_id in self._peers
+
     def send(self, peer_id: int, frame: bytes) -> bool:
         """Queue one frame to a peer without blocking. False if dropped (counted)."""
         return self.send_many(peer_id, (frame,)) == 1

@@ -40,6 +40,7 @@ import pytest
 from paxos.messages import Accept, Accepted, Commit, Heartbeat, Message, Prepare, Promise
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
+from paxos.multi.membership import Membership
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import Sessions
@@ -55,9 +56,8 @@ MAX_SEEDS = 1000
 class QuorumOneShort(Replica):
     """Phase 2 counts a value chosen one acceptor short of a majority."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.phase2_quorum = self.config.majority - 1
+    def _quorum2(self, members: Membership) -> int:
+        return len(members.voters) // 2
 
 
 class ForgetsPromises(Replica):

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +17,7 @@ from click.testing import CliRunner
 from broadcast.cli import main
 from paxos.messages import Heartbeat, Message
 from paxos.multi.config import ReplicaConfig
+from paxos.multi.membership import Membership
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.records import PromiseRecord, Record
@@ -35,9 +35,8 @@ B1 = Ballot(1, 1)
 class QuorumOneReplica(Replica):
     """Planted bug: a single Accepted (its own) makes a slot chosen."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.phase2_quorum = 1
+    def _quorum2(self, members: Membership) -> int:
+        return 1
 
 
 # ---------------------------------------------------------------------- parts

@@ -14,7 +14,8 @@ FRAME_OVERHEAD = 64
 
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
-    """Cluster membership and protocol tuning.
+    """The starting membership (``nodes``: the voters every replica of the cluster
+    starts from; the log changes it, see paxos.multi.membership) and protocol tuning.
 
     The runtime maps one tick to ``tick_ms`` of wall-clock time (10 ms by
     default), so the defaults give a 50 ms heartbeat and a 150-300 ms
@@ -32,6 +33,16 @@ class ReplicaConfig:
     retransmit_ticks: int = 4
     #: At most this many slots proposed and not yet chosen (phase 2 pipeline).
     window: int = 16
+    #: A membership change chosen at slot i governs slots i + alpha and up (see
+    #: paxos.multi.membership), so a leader proposes no slot more than alpha beyond its
+    #: chosen prefix. At least ``window``; 0: the window.
+    alpha: int = 0
+    #: The phase-2 quorum of the starting membership (flexible quorums; 0: a majority).
+    #: Phase 1 then needs the rest plus one: any two such quorums meet.
+    phase2_quorum: int = 0
+    #: A learner is promoted only once its chosen prefix is at most this many slots
+    #: behind the leader's, so that a promotion never stalls the cluster.
+    promote_lag: int = 64
     #: At most this many commands per slot.
     batch_max: int = 256
     #: At most this many bytes of payloads per slot (a single larger command still
@@ -90,6 +101,10 @@ class ReplicaConfig:
             raise ValueError("window, batch_max and retransmit_ticks must be >= 1")
         if self.slots_ahead < self.window:
             raise ValueError("slots_ahead must be at least the window")
+        if self.alpha and self.alpha < self.window:
+            raise ValueError("alpha must be at least the window (the leader's pipeline)")
+        if not 0 <= self.phase2_quorum <= len(self.nodes) or self.promote_lag < 0:
+            raise ValueError("need 0 <= phase2_quorum <= nodes and promote_lag >= 0")
         if min(self.catchup_max, self.max_sessions, self.session_window) < 1:
             raise ValueError("catchup_max, max_sessions and session_window must be >= 1")
         if not 0 < self.session_check_ticks <= self.session_timeout_ticks:
@@ -130,6 +145,11 @@ class ReplicaConfig:
         """The most bytes one command can take in a frame (client ids are UTF-8: up to
         four bytes per character)."""
         return self.max_payload_bytes + 4 * MAX_CLIENT_ID_LEN + COMMAND_OVERHEAD
+
+    @property
+    def alpha_slots(self) -> int:
+        """The alpha rule's distance (see ``alpha``)."""
+        return self.alpha or self.window
 
     @property
     def majority(self) -> int:

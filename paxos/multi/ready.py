@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paxos.messages import Message
+from paxos.multi.membership import Membership
 from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 from paxos.types import Delivery, Value
@@ -47,6 +48,12 @@ class Ready:
     rely on it: a CommitRecord at or above its slot), restores the application
     from it before the deliveries (which continue after its index), and never
     merges a Ready that has one behind another one's deliveries.
+
+    ``configs`` lists the membership changes applied during the call: ``(slot it
+    was chosen at, first slot it governs, the new membership)``; ``governed`` pairs
+    ``(slot, epoch)``: the epoch of the membership this replica counted a quorum in
+    (leading) or applied (delivering) for that slot. Checkers use both; a driver
+    uses ``configs`` to connect to new members.
     """
 
     eager: list[tuple[int, Message]] = field(default_factory=list)
@@ -58,6 +65,8 @@ class Ready:
     opened: list[tuple[str, bytes, str]] = field(default_factory=list)
     ended: list[tuple[str, int, str]] = field(default_factory=list)
     installed: Snapshot | None = None
+    configs: list[tuple[int, int, Membership]] = field(default_factory=list)
+    governed: list[tuple[int, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -68,6 +77,7 @@ class Ready:
             or self.chosen
             or self.opened
             or self.ended
+            or self.configs
             or self.installed is not None
         )
 
@@ -81,6 +91,8 @@ class Ready:
         self.runs.extend(other.runs)
         self.opened.extend(other.opened)
         self.ended.extend(other.ended)
+        self.configs.extend(other.configs)
+        self.governed.extend(other.governed)
         if other.installed is not None:
             # (the driver flushes before taking a Ready with an install: see take())
             self.installed = other.installed

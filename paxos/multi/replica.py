@@ -75,6 +75,14 @@ from paxos.messages import (
     SnapshotRequest,
 )
 from paxos.multi.config import COMMAND_OVERHEAD, ReplicaConfig
+from paxos.multi.membership import (
+    Change,
+    Membership,
+    Op,
+    change_command,
+    is_change,
+    read_change,
+)
 from paxos.multi.ready import Ready
 from paxos.multi.sessions import Sessions, expire_command
 from paxos.multi.snapshot import (
@@ -119,11 +127,16 @@ class Role(enum.Enum):
 class _Proposal:
     """A slot the leader proposed and has not yet seen chosen."""
 
-    __slots__ = ("acks", "sent_tick", "value", "wait")
+    __slots__ = ("acks", "members", "sent_tick", "value", "wait")
 
-    def __init__(self, value: Value, acks: set[int], sent_tick: int, wait: int) -> None:
+    def __init__(
+        self, value: Value, acks: set[int], sent_tick: int, wait: int, members: Membership
+    ) -> None:
         self.value = value
+        #: Votes counted: only voters of the membership governing the slot.
         self.acks = acks
+        #: That membership (its voters choose; its voters and learners are sent to).
+        self.members = members
         self.sent_tick = sent_tick
         #: Ticks until the next retransmission: doubles each time (up to a bound), so a
         #: slow follower gets a few copies of a large value, not one every few ticks.
@@ -165,18 +178,13 @@ class Replica:
         records: Iterable[Record] = (),
         snapshot: Snapshot | None = None,
     ) -> None:
-        if node_id not in config.nodes:
-            raise ValueError(f"node {node_id} is not in the cluster {config.nodes}")
+        if node_id <= 0:
+            raise ValueError("node ids must be positive integers")
+        # (A node id outside the starting membership is a node that joins later: it
+        # votes in nothing until the log makes it a voter.)
         self.node_id = node_id
         self.config = config
         self.rng = rng
-        self.peers: tuple[int, ...] = tuple(n for n in config.nodes if n != node_id)
-        self.cluster_size = len(config.nodes)
-        #: Promises needed to lead, accepts needed to choose. Both are majorities:
-        #: any two majorities share an acceptor, and that acceptor carries the
-        #: chosen value (phase 2) into the next ballot's phase 1.
-        self.phase1_quorum = config.majority
-        self.phase2_quorum = config.majority
 
         # --- snapshot: the durable state of every slot <= its slot, if any. Slots at or
         # below the floor are compacted: no chosen value or accepted record of theirs is
@@ -187,6 +195,21 @@ class Replica:
         base = restored.slot if restored is not None else 0
         self.snapshot: Snapshot | None = snapshot
         self.floor = base
+        # --- membership: (first slot governed, membership), ascending; the first entry
+        # governs commit + 1 (see paxos.multi.membership).
+        self.configs: list[tuple[int, Membership]] = (
+            restored.configs
+            if restored is not None and restored.configs is not None
+            else [(1, Membership.genesis(config.nodes, config.phase2_quorum))]
+        )
+        self.current: Membership = self.configs[0][1]
+        #: Every member (voter or learner) of a membership governing a slot after our
+        #: chosen prefix, but us: the peers we talk to.
+        self.peers: tuple[int, ...] = ()
+        #: The epoch of a change this leader proposed and has not seen applied.
+        self.change_pending: int | None = None
+        #: Leader: the chosen prefix each follower last reported (learner promotion).
+        self.match: dict[int, int] = {}
         #: A snapshot being received from a peer (see on_snapshot_chunk).
         self.installing: _Install | None = None
         # Peers we are sending self.snapshot to -> tick of the last (not final) chunk sent.
@@ -254,6 +277,17 @@ class Replica:
         self.promise_commit: dict[int, int] = {}
         self.promise_next: dict[int, int] = {}
         self.promised_by: set[int] = set()
+        #: Acceptor -> the first slot its complete report covers (it promised our
+        #: ballot for every slot from there). A slot may be proposed only once a
+        #: phase-1 quorum of the voters governing it is in here at or below it.
+        self.promised_from: dict[int, int] = {}
+        #: Acceptors asked to promise our ballot from a slot after we lead (a new
+        #: membership's voters) -> that slot.
+        self.prepare_start: dict[int, int] = {}
+        #: What the promisers reported for slots not proposed yet: slot -> (ballot,
+        #: value) pairs; the leader adopts from them slot by slot (see _fill_window).
+        self.reports: dict[int, list[tuple[Ballot, Value]]] = {}
+        self.reported_upto = 0
         self.next_slot = 1
         self.inflight: dict[int, _Proposal] = {}
         self.queue: deque[Command] = deque()
@@ -282,6 +316,8 @@ class Replica:
         # True while this call's Ready carries our own new ballot's PromiseRecord:
         # Accepts at that ballot must then wait for it (no eager send).
         self._ballot_in_flight = False
+        self.extend_sent_tick = 0
+        self._refresh_members()
 
     # ------------------------------------------------------------------ public API
 
@@ -293,8 +329,8 @@ class Replica:
         self._out = out = Ready()
         self._ballot_in_flight = False
         src = msg.src
-        if src == self.node_id or src not in self.config.nodes:
-            return out  # not a member: ignore (the transport logs it)
+        if src == self.node_id or src <= 0:
+            return out  # (the runtime authenticates members; a joining one may be unknown here)
         try:
             self._dispatch(msg)
         except Exception as exc:
@@ -400,6 +436,38 @@ class Replica:
             raise self._failed(out) from exc
         return out
 
+    def reconfigure(self, op: Op, node: int) -> tuple[Ready, str | None]:
+        """Propose a membership change (see paxos.multi.membership); only a leader does.
+
+        Returns the Ready and None once the change is queued for the log, or a reason
+        it is refused now: not the leader, a change still in progress, a change that
+        would not apply, a learner not caught up yet (try again). It is made against the
+        latest membership, so it applies only if no other change lands first.
+        """
+        self._out = out = Ready()
+        self._ballot_in_flight = False
+        if self.role is not Role.LEADER:
+            return out, "not the leader"
+        if self.change_pending is not None:
+            return out, "a membership change is in progress"
+        latest = self.latest
+        change = Change(latest.epoch, op, node)
+        if latest.apply(change) is None:
+            return out, f"{op.name.lower()} {node} does not apply to membership {latest}"
+        if op is Op.PROMOTE and self.match.get(node, -1) < self.commit - self.config.promote_lag:
+            # Liveness: a voter far behind would make quorums wait for its catch-up.
+            return out, f"learner {node} is not caught up yet"
+        if op is Op.REMOVE and node in latest.voters:
+            rest = len(latest.voters) - 1
+            if rest < 1:
+                return out, "a cluster keeps at least one voter"
+        self.change_pending = latest.epoch
+        try:
+            self._enqueue_system([change_command(change)])
+        except Exception as exc:
+            raise self._failed(out) from exc
+        return out, None
+
     def outcome(self, client: str, seq: int) -> int | None:
         """Where ``(client, seq)`` stands here: its 1-based index in the total order,
         0 if delivered but older than the session window, None if not delivered."""
@@ -430,7 +498,9 @@ class Replica:
         ``commit`` has been delivered, and the driver applied those deliveries). It
         changes nothing; once the snapshot is durable, pass it to :meth:`compacted`.
         """
-        return build_snapshot(self.commit, self.delivered_index, self.sessions, app)
+        return build_snapshot(
+            self.commit, self.delivered_index, self.sessions, app, list(self.configs)
+        )
 
     def compacted(self, snapshot: Snapshot) -> Ready:
         """``snapshot`` (from :meth:`take_snapshot` or an install) is durable: serve it to
@@ -497,6 +567,85 @@ class Replica:
         if self.role is Role.LEADER:
             return self.quorum_ok
         return self._has_live_leader()
+
+    # ------------------------------------------------------------------ membership
+
+    def members_at(self, slot: int) -> Membership:
+        """The membership governing ``slot``: known for every slot up to commit + alpha
+        (the changes that may govern it are all chosen at or below commit)."""
+        configs = self.configs
+        for start, members in reversed(configs):
+            if start <= slot:
+                return members
+        return configs[0][1]
+
+    @property
+    def latest(self) -> Membership:
+        """The membership after every change applied here (it may govern later slots
+        only)."""
+        return self.configs[-1][1]
+
+    def _effective_slot(self, slot: int) -> int:
+        """The first slot a change chosen at ``slot`` governs: the alpha rule. A leader
+        never has a slot open more than alpha beyond its chosen prefix, so none of its
+        open slots is governed by a change it has not seen chosen."""
+        return slot + self.config.alpha_slots
+
+    def _refresh_members(self) -> None:
+        configs = self.configs
+        first = self.commit + 1
+        while len(configs) > 1 and configs[1][0] <= first:
+            del configs[0]  # it governs nothing after the chosen prefix
+        self.current = configs[0][1]
+        peers: set[int] = set()
+        for _, members in configs:
+            peers.update(members.voters)
+            peers.update(members.learners)
+        peers.discard(self.node_id)
+        self.peers = tuple(sorted(peers))
+
+    def _apply_change(self, slot: int, command: Command) -> None:
+        """Apply a membership change chosen at ``slot`` (identically everywhere)."""
+        change = read_change(command)
+        if change is not None:
+            new = self.latest.apply(change)
+            if new is not None:
+                start = self._effective_slot(slot)
+                self.configs.append((start, new))
+                self._out.configs.append((slot, start, new))
+                self._refresh_members()
+        pending = self.change_pending
+        if pending is not None and (
+            self.latest.epoch > pending or (change is not None and change.epoch == pending)
+        ):
+            self.change_pending = None
+
+    def is_voter(self) -> bool:
+        """Does this node vote in the membership governing the next slot?"""
+        return self.node_id in self.current.voters
+
+    def _covered(self, members: Membership, slot: int) -> bool:
+        """Has a phase-1 quorum of ``members``' voters promised our ballot for ``slot``
+        (and reported what they accepted there)?"""
+        start = self.promised_from
+        count = sum(1 for voter in members.voters if start.get(voter, slot + 1) <= slot)
+        return count >= members.phase1_quorum
+
+    def _prepare_members(self, members: Membership, slot: int) -> None:
+        """Leading, we reached a slot governed by voters not enough of whom promised our
+        ballot (a new membership): ask them, from that slot on, before proposing there."""
+        if self.now - self.extend_sent_tick < self.config.retransmit_ticks and all(
+            voter in self.prepare_start or voter in self.promised_from
+            for voter in members.voters
+        ):
+            return
+        self.extend_sent_tick = self.now
+        for voter in members.voters:
+            if voter == self.node_id or voter in self.promised_from:
+                continue
+            first = self.prepare_start.setdefault(voter, slot)
+            first = self.promise_next.get(voter, first)
+            self._send(voter, Prepare(self.node_id, self.my_ballot, first))
 
     # ------------------------------------------------------------------ acceptor
 
@@ -580,6 +729,10 @@ class Replica:
         # Grant only if we would really promise: no live leader, nothing higher promised.
         granted = not self._has_live_leader()
         self._send(msg.src, PreVoteReply(self.node_id, msg.ballot, granted))
+        if self.role is Role.LEADER:
+            # Tell it how far the log is chosen: a node removed from the membership that
+            # missed its removal learns it by catching up, and stops campaigning.
+            self._send(msg.src, Commit(self.node_id, self.my_ballot, self.commit))
         if msg.ballot <= self.ballot:
             # Tell the candidate how high it must go, or its Prepare will be refused.
             self._send(msg.src, Nack(self.node_id, msg.ballot, self.ballot))
@@ -592,17 +745,22 @@ class Replica:
         if self._has_live_leader():
             self.prevote_ballot = None  # a leader showed up meanwhile
             return
+        if msg.src not in self.current.voters:
+            return  # only voters' answers count
         self.prevote_grants.add(msg.src)
-        if len(self.prevote_grants) >= self.phase1_quorum:
+        if len(self.prevote_grants) >= self.current.phase1_quorum:
             self._become_candidate()
 
     def on_promise(self, msg: Promise) -> None:
-        if self.role is not Role.CANDIDATE or msg.ballot != self.my_ballot:
+        if self.role is Role.FOLLOWER or msg.ballot != self.my_ballot:
             return
         src = msg.src
-        if src in self.promised_by:
+        if src in self.promised_by or src in self.promised_from:
             return  # complete already: a duplicate
-        if msg.from_slot != self.promise_next.get(src, self.prepare_from):
+        if src not in self.peers:
+            return  # not a member we know of: it cannot count, and its report is not kept
+        first = self.prepare_start.get(src, self.prepare_from)
+        if msg.from_slot != self.promise_next.get(src, first):
             return  # a part we did not ask for (late or duplicated): the retransmit asks again
         # An honest acceptor's accepted slots lie within slots_ahead of a chosen prefix
         # on its disk (_accept_durably), which it reports (on_prepare); a report beyond
@@ -622,6 +780,19 @@ class Replica:
             self.promise_next[src] = msg.next_slot
             self._send(src, Prepare(self.node_id, self.my_ballot, msg.next_slot))
             return
+        # Its report covers every slot from where we asked; slots up to its durable
+        # chosen prefix it does not report (they are chosen: we learn them).
+        self.promised_from[src] = max(first, self.promise_commit[src] + 1)
+        self.promise_next.pop(src, None)
+        if self.role is Role.LEADER:
+            # A new membership's voter, asked after we took over: its report joins the
+            # others' for the slots not proposed yet.
+            for slot, b, v in self.promise_entries.pop(src, ()):
+                if slot >= self.next_slot:
+                    self.reports.setdefault(slot, []).append((b, v))
+                    self.reported_upto = max(self.reported_upto, slot)
+            self._fill_window()
+            return
         self.promised_by.add(src)
         self._lead_if_ready()
 
@@ -632,18 +803,30 @@ class Replica:
         proposal = self.inflight.get(msg.slot)
         if proposal is None:
             return  # chosen already, or a retransmission's late echo
-        proposal.acks.add(msg.src)
-        if len(proposal.acks) >= self.phase2_quorum:
+        if self._counts(msg.src, proposal):
+            proposal.acks.add(msg.src)
+        if len(proposal.acks) >= self._quorum2(proposal.members):
             # A majority accepted this value at our ballot: it is chosen, and no
             # later ballot can choose anything else (their phase 1 meets one of
             # these acceptors and adopts the value).
             del self.inflight[msg.slot]
             self.chosen[msg.slot] = proposal.value
+            self._out.governed.append((msg.slot, proposal.members.epoch))
             before = self.commit
             self._advance_commit(None)
             # New Accepts carry the new chosen prefix; send a Commit only if none left.
             if not self._fill_window() and self.commit > before:
                 self._broadcast(Commit(self.node_id, self.my_ballot, self.commit))
+
+    def _quorum2(self, members: Membership) -> int:
+        """Votes that choose a value in a slot ``members`` govern."""
+        return members.phase2_quorum
+
+    def _counts(self, src: int, proposal: _Proposal) -> bool:
+        """Does ``src``'s vote count towards choosing ``proposal``? Only the voters of
+        the membership governing its slot: a learner or a removed node may accept (it
+        keeps up), but a quorum of others' voters need not meet its vote."""
+        return src in proposal.members.voters
 
     def on_nack(self, msg: Nack) -> None:
         self._see_round(msg.promised)
@@ -657,6 +840,8 @@ class Replica:
     def on_heartbeat_reply(self, msg: HeartbeatReply) -> None:
         if self.role is Role.LEADER and msg.ballot == self.my_ballot:
             self.heard_from.add(msg.src)
+            if msg.src in self.peers:
+                self.match[msg.src] = msg.commit
             if msg.commit < self.commit:
                 # Push the chosen prefix so a lagging follower asks for the gap.
                 self._send(msg.src, Commit(self.node_id, self.my_ballot, self.commit))
@@ -812,6 +997,9 @@ class Replica:
         self.recorded_commit = max(self.recorded_commit, state.slot)
         self.delivered_index = state.index
         self.sessions = state.sessions
+        if state.configs is not None:
+            self.configs = list(state.configs)
+        self._refresh_members()
         self.session_seen.clear()
         self.catchup_sent_tick = None
         self.catchup_wait = self.config.retransmit_ticks
@@ -865,12 +1053,15 @@ class Replica:
             # leader; their clients retry and sessions drop any duplicate.
             self.inflight.clear()
             self.expiring.clear()
+            self.change_pending = None
+            self.match.clear()
         if self.role is not Role.FOLLOWER or leader != self.leader:
             # What we queued or proposed may be lost with our role: take resends again.
             self.queued_upto.clear()
         self.role = Role.FOLLOWER
         self.leader = leader
         self._clear_promises()
+        self._clear_phase1()
         self.prevote_ballot = None
         self.prevote_grants.clear()
         self.election_elapsed = 0
@@ -885,9 +1076,11 @@ class Replica:
         self.election_timeout = self._random_election_timeout()
         if self.max_round + 1 >= MAX_ROUND:
             return  # no ballot left to campaign with (see MAX_ROUND): never overflow
+        if not self.is_voter():
+            return  # a learner, a node not yet or no longer a member: never campaigns
         self.prevote_ballot = Ballot(self.max_round + 1, self.node_id)
         self.prevote_grants = {self.node_id}
-        if len(self.prevote_grants) >= self.phase1_quorum:
+        if len(self.prevote_grants) >= self.current.phase1_quorum:
             self._become_candidate()
             return
         self._broadcast(PreVote(self.node_id, self.prevote_ballot))
@@ -912,10 +1105,12 @@ class Replica:
         self.prepare_sent_tick = self.now
         self.queued_upto.clear()
         self._clear_promises()
+        self._clear_phase1()
         # Our own report, from memory (it never travels, so it needs no parts).
         self.promise_entries[self.node_id] = self._accepted_from(self.prepare_from)
         self.promise_commit[self.node_id] = self.commit
         self.promised_by.add(self.node_id)
+        self.promised_from[self.node_id] = self.prepare_from
         if self._lead_if_ready():
             return
         self._broadcast(Prepare(self.node_id, ballot, self.prepare_from))
@@ -926,14 +1121,28 @@ class Replica:
         self.promise_next.clear()
         self.promised_by.clear()
 
+    def _clear_phase1(self) -> None:
+        """Forget what our ballot's phase 1 covers (a new ballot, or none)."""
+        self.promised_from.clear()
+        self.prepare_start.clear()
+        self.reports.clear()
+        self.reported_upto = 0
+
     def _lead_if_ready(self) -> bool:
         """Take over once a majority promised and we are close enough to the chosen
         prefix they know: the slots we must propose at once (everything they report)
         lie within slots_ahead of our own prefix, as every slot we accept must
         (_accept_durably). A candidate far behind catches up first (its ticks retry);
         if that takes too long, its election times out and someone else leads."""
-        if len(self.promised_by) < self.phase1_quorum:
+        if not self.is_voter():
+            # We learned (catching up while we campaigned) that we no longer vote.
+            self._become_follower(None)
             return False
+        current = self.current
+        if len(self.promised_by.intersection(current.voters)) < current.phase1_quorum:
+            return False
+        # (That makes us the leader; what each slot needs before we propose in it,
+        # _fill_window checks slot by slot.)
         reach = self.commit + self.config.slots_ahead
         settled = max(self.promise_commit[src] for src in self.promised_by)
         if settled > reach or any(
@@ -963,26 +1172,19 @@ class Replica:
         settled = max(settled, self.prepare_from - 1)
         if settled > self.known_commit:
             self.known_commit = settled
-        # Gather, per open slot, what the promising majority accepted.
+        # Gather, per open slot, what the promisers accepted: _fill_window proposes
+        # them slot by slot, each once a phase-1 quorum of its own membership covers it.
         reports: dict[int, list[tuple[Ballot, Value]]] = {}
         for src in self.promised_by:
             for slot, b, v in self.promise_entries[src]:
                 if slot > settled:
                     reports.setdefault(slot, []).append((b, v))
         self._clear_promises()
-        last = max(reports, default=settled)
-        last = max(last, max(self.chosen, default=0))
+        self.reports = reports
+        self.reported_upto = max(max(reports, default=settled), max(self.chosen, default=0))
         # Slots up to our own chosen prefix (it may have grown by catch-up while we
         # campaigned) are chosen and delivered: nothing to propose there.
-        for slot in range(max(settled, self.commit) + 1, last + 1):
-            value = self.chosen.get(slot)
-            if value is None:
-                # The highest-ballot value may already be chosen: re-propose it.
-                # A slot nobody in the majority accepted cannot be chosen yet
-                # (that majority now refuses lower ballots): fill it with a no-op.
-                value = self._adopt(slot, reports.get(slot, ()))
-            self._propose_slot(slot, value)
-        self.next_slot = max(last, settled) + 1
+        self.next_slot = max(settled, self.commit) + 1
         self._fill_window()
         self._advance_commit(None)
         # Announce ourselves at once: followers stop campaigning and forward to us.
@@ -1027,13 +1229,20 @@ class Replica:
         # Check-quorum: a leader that has not heard from a majority for a whole
         # election timeout steps down, so that stickiness cannot pin a leader
         # that is cut off (others may then elect a new one).
+        current = self.current
+        if self.node_id not in current.voters:
+            # Removed (or demoted) by a change now in effect: step down; the voters elect.
+            self._become_follower(None)
+            return
         self.quorum_elapsed += 1
         if self.quorum_elapsed >= cfg.election_max_ticks:
-            heard = len(self.heard_from) + 1
+            # Enough voters to choose (q2): fewer than a phase-1 quorum can then be
+            # without us, so nobody else can be elected meanwhile.
+            heard = len(self.heard_from.intersection(current.voters)) + 1
             self.heard_from = set()
             self.quorum_elapsed = 0
-            self.quorum_ok = heard >= self.phase1_quorum
-            if heard < self.phase1_quorum:
+            self.quorum_ok = heard >= current.phase2_quorum
+            if not self.quorum_ok:
                 self._become_follower(None)
                 return
         for slot, proposal in self.inflight.items():
@@ -1041,14 +1250,14 @@ class Replica:
                 proposal.sent_tick = self.now
                 proposal.wait = min(2 * proposal.wait, _MAX_BACKOFF * cfg.retransmit_ticks)
                 accept = Accept(self.node_id, self.my_ballot, slot, proposal.value, self.commit)
-                for peer in self.peers:
-                    if peer not in proposal.acks:
+                for peer in proposal.members.members:
+                    if peer not in proposal.acks and peer != self.node_id:
                         self._out.eager.append((peer, accept))
-        if self.queue:
-            # Room may open without an Accepted (our chosen prefix grew by catch-up, so
-            # slots_ahead admits more): what is queued goes out as soon as it may. Resends
-            # of queued commands are refused as duplicates, so nobody else would do it.
-            self._fill_window()
+        # Room may open without an Accepted (our chosen prefix grew by catch-up, so
+        # slots_ahead admits more; a change waits for no-ops to take effect): what is
+        # queued goes out as soon as it may. Resends of queued commands are refused as
+        # duplicates, so nobody else would do it.
+        self._fill_window()
         if (self.now - self.lead_start) % cfg.session_check_ticks == 0:
             self._expire_idle_sessions()
 
@@ -1189,6 +1398,8 @@ class Replica:
         if slot - 1 > self.commit:
             self._deliver(self.commit + 1, slot - 1)
             self.commit = slot - 1
+            if len(self.configs) > 1 and self.configs[1][0] <= slot:
+                self._refresh_members()  # a new membership is in effect
             if self.commit > self.known_commit:
                 self.known_commit = self.commit
             if self.inflight:
@@ -1211,9 +1422,11 @@ class Replica:
         seen = self.session_seen
         now = self.now
         index = self.delivered_index
+        governed = out.governed
         for slot in range(first, last + 1):
             value = self.chosen[slot]
             chosen.append((slot, value))
+            governed.append((slot, self.members_at(slot).epoch))
             run_client: str | None = None
             run_seq = run_index = run_len = 0
             for command in value:
@@ -1231,7 +1444,10 @@ class Replica:
                             runs.append((run_client, run_seq, run_index, run_len))
                             seen[run_client] = now
                             run_client = None
-                        self._apply_system(command)
+                        if is_change(command):
+                            self._apply_change(slot, command)
+                        else:
+                            self._apply_system(command)
                     continue
                 last_seq[client] = seq
                 index += 1
@@ -1443,10 +1659,37 @@ class Replica:
         batch_max = cfg.batch_max
         proposed = 0
         # Never beyond slots_ahead of our chosen prefix: acceptors (ourselves included,
-        # see _accept_durably) refuse such slots.
-        reach = self.commit + cfg.slots_ahead
-        while queue and len(self.inflight) < cfg.window and self.next_slot <= reach:
+        # see _accept_durably) refuse such slots. Never beyond alpha either: the
+        # membership of a slot further is not known yet (the alpha rule).
+        reach = self.commit + min(cfg.slots_ahead, cfg.alpha_slots)
+        while len(self.inflight) < cfg.window and self.next_slot <= reach:
+            slot = self.next_slot
+            if slot <= self.commit:
+                self.next_slot = self.commit + 1  # learned chosen meanwhile (catch-up)
+                continue
+            members = self.members_at(slot)
+            if self.node_id not in members.voters:
+                break  # not ours to lead: we step down when that membership is in effect
+            if not self._covered(members, slot):
+                # Safety: a slot is proposed only once a phase-1 quorum of the voters
+                # governing it promised our ballot and told us what they accepted there.
+                self._prepare_members(members, slot)
+                break
+            known = self.chosen.get(slot)
+            if known is None and slot <= self.reported_upto:
+                # The highest-ballot value may already be chosen: re-propose it. A slot
+                # nobody in the quorum accepted cannot be chosen yet (that quorum now
+                # refuses lower ballots): fill it with a no-op.
+                known = self._adopt(slot, self.reports.pop(slot, ()))
+            if known is None and not queue:
+                if self.configs[-1][0] <= slot:
+                    break
+                known = NOOP  # push a chosen change into effect: alpha slots must pass
             proposed += 1
+            if known is not None:
+                self.next_slot += 1
+                self._propose_slot(slot, known)
+                continue
             n = min(batch_max, len(queue))
             value: Value = tuple(queue.popleft() for _ in range(n))
             # The whole queue in one slot: its size is known without a pass.
@@ -1491,19 +1734,23 @@ class Replica:
         """Phase 2a for one slot: accept it ourselves (persisted first), ask the rest."""
         ballot = self.my_ballot
         self._accept_durably(slot, ballot, value)
-        self.inflight[slot] = _Proposal(
-            value, {self.node_id}, self.now, self.config.retransmit_ticks
-        )
+        members = self.members_at(slot)
+        proposal = _Proposal(value, set(), self.now, self.config.retransmit_ticks, members)
+        if self._counts(self.node_id, proposal):
+            proposal.acks.add(self.node_id)
+        self.inflight[slot] = proposal
         accept = Accept(self.node_id, ballot, slot, value, self.commit)
-        if self._ballot_in_flight:
-            self._broadcast(accept)  # our ballot itself is not durable yet: wait for it
-        else:
-            eager = self._out.eager
-            for peer in self.peers:
-                eager.append((peer, accept))
-        if len(self.inflight[slot].acks) >= self.phase2_quorum:  # a cluster of one
+        # Voters and learners of the slot's membership (learners keep up this way).
+        out = self._out.messages if self._ballot_in_flight else self._out.eager
+        # (our ballot itself not durable yet: the Accepts wait for it)
+        node_id = self.node_id
+        for peer in members.members:
+            if peer != node_id:
+                out.append((peer, accept))
+        if len(proposal.acks) >= self._quorum2(members):  # a single voter
             del self.inflight[slot]
             self.chosen[slot] = value
+            self._out.governed.append((slot, members.epoch))
             self._advance_commit(None)
 
     def _send(self, dst: int, msg: Message) -> None:

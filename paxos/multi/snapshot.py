@@ -15,9 +15,13 @@ What it holds (the blob is msgpack, built and read only here):
 * ``app``: the application state machine's own bytes (``b""`` without one),
   opaque here.
 
-Membership is static (the configuration every member starts with), so there
-is nothing more of the cluster to record yet; cluster identity lives in the
-node's data directory and is checked before a snapshot is read.
+* the memberships governing the slots after ``slot`` (format 2; see
+  :mod:`paxos.multi.membership`): the ones chosen at or before ``slot``, each with
+  the first slot it governs. A format-1 blob predates membership changes: its
+  cluster still has the membership it started with.
+
+Cluster identity lives in the node's data directory and is checked before a
+snapshot is read.
 
 The checksum (CRC-32 of the blob) travels with every install chunk and is
 checked before a received snapshot is installed; snapshot files carry it too.
@@ -30,10 +34,13 @@ from dataclasses import dataclass
 
 import msgpack
 
+from paxos.multi.membership import Membership, export_configs, restore_configs
 from paxos.multi.sessions import Sessions
 
 #: Bumped when the blob layout changes; a blob of another format is refused.
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+#: Formats still read (1: before membership changes).
+_READABLE = (1, 2)
 
 
 class SnapshotFormatError(ValueError):
@@ -62,22 +69,43 @@ class SnapshotState:
     index: int
     sessions: Sessions
     app: bytes
+    #: (first slot governed, membership), ascending; None: a format-1 snapshot (the
+    #: cluster's starting membership governs).
+    configs: list[tuple[int, Membership]] | None = None
 
 
-def build_snapshot(slot: int, index: int, sessions: Sessions, app: bytes) -> Snapshot:
-    """The snapshot of a replica that applied every slot ``<= slot``."""
-    blob = msgpack.packb([SNAPSHOT_FORMAT, slot, index, sessions.export(), app])
+def build_snapshot(
+    slot: int,
+    index: int,
+    sessions: Sessions,
+    app: bytes,
+    configs: list[tuple[int, Membership]] | None = None,
+) -> Snapshot:
+    """The snapshot of a replica that applied every slot ``<= slot``; ``configs``: the
+    memberships governing the slots after it."""
+    if configs is None:
+        blob = msgpack.packb([1, slot, index, sessions.export(), app])
+    else:
+        blob = msgpack.packb(
+            [SNAPSHOT_FORMAT, slot, index, sessions.export(), app, export_configs(configs)]
+        )
     return Snapshot(slot, index, zlib.crc32(blob), blob)
 
 
 def read_snapshot(blob: bytes, max_sessions: int, window: int) -> SnapshotState:
     """Decode a blob :func:`build_snapshot` made. Raises :class:`SnapshotFormatError`."""
     try:
-        fmt, slot, index, sessions, app = msgpack.unpackb(blob, use_list=True, raw=False)
+        fmt, slot, index, sessions, app, *rest = msgpack.unpackb(blob, use_list=True, raw=False)
     except Exception as exc:  # msgpack raises several types; all mean "not a snapshot"
         raise SnapshotFormatError(f"not a snapshot: {type(exc).__name__}") from None
-    if fmt != SNAPSHOT_FORMAT:
+    if fmt not in _READABLE or len(rest) != (1 if fmt == 2 else 0):
         raise SnapshotFormatError(f"snapshot format {fmt!r}, expected {SNAPSHOT_FORMAT}")
+    configs = None
+    if rest:
+        try:
+            configs = restore_configs(rest[0])
+        except ValueError as exc:
+            raise SnapshotFormatError(str(exc)) from None
     if type(slot) is not int or type(index) is not int or slot < 0 or index < 0:
         raise SnapshotFormatError("bad snapshot slot or index")
     if not isinstance(app, bytes):
@@ -86,7 +114,7 @@ def read_snapshot(blob: bytes, max_sessions: int, window: int) -> SnapshotState:
         table = Sessions.restore(sessions, max_sessions, window)
     except ValueError as exc:
         raise SnapshotFormatError(str(exc)) from None
-    return SnapshotState(slot, index, table, app)
+    return SnapshotState(slot, index, table, app, configs)
 
 
 def verify(snapshot: Snapshot) -> bool:
