@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
+from paxos.multi.membership import Membership, Op
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import open_command
@@ -104,6 +105,30 @@ class Cluster:
         )
         self.delivered[node] = []
 
+    def join(self, node: int, seed: int = 7) -> Replica:
+        """A new machine with an empty disk and id ``node``: a member once the log
+        adds it (it starts from the cluster's starting membership, like every node)."""
+        self.disks[node] = []
+        self.delivered[node] = []
+        self.replicas[node] = Replica(node, self.config, random.Random(seed))
+        self.drivers[node] = ReadyDriver(*(_NodeWorld(self, node),) * 3)
+        return self.replicas[node]
+
+    def reconfigure(self, op: Op, node: int, ticks: int = 200) -> None:
+        """Ask the leader for a membership change until the leader's latest membership
+        shows it (retried while a change is in progress or a learner catches up)."""
+        for _ in range(ticks):
+            leader = self.elect()
+            replica = self.replicas[leader]
+            if _done(op, node, replica.latest):
+                return
+            ready, refused = replica.reconfigure(op, node)
+            self.apply(leader, ready)
+            if refused is not None and "does not apply" in refused:
+                raise AssertionError(refused)
+            self.tick()
+        raise AssertionError(f"{op.name} {node} not applied within {ticks} ticks")
+
     def payloads(self, node: int) -> list[bytes]:
         return [d.command.payload for d in self.delivered[node]]
 
@@ -133,3 +158,13 @@ class _NodeWorld:
 
     def apply(self, ready: Ready) -> None:
         self.cluster.delivered[self.node].extend(ready.deliveries)
+
+
+def _done(op: Op, node: int, latest: Membership) -> bool:
+    if op is Op.ADD_LEARNER:
+        return node in latest.members
+    if op is Op.PROMOTE:
+        return node in latest.voters
+    if op is Op.REMOVE:
+        return node not in latest.members
+    return latest.q2 == node

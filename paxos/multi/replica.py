@@ -1704,6 +1704,12 @@ class Replica:
             slot = self.next_slot
             self.next_slot += 1
             self._propose_slot(slot, value)
+        if len(self.configs) > 1:
+            # Ask the voters of a coming membership early, so that its first slot does
+            # not wait for their promises once the window reaches it.
+            for start, members in self.configs[1:]:
+                if self.node_id in members.voters and not self._covered(members, start):
+                    self._prepare_members(members, start)
         return proposed
 
     def _accept_durably(self, slot: int, ballot: Ballot, value: Value) -> None:

@@ -15,6 +15,10 @@ inside a replica: they only see what the simulator observed at the edges
 * ``on_close_sent``: a client closed its session;
 * ``on_abandon``: a client gave up an unacknowledged command because its
   session ended (it may or may not have been delivered before the end);
+* ``on_config``: a node applied a membership change chosen at a slot, which
+  governs the slots from a later one;
+* ``on_governed``: the membership epoch a node took to govern a slot (a leader
+  counting a quorum there, any node delivering it);
 * ``finish``: the run is over; these nodes are up.
 
 A node incarnation is identified by ``(node, incarnation)``; only the latest
@@ -26,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from paxos.multi.membership import Membership
 from paxos.types import Command, Delivery, Value
 
 #: How many violations one checker keeps (it still counts the rest).
@@ -125,6 +130,14 @@ class Checker:
     def on_abandon(self, key: str, seq: int, tick: int) -> None:
         pass
 
+    def on_config(
+        self, node: int, chosen_slot: int, start: int, members: Membership, tick: int
+    ) -> None:
+        pass
+
+    def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
+        pass
+
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         pass
 
@@ -148,6 +161,41 @@ class Agreement(Checker):
                 tick,
                 f"slot {slot} chosen as {_value(first)} on node {n} (incarnation {i}) "
                 f"but as {_value(value)} on node {node} (incarnation {incarnation})",
+            )
+
+
+class ConfigAgreement(Checker):
+    """The membership governing each slot is the same on every replica: every node
+    that counted a quorum in a slot (leading) or delivered it took the same epoch to
+    govern it, and every epoch is the same membership from the same slot on, chosen at
+    the same slot, everywhere."""
+
+    name = "config-agreement"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch: dict[int, tuple[int, int]] = {}  # slot -> (epoch, first node seen)
+        self._configs: dict[int, tuple[int, int, Membership, int]] = {}
+
+    def on_config(
+        self, node: int, chosen_slot: int, start: int, members: Membership, tick: int
+    ) -> None:
+        seen = self._configs.setdefault(members.epoch, (chosen_slot, start, members, node))
+        if seen[:3] != (chosen_slot, start, members):
+            self.report(
+                tick,
+                f"epoch {members.epoch}: node {seen[3]} applied {seen[2]} chosen at slot "
+                f"{seen[0]} from slot {seen[1]}; node {node} {members} chosen at slot "
+                f"{chosen_slot} from slot {start}",
+            )
+
+    def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
+        seen = self._epoch.setdefault(slot, (epoch, node))
+        if seen[0] != epoch:
+            self.report(
+                tick,
+                f"slot {slot} governed by epoch {seen[0]} at node {seen[1]} and by epoch "
+                f"{epoch} at node {node}",
             )
 
 
@@ -603,6 +651,7 @@ def default_checkers() -> list[Checker]:
     return [
         Invariants(),
         Agreement(),
+        ConfigAgreement(),
         Integrity(),
         Validity(),
         TotalOrder(),
@@ -632,6 +681,10 @@ class Checkers:
         self._ack = [c.on_ack for c in cs if type(c).on_ack is not base.on_ack]
         self._restore = [c.on_restore for c in cs if type(c).on_restore is not base.on_restore]
         self._state = [c.on_state for c in cs if type(c).on_state is not base.on_state]
+        self._config = [c.on_config for c in cs if type(c).on_config is not base.on_config]
+        self._governed = [
+            c.on_governed for c in cs if type(c).on_governed is not base.on_governed
+        ]
         order = next((c for c in cs if isinstance(c, TotalOrder)), None)
         if order is not None:
             for c in cs:
@@ -708,6 +761,16 @@ class Checkers:
     def on_abandon(self, key: str, seq: int, tick: int) -> None:
         for checker in self._session_hooks:
             checker.on_abandon(key, seq, tick)
+
+    def on_config(
+        self, node: int, chosen_slot: int, start: int, members: Membership, tick: int
+    ) -> None:
+        for hook in self._config:
+            hook(node, chosen_slot, start, members, tick)
+
+    def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
+        for hook in self._governed:
+            hook(node, slot, epoch, tick)
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         for checker in self.checkers:

@@ -38,12 +38,16 @@ class Disk:
         "_snapshot_tmp",
         "current",
         "floor",
+        "identity",
         "segment_records",
         "segments",
         "snapshot",
     )
 
     def __init__(self, segment_records: int = 1 << 62) -> None:
+        #: The node's identity record (cluster and node id), written at its first
+        #: start; a lost disk loses it too (see NodeDriver.may_start).
+        self.identity = False
         self.segment_records = segment_records
         #: Durable records by segment number (ascending; no gaps from ``floor`` on).
         self.segments: dict[int, list[Record]] = {1: []}

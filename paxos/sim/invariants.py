@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from paxos.messages import Accepted, Message, Nack, Promise
+from paxos.messages import Accept, Accepted, Message, Nack, Promise
 from paxos.records import AcceptRecord, PromiseRecord, Record
 from paxos.sim.checkers import Checker
 from paxos.types import ZERO_BALLOT, Ballot, Value
@@ -64,6 +64,8 @@ class Invariants(Checker):
         self._proposed: dict[tuple[int, Ballot, int], Value] = {}
         # node -> slot -> the highest ballot it sent an Accepted for (above its floor).
         self._votes: dict[int, dict[int, Ballot]] = {}
+        # (node, ballot, slot) of every Accept a node sent as leader.
+        self._sent_accepts: set[tuple[int, Ballot, int]] = set()
 
     # ------------------------------------------------------------------ hooks
 
@@ -80,6 +82,13 @@ class Invariants(Checker):
         ``snapshot_slot``: recovery must be exact."""
         ballot, accepted = _replay(records, snapshot_slot)
         self._recorded[node] = ballot
+        # A proposal that neither reached the disk nor left the node died with the crash
+        # (a leader whose own promise was a phase-1 quorum, q1 = 1, takes over and
+        # proposes before its ballot is durable): the node may use that ballot again.
+        durable = {(r.ballot, r.slot) for r in records if isinstance(r, AcceptRecord)}
+        for key in [k for k in self._proposed if k[0] == node]:
+            if (key[1], key[2]) not in durable and key not in self._sent_accepts:
+                del self._proposed[key]
         where = f"node {node} (incarnation {incarnation})"
         got_ballot = getattr(replica, "ballot", None)
         got_accepted = getattr(replica, "accepted", None)
@@ -129,6 +138,8 @@ class Invariants(Checker):
         vowed = self._vowed.get(node, ZERO_BALLOT)
         votes = self._votes.setdefault(node, {})
         for _, msg in messages:
+            if isinstance(msg, Accept):
+                self._sent_accepts.add((node, msg.ballot, msg.slot))
             if isinstance(msg, Accepted) and msg.ballot > votes.get(msg.slot, ZERO_BALLOT):
                 votes[msg.slot] = msg.ballot
             if isinstance(msg, Promise | Accepted):

@@ -159,6 +159,11 @@ class Network:
         self.dropped = 0
         self.replayed = 0
 
+    def add_node(self, node: int) -> None:
+        """A node joins the network (a new member); partitions put it on side 0."""
+        if node not in self.nodes:
+            self.nodes = (*self.nodes, node)
+
     # ------------------------------------------------------------------ sending
 
     def send(self, src: Address, dst: Address, payload: Payload) -> None:

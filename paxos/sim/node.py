@@ -33,6 +33,7 @@ from paxos.messages import Message
 from paxos.multi.compaction import keep_from
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
+from paxos.multi.membership import Membership, Op
 from paxos.multi.ready import Ready
 from paxos.multi.sessions import Sessions, close_command, open_command
 from paxos.multi.snapshot import Snapshot, read_snapshot
@@ -80,6 +81,17 @@ class ReplicaLike(Protocol):
     def session_status(self, key: str) -> tuple[str, int | None]: ...
 
     def session_key(self, name: str, nonce: bytes) -> str | None: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def latest(self) -> Membership: ...
+
+    configs: list[tuple[int, Membership]]
+    current: Membership
+
+    def reconfigure(self, op: Op, node: int) -> tuple[Ready, str | None]: ...
 
 
 #: Builds a replica: (node id, config, rng, durable records in write order, durable
@@ -151,10 +163,46 @@ class NodeDriver:
     def up(self) -> bool:
         return self.replica is not None
 
+    @property
+    def amnesiac(self) -> bool:
+        """Its disk was lost after it had run: it forgot what it promised and accepted."""
+        return self.incarnation > 0 and not self.disk.identity
+
     # ------------------------------------------------------------------ life cycle
+
+    def may_start(self) -> bool:
+        """The identity rule that ships (tests plant bugs by overriding it): a node whose
+        data directory lost the record of who it is never starts under its old id. It
+        forgot its promises and votes; voting again as that acceptor could choose a
+        second value in a slot. An operator replaces it with a new member (a new id)."""
+        return not self.amnesiac
+
+    def wipe(self) -> None:
+        """Disk loss: the node goes down and everything on its disk is gone."""
+        if self.up:
+            self.crash()
+        self.disk = Disk(self.disk.segment_records)
+        self._log("disk lost")
+
+    def reconfigure(self, op: Op, node: int) -> str | None:
+        """Ask this node's replica for a membership change (an operator's command)."""
+        replica = self.replica
+        if replica is None:
+            return "down"
+        try:
+            ready, refused = replica.reconfigure(op, node)
+            self._handle(ready)
+        except CrashNow:
+            self.crash()
+            return "crashed"
+        return refused
 
     def start(self, rng: random.Random) -> None:
         """(Re)start: a new Replica built from the disk's durable snapshot and records only."""
+        if not self.may_start():
+            self._log("refuses to start: its disk was lost (a new member must replace it)")
+            return
+        self.disk.identity = True
         self.incarnation += 1
         try:
             records = self.disk.records()
@@ -401,6 +449,8 @@ class NodeDriver:
             self.deliver(ready.deliveries)
         if ready.ended:
             self.sessions_ended(ready.ended)
+        if ready.configs or ready.governed:
+            self.observe_membership(ready)
         if self.invariants is not None:
             slots = {slot for slot, _ in ready.chosen}
             slots.update(r.slot for r in ready.records if isinstance(r, AcceptRecord))
@@ -423,6 +473,14 @@ class NodeDriver:
             if invariants is not None:
                 invariants.sent(src, ((dst, msg),))
             self.crash_point()
+
+    def observe_membership(self, ready: Ready) -> None:
+        checkers, node, now = self.checkers, self.node_id, self.network.now
+        for chosen_slot, start, members in ready.configs:
+            checkers.on_config(node, chosen_slot, start, members, now)
+            self._log(f"membership {members} chosen at slot {chosen_slot}, from slot {start}")
+        for slot, epoch in ready.governed:
+            checkers.on_governed(node, slot, epoch, now)
 
     def observe_chosen(self, chosen: Sequence[tuple[int, Value]]) -> None:
         on_chosen = self.checkers.on_chosen

@@ -15,11 +15,14 @@ replays byte-identically (trace included) on any machine and any
   beyond an election timeout), replays old messages, drops bursts of one
   message type, partitions and cuts links (also leaving a deposed leader
   talking to a minority). Safety must hold throughout.
-* **Heal phase** (at most ``heal_ticks``): every node is up, the network is
-  perfect but for small delays, clients issue nothing new and retry what is
-  unacknowledged. It ends as soon as every issued command is acknowledged and
-  delivered on every node; if the bound passes first, that is a liveness
-  failure.
+  The operator (:mod:`paxos.sim.operator`) changes the membership meanwhile:
+  nodes are added (as learners, then promoted), removed (the leader too),
+  replaced after a lost disk, and the phase-2 quorum changes.
+* **Heal phase** (at most ``heal_ticks``): every node is up (but one whose disk
+  was lost), the network is perfect but for small delays, clients issue nothing
+  new and retry what is unacknowledged, the operator finishes its operation. It
+  ends as soon as every issued command is acknowledged and delivered on every
+  member; if the bound passes first, that is a liveness failure.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from paxos.sim.client import SimClient
 from paxos.sim.faults import FaultRates
 from paxos.sim.network import Address, Network, Payload
 from paxos.sim.node import NodeDriver, ReplicaFactory, ReplicaLike
+from paxos.sim.operator import Operator
 
 DEFAULT_FAULT_TICKS = 1500
 DEFAULT_HEAL_TICKS = 1500
@@ -96,6 +100,8 @@ class SimConfig:
     #: the seed (small, so that snapshots, compactions and installs happen in every
     #: run); 0: never.
     snapshot_every: int | None = None
+    #: Membership changes by the simulated operator (at least one per run).
+    reconfigure: bool = True
 
 
 @dataclass
@@ -126,6 +132,10 @@ class SimResult:
     #: Crashes that struck in the middle of snapshot-then-compact, or of saving an install.
     snapshot_crashes: int = 0
     install_crashes: int = 0
+    #: Membership operations started and changes applied; nodes at the end of the run.
+    operations: int = 0
+    changes: int = 0
+    final_members: tuple[int, ...] = ()
     trace: list[str] = field(default_factory=list)
 
     @property
@@ -179,6 +189,7 @@ class _Run:
         session_rng = random.Random(rng.getrandbits(64))
         workload_rng = random.Random(rng.getrandbits(64))
         snap_rng = random.Random(rng.getrandbits(64))
+        op_rng = random.Random(rng.getrandbits(64))
         # The workload: many slots open at every leader change needs many clients with
         # deep pipelines; bursts open many at once.
         self.workload = Workload.draw(workload_rng, config)
@@ -232,20 +243,8 @@ class _Run:
             raise ValueError(f"replica_config.nodes must be {node_ids}")
         self.checkers = Checkers(config.checkers() if config.checkers is not None else None)
         self.network = Network(net_rng, rates, node_ids, client_ids, self.trace)
-        self.drivers = [
-            config.driver_cls(
-                n,
-                replica_config,
-                config.replica_factory,
-                self.network,
-                self.checkers,
-                self.trace,
-                config.ready_driver,
-                snapshot_every=self.snapshot_every,
-                segment_records=self.segment_records,
-            )
-            for n in node_ids
-        ]
+        self.replica_config = replica_config
+        self.drivers = [self._new_driver(n) for n in node_ids]
         # Clients spread their commands over the fault phase (at 1-4x the even pace).
         workload = self.workload
         even_rate = workload.commands / max(1, config.fault_ticks)
@@ -274,6 +273,48 @@ class _Run:
             self.endpoints[client.id] = client
         self.restart_at: dict[int, int] = {}
         self.result = SimResult(config.seed, config.nodes, config.fault_ticks, rates)
+        self.operator = (
+            Operator(op_rng, self.drivers, self._add_node, config.fault_ticks, self._log)
+            if config.reconfigure and config.nodes > 1
+            else None
+        )
+
+    def _new_driver(self, node: int) -> NodeDriver:
+        return self.config.driver_cls(
+            node,
+            self.replica_config,
+            self.config.replica_factory,
+            self.network,
+            self.checkers,
+            self.trace,
+            self.config.ready_driver,
+            snapshot_every=self.snapshot_every,
+            segment_records=self.segment_records,
+        )
+
+    def _add_node(self) -> NodeDriver:
+        """A new machine with an empty disk and a new id, started (a member once the
+        log adds it)."""
+        node = len(self.drivers) + 1
+        driver = self._new_driver(node)
+        self.drivers.append(driver)
+        self.network.add_node(node)
+        self.endpoints[node] = driver
+        self.clock_rate[node] = 1.0
+        self.clock[node] = 0.0
+        for client in self.clients:
+            client.nodes = (*client.nodes, node)
+        driver.start(random.Random(self.replica_rngs.getrandbits(64)))
+        self._log(self.network.now, f"node {node} added (empty disk)")
+        return driver
+
+    def _members(self) -> list[int]:
+        """The nodes that must deliver everything: the members of the newest membership
+        (all nodes without an operator)."""
+        latest = self.operator.latest() if self.operator is not None else None
+        if latest is None:
+            return [d.node_id for d in self.drivers if d.up]
+        return list(latest.members)
 
     def _log(self, now: int, text: str) -> None:
         if self.trace is not None:
@@ -329,8 +370,11 @@ class _Run:
                     driver.tick(ticks)
                 for client in self.clients:
                     client.tick(now)
-                if healed and (
-                    liveness.satisfied(self.node_ids)
+                operator = self.operator
+                if operator is not None:
+                    operator.tick(now, issuing=now <= config.fault_ticks)
+                if healed and (operator is None or not operator.busy) and (
+                    liveness.satisfied(self._members())
                     if liveness is not None
                     else all(c.done for c in self.clients)
                 ):
@@ -340,12 +384,21 @@ class _Run:
             result.violations.append(_exception_violation(now, exc))
             result.violation_count += 1
             self._log(now, f"exception {exc!r}")
-        live = [d.node_id for d in self.drivers if d.up]
+        live = self._members()
         self.checkers.finish(now, live)
+        result.final_members = tuple(live)
         result.violations.extend(self.checkers.violations)
         result.liveness_failures = self.checkers.liveness_failures
         result.violation_count += self.checkers.violation_count
         result.liveness_count = self.checkers.liveness_count
+        if self.operator is not None:
+            result.operations = self.operator.operations
+            result.changes = self.operator.changes
+            if self.operator.busy:
+                result.liveness_failures.append(Violation(
+                    "operator", now, f"{self.operator.kind} not done: "
+                    f"{[(op.name, n) for op, n in self.operator.steps]}"))
+                result.liveness_count += 1
         result.issued = sum(c.issued for c in self.clients)
         result.acked = sum(len(c.acked) for c in self.clients)
         order = next((c for c in self.checkers.checkers if isinstance(c, TotalOrder)), None)
@@ -375,7 +428,7 @@ class _Run:
                         driver.arm_crash(rng.randint(1, 4))
                     else:
                         driver.crash()
-            if not driver.up:
+            if not driver.up and driver.may_start():
                 node = driver.node_id
                 restart = self.restart_at.get(node)
                 if restart is None:
@@ -436,7 +489,7 @@ class _Run:
         self.restart_at.clear()
         for driver in self.drivers:
             driver.crash_countdown = 0
-            if not driver.up:
+            if not driver.up and driver.may_start():
                 driver.start(random.Random(self.replica_rngs.getrandbits(64)))
         for client in self.clients:
             client.issuing = False
