@@ -85,6 +85,7 @@ from paxos.messages import (
     PromiseEntry,
     SnapshotChunk,
     SnapshotRequest,
+    TimeoutNow,
 )
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.types import MAX_ROUND, Ballot, Command, Value
@@ -525,6 +526,7 @@ _register(12, CatchupReply, (NODE_ID, _CHOSEN_ENTRIES, UINT))
 _register(13, Forward, (NODE_ID, VALUE))
 _register(14, SnapshotChunk, (NODE_ID, UINT, UINT, UINT, UINT, BYTES, UINT))
 _register(15, SnapshotRequest, (NODE_ID, UINT, UINT, UINT))
+_register(16, TimeoutNow, (NODE_ID, BALLOT, NODE_ID))
 _register(32, PromiseRecord, (BALLOT,))
 _register(33, AcceptRecord, (UINT, BALLOT, VALUE))
 _register(34, CommitRecord, (UINT,))

@@ -191,6 +191,17 @@ class SnapshotRequest:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """The leader of ``ballot`` hands over to ``target`` (leadership transfer): the
+    target campaigns at once, without a pre-vote, and the others promise it although
+    they hear from a live leader. It decides only who leads, never what is chosen."""
+
+    src: int
+    ballot: Ballot
+    target: int
+
+
 Message = (
     Prepare
     | Promise
@@ -207,4 +218,5 @@ Message = (
     | Forward
     | SnapshotChunk
     | SnapshotRequest
+    | TimeoutNow
 )

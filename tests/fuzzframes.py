@@ -110,6 +110,7 @@ from paxos.messages import (
     Promise,
     SnapshotChunk,
     SnapshotRequest,
+    TimeoutNow,
 )
 from paxos.multi.replica import MAX_SLOTS_AHEAD
 from paxos.multi.sessions import MAX_NAME_LEN, NONCE_BYTES
@@ -167,12 +168,13 @@ _MESSAGE_TYPES: Final = tuple(Message.__args__)
 #: agreement at risk (crash-fault Paxos trusts its members; these only ask, refuse,
 #: report liveness, or hand over client commands): refusing a promise is always safe, a
 #: promise made for a forged Prepare is a true promise, a forged Forward is a client's
-#: submission, a forged SnapshotRequest only costs a chunk. The others (Promise, Accept,
+#: submission, a forged SnapshotRequest only costs a chunk, a forged TimeoutNow only makes
+#: a voter campaign (who leads, never what is chosen). The others (Promise, Accept,
 #: Accepted, Commit, Heartbeat, CatchupReply, SnapshotChunk) make a replica believe a
 #: value was accepted or chosen: lies that can break agreement.
 SAFE_LIE_TYPES: Final = (
     Prepare, Nack, PreVote, PreVoteReply, HeartbeatReply, CatchupRequest, Forward,
-    SnapshotRequest,
+    SnapshotRequest, TimeoutNow,
 )  # fmt: skip
 _LEN: Final = struct.Struct("<I")
 #: First byte of a node-to-node envelope (see broadcast.transport.ENVELOPE).
@@ -282,6 +284,7 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         Forward(src, value),
         SnapshotChunk(src, 9, 4, 0, 0, b"snap", 9),
         SnapshotRequest(src, 9, 0, 0),
+        TimeoutNow(src, b, 1),
         PromiseRecord(b),
         AcceptRecord(1, b, value),
         CommitRecord(1),

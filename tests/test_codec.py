@@ -49,6 +49,7 @@ from paxos.messages import (
     Promise,
     SnapshotChunk,
     SnapshotRequest,
+    TimeoutNow,
 )
 from paxos.records import AcceptRecord, CommitRecord, PromiseRecord, Record
 from paxos.types import MAX_ROUND, NOOP, ZERO_BALLOT, Ballot, Command
@@ -82,6 +83,7 @@ SAMPLES: dict[type, list[Any]] = {
         SnapshotChunk(2, 7, 3, 9, 1, b"xy", 7),
     ],
     SnapshotRequest: [SnapshotRequest(2, 7, 123, 256)],
+    TimeoutNow: [TimeoutNow(2, B, 3)],
     Forward: [Forward(2, ()), Forward(2, CMDS), Forward(3, BIG)],
     PromiseRecord: [PromiseRecord(B), PromiseRecord(ZERO_BALLOT)],
     AcceptRecord: [AcceptRecord(0, B, NOOP), AcceptRecord(12, B, CMDS), AcceptRecord(13, B, BIG)],
@@ -317,7 +319,7 @@ def test_wrong_version() -> None:
 
 
 def test_unknown_type_code() -> None:
-    for code in [0, 16, 31, 63, 99, 255, 256, -1, 2**64 - 1, "4", 4.0, None, [4]]:
+    for code in [0, 17, 31, 63, 99, 255, 256, -1, 2**64 - 1, "4", 4.0, None, [4]]:
         assert "type code" in rejects(frame(VERSION, code, 2, [3, 2], 10))
     # True == 1 in Python, but a bool is not a type code.
     assert "type code" in rejects(frame(VERSION, True, 2, [3, 2], 10))

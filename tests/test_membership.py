@@ -316,3 +316,82 @@ def test_a_phase2_quorum_of_two_chooses_with_two_of_five(seed: int) -> None:
     assert [d.command.seq for d in c.delivered[helper] if d.command.client == key] == [
         1, 2, 3, 4, 5
     ]
+
+
+# ---------------------------------------------------------------------- leadership transfer
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_planned_transfer_hands_over_without_waiting_for_an_election_timeout(
+    seed: int,
+) -> None:
+    """The leader stops proposing, lets its open slots be chosen and the target learn
+    them, then tells it to campaign: the target leads within a few ticks (an election
+    would wait at least election_min_ticks of silence first), and what was queued
+    meanwhile is committed by the new leader, once."""
+    c = Cluster(3, seed=seed)
+    leader = c.elect()
+    key = c.open_session("a")
+    target = next(n for n in (1, 2, 3) if n != leader)
+    old = c.replicas[leader]
+    for seq in range(1, 6):
+        c.propose(leader, Command(key, seq, b"before"))
+    ready, refused = old.transfer_leadership(target)
+    assert refused is None
+    c.apply(leader, ready)
+    c.propose(leader, Command(key, 6, b"during"))  # queued: no new slot while handing over
+    ticks = 0
+    while not c.replicas[target].is_leader:
+        c.tick()
+        ticks += 1
+        assert ticks < c.config.election_min_ticks, "the handover waited like an election"
+    assert not old.is_leader
+    for seq in range(7, 9):
+        c.propose(target, Command(key, seq, b"after"))
+    c.tick(20)
+    for n in (1, 2, 3):
+        assert [d.command.seq for d in c.delivered[n] if d.command.client == key] == list(
+            range(1, 9)
+        ), n
+
+
+def test_a_transfer_is_refused_to_a_non_voter_and_abandoned_if_the_target_is_down() -> None:
+    c = Cluster(3)
+    leader = c.elect()
+    r = c.replicas[leader]
+    assert r.transfer_leadership(9)[1] == "node 9 is not a voter"
+    assert r.transfer_leadership(leader)[1] == "already the leader"
+    target = next(n for n in (1, 2, 3) if n != leader)
+    c.crash(target)
+    ready, refused = r.transfer_leadership(target)
+    assert refused is None
+    c.apply(leader, ready)
+    c.tick(c.config.election_max_ticks + 1)
+    assert r.is_leader and r.transfer_to is None  # it leads on
+    key = c.open_session("a")
+    c.propose(leader, Command(key, 1, b"x"))
+    c.tick(5)
+    assert [d.command.seq for d in c.delivered[leader] if d.command.client == key] == [1]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_removed_leader_hands_over_instead_of_leaving_an_election_to_time_out(
+    seed: int,
+) -> None:
+    c = Cluster(3, seed=seed)
+    leader = c.elect()
+    c.reconfigure(Op.REMOVE, leader)
+    r = c.replicas[leader]
+    for _ in range(100):  # it proposes no-ops until its removal is in effect
+        if not r.is_voter():
+            break
+        c.tick()
+    assert not r.is_voter()
+    # Then it hands over: another voter leads within a few ticks (an election would
+    # first wait election_min_ticks of silence).
+    ticks = 0
+    while c.leader() in (None, leader):
+        c.tick()
+        ticks += 1
+        assert ticks < c.config.election_min_ticks, "the removed leader left an election"
+    assert r.transfer_to is None and not r.is_leader

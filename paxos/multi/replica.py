@@ -73,6 +73,7 @@ from paxos.messages import (
     PromiseEntry,
     SnapshotChunk,
     SnapshotRequest,
+    TimeoutNow,
 )
 from paxos.multi.config import COMMAND_OVERHEAD, ReplicaConfig
 from paxos.multi.membership import (
@@ -208,8 +209,16 @@ class Replica:
         self.peers: tuple[int, ...] = ()
         #: The epoch of a change this leader proposed and has not seen applied.
         self.change_pending: int | None = None
-        #: Leader: the chosen prefix each follower last reported (learner promotion).
+        #: Leader: the chosen prefix each follower last reported (learner promotion,
+        #: leadership transfer).
         self.match: dict[int, int] = {}
+        #: Leader: handing over to this voter (no new slots meanwhile), until a tick.
+        self.transfer_to: int | None = None
+        self.transfer_until = 0
+        self.handover_sent_tick: int | None = None
+        #: Follower: the voter our leader handed over to (its Prepare is promised
+        #: although our leader is live).
+        self.handed_to: int | None = None
         #: A snapshot being received from a peer (see on_snapshot_chunk).
         self.installing: _Install | None = None
         # Peers we are sending self.snapshot to -> tick of the last (not final) chunk sent.
@@ -387,6 +396,8 @@ class Replica:
                 self.on_snapshot_chunk(msg)
             case SnapshotRequest():
                 self.on_snapshot_request(msg)
+            case TimeoutNow():
+                self.on_timeout_now(msg)
 
     def _ballot_ok(self, msg: Accept | Prepare | Commit | Heartbeat) -> bool:
         """May this message's ballot be acted on, given our promise?"""
@@ -464,6 +475,25 @@ class Replica:
         self.change_pending = latest.epoch
         try:
             self._enqueue_system([change_command(change)])
+        except Exception as exc:
+            raise self._failed(out) from exc
+        return out, None
+
+    def transfer_leadership(self, target: int) -> tuple[Ready, str | None]:
+        """Hand leadership over to the voter ``target``: stop proposing, wait until every
+        open slot is chosen and ``target`` knows the chosen prefix, then tell it to
+        campaign at once (:class:`TimeoutNow`). If that does not happen within an
+        election timeout, go on leading. Returns the Ready and None, or why not."""
+        self._out = out = Ready()
+        self._ballot_in_flight = False
+        if self.role is not Role.LEADER:
+            return out, "not the leader"
+        if target == self.node_id:
+            return out, "already the leader"
+        if target not in self.current.voters or target not in self.latest.voters:
+            return out, f"node {target} is not a voter"
+        try:
+            self._start_transfer(target)
         except Exception as exc:
             raise self._failed(out) from exc
         return out, None
@@ -624,6 +654,32 @@ class Replica:
         """Does this node vote in the membership governing the next slot?"""
         return self.node_id in self.current.voters
 
+    def _start_transfer(self, target: int) -> None:
+        self.transfer_to = target
+        self.transfer_until = self.now + self.config.election_max_ticks
+        self.handover_sent_tick = None
+        self._send(target, Heartbeat(self.node_id, self.my_ballot, self.commit))
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Tell the transfer's target to campaign once every slot we opened is chosen and
+        it knows the chosen prefix (so that it can lead at once)."""
+        target = self.transfer_to
+        if (
+            target is None
+            or self.inflight
+            or self.next_slot - 1 > self.commit
+            or self.match.get(target, -1) < self.commit
+        ):
+            return
+        if self.handover_sent_tick is not None and (
+            self.now - self.handover_sent_tick < self.config.retransmit_ticks
+        ):
+            return
+        self.handover_sent_tick = self.now
+        # To everyone: the others then promise the target although we are live.
+        self._broadcast(TimeoutNow(self.node_id, self.my_ballot, target))
+
     def _covered(self, members: Membership, slot: int) -> bool:
         """Has a phase-1 quorum of ``members``' voters promised our ballot for ``slot``
         (and reported what they accepted there)?"""
@@ -653,7 +709,11 @@ class Replica:
         # (step checked that we may promise msg.ballot.)
         # Stickiness: while a live leader is heard from, nobody else gets a
         # promise. Refusing is always safe; it only costs the candidate time.
-        if self._has_live_leader() and msg.src != self.leader:
+        if (
+            self._has_live_leader()
+            and msg.src != self.leader
+            and msg.src not in (self.handed_to, self.transfer_to)
+        ):
             return
         if msg.ballot > self.ballot:
             # The promise is a vow: it is written before the Promise can leave.
@@ -724,6 +784,15 @@ class Replica:
     def on_heartbeat(self, msg: Heartbeat) -> None:
         self.on_commit(msg)
         self._send(msg.src, HeartbeatReply(self.node_id, msg.ballot, self.commit))
+
+    def on_timeout_now(self, msg: TimeoutNow) -> None:
+        # Only from the leader we follow, at the ballot we promised: a stale one (of a
+        # leader since deposed) must not make anybody campaign.
+        if msg.src != self.leader or msg.ballot != self.ballot or self.role is not Role.FOLLOWER:
+            return
+        self.handed_to = msg.target
+        if msg.target == self.node_id and self.is_voter():
+            self._become_candidate()  # no pre-vote: the leader itself asked
 
     def on_pre_vote(self, msg: PreVote) -> None:
         # Grant only if we would really promise: no live leader, nothing higher promised.
@@ -842,6 +911,8 @@ class Replica:
             self.heard_from.add(msg.src)
             if msg.src in self.peers:
                 self.match[msg.src] = msg.commit
+                if msg.src == self.transfer_to:
+                    self._hand_over()
             if msg.commit < self.commit:
                 # Push the chosen prefix so a lagging follower asks for the gap.
                 self._send(msg.src, Commit(self.node_id, self.my_ballot, self.commit))
@@ -1055,9 +1126,13 @@ class Replica:
             self.expiring.clear()
             self.change_pending = None
             self.match.clear()
+            self.transfer_to = None
+            self.handover_sent_tick = None
         if self.role is not Role.FOLLOWER or leader != self.leader:
             # What we queued or proposed may be lost with our role: take resends again.
             self.queued_upto.clear()
+        if leader != self.leader:
+            self.handed_to = None
         self.role = Role.FOLLOWER
         self.leader = leader
         self._clear_promises()
@@ -1230,10 +1305,25 @@ class Replica:
         # election timeout steps down, so that stickiness cannot pin a leader
         # that is cut off (others may then elect a new one).
         current = self.current
-        if self.node_id not in current.voters:
-            # Removed (or demoted) by a change now in effect: step down; the voters elect.
-            self._become_follower(None)
-            return
+        if self.node_id not in current.voters and self.transfer_to is None:
+            # Removed by a change now in effect: hand over to the voter furthest along
+            # (no election timeout to wait for), or step down if there is none.
+            voters = [v for v in current.voters if v in self.latest.voters]
+            if not voters or self.handover_sent_tick is not None:
+                self._become_follower(None)
+                return
+            self._start_transfer(max(voters, key=lambda v: (self.match.get(v, -1), -v)))
+        if self.transfer_to is not None:
+            if self.now >= self.transfer_until:
+                self.transfer_to = None  # it did not take over in time: lead on
+                if self.node_id not in current.voters:
+                    self._become_follower(None)
+                    return
+            elif self.handover_sent_tick is None:
+                # Ask the target for its prefix every tick: the handover waits for it.
+                self._send(self.transfer_to, Heartbeat(self.node_id, self.my_ballot, self.commit))
+            elif self.now - self.handover_sent_tick >= cfg.retransmit_ticks:
+                self._hand_over()  # (lost: again)
         self.quorum_elapsed += 1
         if self.quorum_elapsed >= cfg.election_max_ticks:
             # Enough voters to choose (q2): fewer than a phase-1 quorum can then be
@@ -1654,6 +1744,9 @@ class Replica:
         command goes out at once; under load the window fills and commands pile
         up into large batches.
         """
+        if self.transfer_to is not None:
+            self._hand_over()
+            return 0  # handing over: no new slots (the queue goes to the next leader)
         queue = self.queue
         cfg = self.config
         batch_max = cfg.batch_max

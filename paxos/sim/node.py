@@ -93,6 +93,8 @@ class ReplicaLike(Protocol):
 
     def reconfigure(self, op: Op, node: int) -> tuple[Ready, str | None]: ...
 
+    def transfer_leadership(self, target: int) -> tuple[Ready, str | None]: ...
+
 
 #: Builds a replica: (node id, config, rng, durable records in write order, durable
 #: snapshot or None). ``paxos.multi.replica.Replica`` itself is one; tests pass subclasses.
@@ -191,6 +193,19 @@ class NodeDriver:
             return "down"
         try:
             ready, refused = replica.reconfigure(op, node)
+            self._handle(ready)
+        except CrashNow:
+            self.crash()
+            return "crashed"
+        return refused
+
+    def transfer(self, target: int) -> str | None:
+        """Ask this node's replica to hand leadership over to ``target``."""
+        replica = self.replica
+        if replica is None:
+            return "down"
+        try:
+            ready, refused = replica.transfer_leadership(target)
             self._handle(ready)
         except CrashNow:
             self.crash()

@@ -12,7 +12,9 @@ longer apply):
 * **replace**: a voter's disk is lost (it goes down and must never start again
   under its id, see NodeDriver.may_start); it is removed and a new node with a new
   id is added and promoted in its place;
-* **quorum**: the phase-2 quorum size changes (flexible quorums).
+* **quorum**: the phase-2 quorum size changes (flexible quorums);
+* **transfer**: the leader hands leadership over to another voter (no membership
+  change: it is asked once, and the run goes on whether it succeeds or not).
 
 Every run gets at least one operation in its fault phase, so changes meet crashes,
 partitions, pauses and lost messages. An operation under way at the heal phase is
@@ -109,8 +111,19 @@ class Operator:
         if latest is None:
             return
         rng = self.rng
-        kinds = ["add", "remove", "remove-leader", "replace", "quorum"]
+        kinds = ["add", "remove", "remove-leader", "replace", "quorum", "transfer"]
         kind = rng.choice(kinds)
+        if kind == "transfer":
+            others = [v for v in latest.voters if leader is not None and v != leader.node_id]
+            if leader is not None and others:
+                target = rng.choice(others)
+                refused = leader.transfer(target)
+                self.operations += 1
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
+                self.log(now, f"operator: transfer from {leader.node_id} to {target}: "
+                         f"{refused or 'asked'}")
+                return
+            kind = "quorum"
         voters, learners = latest.voters, latest.learners
         if kind == "add" and len(latest.members) >= MAX_MEMBERS:
             kind = "remove"
