@@ -171,6 +171,12 @@ class Gatekeeper:
             router.curve_publickey = keyring.keypair.public
             router.curve_secretkey = keyring.keypair.secret
 
+    def admit_member(self, node_id: int, key: bytes) -> None:
+        """Let in the member ``node_id`` (added through the log) by its Z85 ``key``."""
+        if self.keyring is not None:
+            self.keyring.peers[node_id] = key
+            self._principals[raw_key(key)] = f"{NODE_PRINCIPAL}{node_id}"
+
     def on_monitor(self) -> None:
         """Count connections opened and closed (events of the ROUTER's monitor)."""
         for _ in range(_MAX_PER_POLL):

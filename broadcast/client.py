@@ -30,6 +30,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import random
@@ -46,12 +47,16 @@ from broadcast.keys import load_keypair
 from broadcast.logs import get_logger
 from broadcast.protocol import (
     FETCH_MAX,
+    ChangeAnswer,
+    ChangeMembers,
     CloseSession,
     Deliveries,
     Denied,
     Fetch,
     FetchRefused,
     FetchSnapshot,
+    Members,
+    MembersRequest,
     OpenSession,
     SessionEnded,
     SessionOpened,
@@ -62,10 +67,12 @@ from broadcast.protocol import (
     SubmitAck,
     SubmitRefused,
     TakeSnapshot,
+    TransferLeader,
 )
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES, Cluster, ConfigError, parse_cluster
-from broadcast.transport import ClientTransport
+from broadcast.transport import ClientTransport, TransportError
 from paxos.codec import CodecError, decode, encode
+from paxos.multi.membership import Op
 from paxos.multi.sessions import MAX_NAME_LEN
 from paxos.multi.snapshot import read_snapshot
 from paxos.types import Command, Delivery
@@ -299,6 +306,8 @@ class Client:
                 # Resend everything unacknowledged, in order, to every node: any live
                 # one forwards to the leader (or queues until one is elected), and the
                 # replicated session drops the repeats. Back off while nothing moves.
+                if retry_s > self.retry_s:
+                    self.refresh_members()  # (the members we know may be gone)
                 targets = self.cluster.ids
                 unsent = [command for _, command in unacked.values()]
                 retry_s = min(_MAX_RETRY_S, retry_s * 2)
@@ -588,6 +597,104 @@ class Client:
         nonce = next(self._nonce)
         return self._ask_status(node, TakeSnapshot(nonce), nonce, timeout)
 
+    # ------------------------------------------------------------------ membership
+
+    def refresh_members(self, timeout: float = 0.5) -> None:
+        """Learn the members the cluster added since this client started (from any
+        node that answers) and connect to them: a client outlives its cluster file's
+        list of nodes."""
+        members = self.members(timeout=timeout)
+        if members is None:
+            return
+        nodes, keys = dict(self.cluster.nodes), dict(self.cluster.keys)
+        for node, address, key in members.endpoints:
+            if node in nodes:
+                continue
+            if self.transport.secure and not key:
+                continue
+            try:
+                self.transport.add_node(
+                    node, f"tcp://{address}", key.encode() if key else None
+                )
+            except (TransportError, ValueError):
+                continue
+            nodes[node] = address
+            if key:
+                keys[node] = key
+        if len(nodes) != len(self.cluster.nodes):
+            self.cluster = dataclasses.replace(self.cluster, nodes=nodes, keys=keys)
+
+    def members(self, node: int | None = None, timeout: float = 2.0) -> Members | None:
+        """The membership as ``node`` (default: every node; the newest answer wins, and
+        of those one that names a leader: a removed node no longer hears who leads)
+        applied it; None if nobody answers in time."""
+        nodes = (node,) if node is not None else self.cluster.ids
+        best: Members | None = None
+        for n in nodes:
+            got = self._ask(n, lambda nonce: MembersRequest(nonce), Members, timeout)
+            if isinstance(got, Members) and (
+                best is None or _newer(got) > _newer(best)
+            ):
+                best = got
+        return best
+
+    def change_members(
+        self, op: Op, node: int, address: str = "", key: str = "", timeout: float = 10.0
+    ) -> None:
+        """Ask the leader for a membership change and wait until the cluster applied it
+        (a learner to promote may first have to catch up: asked again meanwhile). Raises
+        :class:`~broadcast.errors.ClusterUnavailable` after ``timeout``, ValueError if
+        the change cannot apply."""
+
+        def build(nonce: int) -> ChangeMembers:
+            return ChangeMembers(nonce, int(op), node, address, key)
+
+        self._until_leader_did(build, lambda m: _applied(op, node, m), timeout)
+
+    def transfer_leader(self, target: int, timeout: float = 10.0) -> None:
+        """Ask the leader to hand over to ``target``; returns once ``target`` leads."""
+        self._until_leader_did(
+            lambda nonce: TransferLeader(nonce, target), lambda m: m.leader == target, timeout
+        )
+
+    def _until_leader_did(
+        self,
+        build: Callable[[int], object],
+        done: Callable[[Members], bool],
+        timeout: float,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        reason = "no leader answered"
+        asked_at = 0.0
+        while time.monotonic() < deadline:
+            members = self.members(timeout=0.5)
+            if members is not None and done(members):
+                return
+            leader = members.leader if members is not None else 0
+            if leader in self.cluster.nodes and time.monotonic() - asked_at > 1.0:
+                answer = self._ask(leader, build, ChangeAnswer, 1.0)
+                if isinstance(answer, ChangeAnswer):
+                    asked_at = time.monotonic()
+                    reason = answer.reason or "asked; not applied yet"
+                    if "does not apply" in answer.reason or "not a voter" in answer.reason:
+                        raise ValueError(answer.reason)
+            time.sleep(0.05)
+        raise ClusterUnavailable(f"not done within {timeout:.0f}s: {reason}")
+
+    def _ask(
+        self, node: int, build: Callable[[int], object], kind: type, timeout: float
+    ) -> object | None:
+        """Send ``build(nonce)`` to ``node``; its answer of type ``kind`` or None."""
+        nonce = next(self._nonce)
+        self.transport.send(node, encode(build(nonce)))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for sender, frame in self.transport.poll(50):
+                msg = self._decode(sender, frame)
+                if isinstance(msg, kind) and getattr(msg, "nonce", None) == nonce:
+                    return msg
+        return None
+
     def leader(self, timeout: float = 1.0) -> int | None:
         """The node that says it leads, if exactly one answers so within ``timeout``."""
         leaders = {
@@ -617,3 +724,17 @@ class Client:
         elif isinstance(msg, Denied):
             raise Forbidden(msg.what)
         return msg
+
+
+def _applied(op: Op, node: int, m: Members) -> bool:
+    if op is Op.ADD_LEARNER:
+        return node in m.learners or node in m.voters
+    if op is Op.PROMOTE:
+        return node in m.voters
+    if op is Op.REMOVE:
+        return node not in m.voters and node not in m.learners
+    return m.phase2_quorum == node or (node == 0 and m.phase2_quorum == len(m.voters) // 2 + 1)
+
+
+def _newer(m: Members) -> tuple[int, int, bool]:
+    return m.epoch, m.governing, m.leader != 0

@@ -297,7 +297,9 @@ def node_command(
         replica_config = (
             None
             if compact_keep_slots is None
-            else ReplicaConfig(nodes=cluster.ids, compact_keep_slots=compact_keep_slots)
+            else ReplicaConfig(
+                nodes=cluster.starting_ids, compact_keep_slots=compact_keep_slots
+            )
         )
         node = Node(
             node_id,
@@ -326,9 +328,22 @@ def node_command(
         raise click.ClickException(f"data directory {data_dir}: {exc.strerror or exc}") from None
 
     def stop(signum: int, frame: object) -> None:
+        if signum == signal.SIGTERM and not handing_over.is_set():
+            # A graceful stop (a rolling restart): a leader hands over first, so that
+            # the others need not wait for an election timeout. In another thread: the
+            # node's loop runs in this one.
+            handing_over.set()
+            threading.Thread(target=hand_over_then_stop, daemon=True).start()
+            return
         node._stop.set()
         node.transport.wake()
 
+    def hand_over_then_stop() -> None:
+        node.hand_over(timeout=2.0)
+        node._stop.set()
+        node.transport.wake()
+
+    handing_over = threading.Event()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # The node allocates many short-lived objects per batch and keeps a growing log:
@@ -811,6 +826,7 @@ def snapshot_command(
 def attach(group: click.Group) -> None:
     """Add the runtime commands to the ``paxos`` group."""
     from broadcast.demo import demo_command
+    from broadcast.members_cli import leader_group, member_group
     from chaos.cli import chaos_command
 
     for command in (
@@ -821,6 +837,8 @@ def attach(group: click.Group) -> None:
         subscribe_command,
         status_command,
         snapshot_command,
+        member_group,
+        leader_group,
         demo_command,
         chaos_command,
     ):

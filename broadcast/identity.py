@@ -44,7 +44,7 @@ def derive_cluster_id(cluster: Cluster) -> str:
     from the *same* SPEC do; give them ids of their own (``--cluster-id``, or
     ``cluster_id`` in a SPEC file as ``paxos cluster up`` writes) to tell them apart.
     """
-    text = ",".join(f"{i}={cluster.nodes[i]}" for i in cluster.ids)
+    text = ",".join(f"{i}={cluster.nodes[i]}" for i in cluster.starting_ids)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -154,7 +154,7 @@ def establish(
     identity = Identity(
         cluster_id=wanted_id or derive_cluster_id(cluster),
         node_id=node_id,
-        members=dict(cluster.nodes),
+        members=dict(cluster.starting),
         max_payload_bytes=max_payload_bytes or default_max_payload_bytes,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -179,11 +179,11 @@ def _check(
             f"{path.parent} belongs to node {recorded.node_id} of cluster "
             f"{recorded.cluster_id}, not to node {node_id}"
         )
-    if cluster.nodes != recorded.members:
-        # Safety: a node must never count a majority of fewer members than the
-        # cluster has (it could commit alone what the real majority overwrites),
-        # nor vote in another cluster's log.
-        given = ",".join(f"{i}={cluster.nodes[i]}" for i in cluster.ids)
+    if cluster.starting != recorded.members:
+        # Safety: every node interprets the log from the same starting membership (a
+        # node that counted a majority of fewer members could commit alone what the
+        # real majority overwrites), and never votes in another cluster's log.
+        given = ",".join(f"{i}={cluster.nodes[i]}" for i in cluster.starting_ids)
         had = ",".join(f"{i}={recorded.members[i]}" for i in sorted(recorded.members))
         raise ConfigError(
             f"{path.parent} was started with the members {had}; this SPEC says {given}"

@@ -97,7 +97,7 @@ def cluster_file(data_dir: Path, cluster: Cluster, *, secure: bool = True) -> Cl
     path = data_dir / "cluster.toml"
     if path.exists():
         recorded = parse_cluster(str(path))
-        if recorded.nodes != cluster.nodes:
+        if recorded.starting != cluster.nodes:
             raise ConfigError(
                 f"{data_dir} holds the cluster {recorded.spec()} (see {path}); use another "
                 f"--data-dir for {cluster.spec()}"
@@ -108,7 +108,12 @@ def cluster_file(data_dir: Path, cluster: Cluster, *, secure: bool = True) -> Cl
     else:
         cluster_id = uuid.uuid4().hex
     data_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f'cluster_id = "{cluster_id}"', ""]
+    lines = [
+        f'cluster_id = "{cluster_id}"',
+        "# The nodes the cluster started with (members added later join through the log).",
+        f"genesis = {json.dumps(list(cluster.ids))}",
+        "",
+    ]
     if not secure:
         lines += ["[nodes]"] + [f'{i} = "{cluster.nodes[i]}"' for i in cluster.ids]
     else:

@@ -76,18 +76,22 @@ from broadcast.history import (
     HistoryError,
 )
 from broadcast.identity import Identity, cluster_id_bytes, establish
-from broadcast.keys import load_keypair
+from broadcast.keys import load_keypair, raw_key
 from broadcast.logs import RateLimited, get_logger
 from broadcast.protocol import (
     ACK_RUNS_MAX,
     FETCH_MAX,
     FETCH_MAX_BYTES,
+    ChangeAnswer,
+    ChangeMembers,
     CloseSession,
     Deliveries,
     Denied,
     Fetch,
     FetchRefused,
     FetchSnapshot,
+    Members,
+    MembersRequest,
     OpenSession,
     SessionEnded,
     SessionOpened,
@@ -98,6 +102,7 @@ from broadcast.protocol import (
     SubmitAck,
     SubmitRefused,
     TakeSnapshot,
+    TransferLeader,
 )
 from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotStore
 from broadcast.spec import (
@@ -116,6 +121,7 @@ from broadcast.transport import (
     DEFAULT_MAX_CONNECTIONS,
     NodeTransport,
     TransportConfig,
+    TransportError,
     node_id_of,
 )
 from broadcast.wal import DEFAULT_SEGMENT_BYTES as DEFAULT_WAL_SEGMENT_BYTES
@@ -134,6 +140,7 @@ from paxos.messages import Accept, Message
 from paxos.multi.compaction import keep_from
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
+from paxos.multi.membership import Op
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica, StepFailed
 from paxos.multi.sessions import MAX_NAME_LEN, close_command, open_command
@@ -357,9 +364,9 @@ class Node:
             raise ConfigError("history_segment_bytes must be >= 1024")
         if reply_budget_bytes < 1 or reply_cutoff_s <= 0:
             raise ConfigError("reply_budget_bytes and reply_cutoff_s must be > 0")
-        config = replica_config or ReplicaConfig(nodes=cluster.ids)
-        if config.nodes != cluster.ids:
-            raise ConfigError("replica_config.nodes must match the cluster")
+        config = replica_config or ReplicaConfig(nodes=cluster.starting_ids)
+        if config.nodes != cluster.starting_ids:
+            raise ConfigError("replica_config.nodes must be the nodes the cluster started with")
         keyring: Keyring | None = None
         if insecure:
             log.warning(
@@ -453,6 +460,7 @@ class Node:
                 cluster_id=cluster_id_bytes(self.identity.cluster_id),
                 keyring=keyring,
             )
+            self._connect_members()  # added through the log (snapshot or replayed prefix)
         except BaseException:
             if history is not None:
                 history.close()
@@ -527,6 +535,8 @@ class Node:
         self._snapshot_waiters: list[tuple[bytes, int, int]] = []
         self._snapshot_now = False
         self._closed = False
+        # Set when this node no longer leads, after hand_over() asked it to hand over.
+        self._handover_done: threading.Event | None = None
         #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
         self.failure: BaseException | None = None
         self.max_routes = 100_000
@@ -710,6 +720,80 @@ class Node:
         """The cluster's payload limit."""
         return self.config.max_payload_bytes
 
+    def members(self, nonce: int = 0) -> Members:
+        """The newest membership applied here, with every member's address and key."""
+        r = self.replica
+        latest = r.latest
+        where = self._endpoints()
+        return Members(
+            nonce,
+            r.leader or 0,
+            latest.epoch,
+            r.current.epoch,
+            latest.voters,
+            latest.learners,
+            latest.phase1_quorum,
+            latest.phase2_quorum,
+            tuple((i, *where[i]) for i in latest.members if i in where),
+        )
+
+    def _endpoints(self) -> dict[int, tuple[str, str]]:
+        """Every node's (address, key) we know: the cluster file's, then the log's."""
+        where = {i: (a, self.cluster.keys.get(i, "")) for i, a in self.cluster.nodes.items()}
+        for _, members in self.replica.configs:
+            for node, address, key in members.endpoints:
+                where[node] = (address, key)
+        return where
+
+    def _connect_members(self) -> None:
+        """Connect to (and let in) every member the log names that we do not know yet:
+        the membership is stored in the cluster, not in our cluster file."""
+        for _, members in self.replica.configs:
+            for node, address, key in members.endpoints:
+                if node == self.node_id or self.transport.has_peer(node):
+                    continue
+                try:
+                    self.transport.add_member(node, address, key)
+                except (TransportError, ValueError) as exc:
+                    # A bad address or key came through the log (an operator's typo): the
+                    # member stays unreachable from here, nothing else is affected.
+                    log.error("member.unreachable", node=self.node_id, member=node,
+                              address=address[:300], error=str(exc)[:300])
+                    continue
+                log.info("member.connected", node=self.node_id, member=node, address=address)
+
+    def hand_over(self, timeout: float = 2.0) -> bool:
+        """A graceful stop of the leader: hand leadership to the voter furthest along and
+        wait (at most ``timeout``) until another node leads. From any thread."""
+        done = threading.Event()
+        outcome: list[bool] = []
+
+        def begin() -> None:
+            r = self.replica
+            if not r.is_leader:
+                outcome.append(False)
+                done.set()
+                return
+            voters = [v for v in r.current.voters if v != self.node_id and v in r.latest.voters]
+            if not voters:
+                outcome.append(False)
+                done.set()
+                return
+            target = max(voters, key=lambda v: (r.match.get(v, -1), -v))
+            ready, refused = r.transfer_leadership(target)
+            self._take(ready)
+            log.info("leader.transfer", node=self.node_id, to=target, refused=refused)
+            if refused is not None:
+                outcome.append(False)
+                done.set()
+            else:
+                self._handover_done = done
+
+        self._inbox.put(begin)
+        self.transport.wake()
+        done.wait(timeout)
+        return bool(done.is_set() and not outcome)
+
     def status(self, nonce: int = 0) -> Status:
         r = self.replica
         latest = self._latest_snapshot
@@ -768,6 +852,9 @@ class Node:
         if self._snapshots_enabled:
             self._snapshot_turn()
         role = (self.replica.role, self.replica.leader)
+        if self._handover_done is not None and not self.replica.is_leader:
+            self._handover_done.set()
+            self._handover_done = None
         if role != self._role:
             self._role = role
             log.info(
@@ -832,6 +919,19 @@ class Node:
                 index=ready.installed.index,
                 bytes=ready.installed.size,
             )
+        if ready.configs:
+            for chosen_at, start, members in ready.configs:
+                log.info(
+                    "membership.changed",
+                    node=self.node_id,
+                    epoch=members.epoch,
+                    voters=list(members.voters),
+                    learners=list(members.learners),
+                    phase2_quorum=members.phase2_quorum,
+                    chosen_at=chosen_at,
+                    from_slot=start,
+                )
+            self._connect_members()
         if ready.opened:
             self._sessions_opened(ready.opened)
         if ready.deliveries:
@@ -1055,6 +1155,20 @@ class Node:
                     (identity, msg.nonce, self.replica.delivered_index)
                 )
                 self._snapshot_now = True
+        elif isinstance(msg, MembersRequest):
+            if self._permits(identity, principal, STATUS):
+                self._reply(identity, self.members(msg.nonce))
+        elif isinstance(msg, ChangeMembers):
+            if self._permits(identity, principal, ADMIN):
+                self._on_change_members(identity, msg)
+        elif isinstance(msg, TransferLeader):
+            if self._permits(identity, principal, ADMIN):
+                ready, reason = self.replica.transfer_leadership(msg.target)
+                self._take(ready)
+                log.info("leader.transfer", node=self.node_id, to=msg.target, refused=reason)
+                self._reply(
+                    identity, ChangeAnswer(msg.nonce, reason or "", self.replica.leader or 0)
+                )
         elif isinstance(msg, OpenSession):
             if self._permits(identity, principal, BROADCAST) and self._may_use(
                 identity, principal, msg.name
@@ -1069,6 +1183,26 @@ class Node:
                 self._take(self.replica.propose([close_command(msg.key)]))
         else:
             self._drop(identity, "unexpected", f"unexpected {type(msg).__name__}", len(frame))
+
+    def _on_change_members(self, identity: bytes, msg: ChangeMembers) -> None:
+        try:
+            op = Op(msg.op)
+        except ValueError:
+            self._reply(identity, ChangeAnswer(msg.nonce, f"no operation {msg.op}", 0))
+            return
+        if op is Op.ADD_LEARNER and not self.insecure:
+            # The new member's key travels in the log to every member: check it here.
+            try:
+                raw_key(msg.key)
+            except (ValueError, UnicodeError):
+                self._reply(identity, ChangeAnswer(msg.nonce, "not a Z85 public key", 0))
+                return
+        ready, reason = self.replica.reconfigure(op, msg.node, msg.address, msg.key)
+        self._take(ready)
+        if reason is None:
+            log.info("membership.requested", node=self.node_id, op=op.name.lower(),
+                     member=msg.node, address=msg.address[:300])
+        self._reply(identity, ChangeAnswer(msg.nonce, reason or "", self.replica.leader or 0))
 
     # ------------------------------------------------------------------ authorisation
 

@@ -21,6 +21,7 @@ from paxos.codec import (
     BYTES,
     CLIENT_ID,
     INT,
+    NODE_ID,
     UINT,
     VALUE,
     CodecError,
@@ -28,6 +29,7 @@ from paxos.codec import (
     register,
     tuple_of,
 )
+from paxos.multi.membership import MAX_ADDRESS_LEN, MAX_KEY_LEN, MAX_MEMBERS
 from paxos.multi.sessions import NONCE_BYTES
 from paxos.types import Ballot, Value
 
@@ -249,9 +251,100 @@ class TakeSnapshot:
     nonce: int
 
 
+@dataclass(frozen=True, slots=True)
+class MembersRequest:
+    """Ask a node for the cluster's membership (``paxos member list``)."""
+
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The newest membership the node applied: its ``epoch``, ``voters``, ``learners``,
+    quorum sizes, and ``(id, address, public key)`` of every member (the key "" with
+    --insecure); ``leader``: who the node believes leads (0: none); ``governing``: the
+    epoch in effect for the node's next slot (it trails ``epoch`` while a change is on
+    its way)."""
+
+    nonce: int
+    leader: int
+    epoch: int
+    governing: int
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+    phase1_quorum: int
+    phase2_quorum: int
+    endpoints: tuple[tuple[int, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeMembers:
+    """Ask the leader for a membership change (``paxos member add|promote|remove|
+    quorum``): ``op`` is a :class:`paxos.multi.membership.Op`; ADD_LEARNER names the new
+    node's address and public key."""
+
+    nonce: int
+    op: int
+    node: int
+    address: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLeader:
+    """Ask the leader to hand over to ``target`` (``paxos leader transfer``)."""
+
+    nonce: int
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAnswer:
+    """The answer to ChangeMembers or TransferLeader: ``reason`` is "" if the node took
+    it (a change is then on its way through the log: watch Members), else why not
+    (``leader``: who the node believes leads, 0 if nobody)."""
+
+    nonce: int
+    reason: str
+    leader: int
+
+
+def _endpoint(x: object) -> tuple[int, str, str]:
+    if (
+        type(x) is not tuple
+        or len(x) != 3
+        or type(x[0]) is not int
+        or not 0 < x[0] < 2**63
+        or type(x[1]) is not str
+        or type(x[2]) is not str
+        or len(x[1]) > MAX_ADDRESS_LEN
+        or len(x[2]) > MAX_KEY_LEN
+    ):
+        raise CodecError("an endpoint is [node id, address, key]")
+    return x[0], x[1], x[2]
+
+
+def _address(x: object) -> str:
+    if type(x) is not str or len(x) > MAX_ADDRESS_LEN:
+        raise CodecError(f"expected an address of at most {MAX_ADDRESS_LEN} characters")
+    return x
+
+
+def _key(x: object) -> str:
+    if type(x) is not str or len(x) > MAX_KEY_LEN:
+        raise CodecError(f"expected a key of at most {MAX_KEY_LEN} characters")
+    return x
+
+
 def _short_str(x: object) -> str:
     if type(x) is not str or len(x) > _SHORT_STR:
         raise CodecError(f"expected a str of at most {_SHORT_STR} characters")
+    return x
+
+
+def _reason(x: object) -> str:
+    if type(x) is not str or len(x) > 512:
+        raise CodecError("expected a reason of at most 512 characters")
     return x
 
 
@@ -316,9 +409,31 @@ register(77, FetchRefused, (UINT, UINT))
 register(79, FetchSnapshot, (UINT, UINT))
 register(80, SnapshotPart, (UINT, UINT, UINT, UINT, UINT, BYTES, UINT))
 register(81, Denied, (CLIENT_ID,))
+_IDS = tuple_of(NODE_ID, MAX_MEMBERS)
+register(82, MembersRequest, (INT,))
+register(
+    83,
+    Members,
+    (INT, UINT, UINT, UINT, _IDS, _IDS, UINT, UINT,
+     tuple_of(Field("endpoint", _endpoint), MAX_MEMBERS)),
+)
+register(
+    84, ChangeMembers, (INT, UINT, UINT, Field("address", _address), Field("key", _key))
+)
+register(85, TransferLeader, (INT, NODE_ID))
+register(86, ChangeAnswer, (INT, Field("reason", _reason), UINT))
 
 ClientMessage = (
-    Submit | Fetch | StatusRequest | OpenSession | CloseSession | TakeSnapshot | FetchSnapshot
+    Submit
+    | Fetch
+    | StatusRequest
+    | OpenSession
+    | CloseSession
+    | TakeSnapshot
+    | FetchSnapshot
+    | MembersRequest
+    | ChangeMembers
+    | TransferLeader
 )
 NodeReply = (
     SubmitAck
@@ -330,4 +445,6 @@ NodeReply = (
     | SessionEnded
     | SnapshotPart
     | Denied
+    | Members
+    | ChangeAnswer
 )

@@ -25,6 +25,12 @@ client reading the file lives (paths are relative to the file)::
     ids = ["*"]                        # session names it may use: exact, prefix*, or *
     allow = ["broadcast", "subscribe", "status", "admin"]
 
+``genesis = [1, 2, 3]`` names the nodes the cluster started with (``paxos
+cluster up`` writes it; without it, every node listed). Members added later
+(``paxos member add`` appends them to the file) join through the log, which
+holds the membership from then on; the starting list never changes, since every
+node interprets the log from it.
+
 The inline form has no place for a cluster id or keys: ``Cluster.spec()`` drops
 them (an inline SPEC can only run ``--insecure``).
 """
@@ -112,6 +118,19 @@ class Cluster:
     clients: dict[str, Grant] = field(default_factory=dict)
     client_key: Path | None = None
     path: Path | None = None
+    #: The ids the cluster started with (empty: every node listed).
+    genesis: tuple[int, ...] = ()
+
+    @property
+    def starting(self) -> dict[int, str]:
+        """The nodes the cluster started with, and their addresses."""
+        if not self.genesis:
+            return self.nodes
+        return {i: self.nodes[i] for i in self.genesis}
+
+    @property
+    def starting_ids(self) -> tuple[int, ...]:
+        return tuple(sorted(self.starting))
 
     @property
     def secure(self) -> bool:
@@ -281,6 +300,11 @@ def _parse_file(path: Path, spec: str) -> Cluster:
         if grant.key in taken:
             raise ConfigError(f"{path}: client {grant.name} shares a key with a node or client")
         taken.add(grant.key)
+    genesis = data.get("genesis", [])
+    if not isinstance(genesis, list) or not all(type(i) is int for i in genesis) or (
+        genesis and not set(genesis) <= set(built.nodes)
+    ):
+        raise ConfigError(f"{path}: genesis must list ids of nodes in [nodes]")
     client_key: Path | None = None
     own = data.get("client", {})
     if not isinstance(own, dict):
@@ -290,7 +314,13 @@ def _parse_file(path: Path, spec: str) -> Cluster:
             raise ConfigError(f"{path}: [client] key_file must be a path")
         client_key = path.parent / own["key_file"]
     return Cluster(
-        built.nodes, cluster_id, node_keys, clients, client_key, path.resolve()
+        built.nodes,
+        cluster_id,
+        node_keys,
+        clients,
+        client_key,
+        path.resolve(),
+        tuple(sorted(genesis)),
     )
 
 

@@ -73,7 +73,7 @@ from typing import Self
 import zmq
 
 from broadcast.auth import CLIENT_PRINCIPAL, NODE_PRINCIPAL, Gatekeeper, Keyring
-from broadcast.keys import Keypair
+from broadcast.keys import Keypair, raw_key
 from broadcast.logs import RateLimited, get_logger
 
 __all__ = [
@@ -749,6 +749,17 @@ class NodeTransport(_Endpoint):
     def has_peer(self, peer_id: int) -> bool:
         return peer_id in self._peers
 
+    def add_member(self, peer_id: int, address: str, key: str) -> None:
+        """A member added through the log: let it in by its key (CURVE) and connect to
+        it. Its key is checked like a cluster file's (40 characters of Z85)."""
+        if self.keyring is not None:
+            try:
+                raw_key(key)
+            except (ValueError, UnicodeError):
+                raise TransportError(f"node {peer_id}: {key!r} is not a Z85 public key") from None
+            self.gate.admit_member(peer_id, key.encode())
+        self.add_peer(peer_id, address)
+
     def send(self, peer_id: int, frame: bytes) -> bool:
         """Queue one frame to a peer without blocking. False if dropped (counted)."""
         return self.send_many(peer_id, (frame,)) == 1
@@ -950,27 +961,35 @@ class ClientTransport(_Endpoint):
         self.identity = identity if identity is not None else client_identity()
         #: Whether the connections are CURVE (a key was given).
         self.secure = keypair is not None
+        self._keypair = keypair
         self._nodes: dict[int, _Socket] = {}
         self._node_of: dict[_Socket, int] = {}
         try:
             for node_id, address in nodes.items():
-                sock = _connect_dealer(
-                    self._ctx,
-                    self.identity,
-                    address,
-                    self.config,
-                    immediate=False,
-                    keypair=keypair,
-                    server_key=(server_keys or {}).get(node_id),
-                )
-                self._nodes[node_id] = sock
-                self._node_of[sock] = node_id
-                self._poller.register(sock, zmq.POLLIN)
-                if keypair is not None:
-                    self._watch_refusals(sock, address)
+                self.add_node(node_id, address, (server_keys or {}).get(node_id))
         except BaseException:
             self.close()
             raise
+
+    def add_node(self, node_id: int, address: str, server_key: bytes | None = None) -> None:
+        """Connect to one more node (a member the cluster added since we started)."""
+        self._check_open()
+        if node_id in self._nodes:
+            return
+        sock = _connect_dealer(
+            self._ctx,
+            self.identity,
+            address,
+            self.config,
+            immediate=False,
+            keypair=self._keypair,
+            server_key=server_key,
+        )
+        self._nodes[node_id] = sock
+        self._node_of[sock] = node_id
+        self._poller.register(sock, zmq.POLLIN)
+        if self._keypair is not None:
+            self._watch_refusals(sock, address)
 
     @property
     def node_ids(self) -> list[int]:

@@ -55,8 +55,8 @@ class Cluster:
             if not self.inbox:
                 return
             dst, msg = self.inbox.popleft()
-            if dst in self.down:
-                continue
+            if dst in self.down or dst not in self.replicas:
+                continue  # (a node that never started is down)
             self.apply(dst, self.replicas[dst].step(msg))
         raise AssertionError("message storm: inbox never drained")
 

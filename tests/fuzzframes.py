@@ -65,12 +65,16 @@ from typing import Any, Final
 import msgpack
 
 from broadcast.protocol import (
+    ChangeAnswer,
+    ChangeMembers,
     CloseSession,
     Deliveries,
     Denied,
     Fetch,
     FetchRefused,
     FetchSnapshot,
+    Members,
+    MembersRequest,
     OpenSession,
     SessionEnded,
     SessionOpened,
@@ -81,6 +85,7 @@ from broadcast.protocol import (
     SubmitAck,
     SubmitRefused,
     TakeSnapshot,
+    TransferLeader,
 )
 from broadcast.spec import DEFAULT_MAX_PAYLOAD_BYTES
 from broadcast.transport import TransportConfig, unpack_envelope
@@ -308,6 +313,13 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         TakeSnapshot(3),
         StatusRequest(7),
         Status(7, 1, "leader", b, 1, 1, 1, True, True, cluster_id, 3),
+        MembersRequest(8),
+        Members(8, 1, 2, 2, (1, 2, 3), (4,), 2, 2, ((4, "127.0.0.1:7004", ""),)),
+        # (changes that never apply: an op that does not exist, an id already used)
+        ChangeMembers(9, 99, 4, "127.0.0.1:7004", ""),
+        ChangeMembers(9, 1, 1, "127.0.0.1:7004", "x" * 40),
+        TransferLeader(10, 99),
+        ChangeAnswer(10, "not the leader", 2),
     ]
 
 

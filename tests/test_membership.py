@@ -87,11 +87,11 @@ def test_a_snapshot_carries_the_memberships_after_its_slot() -> None:
     # starting membership governs.
     old = build_snapshot(10, 7, Sessions(), b"app")
     assert read_snapshot(old.blob, 16, 16).configs is None
-    bad = msgpack.packb([2, 10, 7, Sessions().export(), b"", [[5, 0, [], [], 0, 0]]])
+    bad = msgpack.packb([2, 10, 7, Sessions().export(), b"", [[5, 0, [], [], 0, 0, []]]])
     with pytest.raises(SnapshotFormatError):
         read_snapshot(bad, 16, 16)
     with pytest.raises(ValueError):
-        restore_configs([[5, 0, [1], [], 0, 1], [5, 1, [1], [], 0, 1]])  # not ascending
+        restore_configs([[5, 0, [1], [], 0, 1, []], [5, 1, [1], [], 0, 1, []]])  # not ascending
 
 
 # ---------------------------------------------------------------------- the alpha rule
@@ -189,6 +189,16 @@ def test_a_learners_vote_never_counts() -> None:
     learner = c.replicas[4]
     assert learner.accepted.get(before + 1) is not None  # the learner accepted it ...
     assert r.commit == before  # ... and that chose nothing
+
+
+def test_a_learner_never_heard_from_is_not_promoted() -> None:
+    """Found by hand: a learner whose process was never started passed the check while
+    the log was shorter than promote_lag (it had no reported prefix at all)."""
+    c = Cluster(3)
+    leader = c.elect()
+    c.reconfigure(Op.ADD_LEARNER, 4)  # (no replica 4 exists: it never started)
+    _, refused = c.replicas[leader].reconfigure(Op.PROMOTE, 4)
+    assert refused == "learner 4 is not caught up yet"
 
 
 def test_a_learner_is_promoted_only_once_caught_up() -> None:
@@ -395,3 +405,17 @@ def test_a_removed_leader_hands_over_instead_of_leaving_an_election_to_time_out(
         ticks += 1
         assert ticks < c.config.election_min_ticks, "the removed leader left an election"
     assert r.transfer_to is None and not r.is_leader
+
+
+def test_a_new_member_s_address_and_key_travel_in_the_log() -> None:
+    """The membership is stored in the cluster itself: where an added node listens and
+    its public key are part of the change, so every member can connect to it."""
+    change = Change(0, Op.ADD_LEARNER, 4, "10.0.0.4:7004", "k" * 40)
+    assert read_change(change_command(change)) == change
+    added = GENESIS.apply(change)
+    assert added is not None and added.endpoints == ((4, "10.0.0.4:7004", "k" * 40),)
+    removed = added.apply(Change(1, Op.REMOVE, 4))
+    assert removed is not None and removed.endpoints == ()
+    assert GENESIS.apply(Change(0, Op.ADD_LEARNER, 4, "h" * 300, "")) is None
+    snap = build_snapshot(1, 0, Sessions(), b"", [(1, added)])
+    assert read_snapshot(snap.blob, 16, 16).configs == [(1, added)]

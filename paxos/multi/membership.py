@@ -53,6 +53,9 @@ CONFIG: Final = 4
 CONFIG_CLIENT: Final = ""
 #: At most this many members (voters and learners): bounds every per-member table.
 MAX_MEMBERS: Final = 64
+#: The longest address (``host:port``) and public key a change may name.
+MAX_ADDRESS_LEN: Final = 262
+MAX_KEY_LEN: Final = 64
 
 
 class Op(enum.IntEnum):
@@ -65,11 +68,14 @@ class Op(enum.IntEnum):
 @dataclass(frozen=True, slots=True)
 class Change:
     """``op`` on ``node`` (SET_QUORUM: ``node`` is the phase-2 quorum size, 0 for a
-    majority), made against the membership of ``epoch``."""
+    majority), made against the membership of ``epoch``. ADD_LEARNER names where the
+    new node listens and its public key (opaque here; the runtime connects with them)."""
 
     epoch: int
     op: Op
     node: int
+    address: str = ""
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,9 @@ class Membership:
     #: The phase-2 quorum size asked for (0: a majority); see phase2_quorum.
     q2: int = 0
     max_id: int = 0
+    #: (id, address, public key) of the members added through the log, by id; the
+    #: starting members' are in the cluster file.
+    endpoints: tuple[tuple[int, str, str], ...] = ()
 
     @staticmethod
     def genesis(nodes: tuple[int, ...], q2: int = 0) -> Membership:
@@ -112,7 +121,15 @@ class Membership:
             # Never an id that was ever a member: its old disk's vows may be lost.
             if node <= self.max_id or len(self.members) >= MAX_MEMBERS:
                 return None
-            return replace(self, epoch=nxt, learners=(*self.learners, node), max_id=node)
+            if len(change.address) > MAX_ADDRESS_LEN or len(change.key) > MAX_KEY_LEN:
+                return None
+            endpoints = self.endpoints
+            if change.address or change.key:
+                endpoints = (*endpoints, (node, change.address, change.key))
+            return replace(
+                self, epoch=nxt, learners=(*self.learners, node), max_id=node,
+                endpoints=endpoints,
+            )
         if change.op is Op.PROMOTE:
             if node not in self.learners:
                 return None
@@ -120,12 +137,14 @@ class Membership:
             return replace(self, epoch=nxt, voters=tuple(sorted((*self.voters, node))),
                            learners=learners)
         if change.op is Op.REMOVE:
+            endpoints = tuple(e for e in self.endpoints if e[0] != node)
             if node in self.learners:
-                return replace(self, epoch=nxt,
+                return replace(self, epoch=nxt, endpoints=endpoints,
                                learners=tuple(n for n in self.learners if n != node))
             if node not in self.voters or len(self.voters) == 1:
                 return None  # a cluster keeps at least one voter
-            return replace(self, epoch=nxt, voters=tuple(n for n in self.voters if n != node))
+            return replace(self, epoch=nxt, endpoints=endpoints,
+                           voters=tuple(n for n in self.voters if n != node))
         # Op.SET_QUORUM
         if not 0 <= node <= len(self.voters):
             return None
@@ -134,8 +153,10 @@ class Membership:
 
 def change_command(change: Change) -> Command:
     """The system command that proposes ``change``."""
-    body = msgpack.packb([change.epoch, int(change.op), change.node])
-    return Command(CONFIG_CLIENT, 0, bytes((CONFIG,)) + body)
+    row: list[object] = [change.epoch, int(change.op), change.node]
+    if change.address or change.key:
+        row += [change.address, change.key]
+    return Command(CONFIG_CLIENT, 0, bytes((CONFIG,)) + msgpack.packb(row))
 
 
 def is_change(command: Command) -> bool:
@@ -145,17 +166,22 @@ def is_change(command: Command) -> bool:
 def read_change(command: Command) -> Change | None:
     """The change a CONFIG command holds; None if malformed (ignored everywhere alike)."""
     try:
-        epoch, op, node = msgpack.unpackb(command.payload[1:], raw=False)
+        epoch, op, node, *where = msgpack.unpackb(command.payload[1:], raw=False)
         if not all(type(x) is int and x >= 0 for x in (epoch, op, node)):
             return None
-        return Change(epoch, Op(op), node)
+        if where and (len(where) != 2 or not all(type(x) is str for x in where)):
+            return None
+        return Change(epoch, Op(op), node, *where)
     except Exception:  # msgpack and Op raise several types; all mean "malformed"
         return None
 
 
 def export_configs(configs: list[tuple[int, Membership]]) -> list[list[object]]:
-    return [[start, m.epoch, list(m.voters), list(m.learners), m.q2, m.max_id]
-            for start, m in configs]
+    return [
+        [start, m.epoch, list(m.voters), list(m.learners), m.q2, m.max_id,
+         [list(e) for e in m.endpoints]]
+        for start, m in configs
+    ]
 
 
 def restore_configs(rows: object) -> list[tuple[int, Membership]]:
@@ -164,9 +190,16 @@ def restore_configs(rows: object) -> list[tuple[int, Membership]]:
         raise ValueError("bad membership list")
     out: list[tuple[int, Membership]] = []
     for row in rows:
-        if not isinstance(row, list) or len(row) != 6:
+        if not isinstance(row, list) or len(row) != 7:
             raise ValueError("bad membership row")
-        start, epoch, voters, learners, q2, max_id = row
+        start, epoch, voters, learners, q2, max_id, where = row
+        if not isinstance(where, list) or len(where) > MAX_MEMBERS or not all(
+            isinstance(e, list) and len(e) == 3 and type(e[0]) is int
+            and type(e[1]) is str and type(e[2]) is str
+            and len(e[1]) <= MAX_ADDRESS_LEN and len(e[2]) <= MAX_KEY_LEN
+            for e in where
+        ):
+            raise ValueError("bad membership endpoints")
         ints = [start, epoch, q2, max_id]
         if not isinstance(voters, list) or not isinstance(learners, list):
             raise ValueError("bad membership row")
@@ -175,7 +208,10 @@ def restore_configs(rows: object) -> list[tuple[int, Membership]]:
             raise ValueError("bad membership row")
         if not voters or len(voters) + len(learners) > MAX_MEMBERS:
             raise ValueError("bad membership size")
-        out.append((start, Membership(epoch, tuple(voters), tuple(learners), q2, max_id)))
+        endpoints = tuple((e[0], e[1], e[2]) for e in where)
+        out.append(
+            (start, Membership(epoch, tuple(voters), tuple(learners), q2, max_id, endpoints))
+        )
     if any(a[0] >= b[0] for a, b in pairwise(out)):
         raise ValueError("membership starts not ascending")
     return out

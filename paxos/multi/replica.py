@@ -447,7 +447,9 @@ class Replica:
             raise self._failed(out) from exc
         return out
 
-    def reconfigure(self, op: Op, node: int) -> tuple[Ready, str | None]:
+    def reconfigure(
+        self, op: Op, node: int, address: str = "", key: str = ""
+    ) -> tuple[Ready, str | None]:
         """Propose a membership change (see paxos.multi.membership); only a leader does.
 
         Returns the Ready and None once the change is queued for the log, or a reason
@@ -462,11 +464,15 @@ class Replica:
         if self.change_pending is not None:
             return out, "a membership change is in progress"
         latest = self.latest
-        change = Change(latest.epoch, op, node)
+        change = Change(latest.epoch, op, node, address, key)
         if latest.apply(change) is None:
             return out, f"{op.name.lower()} {node} does not apply to membership {latest}"
-        if op is Op.PROMOTE and self.match.get(node, -1) < self.commit - self.config.promote_lag:
-            # Liveness: a voter far behind would make quorums wait for its catch-up.
+        if op is Op.PROMOTE and (
+            node not in self.match or self.match[node] < self.commit - self.config.promote_lag
+        ):
+            # Liveness: a voter far behind (or never heard from: not even started) would
+            # make quorums wait for it; promoting a dead learner in a cluster of three
+            # makes it one of four, where one more failure stops the cluster.
             return out, f"learner {node} is not caught up yet"
         if op is Op.REMOVE and node in latest.voters:
             rest = len(latest.voters) - 1
