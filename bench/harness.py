@@ -12,6 +12,7 @@ import contextlib
 import os
 import pickle
 import select
+import signal
 import statistics
 import subprocess
 import sys
@@ -158,11 +159,13 @@ def run_load(
     retry_s: float = 1.0,
     record_acks: bool = False,
     kill_at: float | None = None,
+    kill_signal: int = signal.SIGKILL,
 ) -> tuple[dict[str, Any], list[LoadResult]]:
     """Drive ``cluster`` with ``cfg.clients`` load processes; returns (summary, raw results).
 
-    ``kill_at`` (seconds after the start): SIGKILL the leader then (failover
-    runs); the summary then has ``kill_time`` (monotonic).
+    ``kill_at`` (seconds after the start): send the leader ``kill_signal`` then
+    (failover runs: SIGKILL; a planned handover: SIGTERM, on which a leader hands over
+    and exits); the summary then has ``kill_time`` (monotonic).
     """
     tag = uuid.uuid4().hex[:8]
     per_client = None if rate is None else rate / cfg.clients
@@ -196,7 +199,7 @@ def run_load(
             load.send(start_at)
         if kill_at is not None:
             _sleep_until(start_at + kill_at)
-            kill_time = cluster.kill(leader)
+            kill_time = cluster.kill(leader, kill_signal)
         _sleep_until(start_at + warmup_s)
         cpu0, host0, t0 = cluster.cpu(), host_cpu_seconds(), time.monotonic()
         _sleep_until(start_at + warmup_s + duration_s)
@@ -290,8 +293,10 @@ def run_failover(
     batch: int = 256,
     bucket_ms: int = 20,
     secure: bool = True,
+    kill_signal: int = signal.SIGKILL,
 ) -> dict[str, Any]:
-    """Load a fresh cluster, SIGKILL its leader, and account for what was acknowledged.
+    """Load a fresh cluster, SIGKILL its leader (or, with ``kill_signal`` SIGTERM, stop
+    it gracefully: it hands over first), and account for what was acknowledged.
 
     Reports ``lost_acked`` (acknowledged messages missing from the order of
     the survivor that misses the most), ``unavailable_s`` (kill -> the first
@@ -318,6 +323,7 @@ def run_failover(
             retry_s=0.1,
             record_acks=True,
             kill_at=kill_after_s,
+            kill_signal=kill_signal,
         )
         kill_time = summary["kill_time"]
         survivors = [i for i in cluster.cluster.ids if i != leader]
@@ -367,6 +373,10 @@ def run_failover(
             "lost_acked_per_survivor": missing,
             "survivor_orders_agree": agree,
             "unavailable_s": round(new[0] - kill_time, 4) if new else None,
+            # The gap in commits: the last acknowledgement before the signal to the first
+            # of a message sent after it.
+            "gap_s": round(new[0] - max(before), 4) if new and before else None,
+            "signal": signal.Signals(kill_signal).name,
             "first_ack_after_kill_s": round(after[0] - kill_time, 4) if after else None,
             "last_ack_before_kill_s": round(kill_time - max(before), 4) if before else None,
             "msgs_s_before_kill": round(len(before) / kill_after_s, 1),

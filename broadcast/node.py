@@ -535,8 +535,9 @@ class Node:
         self._snapshot_waiters: list[tuple[bytes, int, int]] = []
         self._snapshot_now = False
         self._closed = False
-        # Set when this node no longer leads, after hand_over() asked it to hand over.
+        # Set when this node handed over, after hand_over() asked it to (see there).
         self._handover_done: threading.Event | None = None
+        self._handover_commit = 0
         #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
         self.failure: BaseException | None = None
         self.max_routes = 100_000
@@ -764,7 +765,9 @@ class Node:
 
     def hand_over(self, timeout: float = 2.0) -> bool:
         """A graceful stop of the leader: hand leadership to the voter furthest along and
-        wait (at most ``timeout``) until another node leads. From any thread."""
+        wait (at most ``timeout``) until another node leads, this node forwarded what it
+        had queued to it, and the new leader committed after it (so that this node also
+        acknowledged to its clients what they sent it). From any thread."""
         done = threading.Event()
         outcome: list[bool] = []
 
@@ -793,6 +796,19 @@ class Node:
         self.transport.wake()
         done.wait(timeout)
         return bool(done.is_set() and not outcome)
+
+    def _check_handover(self) -> None:
+        r = self.replica
+        if r.is_leader:
+            self._handover_commit = r.commit
+            return
+        if r.leader in (None, self.node_id) or r.backlog()[0]:
+            return  # the new leader is not known yet, or our queue not forwarded to it
+        if r.commit <= self._handover_commit:
+            return  # what we forwarded is not committed yet: our clients' acks would die
+        assert self._handover_done is not None
+        self._handover_done.set()
+        self._handover_done = None
 
     def status(self, nonce: int = 0) -> Status:
         r = self.replica
@@ -852,9 +868,8 @@ class Node:
         if self._snapshots_enabled:
             self._snapshot_turn()
         role = (self.replica.role, self.replica.leader)
-        if self._handover_done is not None and not self.replica.is_leader:
-            self._handover_done.set()
-            self._handover_done = None
+        if self._handover_done is not None:
+            self._check_handover()
         if role != self._role:
             self._role = role
             log.info(
