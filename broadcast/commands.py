@@ -712,16 +712,27 @@ def subscribe_command(
 def status_command(
     spec: str | None, as_json: bool, timeout: float, key_file: Path | None, insecure: bool
 ) -> None:
-    """Show each node: id, address, reachable, role, ballot, leader, last delivered index.
+    """Show each member: id, address, reachable, role, ballot, leader, last delivered
+    index; and the membership (voters and learners, as the cluster's log has it).
 
-    Exits non-zero unless a majority of the cluster's nodes answer and see one leader
-    with a quorum (the leader heard from a majority lately; followers heard from it).
+    Exits non-zero unless a majority of the voters answer and see one leader with a
+    quorum (the leader heard from a majority lately; followers heard from it).
     """
     configure("warning")
     cluster = _cluster(spec)
     rows = []
     with _client(cluster, key_file, insecure) as client:
-        for node_id in cluster.ids:
+        try:
+            client.refresh_members(timeout)  # members added since the file was written
+            members = client.members(timeout=timeout)
+        except Forbidden as exc:
+            raise click.ClickException(str(exc)) from None
+        cluster = client.cluster
+        ids = sorted(set(members.voters) | set(members.learners)) if members else cluster.ids
+        voters = set(members.voters) if members else set(cluster.ids)
+        for node_id in ids:
+            if node_id not in cluster.nodes:
+                continue
             try:
                 s = client.status(node_id, timeout)
             except Forbidden as exc:
@@ -729,6 +740,7 @@ def status_command(
             rows.append(
                 {
                     "id": node_id,
+                    "member": "voter" if node_id in voters else "learner",
                     "address": cluster.nodes[node_id],
                     "reachable": s is not None,
                     "role": s.role if s else None,
@@ -763,6 +775,12 @@ def status_command(
                 f"{_or_dash(row['delivered']):>9} {_or_dash(row['snapshot_index']):>9} "
                 f"{_or_dash(row['floor']):>9} {_size(row['log_bytes']):>9}"
             )
+        if members is not None:
+            learners = f", learners {list(members.learners)}" if members.learners else ""
+            click.echo(
+                f"membership epoch {members.epoch}: voters {list(members.voters)}{learners}; "
+                f"quorums: phase 1 {members.phase1_quorum}, phase 2 {members.phase2_quorum}"
+            )
     if not any(row["reachable"] for row in rows):
         raise click.ClickException(f"no node of {cluster.spec()} is reachable")
     # A leader with a quorum, as the nodes we reach see it: a majority of the cluster
@@ -770,13 +788,13 @@ def status_command(
     votes: dict[int, int] = {}
     for row in rows:
         leader = row["leader"]
-        if row["leader_ok"] and isinstance(leader, int):
+        if row["leader_ok"] and isinstance(leader, int) and row["member"] == "voter":
             votes[leader] = votes.get(leader, 0) + 1
-    majority = len(cluster.ids) // 2 + 1
+    majority = len(voters) // 2 + 1
     if not any(count >= majority for count in votes.values()):
-        reachable = sum(1 for row in rows if row["reachable"])
+        reachable = sum(1 for row in rows if row["reachable"] and row["member"] == "voter")
         raise click.ClickException(
-            f"no leader with a quorum: {reachable} of {len(cluster.ids)} nodes reachable, "
+            f"no leader with a quorum: {reachable} of {len(voters)} voters reachable, "
             f"leaders seen: {sorted(votes) or 'none'}"
         )
 

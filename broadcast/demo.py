@@ -3,8 +3,10 @@
 Separate node processes on 127.0.0.1, a temporary data directory, two
 clients broadcasting at once; then the leader is killed with SIGKILL and the
 order continues under a new leader; then the killed node restarts from its
-data directory and catches up. Every step is checked, and the demo exits
-non-zero if any check fails.
+data directory and catches up. Then the membership changes while it runs: a
+fourth node joins as a learner, catches up and is promoted to voter, and the
+leader is removed (it hands leadership over first). Every step is checked, and
+the demo exits non-zero if any check fails.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from pathlib import Path
 import click
 
 from broadcast.client import Client, Committed
+from broadcast.keys import ensure_keypair
 from broadcast.local import cluster_file, free_base_port, spawn_node
 from broadcast.logs import configure
-from broadcast.spec import Cluster, local_cluster
+from broadcast.members_cli import add_to_file
+from broadcast.spec import Cluster, local_cluster, parse_cluster
+from paxos.multi.membership import Op
 from paxos.types import Delivery
 
 
@@ -88,7 +93,7 @@ def _show_orders(orders: dict[int, list[Delivery]], start: int = 1) -> None:
 
 def run_demo(per_client: int = 5) -> None:
     configure("warning")
-    base = free_base_port(3)
+    base = free_base_port(4)
     total = 2 * per_client
     with tempfile.TemporaryDirectory(prefix="paxos-demo-") as tmp:
         data = Path(tmp)
@@ -146,6 +151,40 @@ def run_demo(per_client: int = 5) -> None:
                 if [d.command for d in caught_up] != ref:
                     raise DemoFailed(f"node {leader} did not catch up to the same order")
                 _say(f"node {leader} caught up: all {expected} deliveries, in the same order")
+
+                # Membership changes online: a new machine joins, the leader leaves.
+                address = f"127.0.0.1:{base + 4}"
+                key = ensure_keypair(data / "node4" / "node.key").public_text
+                _say(f"adding node 4 ({address}) as a learner: paxos member add 4 {address}")
+                admin.change_members(Op.ADD_LEARNER, 4, address, key, timeout=30)
+                assert cluster.path is not None
+                add_to_file(cluster, 4, address, key)
+                cluster = parse_cluster(str(cluster.path))
+                procs[4] = spawn_node(4, cluster, data, log_file=data / "node4.log")
+                admin.refresh_members()
+                admin.change_members(Op.PROMOTE, 4, timeout=60)
+                joined = _read_order(cluster, 4, expected)
+                if [d.command for d in joined] != ref:
+                    raise DemoFailed("node 4 did not learn the same order")
+                _say(f"node 4 caught up ({expected} deliveries, the same order) and now votes")
+
+                leader = _wait_leader(admin, cluster, 20)
+                _say(f"removing the leader, node {leader}: it hands leadership over first")
+                removed_at = time.monotonic()
+                admin.change_members(Op.REMOVE, leader, timeout=30)
+                members = admin.members()
+                if members is None or leader in members.voters:
+                    raise DemoFailed(f"node {leader} is still a member")
+                with Client(cluster, client_id="dave") as dave:
+                    last = dave.broadcast(b"dave: after the leader left")
+                took = time.monotonic() - removed_at
+                procs[leader].send_signal(signal.SIGTERM)
+                procs[leader].wait(10)
+                _say(
+                    f"voters now {list(members.voters)}; node {members.leader} leads; a "
+                    f"broadcast committed at index {last.index}, {took * 1000:.0f} ms after the "
+                    "removal was asked for"
+                )
         finally:
             for proc in procs.values():
                 if proc.poll() is None:

@@ -580,7 +580,8 @@ def test_demo_runs_and_checks_every_step() -> None:
     out = paxos("demo", "--messages", "2", timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     for step in ("was elected leader", "every node delivered the same order", "took over",
-                 "the order continued", "caught up", "demo finished"):
+                 "the order continued", "caught up", "node 4 caught up", "hands leadership over",
+                 "voters now", "demo finished"):
         assert step in out.stdout, (step, out.stdout)
 
 
