@@ -27,7 +27,9 @@ from paxos.types import Command
 
 
 def run(commands: int, batch: int, window: int, payload: int = 100) -> dict[str, float]:
-    config = ReplicaConfig(nodes=(1, 2, 3), batch_max=batch, window=window)
+    config = ReplicaConfig(
+        nodes=(1, 2, 3), batch_max=batch, window=window, alpha=max(16, window)
+    )
     replicas = {i: Replica(i, config, random.Random(i)) for i in config.nodes}
     inbox: deque[tuple[int, Message]] = deque()
     delivered = dict.fromkeys(config.nodes, 0)

@@ -171,11 +171,27 @@ class Gatekeeper:
             router.curve_publickey = keyring.keypair.public
             router.curve_secretkey = keyring.keypair.secret
 
-    def admit_member(self, node_id: int, key: bytes) -> None:
-        """Let in the member ``node_id`` (added through the log) by its Z85 ``key``."""
-        if self.keyring is not None:
-            self.keyring.peers[node_id] = key
-            self._principals[raw_key(key)] = f"{NODE_PRINCIPAL}{node_id}"
+    def admit_member(self, node_id: int, key: bytes) -> bool:
+        """Let in the member ``node_id`` (added through the log) by its Z85 ``key``.
+        False (nothing changes) if that key already lets in someone else: a key names
+        one principal, or its owner would speak as another (review finding)."""
+        if self.keyring is None:
+            return True
+        principal = f"{NODE_PRINCIPAL}{node_id}"
+        raw = raw_key(key)
+        if self._principals.get(raw, principal) != principal:
+            return False
+        self.keyring.peers[node_id] = key
+        self._principals[raw] = principal
+        return True
+
+    def revoke_member(self, node_id: int) -> None:
+        """Stop letting in the member ``node_id`` (removed from the membership)."""
+        if self.keyring is None:
+            return
+        key = self.keyring.peers.pop(node_id, None)
+        if key is not None:
+            self._principals.pop(raw_key(key), None)
 
     def on_monitor(self) -> None:
         """Count connections opened and closed (events of the ROUTER's monitor)."""

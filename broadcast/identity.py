@@ -65,8 +65,13 @@ class Identity:
 
     cluster_id: str
     node_id: int
+    #: The members the cluster started with (a node added later is not among them).
     members: dict[int, str]
     max_payload_bytes: int
+    #: The alpha rule's distance and the starting phase-2 quorum (0: a majority): every
+    #: member must interpret the log's membership changes alike, for ever.
+    alpha: int = 16
+    phase2_quorum: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +80,8 @@ class Identity:
             "node_id": self.node_id,
             "members": {str(i): a for i, a in sorted(self.members.items())},
             "max_payload_bytes": self.max_payload_bytes,
+            "alpha": self.alpha,
+            "phase2_quorum": self.phase2_quorum,
         }
 
     @classmethod
@@ -85,13 +92,19 @@ class Identity:
             node_id = data["node_id"]
             members = {int(k): v for k, v in data["members"].items()}
             max_payload = data["max_payload_bytes"]
+            # (written before membership changes: the defaults of then)
+            alpha = data.get("alpha", 16)
+            phase2_quorum = data.get("phase2_quorum", 0)
             assert isinstance(cluster_id, str) and cluster_id
-            assert type(node_id) is int and node_id in members
+            # (a node added later is not one of the starting members)
+            assert type(node_id) is int and node_id > 0 and members
             assert all(isinstance(v, str) for v in members.values())
             assert type(max_payload) is int and max_payload > 0
+            assert type(alpha) is int and alpha > 0
+            assert type(phase2_quorum) is int and phase2_quorum >= 0
         except (AssertionError, KeyError, AttributeError, TypeError, ValueError):
             raise ConfigError(f"{where} is damaged or not an identity file") from None
-        return cls(cluster_id, node_id, members, max_payload)
+        return cls(cluster_id, node_id, members, max_payload, alpha, phase2_quorum)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -130,6 +143,8 @@ def establish(
     cluster_id: str | None,
     max_payload_bytes: int | None,
     default_max_payload_bytes: int,
+    alpha: int = 16,
+    phase2_quorum: int = 0,
 ) -> Identity:
     """Check ``data_dir``'s recorded identity against what this start is given, or
     record it on the first start. Raises :class:`ConfigError` (one line) on any
@@ -145,6 +160,14 @@ def establish(
             raise ConfigError(f"{path}: cannot read the node's identity ({exc})") from None
         recorded = Identity.from_json(data, path)
         _check(recorded, node_id, cluster, wanted_id, max_payload_bytes, path)
+        if (alpha, phase2_quorum) != (recorded.alpha, recorded.phase2_quorum):
+            # Safety: another alpha or starting quorum would make this node count other
+            # voters than its peers for the slots around every membership change.
+            raise ConfigError(
+                f"{path.parent} records alpha {recorded.alpha} and a starting phase-2 "
+                f"quorum {recorded.phase2_quorum}; they cannot change to {alpha} and "
+                f"{phase2_quorum}"
+            )
         return recorded
     if _has_log(data_dir / "wal"):
         raise ConfigError(
@@ -156,6 +179,8 @@ def establish(
         node_id=node_id,
         members=dict(cluster.starting),
         max_payload_bytes=max_payload_bytes or default_max_payload_bytes,
+        alpha=alpha,
+        phase2_quorum=phase2_quorum,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(path, json.dumps(identity.to_json(), indent=2) + "\n")

@@ -401,6 +401,8 @@ class Node:
             cluster_id=cluster_id,
             max_payload_bytes=max_payload_bytes,
             default_max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+            alpha=config.alpha,
+            phase2_quorum=config.phase2_quorum,
         )
         try:
             # The recorded limit decides what enters the log, the same on every member.
@@ -538,6 +540,7 @@ class Node:
         # Set when this node handed over, after hand_over() asked it to (see there).
         self._handover_done: threading.Event | None = None
         self._handover_commit = 0
+        self._members_seen = (self.replica.current.epoch, self.replica.latest.epoch)
         #: Why :meth:`run` stopped, if it stopped on its own (a disk failure).
         self.failure: BaseException | None = None
         self.max_routes = 100_000
@@ -748,7 +751,16 @@ class Node:
 
     def _connect_members(self) -> None:
         """Connect to (and let in) every member the log names that we do not know yet:
-        the membership is stored in the cluster, not in our cluster file."""
+        the membership is stored in the cluster, not in our cluster file. Stop letting
+        in, and sending to, a node the log removed, once no membership that still
+        governs a slot names it (its votes count until then)."""
+        r = self.replica
+        self._members_seen = (r.current.epoch, r.latest.epoch)
+        named = {n for _, members in r.configs for n in members.members}
+        for node in self.transport.peer_ids:
+            if node not in named and node <= r.latest.max_id:
+                self.transport.remove_member(node)
+                log.info("member.removed", node=self.node_id, member=node)
         for _, members in self.replica.configs:
             for node, address, key in members.endpoints:
                 if node == self.node_id or self.transport.has_peer(node):
@@ -870,6 +882,9 @@ class Node:
         role = (self.replica.role, self.replica.leader)
         if self._handover_done is not None:
             self._check_handover()
+        r = self.replica
+        if (r.current.epoch, r.latest.epoch) != self._members_seen:
+            self._connect_members()
         if role != self._role:
             self._role = role
             log.info(
@@ -1206,11 +1221,20 @@ class Node:
             self._reply(identity, ChangeAnswer(msg.nonce, f"no operation {msg.op}", 0))
             return
         if op is Op.ADD_LEARNER and not self.insecure:
-            # The new member's key travels in the log to every member: check it here.
+            # The new member's key travels in the log to every member: check it here. A
+            # key already in use (a node's or a client's) would let its owner speak as
+            # the new member everywhere, for good (review finding).
             try:
                 raw_key(msg.key)
             except (ValueError, UnicodeError):
                 self._reply(identity, ChangeAnswer(msg.nonce, "not a Z85 public key", 0))
+                return
+            used = {key for _, key in self._endpoints().values()}
+            used.update(grant.key for grant in self._grants.values())
+            if msg.key in used:
+                self._reply(identity, ChangeAnswer(
+                    msg.nonce, "does not apply: that key is already in use", 0
+                ))
                 return
         ready, reason = self.replica.reconfigure(op, msg.node, msg.address, msg.key)
         self._take(ready)

@@ -757,8 +757,16 @@ class NodeTransport(_Endpoint):
                 raw_key(key)
             except (ValueError, UnicodeError):
                 raise TransportError(f"node {peer_id}: {key!r} is not a Z85 public key") from None
-            self.gate.admit_member(peer_id, key.encode())
+            if not self.gate.admit_member(peer_id, key.encode()):
+                raise TransportError(f"node {peer_id}: its key already lets in another")
         self.add_peer(peer_id, address)
+
+    def remove_member(self, peer_id: int) -> None:
+        """A member removed through the log: no longer let in, no longer sent to."""
+        self.gate.revoke_member(peer_id)
+        sock = self._peers.pop(peer_id, None)
+        if sock is not None:
+            sock.close(0)
 
     def send(self, peer_id: int, frame: bytes) -> bool:
         """Queue one frame to a peer without blocking. False if dropped (counted)."""

@@ -195,11 +195,14 @@ class SnapshotRequest:
 class TimeoutNow:
     """The leader of ``ballot`` hands over to ``target`` (leadership transfer): the
     target campaigns at once, without a pre-vote, and the others promise it although
-    they hear from a live leader. It decides only who leads, never what is chosen."""
+    they hear from a live leader. It decides only who leads, never what is chosen.
+    ``commit`` is the leader's chosen prefix when it handed over: a TimeoutNow older
+    than a commit notice since is stale (the transfer was abandoned)."""
 
     src: int
     ballot: Ballot
     target: int
+    commit: int
 
 
 Message = (

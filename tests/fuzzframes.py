@@ -289,7 +289,7 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         Forward(src, value),
         SnapshotChunk(src, 9, 4, 0, 0, b"snap", 9),
         SnapshotRequest(src, 9, 0, 0),
-        TimeoutNow(src, b, 1),
+        TimeoutNow(src, b, 1, 1),
         PromiseRecord(b),
         AcceptRecord(1, b, value),
         CommitRecord(1),

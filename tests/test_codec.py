@@ -83,7 +83,7 @@ SAMPLES: dict[type, list[Any]] = {
         SnapshotChunk(2, 7, 3, 9, 1, b"xy", 7),
     ],
     SnapshotRequest: [SnapshotRequest(2, 7, 123, 256)],
-    TimeoutNow: [TimeoutNow(2, B, 3)],
+    TimeoutNow: [TimeoutNow(2, B, 3, 7)],
     Forward: [Forward(2, ()), Forward(2, CMDS), Forward(3, BIG)],
     PromiseRecord: [PromiseRecord(B), PromiseRecord(ZERO_BALLOT)],
     AcceptRecord: [AcceptRecord(0, B, NOOP), AcceptRecord(12, B, CMDS), AcceptRecord(13, B, BIG)],

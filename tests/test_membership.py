@@ -14,6 +14,7 @@ import msgpack
 import pytest
 from cluster import Cluster
 
+from paxos.codec import MAX_NODE_ID
 from paxos.messages import Accept, Accepted, Prepare
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.membership import (
@@ -52,6 +53,13 @@ def test_ids_are_never_reused() -> None:
     assert removed.apply(Change(1, Op.ADD_LEARNER, 3)) is None
     assert removed.apply(Change(1, Op.ADD_LEARNER, 2)) is None
     assert removed.apply(Change(1, Op.ADD_LEARNER, 4)) is not None
+
+
+def test_a_node_id_the_wire_cannot_carry_is_refused() -> None:
+    """Review finding: ``member add 4294967296`` (a typo) was chosen; that member could
+    never speak, and max_id then blocked every later addition for good."""
+    assert GENESIS.apply(Change(0, Op.ADD_LEARNER, MAX_NODE_ID + 1)) is None
+    assert GENESIS.apply(Change(0, Op.ADD_LEARNER, MAX_NODE_ID)) is not None
 
 
 def test_the_last_voter_stays_and_only_learners_are_promoted() -> None:

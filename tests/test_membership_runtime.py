@@ -112,6 +112,15 @@ def test_grow_from_three_to_five_and_shrink_back_to_three_under_load(tmp_path: P
                 add_node(cluster, admin, node)
             members = admin.members()
             assert members is not None and members.voters == (1, 2, 3, 4, 5)
+            # A node that joined restarts like any other (its data directory records it
+            # with the cluster's starting members, which it is not one of).
+            cluster.kill(4)
+            cluster.start(4)
+            admin.refresh_members()
+            wait_for(
+                "node 4 to serve again",
+                lambda: (s := admin.status(4)) is not None and s.delivered >= len(load.acked),
+            )
             at_five = len(load.acked)
             wait_for("commits with five voters", lambda: len(load.acked) >= at_five + 20)
             # Shrink: the leader first (it hands over), then another of the first three.

@@ -51,7 +51,7 @@ def leader_of(config: ReplicaConfig, node: int = 1) -> Replica:
 
 
 def test_slots_are_bounded_in_bytes_and_a_large_command_gets_a_slot_of_its_own() -> None:
-    config = ReplicaConfig(nodes=(1, 2, 3), batch_max_bytes=10_000, window=64)
+    config = ReplicaConfig(nodes=(1, 2, 3), batch_max_bytes=10_000, window=64, alpha=64)
     r = leader_of(config)
     cmds = [big("k#1", i, 3000) for i in range(1, 11)] + [big("k#1", 11, 50_000)]
     ready = r.propose(cmds)
@@ -429,8 +429,8 @@ def test_a_candidate_far_behind_the_chosen_prefix_catches_up_before_it_leads() -
     candidate.step(CatchupReply(2, tuple((slot, ()) for slot in range(17, 31)), 30))
     assert candidate.commit == 30 and not candidate.is_leader  # takes over on its tick
     candidate.tick()
-    # It re-proposes slots 31.. (40 holds the reported value), at most alpha (here the
-    # window, 4) beyond its chosen prefix: the membership of a slot further is not known.
+    # It re-proposes slots 31.. (40 holds the reported value) a window (4) at a time, and
+    # never more than alpha (16) beyond its chosen prefix.
     assert candidate.is_leader and candidate.next_slot == 35
 
 
@@ -503,7 +503,7 @@ def test_a_chosen_value_reported_far_beyond_the_chosen_prefix_is_not_taken() -> 
     pv = next(m for _, m in r.tick().messages if isinstance(m, PreVote))
     r.step(PreVoteReply(2, pv.ballot, True))
     r.step(Promise(2, r.my_ballot, 1, (), 0, 0))
-    assert r.is_leader and r.next_slot == r.commit + r.config.alpha_slots + 1
+    assert r.is_leader and r.next_slot == r.commit + r.config.alpha + 1
     assert r.reported_upto == MAX_SLOTS_AHEAD
 
 

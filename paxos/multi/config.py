@@ -35,8 +35,11 @@ class ReplicaConfig:
     window: int = 16
     #: A membership change chosen at slot i governs slots i + alpha and up (see
     #: paxos.multi.membership), so a leader proposes no slot more than alpha beyond its
-    #: chosen prefix. At least ``window``; 0: the window.
-    alpha: int = 0
+    #: chosen prefix. At least ``window``. Safety: every member must use the same alpha
+    #: for the whole life of the cluster (it decides which membership governs a slot),
+    #: so it is a constant, not derived from the window (a tuning knob); the runtime
+    #: records it in the data directory and refuses another (review finding).
+    alpha: int = 16
     #: The phase-2 quorum of the starting membership (flexible quorums; 0: a majority).
     #: Phase 1 then needs the rest plus one: any two such quorums meet.
     phase2_quorum: int = 0
@@ -101,7 +104,7 @@ class ReplicaConfig:
             raise ValueError("window, batch_max and retransmit_ticks must be >= 1")
         if self.slots_ahead < self.window:
             raise ValueError("slots_ahead must be at least the window")
-        if self.alpha and self.alpha < self.window:
+        if self.alpha < self.window:
             raise ValueError("alpha must be at least the window (the leader's pipeline)")
         if not 0 <= self.phase2_quorum <= len(self.nodes) or self.promote_lag < 0:
             raise ValueError("need 0 <= phase2_quorum <= nodes and promote_lag >= 0")
@@ -145,11 +148,6 @@ class ReplicaConfig:
         """The most bytes one command can take in a frame (client ids are UTF-8: up to
         four bytes per character)."""
         return self.max_payload_bytes + 4 * MAX_CLIENT_ID_LEN + COMMAND_OVERHEAD
-
-    @property
-    def alpha_slots(self) -> int:
-        """The alpha rule's distance (see ``alpha``)."""
-        return self.alpha or self.window
 
     @property
     def majority(self) -> int:

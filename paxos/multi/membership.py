@@ -45,6 +45,7 @@ from typing import Final
 
 import msgpack
 
+from paxos.codec import MAX_NODE_ID
 from paxos.types import Command
 
 #: The system-command tag of a membership change (see paxos.multi.sessions for 1-3).
@@ -120,6 +121,10 @@ class Membership:
         if change.op is Op.ADD_LEARNER:
             # Never an id that was ever a member: its old disk's vows may be lost.
             if node <= self.max_id or len(self.members) >= MAX_MEMBERS:
+                return None
+            if node > MAX_NODE_ID:
+                # An id the wire cannot carry could never speak, and since ids are never
+                # reused it would block every later addition for good (review finding).
                 return None
             if len(change.address) > MAX_ADDRESS_LEN or len(change.key) > MAX_KEY_LEN:
                 return None

@@ -217,8 +217,9 @@ class Replica:
         self.transfer_until = 0
         self.handover_sent_tick: int | None = None
         #: Follower: the voter our leader handed over to (its Prepare is promised
-        #: although our leader is live).
+        #: although our leader is live), while nothing was chosen after the handover.
         self.handed_to: int | None = None
+        self.handed_commit = 0
         #: A snapshot being received from a peer (see on_snapshot_chunk).
         self.installing: _Install | None = None
         # Peers we are sending self.snapshot to -> tick of the last (not final) chunk sent.
@@ -625,7 +626,7 @@ class Replica:
         """The first slot a change chosen at ``slot`` governs: the alpha rule. A leader
         never has a slot open more than alpha beyond its chosen prefix, so none of its
         open slots is governed by a change it has not seen chosen."""
-        return slot + self.config.alpha_slots
+        return slot + self.config.alpha
 
     def _refresh_members(self) -> None:
         configs = self.configs
@@ -684,7 +685,7 @@ class Replica:
             return
         self.handover_sent_tick = self.now
         # To everyone: the others then promise the target although we are live.
-        self._broadcast(TimeoutNow(self.node_id, self.my_ballot, target))
+        self._broadcast(TimeoutNow(self.node_id, self.my_ballot, target, self.commit))
 
     def _covered(self, members: Membership, slot: int) -> bool:
         """Has a phase-1 quorum of ``members``' voters promised our ballot for ``slot``
@@ -718,7 +719,8 @@ class Replica:
         if (
             self._has_live_leader()
             and msg.src != self.leader
-            and msg.src not in (self.handed_to, self.transfer_to)
+            and msg.src != self.transfer_to
+            and not (msg.src == self.handed_to and self.known_commit <= self.handed_commit)
         ):
             return
         if msg.ballot > self.ballot:
@@ -792,11 +794,16 @@ class Replica:
         self._send(msg.src, HeartbeatReply(self.node_id, msg.ballot, self.commit))
 
     def on_timeout_now(self, msg: TimeoutNow) -> None:
-        # Only from the leader we follow, at the ballot we promised: a stale one (of a
-        # leader since deposed) must not make anybody campaign.
+        # Only from the leader we follow, at the ballot we promised (a stale one, of a
+        # leader since deposed, must not make anybody campaign), and not older than its
+        # latest commit notice: a late one of a transfer the leader abandoned (it then
+        # led on at the same ballot) must not depose it (review finding).
         if msg.src != self.leader or msg.ballot != self.ballot or self.role is not Role.FOLLOWER:
             return
+        if msg.commit < self.known_commit:
+            return
         self.handed_to = msg.target
+        self.handed_commit = msg.commit
         if msg.target == self.node_id and self.is_voter():
             self._become_candidate()  # no pre-vote: the leader itself asked
 
@@ -1325,6 +1332,16 @@ class Replica:
                 if self.node_id not in current.voters:
                     self._become_follower(None)
                     return
+                if self.handover_sent_tick is not None:
+                    # A TimeoutNow is out there: choose a no-op, so that the commit notice
+                    # after it makes it stale wherever it arrives late (on_timeout_now).
+                    self.handover_sent_tick = None
+                    slot = self.next_slot
+                    if slot <= self.commit + min(cfg.slots_ahead, cfg.alpha) and (
+                        self._covered(self.members_at(slot), slot)
+                    ):
+                        self.next_slot += 1
+                        self._propose_slot(slot, NOOP)
             elif self.handover_sent_tick is None:
                 # Ask the target for its prefix every tick: the handover waits for it.
                 self._send(self.transfer_to, Heartbeat(self.node_id, self.my_ballot, self.commit))
@@ -1427,7 +1444,10 @@ class Replica:
         value there that is not ours means a higher ballot was chosen.
         """
         for slot, value in entries:
-            if slot >= self.next_slot and self.role is Role.LEADER:
+            # (a slot our phase 1 saw a report for may be chosen at an older ballot: we
+            # propose reported slots a window at a time, so it may lie ahead of next_slot
+            # without anybody having deposed us: review finding)
+            if slot >= self.next_slot and slot > self.reported_upto and self.is_leader:
                 return True
             entry = self.accepted.get(slot)
             if entry is not None and entry[0] == self.my_ballot and entry[1] != value:
@@ -1760,7 +1780,7 @@ class Replica:
         # Never beyond slots_ahead of our chosen prefix: acceptors (ourselves included,
         # see _accept_durably) refuse such slots. Never beyond alpha either: the
         # membership of a slot further is not known yet (the alpha rule).
-        reach = self.commit + min(cfg.slots_ahead, cfg.alpha_slots)
+        reach = self.commit + min(cfg.slots_ahead, cfg.alpha)
         while len(self.inflight) < cfg.window and self.next_slot <= reach:
             slot = self.next_slot
             if slot <= self.commit:

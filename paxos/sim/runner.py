@@ -221,6 +221,11 @@ class _Run:
             session_timeout_ticks=sessions.timeout_ticks,
             session_check_ticks=sessions.check_ticks,
             window=window,
+            # The alpha rule's distance: the window itself (the tightest), a few windows,
+            # or the default (one per run: every replica of a run uses the same).
+            alpha=op_rng.choice((window, 4 * window, max(16, window))),
+            # The starting phase-2 quorum: a majority mostly, any size sometimes.
+            phase2_quorum=op_rng.choice((0, 0, 0, op_rng.randint(1, config.nodes))),
             slots_ahead=int(window * 16 ** session_rng.random()) if small else 2**14,
             # A chosen prefix recorded rarely lags far behind one learned by messages.
             commit_record_ticks=int(10 * 50 ** session_rng.random()) if small else 50,
