@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from paxos.messages import Message
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
-from paxos.multi.membership import Membership, Op
+from paxos.multi.membership import Op
 from paxos.multi.ready import Ready
 from paxos.multi.replica import Replica
 from paxos.multi.sessions import open_command
@@ -120,7 +120,7 @@ class Cluster:
         for _ in range(ticks):
             leader = self.elect()
             replica = self.replicas[leader]
-            if _done(op, node, replica.latest):
+            if replica.latest.shows(op, node):
                 return
             ready, refused = replica.reconfigure(op, node)
             self.apply(leader, ready)
@@ -159,12 +159,3 @@ class _NodeWorld:
     def apply(self, ready: Ready) -> None:
         self.cluster.delivered[self.node].extend(ready.deliveries)
 
-
-def _done(op: Op, node: int, latest: Membership) -> bool:
-    if op is Op.ADD_LEARNER:
-        return node in latest.members
-    if op is Op.PROMOTE:
-        return node in latest.voters
-    if op is Op.REMOVE:
-        return node not in latest.members
-    return latest.q2 == node

@@ -111,6 +111,17 @@ class Membership:
         """Promises a leader needs: enough to meet every phase-2 quorum (q1 + q2 > n)."""
         return len(self.voters) - self.phase2_quorum + 1
 
+    def shows(self, op: Op, node: int) -> bool:
+        """Does this membership show ``op`` on ``node`` done (an operator's check that a
+        change it asked for was applied, whoever proposed it)?"""
+        if op is Op.ADD_LEARNER:
+            return node in self.members or node <= self.max_id
+        if op is Op.PROMOTE:
+            return node in self.voters
+        if op is Op.REMOVE:
+            return node not in self.members
+        return self.q2 == node
+
     def apply(self, change: Change) -> Membership | None:
         """The membership after ``change``, or None if it does not apply (made against
         another epoch, or not valid here): judged identically on every replica."""

@@ -183,7 +183,7 @@ class Operator:
 
     def _try(self, now: int) -> None:
         latest = self.latest()
-        while self.steps and latest is not None and _done(self.steps[0], latest):
+        while self.steps and latest is not None and latest.shows(*self.steps[0]):
             self.steps.popleft()
             self.changes += 1
         if not self.steps:
@@ -199,19 +199,9 @@ class Operator:
             refused is not None
             and "does not apply" in refused
             and replica is not None
-            and not _done(self.steps[0], replica.latest)
+            and not replica.latest.shows(*self.steps[0])
         ):
             # Made impossible meanwhile (say, the node to promote was removed): skip.
             self.log(now, f"operator: {op.name} {node} skipped: {refused}")
             self.steps.popleft()
 
-
-def _done(step: tuple[Op, int], latest: Membership) -> bool:
-    op, node = step
-    if op is Op.ADD_LEARNER:
-        return node in latest.members or node <= latest.max_id
-    if op is Op.PROMOTE:
-        return node in latest.voters
-    if op is Op.REMOVE:
-        return node not in latest.members
-    return latest.q2 == node
