@@ -475,10 +475,6 @@ class Replica:
             # make quorums wait for it; promoting a dead learner in a cluster of three
             # makes it one of four, where one more failure stops the cluster.
             return out, f"learner {node} is not caught up yet"
-        if op is Op.REMOVE and node in latest.voters:
-            rest = len(latest.voters) - 1
-            if rest < 1:
-                return out, "a cluster keeps at least one voter"
         self.change_pending = latest.epoch
         try:
             self._enqueue_system([change_command(change)])
@@ -1314,9 +1310,6 @@ class Replica:
         if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast(Heartbeat(self.node_id, self.my_ballot, self.commit))
-        # Check-quorum: a leader that has not heard from a majority for a whole
-        # election timeout steps down, so that stickiness cannot pin a leader
-        # that is cut off (others may then elect a new one).
         current = self.current
         if self.node_id not in current.voters and self.transfer_to is None:
             # Removed by a change now in effect: hand over to the voter furthest along
@@ -1347,10 +1340,12 @@ class Replica:
                 self._send(self.transfer_to, Heartbeat(self.node_id, self.my_ballot, self.commit))
             elif self.now - self.handover_sent_tick >= cfg.retransmit_ticks:
                 self._hand_over()  # (lost: again)
+        # Check-quorum: a leader that has not heard from a phase-2 quorum of voters for a
+        # whole election timeout steps down, so that stickiness cannot pin a leader that
+        # is cut off (others may then elect a new one). While it hears q2 voters, fewer
+        # than q1 = n - q2 + 1 are without it: nobody else can be elected meanwhile.
         self.quorum_elapsed += 1
         if self.quorum_elapsed >= cfg.election_max_ticks:
-            # Enough voters to choose (q2): fewer than a phase-1 quorum can then be
-            # without us, so nobody else can be elected meanwhile.
             heard = len(self.heard_from.intersection(current.voters)) + 1
             self.heard_from = set()
             self.quorum_elapsed = 0
