@@ -172,6 +172,12 @@ retain_option = click.option(
 @click.option("--id", "node_id", type=int, required=True, help="This node's id in the cluster.")
 @cluster_option
 @click.option(
+    "--join",
+    is_flag=True,
+    help="A new member, added with paxos member add (not one of the cluster's starting "
+    "members): it starts as a learner and catches up.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
@@ -265,6 +271,7 @@ retain_option = click.option(
 def node_command(
     node_id: int,
     spec: str | None,
+    join: bool,
     data_dir: Path,
     no_fsync: bool,
     tick_ms: int,
@@ -321,6 +328,7 @@ def node_command(
             insecure=insecure,
             reply_budget_bytes=reply_budget_bytes or DEFAULT_REPLY_BUDGET,
             reply_cutoff_s=reply_cutoff_s or DEFAULT_REPLY_CUTOFF_S,
+            join=join,
         )
     except (ConfigError, TransportError, WalError, HistoryError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None

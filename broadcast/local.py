@@ -45,13 +45,15 @@ def spawn_node(
         "--id",
         str(node_id),
         "--cluster",
-        cluster.spec() if insecure else cluster.argument(),
+        cluster.argument(),  # the file if there is one: it pins the starting members
         "--data-dir",
         str(data_dir / f"node{node_id}"),
         "--log-level",
         log_level,
         *extra,
     ]
+    if node_id not in cluster.starting:
+        args.append("--join")  # a member added later (paxos member add)
     if not fsync:
         args.append("--no-fsync")
     if insecure:

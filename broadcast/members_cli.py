@@ -3,15 +3,15 @@
 The membership lives in the cluster's log (see :mod:`paxos.multi.membership`); these
 commands ask the leader for a change and wait until the cluster applied it. ``member
 add`` also appends the new node (address and public key) to the cluster file, so that
-``paxos node ID --cluster FILE`` can start it and clients find it. A new member always
-gets a new id: a machine whose disk was lost comes back as a new member (``add``, then
-``promote``), and its old id is removed.
+``paxos node --id ID --join --cluster FILE`` can start it and clients find it. A new
+member always gets a new id: a machine whose disk was lost comes back as a new member
+(``add``, then ``promote``), and its old id is removed.
 
 Growing a cluster, the way ``make demo`` does it::
 
     paxos keys gen data/node4/node.key
     paxos member add 4 127.0.0.1:7104 --node-key data/node4/node.key --cluster FILE
-    paxos node 4 --cluster FILE --data-dir data/node4 &     # a learner: it catches up
+    paxos node --id 4 --join --cluster FILE --data-dir data/node4 &   # a learner
     paxos member promote 4 --cluster FILE                   # once it is close behind
 """
 
@@ -114,7 +114,10 @@ def member_add(
     _change(cluster, key_file, insecure, Op.ADD_LEARNER, node_id, timeout, address, key)
     if cluster.path is not None:
         add_to_file(cluster, node_id, address, key)
-    click.echo(f"node {node_id} is a learner; start it, then: paxos member promote {node_id}")
+    click.echo(
+        f"node {node_id} is a learner; start it (paxos node --id {node_id} --join ...), "
+        f"then: paxos member promote {node_id}"
+    )
 
 
 @member_group.command("promote")

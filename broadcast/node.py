@@ -347,9 +347,22 @@ class Node:
         reply_budget_bytes: int = DEFAULT_REPLY_BUDGET,
         reply_cutoff_s: float = DEFAULT_REPLY_CUTOFF_S,
         max_clients: int | None = None,
+        join: bool = False,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
+        # A new member says so (--join): a node id that is not one of the cluster's
+        # starting members by mistake, or one that is, started as new, is refused.
+        if join and node_id in cluster.starting:
+            raise ConfigError(
+                f"node {node_id} is one of the cluster's starting members: --join is for "
+                "members added later (paxos member add gives a new one a new id)"
+            )
+        if not join and node_id not in cluster.starting:
+            raise ConfigError(
+                f"node {node_id} is not one of the cluster's starting members "
+                f"{list(cluster.starting_ids)}: a member added later starts with --join"
+            )
         if tick_ms < 1:
             raise ConfigError("tick_ms must be >= 1")
         if max_payload_bytes is not None and max_payload_bytes < 1:

@@ -182,6 +182,8 @@ class ProcessCluster:
         args = [sys.executable, str(MUTANT_NODE), "--id", str(node), "--cluster",
                 self.cluster.spec() if self.insecure else self.cluster.argument(),
                 "--data-dir", str(self.data_dir(node)), *self.extra]
+        if node not in self.cluster.starting:
+            args.append("--join")
         if not self.fsync:
             args.append("--no-fsync")
         if self.insecure:

@@ -189,3 +189,25 @@ def test_a_node_whose_disk_was_lost_cannot_vote_under_its_old_id(tmp_path: Path)
             client.broadcast(b"still served by 1 and 2")
     finally:
         cluster.stop()
+
+
+def test_a_new_member_starts_with_join_and_a_starting_member_without(tmp_path: Path) -> None:
+    """``--join`` says "a member added later": a new id without it (a typo of the id,
+    say) or a starting member's id with it is refused with a one-line error."""
+    import subprocess
+    import sys
+
+    cluster = ProcessCluster(tmp_path, fsync=False, start=())
+    assert cluster.cluster.path is not None
+    add_to_file(cluster.cluster, 4, "127.0.0.1:1", ensure_keypair(tmp_path / "n4.key").public_text)
+    spec = str(cluster.cluster.path)
+    for node, extra, expected in (
+        (4, (), "a member added later starts with --join"),
+        (1, ("--join",), "--join is for members added later"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "broadcast", "node", "--id", str(node), "--cluster", spec,
+             "--data-dir", str(tmp_path / f"d{node}"), *extra],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert out.returncode != 0 and expected in out.stderr, out.stderr[-500:]
