@@ -67,7 +67,7 @@ log = get_logger("chaos")
 PARTITIONS = ("leader-minority", "bridge", "halves", "isolate-one")
 #: Spare node ids a run with the reconfigure fault sets aside for new members (unless
 #: ``ChaosConfig.spares`` says how many).
-DEFAULT_SPARES = 4
+DEFAULT_SPARES = 6
 
 
 class HarnessError(RuntimeError):
