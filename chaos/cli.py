@@ -13,7 +13,14 @@ import click
 from broadcast.logs import LEVELS, configure
 from chaos.checkers import check_all
 from chaos.faults import FAULT_KINDS
-from chaos.harness import ChaosConfig, ChaosRun, HarnessError, load_run, print_lines
+from chaos.harness import (
+    DEFAULT_SPARES,
+    ChaosConfig,
+    ChaosRun,
+    HarnessError,
+    load_run,
+    print_lines,
+)
 from chaos.history import HistoryError
 from chaos.network import NetworkError
 
@@ -78,6 +85,10 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.option("--insecure", is_flag=True,
               help="Run nodes and clients without CURVE (plaintext, no authentication), "
                    "as before keys existed.")
+@click.option("--spares", type=click.IntRange(0, 64), default=None,
+              help="Spare node ids the network gets addresses for: each reconfigure fault "
+                   "uses one for the new member it adds (once they run out, it is skipped). "
+                   f"Default: {DEFAULT_SPARES} with reconfigure, else 0.")
 @click.option("--check", "check_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), default=None,
               help="Do not run anything: check a saved run directory again.")
@@ -101,13 +112,15 @@ def chaos_command(
     tempo: float,
     snapshot_entries: int,
     insecure: bool,
+    spares: int | None,
     check_dir: Path | None,
     as_json: bool,
     log_level: str,
 ) -> None:
     """Run NODES real node processes under client load while injecting faults
-    (kill, pause, partition, powerloss), then check total-order broadcast and
-    linearizability. Exits non-zero on any violation."""
+    (kill, pause, partition, powerloss, reconfigure: a member replaced by a new node),
+    then check total-order broadcast and linearizability. Exits non-zero on any
+    violation."""
     configure(log_level)
     if check_dir is not None:
         _recheck(check_dir, as_json)
@@ -130,6 +143,7 @@ def chaos_command(
         tempo=tempo,
         snapshot_entries=snapshot_entries,
         insecure=insecure,
+        spares=spares,
     )
     try:
         run = ChaosRun(config)

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FAULT_KINDS = ("kill", "pause", "partition", "powerloss")
+FAULT_KINDS = ("kill", "pause", "partition", "powerloss", "reconfigure")
+#: The faults a nested fault of a partition (``--compose``) is drawn from: something that
+#: happens to one node. A membership change is not; it could also wait for a quorum the
+#: partition keeps apart until the partition ends, which it does only after the change.
+NESTED_KINDS = ("kill", "pause", "powerloss")
 
 
 class FaultLog:

@@ -37,15 +37,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from broadcast.client import Client
-from broadcast.errors import Compacted
+from broadcast.client import Client, ClusterUnavailable
+from broadcast.errors import Compacted, Forbidden
+from broadcast.keys import ensure_keypair
 from broadcast.local import cluster_file
 from broadcast.logs import get_logger
+from broadcast.members_cli import add_to_file
 from broadcast.node import NODE_KEY_FILE
 from broadcast.protocol import Status
-from broadcast.spec import Cluster, ConfigError
+from broadcast.spec import Cluster, ConfigError, parse_cluster
 from chaos.checkers import Verdict, build_order, check_all, parse_kv
-from chaos.faults import FAULT_KINDS, FaultLog, power_loss, unsynced_bytes
+from chaos.faults import FAULT_KINDS, NESTED_KINDS, FaultLog, power_loss, unsynced_bytes
 from chaos.history import History, Op
 from chaos.linearizability import DEFAULT_MAX_STEPS
 from chaos.network import (
@@ -57,11 +59,15 @@ from chaos.network import (
     links_cut,
     netns_available,
 )
+from paxos.multi.membership import Op as MemberOp
 from paxos.types import Command
 
 log = get_logger("chaos")
 
 PARTITIONS = ("leader-minority", "bridge", "halves", "isolate-one")
+#: Spare node ids a run with the reconfigure fault sets aside for new members (unless
+#: ``ChaosConfig.spares`` says how many).
+DEFAULT_SPARES = 6
 
 
 class HarnessError(RuntimeError):
@@ -94,6 +100,15 @@ class ChaosConfig:
     snapshot_entries: int = 200
     wal_segment_bytes: int = 64 * 1024
     insecure: bool = False  # nodes and clients without CURVE (no keys, no authentication)
+    # Spare ids (above the starting nodes) the network gives an address to, for the new
+    # members the reconfigure fault adds; None: DEFAULT_SPARES if it is on, else none.
+    spares: int | None = None
+
+    @property
+    def spare_ids(self) -> int:
+        if self.spares is not None:
+            return self.spares
+        return DEFAULT_SPARES if "reconfigure" in self.faults else 0
 
 
 @dataclass
@@ -109,6 +124,8 @@ class Summary:
     checker_seconds: float
     ops_checked: int
     notes: list[str] = field(default_factory=list)
+    #: The members at the end (voters, learners) and the replacements made (old, new).
+    members: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -133,6 +150,7 @@ class Summary:
             "checker_seconds": round(self.checker_seconds, 3),
             "ops_checked": self.ops_checked,
             "ops_checked_per_second": round(self.ops_checked / max(self.checker_seconds, 1e-9)),
+            "members": self.members,
             "notes": self.notes,
         }
 
@@ -153,6 +171,12 @@ class Summary:
             yield f"  {kind:<10} {counts}"
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
         yield f"faults injected: {faults}"
+        if self.members.get("replaced"):
+            replaced = ", ".join(f"{old}->{new}" for old, new in self.members["replaced"])
+            yield (
+                f"members replaced: {replaced}; voters at the end "
+                f"{','.join(map(str, self.members['voters']))}"
+            )
         yield "checkers:"
         for v in self.verdicts:
             yield (
@@ -201,13 +225,29 @@ class NodeProc:
 
 
 class Follower(threading.Thread):
-    """Follows one node's delivery stream; keeps what it delivered and a local KV state."""
+    """Follows one node's delivery stream; keeps what it delivered and a local KV state.
+
+    A follower of a node removed from the cluster is retired (:meth:`retire`): it stops
+    reading, and what it observed until then still counts. A follower of a member added
+    during the run starts from a copy of another follower's state (``seed``): the new
+    node's history begins with the snapshot it installed, and every node may have
+    compacted the indexes before it away, so they could not be read again.
+
+    ``sources`` says, when asked, the cluster as it is now and the members to read a gap
+    from (see :meth:`_fill_gap`)."""
 
     def __init__(
-        self, cluster: Cluster, node: int, stop: threading.Event, insecure: bool = False
+        self,
+        cluster: Cluster,
+        node: int,
+        stop: threading.Event,
+        insecure: bool = False,
+        seed: Follower | None = None,
+        sources: Callable[[], tuple[Cluster, tuple[int, ...]]] | None = None,
     ) -> None:
         super().__init__(name=f"chaos-follow-{node}", daemon=True)
         self.cluster = cluster
+        self.sources = sources or (lambda: (cluster, cluster.ids))
         self.insecure = insecure
         self.node = node
         self.stop = stop
@@ -217,6 +257,16 @@ class Follower(threading.Thread):
         self.applied = 0
         self.errors = 0
         self.skipped = 0
+        self.retired = threading.Event()
+        if seed is not None:
+            with seed.lock:  # (not observed here: the state of the prefix, for stale reads)
+                self.kv, self.applied = dict(seed.kv), seed.applied
+
+    def retire(self) -> None:
+        self.retired.set()
+
+    def _done(self) -> bool:
+        return self.stop.is_set() or self.retired.is_set()
 
     def read(self, key: str) -> tuple[str | None, int]:
         """A stale local read: the key's value in this node's state, and the prefix it reflects."""
@@ -225,21 +275,21 @@ class Follower(threading.Thread):
 
     def run(self) -> None:
         with Client(self.cluster, insecure=self.insecure) as client:
-            while not self.stop.is_set():
+            while not self._done():
                 try:
                     stream = client.subscribe(self.applied + 1, node=self.node, idle_timeout=1.0)
                     for delivery in stream:
                         self._take(delivery.index, delivery.command)
-                        if self.stop.is_set():
+                        if self._done():
                             break
                 except Compacted as exc:
                     # The node came back by installing a peer's snapshot: its history starts
                     # there. The local state must still reflect every index up to where it
                     # reads (stale reads are judged against that prefix), so the gap is
-                    # read from any node that holds it, then this node is followed again.
+                    # read from another member that holds it, then this node is followed again.
                     self.skipped += 1
                     try:
-                        self._fill_gap(client, exc.earliest - 1)
+                        self._fill_gap(exc.earliest - 1)
                     except Exception as gap_exc:  # retried on the next round
                         self.errors += 1
                         log.warning("chaos.follower_error", node=self.node, error=repr(gap_exc))
@@ -249,14 +299,27 @@ class Follower(threading.Thread):
                     log.warning("chaos.follower_error", node=self.node, error=repr(exc)[:200])
                     self.stop.wait(0.5)
 
-    def _fill_gap(self, client: Client, last: int) -> None:
-        """Apply indexes up to ``last`` read from any node (not recorded as observed here)."""
-        if self.applied >= last:
-            return
-        for delivery in client.subscribe(self.applied + 1, idle_timeout=5.0):
-            self._take(delivery.index, delivery.command, observed=False)
-            if delivery.index >= last or self.stop.is_set():
-                break
+    def _fill_gap(self, last: int) -> None:
+        """Apply indexes up to ``last`` read from another member (not recorded as observed
+        here). Each member is asked in turn: one that is stopped (removed) or installed a
+        snapshot past the gap is skipped, instead of holding the follower up."""
+        cluster, nodes = self.sources()
+        with Client(cluster, insecure=self.insecure) as reader:
+            for source in nodes:
+                if self.applied >= last or self._done():
+                    return
+                if source == self.node or source not in cluster.nodes:
+                    continue
+                try:
+                    stream = reader.subscribe(self.applied + 1, node=source, idle_timeout=3.0)
+                    for delivery in stream:
+                        self._take(delivery.index, delivery.command, observed=False)
+                        if delivery.index >= last or self._done():
+                            break
+                except Compacted:
+                    continue
+        if self.applied < last and not self._done():
+            raise RuntimeError(f"no member served indexes {self.applied + 1}..{last}")
 
     def _take(self, index: int, command: Command, observed: bool = True) -> None:
         parsed = parse_kv(command.payload)
@@ -288,7 +351,7 @@ class Worker(threading.Thread):
                 key = self.rng.choice(r.keys)
                 draw = self.rng.random()
                 if draw < 0.1:
-                    follower = r.followers[self.rng.choice(r.cluster.ids)]
+                    follower = r.followers[self.rng.choice(r.members)]
                     op = r.history.invoke(self.process, "stale_get", key, node=follower.node)
                     seen, prefix = follower.read(key)
                     op.value = seen
@@ -345,6 +408,8 @@ class ChaosRun:
         unknown = set(config.faults) - set(FAULT_KINDS)
         if unknown:
             raise HarnessError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+        if config.spare_ids < 0:
+            raise HarnessError("spares must be >= 0")
         self.config = config
         self.seed = (
             config.seed if config.seed is not None else random.SystemRandom().randrange(10**9)
@@ -372,13 +437,26 @@ class ChaosRun:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.network: Network = self._choose_network()
         plain = Cluster({i: self.network.address(i) for i in range(1, config.nodes + 1)})
-        self.cluster = plain if config.insecure else self._secure(plain)
+        self.cluster = self._write_cluster(plain)
         self._status_client: Client | None = None
+        # The members as the harness made them (voters, then learners on the way to a
+        # vote): every node the harness runs, heals, targets and expects to converge.
+        # Replaced in one assignment (workers read it). A removed node is stopped for good.
+        self.voters: tuple[int, ...] = tuple(self.cluster.ids)
+        self.learners: tuple[int, ...] = ()
+        self.members: tuple[int, ...] = self.voters
+        self.spares = list(
+            range(config.nodes + 1, config.nodes + config.spare_ids + 1)
+        )  # ids the network has an address for, never a member yet
+        self.replaced: list[tuple[int, int]] = []
+        self.membership = Verdict("membership")
+        self.skipped_reconfigures = 0
 
     # ------------------------------------------------------------------ setup
 
     def _choose_network(self) -> Network:
-        ids = list(range(1, self.config.nodes + 1))
+        # The starting nodes and the spare ids new members will get (reconfigure fault).
+        ids = list(range(1, self.config.nodes + self.config.spare_ids + 1))
         kind = self.config.network
         why = netns_available()
         if kind == "auto":
@@ -395,23 +473,28 @@ class ChaosRun:
             return LoopbackNetwork(ids, free_base_port(len(ids)))
         raise HarnessError(f"unknown network {kind!r} (auto, netns, loopback)")
 
-    def _secure(self, plain: Cluster) -> Cluster:
-        """The cluster with CURVE: its file (``data/cluster.toml``), every node's key in its
-        data directory and the admin client's key, the harness's (``data/keys``).
+    def _write_cluster(self, plain: Cluster) -> Cluster:
+        """The cluster file (``data/cluster.toml``), which the nodes start from and the
+        reconfigure fault adds new members to. With CURVE it names every node's key (in
+        its data directory) and the admin client's key, the harness's (``data/keys``);
+        ``insecure``: addresses only.
 
         A node's key is written (and synced) before the node first runs, so the node's
         own marks never cover it: it is marked durable here, or power loss would take it.
         """
         try:
-            cluster = cluster_file(self.run_dir / "data", plain)
+            cluster = cluster_file(self.run_dir / "data", plain, secure=not self.config.insecure)
         except ConfigError as exc:
             raise HarnessError(str(exc)) from None
-        for node in cluster.ids:
-            key = self.data_dir(node) / NODE_KEY_FILE
-            info = key.stat()
-            with self.marks(node).open("a") as f:
-                f.write(f"{key}\t{info.st_size}\t{info.st_dev}:{info.st_ino}\n")
+        if not self.config.insecure:
+            for node in cluster.ids:
+                self._mark_durable(node, self.data_dir(node) / NODE_KEY_FILE)
         return cluster
+
+    def _mark_durable(self, node: int, path: Path) -> None:
+        info = path.stat()
+        with self.marks(node).open("a") as f:
+            f.write(f"{path}\t{info.st_size}\t{info.st_dev}:{info.st_ino}\n")
 
     def client(self, **kwargs: Any) -> Client:
         """A client of the cluster: CURVE with the admin key, or plaintext (--insecure)."""
@@ -446,6 +529,8 @@ class ChaosRun:
             "--snapshot-entries",
             str(self.config.snapshot_entries),
         ]
+        if node not in self.cluster.starting:
+            args.append("--join")  # a member added later (the reconfigure fault)
         if self.config.insecure:
             args.append("--insecure")
         if self.config.unsafe_no_fsync:
@@ -470,6 +555,24 @@ class ChaosRun:
             np.proc.wait(30)
         np.paused = False
 
+    def stop_node(self, node: int, timeout: float = 30.0) -> bool:
+        """SIGTERM (a leader hands over first); SIGKILL if it has not exited in time.
+        True if it stopped by itself."""
+        np = self.procs[node]
+        proc = np.proc
+        if proc is None or proc.poll() is not None:
+            return True
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        np.paused = False
+        try:
+            proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            return False
+
     def signal_node(self, node: int, sig: signal.Signals) -> None:
         np = self.procs[node]
         if np.proc is not None and np.proc.poll() is None:
@@ -485,8 +588,9 @@ class ChaosRun:
         return self._status_client
 
     def statuses(self, timeout: float = 0.3, nodes: list[int] | None = None) -> dict[int, Status]:
+        """What each member that runs says (default: every current member)."""
         out = {}
-        for node in nodes or list(self.cluster.ids):
+        for node in nodes or list(self.members):
             np = self.procs.get(node)
             if np is None or not np.up or np.paused:
                 continue
@@ -496,7 +600,7 @@ class ChaosRun:
         return out
 
     def leader(self) -> int | None:
-        """The node that says it leads with the highest ballot (None if none answers so)."""
+        """The member that says it leads with the highest ballot (None if none answers so)."""
         leaders = [s for s in self.statuses().values() if s.role == "leader"]
         if not leaders:
             return None
@@ -523,25 +627,38 @@ class ChaosRun:
         try:
             self.network.setup()
             self.network.enter_client_side()
-            for node in self.cluster.ids:
+            for node in self.members:
                 self.spawn(node)
             if self.wait_for("a leader", self.leader, 60.0) is None:
                 raise HarnessError("no leader was elected within 60 s of starting the cluster")
-            self.faults.record("start", "info", leader=self.leader())
-            for node in self.cluster.ids:
-                self.followers[node] = Follower(
-                    self.cluster, node, self.stop_followers, self.config.insecure
-                )
-                self.followers[node].start()
+            self.faults.record(
+                "start", "info", leader=self.leader(), members=list(self.members),
+                spares=list(self.spares),
+            )
+            for node in self.members:
+                self._follow(node)
             self.workers = [Worker(self, p) for p in range(1, self.config.clients + 1)]
             for worker in self.workers:
                 worker.start()
             self._nemesis()
             self._heal_all()
             self._recover()
+            self._check_membership()
         finally:
             self._shutdown()
         return self._check(time.monotonic() - started)
+
+    def _follow(self, node: int, seed: Follower | None = None) -> None:
+        follower = Follower(
+            self.cluster,
+            node,
+            self.stop_followers,
+            self.config.insecure,
+            seed=seed,
+            sources=lambda: (self.cluster, self.members),
+        )
+        self.followers[node] = follower
+        follower.start()
 
     def _nemesis(self) -> None:
         cfg = self.config
@@ -568,16 +685,18 @@ class ChaosRun:
                 self._fault_powerloss()
             elif kind == "pause":
                 self._fault_pause()
+            elif kind == "reconfigure":
+                self._fault_reconfigure()
             else:
                 if not partitions:
                     partitions = list(PARTITIONS)
                     self.rng.shuffle(partitions)
-                inner = [k for k in kinds if k != "partition"]
+                inner = [k for k in kinds if k in NESTED_KINDS]
                 nested = self.rng.choice(inner) if inner else None
                 self._fault_partition(partitions.pop(), nested if cfg.compose else None)
 
     def _target(self, leader_bias: float) -> tuple[int, int | None]:
-        draw, anyone = self.rng.random(), self.rng.choice(self.cluster.ids)
+        draw, anyone = self.rng.random(), self.rng.choice(self.members)
         leader = self.leader()
         if leader is not None and draw < leader_bias:
             return leader, leader
@@ -601,7 +720,7 @@ class ChaosRun:
         scope = self.config.powerloss_scope
         everyone = self.rng.random() < 0.25
         if scope == "all" or (scope == "mixed" and everyone):
-            nodes, leader = list(self.cluster.ids), self.leader()
+            nodes, leader = list(self.members), self.leader()
             scope = "all"
         else:
             node, leader = self._target(0.5)
@@ -657,12 +776,94 @@ class ChaosRun:
             woke_ballot=list(woke.ballot) if woke else None,
         )
 
+    def _fault_reconfigure(self) -> None:
+        """Replace one member (the leader half the time) by a new node with a new id, the
+        way an operator replaces a machine: add the new one as a learner, start it,
+        promote it once it caught up, remove the old one, stop the old process."""
+        if not self.spares:
+            self.faults.record(
+                "reconfigure", "skipped", reason="no spare id left", members=list(self.members)
+            )
+            self.skipped_reconfigures += 1
+            return
+        old, leader = self._target(0.5)
+        new = self.spares.pop(0)  # never handed out again, whatever happens below
+        self.faults.record(
+            "reconfigure", "start", old=old, new=new, leader=leader, members=list(self.members)
+        )
+        try:
+            self._replace(old, new)
+        except (ClusterUnavailable, ValueError, Forbidden, ConfigError, OSError) as exc:
+            # Faults come one at a time and each ends with its node running again: a
+            # change that cannot complete within minutes is a failure of the system.
+            self.membership.violate(f"replacing node {old} by node {new}: {exc!r}"[:300])
+            self.faults.record(
+                "reconfigure", "end", old=old, new=new, failed=repr(exc)[:300],
+                voters=list(self.voters), learners=list(self.learners),
+            )
+            return
+        self.replaced.append((old, new))
+        self.faults.record(
+            "reconfigure", "end", old=old, new=new, leader=self.leader(),
+            voters=list(self.voters), learners=list(self.learners),
+        )
+
+    def _replace(self, old: int, new: int) -> None:
+        address = self.network.address(new)
+        key = ""
+        if not self.config.insecure:
+            path = self.data_dir(new) / NODE_KEY_FILE
+            key = ensure_keypair(path).public_text
+            self._mark_durable(new, path)  # written and synced before the node runs
+        with self.client() as admin:
+            admin.change_members(MemberOp.ADD_LEARNER, new, address, key, timeout=60.0)
+        self.faults.record("reconfigure", "learner", new=new, address=address)
+        # (the file, for ``paxos node`` to start it and for clients made from now on)
+        add_to_file(self.cluster, new, address, key)
+        assert self.cluster.path is not None
+        self._set_cluster(parse_cluster(str(self.cluster.path)))
+        self.spawn(new)
+        # (before it is a member: workers pick followers of members)
+        self._follow(new, seed=max(
+            (self.followers[n] for n in self.members), key=lambda f: f.applied
+        ))
+        self.learners = (*self.learners, new)
+        self.members = (*self.voters, *self.learners)
+        with self.client() as admin:
+            # (the learner first catches up, by a snapshot install most of the time)
+            admin.change_members(MemberOp.PROMOTE, new, timeout=120.0)
+            self.learners = tuple(n for n in self.learners if n != new)
+            self.voters = (*self.voters, new)
+            self.faults.record("reconfigure", "promoted", new=new)
+            admin.change_members(MemberOp.REMOVE, old, timeout=60.0)
+        self.voters = tuple(n for n in self.voters if n != old)
+        self.learners = tuple(n for n in self.learners if n != old)
+        self.members = (*self.voters, *self.learners)
+        self.faults.record("reconfigure", "removed", old=old)
+        # A removed leader hands over once its removal is in effect; a SIGTERM would
+        # make it hand over too, but the planned way is to wait for it.
+        handed = self.wait_for("another leader", self.leader, 30.0)
+        stopped = self.stop_node(old)
+        self.followers[old].retire()
+        self.faults.record(
+            "reconfigure", "stopped", old=old, leader=handed, signal="SIGTERM",
+            exited=stopped,
+        )
+        if not stopped:
+            self.notes.append(f"removed node {old} did not exit within 30 s of SIGTERM")
+
+    def _set_cluster(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        if self._status_client is not None:  # (it knows only the nodes it was made with)
+            self._status_client.close()
+            self._status_client = None
+
     def _inject(self, kind: str) -> None:
         {"kill": self._fault_kill, "powerloss": self._fault_powerloss,
          "pause": self._fault_pause}[kind]()
 
     def _fault_partition(self, variant: str, nested: str | None = None) -> None:
-        ids = list(self.cluster.ids)
+        ids = list(self.members)
         leader = self.leader()
         self.rng.shuffle(ids)
         if variant == "leader-minority":
@@ -703,8 +904,10 @@ class ChaosRun:
         self.faults.record("partition", "end", variant=variant, healed=True)
 
     def _heal_all(self) -> None:
+        """Every link restored, every member running (a removed node stays stopped)."""
         self.network.heal()
-        for node, np in self.procs.items():
+        for node in self.members:
+            np = self.procs[node]
             if np.paused:
                 self.signal_node(node, signal.SIGCONT)
             if not np.up:
@@ -712,7 +915,7 @@ class ChaosRun:
         self.faults.record("heal", "info", leader=self.leader())
 
     def _recover(self) -> None:
-        """After the faults: progress, then one log on every node, read in full."""
+        """After the faults: progress, then one log on every member, read in full."""
         started = time.monotonic()
         probe = self.history.invoke(0, "put", "probe", "final", payload=kv_payload(
             "put", "probe", "final", "probe"))
@@ -728,14 +931,15 @@ class ChaosRun:
         self.stop_clients.set()
         for worker in self.workers:
             worker.join(self.config.op_timeout * 3 + 10)
-        # Converged: every node up, answering, with one delivered length, twice in a row.
+        # Converged: every member up, answering, with one delivered length, twice in a row
+        # (removed nodes are stopped: what their followers saw before still counts).
         last: int | None = None
 
         def converged() -> int | None:
             nonlocal last
             statuses = self.statuses(timeout=1.0)
             lengths = {s.delivered for s in statuses.values()}
-            if len(statuses) == len(self.cluster.ids) and len(lengths) == 1:
+            if len(statuses) == len(self.members) and len(lengths) == 1:
                 (length,) = lengths
                 if length == last:
                     return length
@@ -754,12 +958,17 @@ class ChaosRun:
             return
         caught_up = self.wait_for(
             "followers",
-            lambda: all(f.applied >= target for f in self.followers.values()),
+            lambda: all(self.followers[n].applied >= target for n in self.members),
             self.config.converge_timeout,
         )
         if caught_up is None:
-            self.notes.append("some followers did not reach the final index")
-        for node in self.cluster.ids:
+            behind = ", ".join(
+                f"node {n} at {self.followers[n].applied}"
+                for n in self.members
+                if self.followers[n].applied < target
+            )
+            self.notes.append(f"followers did not reach the final index {target}: {behind}")
+        for node in self.members:
             final = self.final[node] = self._read_log(node, target)
             # A node that installed a snapshot serves its history from there on; what it
             # serves must reach the end without a hole.
@@ -773,8 +982,32 @@ class ChaosRun:
                 self.notes.append(f"node {node} retains its history from index {first}")
         self.recovery.checked = target
         self.recovery.notes = (
-            f"all {len(self.cluster.ids)} nodes delivered {target} commands; "
+            f"all {len(self.members)} nodes delivered {target} commands; "
             f"converged {time.monotonic() - started:.1f} s after healing"
+        )
+
+    def _check_membership(self) -> None:
+        """The cluster's membership is the one the harness made: every change it asked
+        for applied, and no other (a replacement that never promoted its new node, or
+        never removed the old one, fails here even if the cluster still runs)."""
+        v = self.membership
+        v.checked = 3 * len(self.replaced)  # add, promote, remove each
+        with self.client() as client:
+            got = self.wait_for("the members", lambda: client.members(timeout=1.0), 30.0)
+        if got is None:
+            v.violate("no member answered with the membership within 30 s")
+            return
+        want_voters, want_learners = sorted(self.voters), sorted(self.learners)
+        if sorted(got.voters) != want_voters or sorted(got.learners) != want_learners:
+            v.violate(
+                f"the cluster's voters {sorted(got.voters)} and learners "
+                f"{sorted(got.learners)} (epoch {got.epoch}) are not the harness's "
+                f"{want_voters} and {want_learners}"
+            )
+        replaced = ", ".join(f"{old}->{new}" for old, new in self.replaced) or "none"
+        v.notes = (
+            f"voters {','.join(map(str, got.voters))} at epoch {got.epoch}; "
+            f"replacements: {replaced}"
         )
 
     def _read_log(self, node: int, length: int) -> dict[int, Command]:
@@ -837,6 +1070,12 @@ class ChaosRun:
         verdicts = check_all(ops, observations, self.config.max_steps)
         checker_seconds = time.perf_counter() - started
         verdicts.append(self.recovery)
+        verdicts.append(self.membership)
+        if self.skipped_reconfigures:
+            self.notes.append(
+                f"{self.skipped_reconfigures} reconfigure fault(s) skipped: no spare id left "
+                f"(--spares {self.config.spare_ids})"
+            )
         outcomes: dict[str, int] = {}
         for op in ops:
             outcomes[op.outcome or "pending"] = outcomes.get(op.outcome or "pending", 0) + 1
@@ -856,6 +1095,7 @@ class ChaosRun:
                 "tempo": cfg.tempo,
                 "snapshot_entries": cfg.snapshot_entries,
                 "insecure": cfg.insecure,
+                "spares": cfg.spare_ids,
             },
             network=self.network.kind,
             run_dir=str(self.run_dir),
@@ -867,6 +1107,12 @@ class ChaosRun:
             checker_seconds=checker_seconds,
             ops_checked=len(ops),
             notes=self.notes,
+            members={
+                "voters": list(self.voters),
+                "learners": list(self.learners),
+                "replaced": [list(pair) for pair in self.replaced],
+                "spares_left": list(self.spares),
+            },
         )
         self.save(summary, observations)
         return summary

@@ -1,4 +1,4 @@
-"""``paxos chaos`` end to end: real node processes, real faults, checked histories (~1.5 min).
+"""``paxos chaos`` end to end: real node processes, real faults, checked histories (~3 min).
 
 Partitions need network namespaces (root, ``ip``, ``iptables``; ``.ci/run`` installs the
 tools); elsewhere the harness falls back to loopback and skips partition faults.
@@ -97,6 +97,82 @@ def test_chaos_run_passes_every_checker(nodes: int, duration: int, tmp_path: Pat
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert not leftovers(0, run_dir)
+
+
+def replacements(run_dir: Path, summary: dict[str, Any]) -> list[tuple[int, int]]:
+    """The members the run replaced, checked against its fault log: each replacement
+    started, went through learner, promoted, removed and stopped (the old process exited
+    on SIGTERM), and ended without a failure; the old node is no voter at the end."""
+    faults = [json.loads(line) for line in (run_dir / "faults.jsonl").read_text().splitlines()]
+    steps: dict[tuple[int, int], list[str]] = {}
+    current: tuple[int, int] | None = None
+    for f in faults:
+        if f["fault"] != "reconfigure" or f["phase"] == "skipped":
+            continue
+        if f["phase"] == "start":
+            assert {"old", "new", "leader"} <= set(f), f
+            current = (f["old"], f["new"])
+        assert current is not None, f
+        steps.setdefault(current, []).append(f["phase"])
+        if f["phase"] == "stopped":
+            assert f["exited"] is True, f
+        if f["phase"] == "end":
+            assert "failed" not in f, f
+    done = [pair for pair, phases in steps.items()
+            if phases == ["start", "learner", "promoted", "removed", "stopped", "end"]]
+    assert done == [tuple(pair) for pair in summary["members"]["replaced"]], steps
+    voters = set(summary["members"]["voters"])
+    assert not {old for old, _ in done} & voters, (done, voters)
+    assert len(voters) == summary["config"]["nodes"] and not summary["members"]["learners"]
+    return done
+
+
+def sources(run_dir: Path) -> set[str]:
+    with (run_dir / "observations.jsonl").open() as f:
+        return {row["source"] for row in map(json.loads, f) if "ranges" in row}
+
+
+@pytest.mark.parametrize(
+    ("faults", "network", "seed", "duration"),
+    [
+        ("reconfigure", "loopback", 21, 14),
+        ("kill,reconfigure", "loopback", 22, 14),
+        pytest.param(
+            "kill,partition,reconfigure", "netns", 23, 18,
+            marks=pytest.mark.skipif(not NETNS, reason="network namespaces need root"),
+        ),
+    ],
+)
+def test_chaos_replaces_members_and_passes_every_checker(
+    faults: str, network: str, seed: int, duration: int, tmp_path: Path
+) -> None:
+    """The reconfigure fault replaces members (the leader too) by new nodes with new ids
+    while clients run, alone and between kills (and partitions, on netns): every checker
+    passes, the removed nodes were stopped, the new ones converged with the rest."""
+    run_dir = tmp_path / "run"
+    code, summary, stderr = chaos(
+        "--nodes", "3", "--duration", str(duration), "--seed", str(seed), "--faults", faults,
+        "--network", network, "--run-dir", str(run_dir), timeout=400,
+    )
+    assert summary, stderr
+    assert code == 0, json.dumps(summary["verdicts"], indent=1)
+    assert set(verdicts(summary).values()) == {"PASS"}
+    assert summary["network"] == network
+    assert summary["violations"] == 0
+    assert set(faults.split(",")) == set(summary["faults"]), summary["faults"]
+    done = replacements(run_dir, summary)
+    assert done, summary["members"]
+    # What the removed nodes delivered before they were removed still counts; the new
+    # nodes were followed from their start, and their whole logs read at the end.
+    seen = sources(run_dir)
+    for old, new in done:
+        assert f"node{old}/stream" in seen and f"node{old}/final" not in seen, seen
+        assert f"node{new}/stream" in seen
+    for node in summary["members"]["voters"]:
+        assert f"node{node}/final" in seen, seen
+    recovery = next(v for v in summary["verdicts"] if v["name"] == "recovery")
+    assert recovery["notes"].startswith("all 3 nodes delivered"), recovery
     assert not leftovers(0, run_dir)
 
 
