@@ -802,15 +802,9 @@ class Node:
                 outcome.append(False)
                 done.set()
                 return
-            voters = [v for v in r.current.voters if v != self.node_id and v in r.latest.voters]
-            if not voters:
-                outcome.append(False)
-                done.set()
-                return
-            target = max(voters, key=lambda v: (r.match.get(v, -1), -v))
-            ready, refused = r.transfer_leadership(target)
+            ready, refused = r.transfer_leadership()  # to the voter furthest along
             self._take(ready)
-            log.info("leader.transfer", node=self.node_id, to=target, refused=refused)
+            log.info("leader.transfer", node=self.node_id, to=r.transfer_to, refused=refused)
             if refused is not None:
                 outcome.append(False)
                 done.set()
@@ -974,7 +968,7 @@ class Node:
                     chosen_at=chosen_at,
                     from_slot=start,
                 )
-            self._connect_members()
+            # (the turn connects to new members and drops removed ones: _turn)
         if ready.opened:
             self._sessions_opened(ready.opened)
         if ready.deliveries:

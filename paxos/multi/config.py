@@ -148,8 +148,3 @@ class ReplicaConfig:
         """The most bytes one command can take in a frame (client ids are UTF-8: up to
         four bytes per character)."""
         return self.max_payload_bytes + 4 * MAX_CLIENT_ID_LEN + COMMAND_OVERHEAD
-
-    @property
-    def majority(self) -> int:
-        """The smallest number of nodes that any two such sets share one of."""
-        return len(self.nodes) // 2 + 1

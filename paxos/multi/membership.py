@@ -52,6 +52,7 @@ from paxos.types import Command
 CONFIG: Final = 4
 #: The client field of a change command (no session has an empty name).
 CONFIG_CLIENT: Final = ""
+_CONFIG_TAG: Final = bytes((CONFIG,))
 #: At most this many members (voters and learners): bounds every per-member table.
 MAX_MEMBERS: Final = 64
 #: The longest address (``host:port``) and public key a change may name.
@@ -172,11 +173,11 @@ def change_command(change: Change) -> Command:
     row: list[object] = [change.epoch, int(change.op), change.node]
     if change.address or change.key:
         row += [change.address, change.key]
-    return Command(CONFIG_CLIENT, 0, bytes((CONFIG,)) + msgpack.packb(row))
+    return Command(CONFIG_CLIENT, 0, _CONFIG_TAG + msgpack.packb(row))
 
 
 def is_change(command: Command) -> bool:
-    return command.seq == 0 and command.payload[:1] == b"\x04"
+    return command.seq == 0 and command.payload[:1] == _CONFIG_TAG
 
 
 def read_change(command: Command) -> Change | None:

@@ -482,15 +482,20 @@ class Replica:
             raise self._failed(out) from exc
         return out, None
 
-    def transfer_leadership(self, target: int) -> tuple[Ready, str | None]:
-        """Hand leadership over to the voter ``target``: stop proposing, wait until every
-        open slot is chosen and ``target`` knows the chosen prefix, then tell it to
-        campaign at once (:class:`TimeoutNow`). If that does not happen within an
-        election timeout, go on leading. Returns the Ready and None, or why not."""
+    def transfer_leadership(self, target: int | None = None) -> tuple[Ready, str | None]:
+        """Hand leadership over to the voter ``target`` (default: the one furthest along):
+        stop proposing, wait until every open slot is chosen and ``target`` knows the
+        chosen prefix, then tell it to campaign at once (:class:`TimeoutNow`). If that
+        does not happen within an election timeout, go on leading. Returns the Ready and
+        None, or why not."""
         self._out = out = Ready()
         self._ballot_in_flight = False
         if self.role is not Role.LEADER:
             return out, "not the leader"
+        if target is None:
+            target = self._successor()
+            if target is None:
+                return out, "no other voter"
         if target == self.node_id:
             return out, "already the leader"
         if target not in self.current.voters or target not in self.latest.voters:
@@ -656,6 +661,15 @@ class Replica:
     def is_voter(self) -> bool:
         """Does this node vote in the membership governing the next slot?"""
         return self.node_id in self.current.voters
+
+    def _successor(self) -> int | None:
+        """The voter (of the memberships in effect and latest) furthest along, to hand
+        over to; None if there is no other."""
+        latest = self.latest.voters
+        voters = [v for v in self.current.voters if v != self.node_id and v in latest]
+        if not voters:
+            return None
+        return max(voters, key=lambda v: (self.match.get(v, -1), -v))
 
     def _start_transfer(self, target: int) -> None:
         self.transfer_to = target
@@ -1314,11 +1328,11 @@ class Replica:
         if self.node_id not in current.voters and self.transfer_to is None:
             # Removed by a change now in effect: hand over to the voter furthest along
             # (no election timeout to wait for), or step down if there is none.
-            voters = [v for v in current.voters if v in self.latest.voters]
-            if not voters or self.handover_sent_tick is not None:
+            successor = self._successor()
+            if successor is None or self.handover_sent_tick is not None:
                 self._become_follower(None)
                 return
-            self._start_transfer(max(voters, key=lambda v: (self.match.get(v, -1), -v)))
+            self._start_transfer(successor)
         if self.transfer_to is not None:
             if self.now >= self.transfer_until:
                 self.transfer_to = None  # it did not take over in time: lead on
