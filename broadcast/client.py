@@ -508,21 +508,8 @@ class Client:
 
     def status(self, node: int, timeout: float = 1.0) -> Status | None:
         """One node's view of the cluster, or None if it does not answer in time."""
-        nonce = next(self._nonce)
-        return self._ask_status(node, StatusRequest(nonce), nonce, timeout)
-
-    def _ask_status(
-        self, node: int, request: StatusRequest | TakeSnapshot, nonce: int, timeout: float
-    ) -> Status | None:
-        """Send ``request`` to ``node``; its Status answer (matching ``nonce``) or None."""
-        self.transport.send(node, encode(request))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for sender, frame in self.transport.poll(50):
-                msg = self._decode(sender, frame)
-                if isinstance(msg, Status) and msg.nonce == nonce and sender == node:
-                    return msg
-        return None
+        got = self._ask(node, StatusRequest, Status, timeout)
+        return got if isinstance(got, Status) else None
 
     def snapshot(
         self,
@@ -594,8 +581,8 @@ class Client:
     def take_snapshot(self, node: int, timeout: float = 60.0) -> Status | None:
         """Ask ``node`` to snapshot and compact now; its Status once the snapshot is
         durable, or None if it does not answer in time."""
-        nonce = next(self._nonce)
-        return self._ask_status(node, TakeSnapshot(nonce), nonce, timeout)
+        got = self._ask(node, TakeSnapshot, Status, timeout)
+        return got if isinstance(got, Status) else None
 
     # ------------------------------------------------------------------ membership
 
@@ -631,7 +618,7 @@ class Client:
         nodes = (node,) if node is not None else self.cluster.ids
         best: Members | None = None
         for n in nodes:
-            got = self._ask(n, lambda nonce: MembersRequest(nonce), Members, timeout)
+            got = self._ask(n, MembersRequest, Members, timeout)
             if isinstance(got, Members) and (
                 best is None or _newer(got) > _newer(best)
             ):
@@ -684,14 +671,17 @@ class Client:
     def _ask(
         self, node: int, build: Callable[[int], object], kind: type, timeout: float
     ) -> object | None:
-        """Send ``build(nonce)`` to ``node``; its answer of type ``kind`` or None."""
+        """Send ``build(nonce)`` to ``node``; its answer of type ``kind`` (with that nonce,
+        from that node) or None."""
         nonce = next(self._nonce)
         self.transport.send(node, encode(build(nonce)))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for sender, frame in self.transport.poll(50):
                 msg = self._decode(sender, frame)
-                if isinstance(msg, kind) and getattr(msg, "nonce", None) == nonce:
+                if isinstance(msg, kind) and getattr(msg, "nonce", None) == nonce and (
+                    sender == node
+                ):
                     return msg
         return None
 
