@@ -17,6 +17,7 @@ from procs import ProcessCluster, wait_for
 
 from broadcast.client import Client
 from broadcast.keys import ensure_keypair
+from broadcast.local import free_base_port
 from broadcast.members_cli import add_to_file
 from broadcast.spec import parse_cluster
 from paxos.multi.membership import Op
@@ -62,7 +63,7 @@ def add_node(cluster: ProcessCluster, client: Client, node: int) -> None:
     """``paxos member add`` (a new key, the change, the cluster file), start the node,
     then ``paxos member promote`` once it caught up."""
     key = ensure_keypair(cluster.data_dir(node) / "node.key").public_text
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_base_port(1) + 1}"
     client.change_members(Op.ADD_LEARNER, node, address, key, timeout=60)
     add_to_file(cluster.cluster, node, address, key)
     assert cluster.cluster.path is not None
@@ -91,14 +92,6 @@ def check_order(cluster: ProcessCluster, members: list[int], acked: dict[int, by
     for index, payload in acked.items():
         assert first[index - 1] == payload, f"acknowledged index {index} lost or moved"
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_grow_from_three_to_five_and_shrink_back_to_three_under_load(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ node or client"); the log path does not.
 from __future__ import annotations
 
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -24,16 +23,11 @@ from procs import ProcessCluster, wait_for
 
 from broadcast.auth import Gatekeeper, Keyring
 from broadcast.client import ClusterUnavailable
+from broadcast.local import free_base_port
 from paxos.multi.membership import Op
 
 pytestmark = pytest.mark.integration
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_adding_a_learner_with_an_existing_nodes_key_is_refused_or_harmless(
@@ -47,7 +41,7 @@ def test_adding_a_learner_with_an_existing_nodes_key_is_refused_or_harmless(
             admin.broadcast(b"before")
             try:
                 admin.change_members(
-                    Op.ADD_LEARNER, 4, f"127.0.0.1:{_free_port()}",
+                    Op.ADD_LEARNER, 4, f"127.0.0.1:{free_base_port(1) + 1}",
                     cluster.cluster.keys[victim], timeout=30,
                 )
             except ValueError:
