@@ -144,6 +144,7 @@ class BenchCluster:
         cprofile_dir: Path | None = None,
         *,
         secure: bool = True,
+        metrics_base_port: int | None = None,
     ) -> None:
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
@@ -153,6 +154,8 @@ class BenchCluster:
         self.log_level = log_level
         self.cprofile_dir = cprofile_dir
         self.n = nodes
+        #: paxos nodes: node i serves /metrics on 127.0.0.1:(metrics_base_port + i).
+        self.metrics_base_port = metrics_base_port
         self.fsync = fsync
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -188,6 +191,8 @@ class BenchCluster:
                         "--cluster", self.spec, "--data-dir", str(data)]
             if not self.secure:
                 args.append("--insecure")
+            if self.metrics_base_port is not None and self.system == "paxos":
+                args += ["--metrics", f"127.0.0.1:{self.metrics_base_port + node}"]
             return args if self.fsync else [*args, "--no-fsync"]
         args = [*python, "-m", "bench.pso_node", "--id", str(node),
                 "--cluster", self.spec, "--raft", self.raft, *PSO_ARGS]

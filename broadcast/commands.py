@@ -30,6 +30,7 @@ from broadcast.history import DEFAULT_RETAIN_ENTRIES, DEFAULT_SEGMENT_BYTES, His
 from broadcast.keys import Keypair, save_keypair
 from broadcast.local import cluster_file, spawn_node
 from broadcast.logs import LEVELS, configure
+from broadcast.protocol import Members
 from broadcast.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotError
 from broadcast.spec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -266,6 +267,16 @@ retain_option = click.option(
     default=None,
     hidden=True,  # tests: what a client that does not read costs with another budget
 )
+@click.option(
+    "--metrics",
+    "metrics",
+    metavar="HOST:PORT",
+    default=None,
+    help="Serve Prometheus metrics (/metrics), health (/healthz, /readyz) and live "
+    "events for paxos viz (/events) on this HTTP address (a bare PORT means "
+    "127.0.0.1:PORT). Off by default; unauthenticated, so keep it on loopback or a "
+    "private network.",
+)
 @insecure_option
 @log_level_option
 def node_command(
@@ -287,6 +298,7 @@ def node_command(
     max_clients: int | None,
     reply_cutoff_s: float | None,
     reply_budget_bytes: int | None,
+    metrics: str | None,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -329,6 +341,7 @@ def node_command(
             reply_budget_bytes=reply_budget_bytes or DEFAULT_REPLY_BUDGET,
             reply_cutoff_s=reply_cutoff_s or DEFAULT_REPLY_CUTOFF_S,
             join=join,
+            metrics=metrics,
         )
     except (ConfigError, TransportError, WalError, HistoryError, SnapshotError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -399,6 +412,9 @@ def cluster_group() -> None:
 @click.option("--no-fsync", is_flag=True, help="Benchmarks only: nodes do not fsync.")
 @click.option("--retain", default=None, metavar="N|SIZE", callback=_retain_callback,
               help="Passed to every node (see paxos node --help).")
+@click.option("--metrics-base-port", type=click.IntRange(1, 65000), default=None,
+              help="Node i serves metrics, health and live events on "
+              "127.0.0.1:(metrics-base-port + i) (see paxos node --metrics).")
 @insecure_option
 @log_level_option
 def cluster_up(
@@ -407,6 +423,7 @@ def cluster_up(
     data_dir: Path,
     no_fsync: bool,
     retain: tuple[int | None, int | None] | None,
+    metrics_base_port: int | None,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -441,7 +458,8 @@ def cluster_up(
             data_dir,
             fsync=not no_fsync,
             log_level=log_level,
-            extra=extra,
+            extra=extra
+            + (("--metrics", f"127.0.0.1:{metrics_base_port + i}") if metrics_base_port else ()),
             insecure=insecure,
         )
         for i in cluster.ids
@@ -716,79 +734,147 @@ def subscribe_command(
 @cluster_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @click.option("--timeout", type=click.FloatRange(0.05), default=1.0, show_default=True)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh the table every --interval seconds (with each node's deliveries per "
+    "second) until Ctrl-C.",
+)
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(1), default=None,
+              help="With --watch: stop after this many refreshes.")
 @client_key_option
 def status_command(
-    spec: str | None, as_json: bool, timeout: float, key_file: Path | None, insecure: bool
+    spec: str | None,
+    as_json: bool,
+    timeout: float,
+    watch: bool,
+    interval: float,
+    count: int | None,
+    key_file: Path | None,
+    insecure: bool,
 ) -> None:
     """Show each member: id, address, reachable, role, ballot, leader, last delivered
     index; and the membership (voters and learners, as the cluster's log has it).
 
     Exits non-zero unless a majority of the voters answer and see one leader with a
-    quorum (the leader heard from a majority lately; followers heard from it).
+    quorum (the leader heard from a majority lately; followers heard from it). With
+    --watch it refreshes until Ctrl-C (or --count refreshes) and exits 0.
     """
     configure("warning")
     cluster = _cluster(spec)
-    rows = []
     with _client(cluster, key_file, insecure) as client:
+        if not watch:
+            rows, members, voters = _status_rows(client, timeout)
+            _show_status(rows, members, as_json)
+            _judge_status(rows, voters, client.cluster)
+            return
+        tty = sys.stdout.isatty() and not as_json
+        before: dict[int, tuple[float, int]] = {}
+        shown = 0
         try:
-            client.refresh_members(timeout)  # members added since the file was written
-            members = client.members(timeout=timeout)
+            while count is None or shown < count:
+                started = time.monotonic()
+                rows, members, _ = _status_rows(client, timeout)
+                now = time.monotonic()
+                for row in rows:
+                    delivered = row["delivered"]
+                    if isinstance(delivered, int):
+                        last = before.get(row["id"])
+                        if last is not None and now > last[0]:
+                            row["rate"] = round((delivered - last[1]) / (now - last[0]), 1)
+                        before[row["id"]] = (now, delivered)
+                if tty:
+                    click.clear()
+                if not as_json:
+                    click.echo(time.strftime("%H:%M:%S") + f"  every {interval:g}s, Ctrl-C stops")
+                _show_status(rows, members, as_json)
+                if not tty and not as_json:
+                    click.echo("")
+                sys.stdout.flush()
+                shown += 1
+                if count is not None and shown >= count:
+                    break
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            pass
+
+
+def _status_rows(
+    client: Client, timeout: float
+) -> tuple[list[dict[str, Any]], Members | None, set[int]]:
+    try:
+        client.refresh_members(timeout)  # members added since the file was written
+        members = client.members(timeout=timeout)
+    except Forbidden as exc:
+        raise click.ClickException(str(exc)) from None
+    cluster = client.cluster
+    ids = sorted(set(members.voters) | set(members.learners)) if members else cluster.ids
+    voters = set(members.voters) if members else set(cluster.ids)
+    rows = []
+    for node_id in ids:
+        if node_id not in cluster.nodes:
+            continue
+        try:
+            s = client.status(node_id, timeout)
         except Forbidden as exc:
             raise click.ClickException(str(exc)) from None
-        cluster = client.cluster
-        ids = sorted(set(members.voters) | set(members.learners)) if members else cluster.ids
-        voters = set(members.voters) if members else set(cluster.ids)
-        for node_id in ids:
-            if node_id not in cluster.nodes:
-                continue
-            try:
-                s = client.status(node_id, timeout)
-            except Forbidden as exc:
-                raise click.ClickException(str(exc)) from None
-            rows.append(
-                {
-                    "id": node_id,
-                    "member": "voter" if node_id in voters else "learner",
-                    "address": cluster.nodes[node_id],
-                    "reachable": s is not None,
-                    "role": s.role if s else None,
-                    "ballot": list(s.ballot) if s else None,
-                    "leader": (s.leader or None) if s else None,
-                    "delivered": s.delivered if s else None,
-                    "commit_slot": s.commit if s else None,
-                    "leader_ok": s.leader_ok if s else None,
-                    "cluster_id": s.cluster_id if s else None,
-                    "sessions": s.sessions if s else None,
-                    "snapshot_index": s.snapshot_index if s else None,
-                    "snapshot_slot": s.snapshot_slot if s else None,
-                    "floor": s.floor if s else None,
-                    "log_bytes": s.log_bytes if s else None,
-                    "connections": s.connections if s else None,
-                }
-            )
+        rows.append(
+            {
+                "id": node_id,
+                "member": "voter" if node_id in voters else "learner",
+                "address": cluster.nodes[node_id],
+                "reachable": s is not None,
+                "role": s.role if s else None,
+                "ballot": list(s.ballot) if s else None,
+                "leader": (s.leader or None) if s else None,
+                "delivered": s.delivered if s else None,
+                "commit_slot": s.commit if s else None,
+                "leader_ok": s.leader_ok if s else None,
+                "cluster_id": s.cluster_id if s else None,
+                "sessions": s.sessions if s else None,
+                "snapshot_index": s.snapshot_index if s else None,
+                "snapshot_slot": s.snapshot_slot if s else None,
+                "floor": s.floor if s else None,
+                "log_bytes": s.log_bytes if s else None,
+                "connections": s.connections if s else None,
+            }
+        )
+    return rows, members, voters
+
+
+def _show_status(rows: list[dict[str, Any]], members: Members | None, as_json: bool) -> None:
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
-    else:
-        click.echo(f"{'id':>3} {'address':<21} {'reachable':<9} {'role':<9} "
-                   f"{'ballot':<9} {'leader':>6} {'quorum':<6} {'delivered':>9} "
-                   f"{'snapshot':>9} {'floor':>9} {'log':>9}")
-        for row in rows:
-            b = row["ballot"]
-            ballot = f"{b[0]}.{b[1]}" if isinstance(b, list) else "-"
-            ok = "-" if row["leader_ok"] is None else "yes" if row["leader_ok"] else "NO"
-            click.echo(
-                f"{row['id']:>3} {row['address']:<21} {'yes' if row['reachable'] else 'NO':<9} "
-                f"{row['role'] or '-':<9} {ballot:<9} {row['leader'] or '-':>6} {ok:<6} "
-                f"{_or_dash(row['delivered']):>9} {_or_dash(row['snapshot_index']):>9} "
-                f"{_or_dash(row['floor']):>9} {_size(row['log_bytes']):>9}"
-            )
-        if members is not None:
-            learners = f", learners {list(members.learners)}" if members.learners else ""
-            click.echo(
-                f"membership epoch {members.epoch}: voters {list(members.voters)}{learners}; "
-                f"quorums: phase 1 {members.phase1_quorum}, phase 2 {members.phase2_quorum}"
-            )
+        return
+    rates = any("rate" in row for row in rows)
+    click.echo(f"{'id':>3} {'address':<21} {'reachable':<9} {'role':<9} "
+               f"{'ballot':<9} {'leader':>6} {'quorum':<6} {'delivered':>9} "
+               + (f"{'per s':>9} " if rates else "")
+               + f"{'snapshot':>9} {'floor':>9} {'log':>9}")
+    for row in rows:
+        b = row["ballot"]
+        ballot = f"{b[0]}.{b[1]}" if isinstance(b, list) else "-"
+        ok = "-" if row["leader_ok"] is None else "yes" if row["leader_ok"] else "NO"
+        click.echo(
+            f"{row['id']:>3} {row['address']:<21} {'yes' if row['reachable'] else 'NO':<9} "
+            f"{row['role'] or '-':<9} {ballot:<9} {row['leader'] or '-':>6} {ok:<6} "
+            f"{_or_dash(row['delivered']):>9} "
+            + (f"{_or_dash(row.get('rate')):>9} " if rates else "")
+            + f"{_or_dash(row['snapshot_index']):>9} "
+            f"{_or_dash(row['floor']):>9} {_size(row['log_bytes']):>9}"
+        )
+    if members is not None:
+        learners = f", learners {list(members.learners)}" if members.learners else ""
+        click.echo(
+            f"membership epoch {members.epoch}: voters {list(members.voters)}{learners}; "
+            f"quorums: phase 1 {members.phase1_quorum}, phase 2 {members.phase2_quorum}"
+        )
+
+
+def _judge_status(rows: list[dict[str, Any]], voters: set[int], cluster: Cluster) -> None:
     if not any(row["reachable"] for row in rows):
         raise click.ClickException(f"no node of {cluster.spec()} is reachable")
     # A leader with a quorum, as the nodes we reach see it: a majority of the cluster

@@ -75,9 +75,11 @@ from broadcast.history import (
     History,
     HistoryError,
 )
+from broadcast.httpd import NodeHttp
 from broadcast.identity import Identity, cluster_id_bytes, establish
 from broadcast.keys import load_keypair, raw_key
 from broadcast.logs import RateLimited, get_logger
+from broadcast.metrics import NodeMetrics, Reading
 from broadcast.protocol import (
     ACK_RUNS_MAX,
     FETCH_MAX,
@@ -348,6 +350,7 @@ class Node:
         reply_cutoff_s: float = DEFAULT_REPLY_CUTOFF_S,
         max_clients: int | None = None,
         join: bool = False,
+        metrics: str | None = None,
     ) -> None:
         if node_id not in cluster.nodes:
             raise ConfigError(f"node id {node_id} is not in the cluster ({cluster.spec()})")
@@ -567,6 +570,19 @@ class Node:
         self._denied = RateLimited(log, "client.denied", interval_s=5.0)
         self._cut_offs = RateLimited(log, "client.cut_off", interval_s=5.0)
         self._pauses = RateLimited(log, "client.paused", interval_s=5.0, level="info")
+        #: Counters for Prometheus and the live view (None: ``metrics`` not given).
+        self.metrics: NodeMetrics | None = None
+        self._http: NodeHttp | None = None
+        if metrics is not None:
+            self.metrics = NodeMetrics(node_id)
+            try:
+                self._http = NodeHttp(metrics, self.metrics, self._read_in_loop, node_id).start()
+            except BaseException:
+                self.transport.close()
+                self._writer.shutdown(wait=False)
+                self.wal.close()
+                self.history.close()
+                raise
 
     def _transport_config(
         self, given: TransportConfig | None, max_clients: int | None
@@ -638,6 +654,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._http is not None:
+            self._http.close()
         local = self._local
         for _, future in local.waiting.values():
             future.cancel()
@@ -851,6 +869,70 @@ class Node:
             self.transport.connections_in_use(),
         )
 
+    def _reading(self) -> Reading:
+        """The gauges of a scrape, read in the loop (so that they agree)."""
+        r = self.replica
+        latest = self._latest_snapshot
+        backlog = r.backlog()
+        members = r.current
+        stats = self.transport.stats
+        return Reading(
+            node=self.node_id,
+            role=r.role.value,
+            ballot=r.ballot,
+            leader=r.leader or 0,
+            commit=r.commit,
+            known_commit=max(r.known_commit, r.commit),
+            delivered=r.delivered_index,
+            leader_ok=r.leader_ok(),
+            sessions=r.session_count(),
+            connections=self.transport.connections_in_use(),
+            backlog_commands=backlog[0],
+            backlog_bytes=backlog[1],
+            held_fetches=len(self._held_fetches),
+            owed_reply_bytes=sum(owed.bytes for owed in self._owed.values()),
+            paused_clients=len(self._paused),
+            local_waiting=len(self._local.waiting) + len(self._local.held),
+            snapshot_slot=latest.slot if latest is not None else 0,
+            snapshot_index=latest.index if latest is not None else 0,
+            floor=r.floor,
+            wal_bytes=self.wal.disk_bytes(),
+            history_first=self.history.first_index,
+            history_last=self.history.last_index,
+            epoch=members.epoch,
+            voters=len(members.voters),
+            learners=len(members.learners),
+            transport={
+                "sent": stats.sent,
+                "received": stats.received,
+                "dropped_to_peers": stats.total_dropped,
+                "replies_dropped": stats.reply_dropped,
+                "malformed": stats.malformed,
+                "foreign_cluster": stats.foreign_cluster,
+                "unauthorised": stats.unauthorised,
+            },
+            drops=dict(self.drops),
+        )
+
+    def _read_in_loop(self, timeout: float) -> Reading | None:
+        """A :class:`Reading` from the loop's thread (for the HTTP thread), or None if
+        the loop did not answer within ``timeout`` (stuck, or not running)."""
+        if self._closed or self._stop.is_set():
+            return None
+        answer: concurrent.futures.Future[Reading] = concurrent.futures.Future()
+
+        def read() -> None:
+            if not answer.done():
+                answer.set_result(self._reading())
+
+        self._inbox.put(read)
+        self.transport.wake()
+        try:
+            return answer.result(timeout)
+        except concurrent.futures.TimeoutError:
+            answer.cancel()
+            return None
+
     # ------------------------------------------------------------------ the loop
 
     def _turn(self) -> None:
@@ -886,10 +968,12 @@ class Node:
         self._flush()
         if self._snapshots_enabled:
             self._snapshot_turn()
-        role = (self.replica.role, self.replica.leader)
+        r = self.replica
+        role = (r.role, r.leader)
+        if self.metrics is not None:
+            self.metrics.end_turn(r.role.value, r.leader or 0, r.ballot, r.commit, now)
         if self._handover_done is not None:
             self._check_handover()
-        r = self.replica
         if (r.current.epoch, r.latest.epoch) != self._members_seen:
             self._connect_members()
         if role != self._role:
@@ -935,6 +1019,11 @@ class Node:
         for record in records:
             if type(record) is AcceptRecord and record.slot > top:
                 top = record.slot
+        if top and self.metrics is not None and self.metrics.events is not None:
+            accepts = [r for r in records if type(r) is AcceptRecord]
+            self.metrics.count_accepts(
+                min(r.slot for r in accepts), top, accepts[-1].ballot
+            )
         # (a batch never straddles segments: all of it went to the current one)
         segment = self.wal.current_segment
         if top > self._segment_tops.get(segment, 0):
@@ -949,6 +1038,11 @@ class Node:
             self._restore_state_machine(ready.installed)
             self._since_snapshot = (0, 0)
             self._local_after_install()
+            if self.metrics is not None:
+                self.metrics.snapshots_installed += 1
+                self.metrics.note(
+                    {"kind": "install", "node": self.node_id, "slot": ready.installed.slot}
+                )
             log.info(
                 "snapshot.installed",
                 node=self.node_id,
@@ -968,6 +1062,13 @@ class Node:
                     chosen_at=chosen_at,
                     from_slot=start,
                 )
+                if self.metrics is not None:
+                    self.metrics.membership_changes += 1
+                    self.metrics.note(
+                        {"kind": "members", "node": self.node_id, "epoch": members.epoch,
+                         "voters": list(members.voters), "learners": list(members.learners),
+                         "from_slot": start}
+                    )
             # (the turn connects to new members and drops removed ones: _turn)
         if ready.opened:
             self._sessions_opened(ready.opened)
@@ -1024,6 +1125,8 @@ class Node:
                 encoded[key] = frame
             if frame is not None:
                 per_peer.setdefault(dst, []).append(frame)
+        if self.metrics is not None:
+            self.metrics.count_sent(messages, encoded, time.monotonic())
         transport = self.transport
         for dst, frames in per_peer.items():
             if not transport.has_peer(dst):
@@ -1038,6 +1141,8 @@ class Node:
         # One write per turn; a failure (HistoryError: the disk) ends run(), like the WAL's.
         history = self.history
         commands = list(map(_command_of, deliveries))
+        if self.metrics is not None:
+            self.metrics.count_delivered(len(commands), runs)
         history.append(deliveries[0].index, commands)
         history.trim()
         count, size = self._since_snapshot
@@ -1153,6 +1258,8 @@ class Node:
         except CodecError as exc:
             self._drop(identity, "undecodable", f"undecodable frame: {exc}", len(frame))
             return
+        if self.metrics is not None:
+            self.metrics.count_received(type(msg), len(frame))
         if isinstance(msg, _MESSAGE_TYPES):
             # Only a node may speak Paxos, and only under its own id. With CURVE the
             # transport reports a member as n:<id> of its *key*, and a client key never
@@ -1719,6 +1826,9 @@ class Node:
         rule are in paxos/multi/compaction.py)."""
         started = time.monotonic()
         self._note_snapshot(snapshot)
+        if self.metrics is not None:
+            self.metrics.snapshots_taken += 1
+            self.metrics.note({"kind": "snapshot", "node": self.node_id, "slot": snapshot.slot})
         self._take(self.replica.compacted(snapshot))
         self._flush()  # the re-recorded promise and chosen prefix: synced before deleting
         replica = self.replica
@@ -1821,7 +1931,14 @@ class _Hooks:
         self.node._append(records)
 
     def sync(self) -> None:
-        self.node.wal.sync()
+        node = self.node
+        metrics = node.metrics
+        if metrics is None:
+            node.wal.sync()
+            return
+        started = time.perf_counter()
+        node.wal.sync()
+        metrics.fsync_seconds.observe(time.perf_counter() - started)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         self.node._save_installed(snapshot)

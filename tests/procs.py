@@ -106,8 +106,11 @@ class ProcessCluster:
         start: Iterable[int] | None = None,
         crash_steps: dict[int, str] | None = None,
         insecure: bool = False,
+        metrics_base_port: int | None = None,
     ) -> None:
         self.tmp = tmp
+        #: Node i serves metrics, health and events on 127.0.0.1:(metrics_base_port + i).
+        self.metrics_base_port = metrics_base_port
         #: False (the default): CURVE, with keys written by cluster_file into ``tmp``.
         self.insecure = insecure
         #: node -> the step of its first snapshot-then-compact it dies at (power_cuts only)
@@ -167,7 +170,14 @@ class ProcessCluster:
     def crash_arm(self, node: int) -> Path:
         return self.tmp / f"node{node}.crash"
 
+    def metrics_url(self, node: int, path: str = "/metrics") -> str:
+        assert self.metrics_base_port is not None
+        return f"http://127.0.0.1:{self.metrics_base_port + node}{path}"
+
     def start(self, node: int) -> None:
+        extra = self.extra
+        if self.metrics_base_port is not None:
+            extra = (*extra, "--metrics", f"127.0.0.1:{self.metrics_base_port + node}")
         if not self.power_cuts and runtime_mutants.ENV not in os.environ:
             self.procs[node] = spawn_node(
                 node,
@@ -175,13 +185,13 @@ class ProcessCluster:
                 self.tmp,
                 fsync=self.fsync,
                 log_file=self.log_file(node),
-                extra=self.extra,
+                extra=extra,
                 insecure=self.insecure,
             )
             return
         args = [sys.executable, str(MUTANT_NODE), "--id", str(node), "--cluster",
                 self.cluster.spec() if self.insecure else self.cluster.argument(),
-                "--data-dir", str(self.data_dir(node)), *self.extra]
+                "--data-dir", str(self.data_dir(node)), *extra]
         if node not in self.cluster.starting:
             args.append("--join")
         if not self.fsync:

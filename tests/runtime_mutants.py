@@ -30,6 +30,7 @@ from types import FunctionType
 from typing import Any
 
 import broadcast.auth
+import broadcast.metrics
 import broadcast.snapshots
 import broadcast.wal
 from broadcast import client, node, transport
@@ -109,8 +110,36 @@ _SNAPSHOT_TURN = node.Node._snapshot_turn
 _DELIVER = Replica._deliver
 _SUBSCRIBE = client.Client.subscribe
 _ADMISSION = "if seq != last_seq.get(client, -2) + 1:"
+_COUNT_DELIVERED = broadcast.metrics.NodeMetrics.count_delivered
+_END_TURN = broadcast.metrics.NodeMetrics.end_turn
+_METRICS_TEST = "test_metrics::test_metrics_of_a_live_cluster_agree_with_what_it_did"
 
 MUTANTS: dict[str, Mutant] = {
+    "metrics-batch-counted-once": Mutant(
+        "the node's metrics count a batch of deliveries as one delivery",
+        lambda: [
+            (
+                broadcast.metrics.NodeMetrics,
+                "count_delivered",
+                rewrite(_COUNT_DELIVERED, "self.delivered_total += count",
+                        "self.delivered_total += 1"),
+            )
+        ],
+        _METRICS_TEST,
+        r"counted [0-9.]+ deliveries, but its delivered index is",
+    ),
+    "metrics-election-won-uncounted": Mutant(
+        "the node's metrics do not count an election won after a candidate turn",
+        lambda: [
+            (
+                broadcast.metrics.NodeMetrics,
+                "end_turn",
+                rewrite(_END_TURN, "self.elections_won += 1", "pass"),
+            )
+        ],
+        _METRICS_TEST,
+        r"became leader, but its elections won went",
+    ),
     "send-before-sync": Mutant(
         "the node sends a turn's messages before it appends and syncs its records",
         lambda: [(node, "ReadyDriver", SendsBeforeSync)],

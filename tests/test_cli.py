@@ -99,6 +99,14 @@ def test_broadcast_subscribe_and_status(cluster: ProcessCluster) -> None:
     assert sum(s["role"] == "leader" for s in status) == 1
     assert len({s["leader"] for s in status}) == 1
 
+    # --watch: a table per refresh, with each node's deliveries per second from the second on.
+    out = paxos("status", "--cluster", spec, "--watch", "--count", "3", "--interval", "0.2")
+    assert out.returncode == 0, out.stderr
+    tables = out.stdout.split("Ctrl-C stops")
+    assert len(tables) == 4, out.stdout
+    assert "per s" not in tables[1] and "per s" in tables[2] and "per s" in tables[3]
+    assert all("leader" in table for table in tables[1:]), out.stdout
+
 
 def test_binary_payloads_are_base64(cluster: ProcessCluster) -> None:
     from broadcast import Client
