@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_viz import SEED, StubNode
+from test_viz import StubNode
 
 from broadcast import tracefile
 from broadcast.cli import main
@@ -41,6 +41,10 @@ CHROMIUM = next(
 if CHROMIUM is None:  # pragma: no cover - CI installs it
     pytest.skip("no chromium binary found", allow_module_level=True)
 
+#: A seed with leader changes, crashes, restarts from snapshots, installs, pauses, link
+#: cuts and dropped message types, where a node restarts with a chosen prefix below the one
+#: it had learned before (the page must take what the node recovered).
+SEED = 90
 #: Playwright's waits (ms): generous, for a loaded 2-core machine.
 DEADLINE_MS = 20_000
 
