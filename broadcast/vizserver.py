@@ -6,7 +6,7 @@
   merged live events (``/live?after=K``) on a local port, with the standard
   library's threading HTTP server: GET of a few known paths only, requests
   bounded in size (the request line and headers, by ``http.server``) and in time
-  (a socket timeout per connection);
+  (a socket timeout per connection) and in number (connections handled at once);
 * :class:`LiveFeed` polls every node's ``GET /events?after=SEQ`` (the event
   contract), merges their events into one buffer bounded in count and bytes, and
   adds a ``crash`` event when a node stops answering and a ``restart`` when it
@@ -269,6 +269,8 @@ class VizServer(ThreadingHTTPServer):
     """Serves the page and a trace (``trace_text``) or a live feed (``feed``)."""
 
     daemon_threads = True
+    #: Connections handled at once at most; more are closed unanswered.
+    max_connections = 32
 
     def __init__(
         self,
@@ -279,6 +281,7 @@ class VizServer(ThreadingHTTPServer):
     ) -> None:
         if (trace_text is None) == (feed is None):
             raise ValueError("serve a trace or a live feed")
+        self._slots = threading.BoundedSemaphore(self.max_connections)
         self.files = {name: page_file(name).encode() for name in PAGE_FILES}
         self.trace = trace_text.encode() if trace_text is not None else None
         self.feed = feed
@@ -291,6 +294,22 @@ class VizServer(ThreadingHTTPServer):
             host = host.decode()
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # (a thread of its own)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def info(self) -> bytes:
         if self.feed is not None:

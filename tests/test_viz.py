@@ -346,6 +346,32 @@ def test_server_serves_the_page_and_the_trace_only(trace_path: Path) -> None:
         assert get(server.url, "/", "PUT")[0] == 501
 
 
+def test_server_handles_a_bounded_number_of_connections(trace_path: Path) -> None:
+    class Small(VizServer):
+        max_connections = 2
+
+    with serve(Small(("127.0.0.1", 0), trace_text="{}")) as server:
+        address = server.server_address[:2]
+        idle = [socket.create_connection(address, timeout=10) for _ in range(2)]
+        try:
+            with (
+                socket.create_connection(address, timeout=10) as third,
+                contextlib.suppress(ConnectionResetError),
+            ):
+                assert third.recv(100) == b""  # closed unanswered
+        finally:
+            for conn in idle:
+                conn.close()
+
+        def answers() -> bool:
+            try:
+                return get(server.url, "/info.json")[0] == 200
+            except (OSError, http.client.HTTPException):
+                return False
+
+        wait_for(answers)  # the slots are free again
+
+
 def test_paxos_viz_prints_its_url_and_serves(trace_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "broadcast", "viz", str(trace_path), "--port", "0"],
