@@ -92,15 +92,18 @@ def now_ms() -> float:
 class _Node:
     """What the feed knows of one node."""
 
-    __slots__ = ("address", "after", "last_t", "node", "up")
+    __slots__ = ("address", "after", "last_t", "node", "seen_until", "up")
 
     def __init__(self, node: int, address: str) -> None:
         self.node = node
         self.address = address
         #: The last event number read from this node's ring (0: none yet).
         self.after = 0
-        #: The newest event time read from it: after it comes back, older ones are repeats.
+        #: The newest event time read from it.
         self.last_t = float("-inf")
+        #: Reading its ring again from the start (it came back): events up to this time
+        #: were read before.
+        self.seen_until = float("-inf")
         #: None until first asked; then whether it answered last time.
         self.up: bool | None = None
 
@@ -212,6 +215,7 @@ class LiveFeed:
             # start; what is not newer than the last event seen is a repeat.
             node.up = True
             node.after = 0
+            node.seen_until = node.last_t
             self.add({"t": self.clock(), "kind": "restart", "node": node.node})
             return True
         node.up = True
@@ -223,6 +227,7 @@ class LiveFeed:
         if nxt < node.after:
             # Its numbering went back: a new process (we did not see the old one go).
             node.after = 0
+            node.seen_until = node.last_t
             self.add({"t": self.clock(), "kind": "restart", "node": node.node})
             return True
         if isinstance(first, int) and node.after and first > node.after + 1:
@@ -234,11 +239,11 @@ class LiveFeed:
             t = event.get("t")
             if not isinstance(t, int | float) or isinstance(t, bool):
                 continue
-            if not isinstance(event.get("kind"), str) or t <= node.last_t:
+            if not isinstance(event.get("kind"), str) or t <= node.seen_until:
                 continue
             if "node" not in event and "src" not in event:
                 event["node"] = node.node
-            node.last_t = t
+            node.last_t = max(node.last_t, t)
             self.add(event)
         node.after = max(node.after, nxt)
         return len(events) >= 1000

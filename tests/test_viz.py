@@ -463,11 +463,13 @@ def test_live_feed_merges_and_marks_nodes_that_stop_answering(tmp_path: Path) ->
         stub.start()
     stubs[1].add("role", node=1, role="leader", ballot=[1, 1], leader=1)
     stubs[2].add("role", node=2, role="follower", ballot=[1, 1], leader=1)
+    stubs[2].events.append(dict(stubs[2].events[0], kind="accept", slot=1))  # (the same ms)
     feed = LiveFeed({n: s.address for n, s in stubs.items()}, interval_s=0.02, timeout_s=0.5)
     try:
         for stub in stubs.values():
             feed.poll(feed.nodes[stub.node])
-        assert [(e["kind"], e["node"]) for e in feed.events()] == [("role", 1), ("role", 2)]
+        assert [(e["kind"], e["node"]) for e in feed.events()] == [
+            ("role", 1), ("role", 2), ("accept", 2)]
         port = stubs[1].port
         stubs[1].stop()
         feed.poll(feed.nodes[1])
@@ -475,8 +477,8 @@ def test_live_feed_merges_and_marks_nodes_that_stop_answering(tmp_path: Path) ->
         assert [e["kind"] for e in feed.events()][-1:] == ["crash"]
         assert sum(e["kind"] == "crash" for e in feed.events()) == 1
         reply = json.loads(feed.since(0))
-        assert reply["unreachable"] == [1] and reply["next"] == 3
-        assert json.loads(feed.since(3))["events"] == []
+        assert reply["unreachable"] == [1] and reply["next"] == 4
+        assert json.loads(feed.since(4))["events"] == []
         # back (a new process: its events numbered from 1 again; old ones are not repeated)
         stubs[1].events = []
         stubs[1].start(port)
@@ -485,6 +487,17 @@ def test_live_feed_merges_and_marks_nodes_that_stop_answering(tmp_path: Path) ->
             pass
         kinds = [(e["kind"], e.get("role")) for e in feed.events()]
         assert kinds[-2:] == [("restart", None), ("role", "follower")]
+        # unreachable a while, same process: what was read before is not repeated
+        port2 = stubs[2].port
+        stubs[2].stop()
+        feed.poll(feed.nodes[2])
+        stubs[2].start(port2)
+        stubs[2].add("chosen", node=2, slot=1, to=1)
+        while feed.poll(feed.nodes[2]):
+            pass
+        kinds = [(e["kind"], e.get("node")) for e in feed.events()]
+        assert kinds[-3:] == [("crash", 2), ("restart", 2), ("chosen", 2)]
+        assert kinds.count(("accept", 2)) == 1
         # --record's trace
         doc = tracefile.live_trace(feed.nodes, feed.events(), feed.truncated)
         path = tmp_path / "live.json"

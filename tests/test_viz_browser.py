@@ -260,3 +260,12 @@ def test_live_mode_shows_a_leader_change(page: Page, tmp_path: Path) -> None:
     assert doc["source"] == "live" and doc["time_unit"] == "ms"
     kinds = [(e["kind"], e.get("node")) for e in doc["events"]]
     assert ("crash", 1) in kinds and doc["final"]["chosen"]["1"] == 3
+    # ... and the page replays the recording
+    out = tmp_path / "live.html"
+    result = CliRunner().invoke(main, ["viz", str(record), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded(page, out.as_uri())
+    page.get_by_test_id("end").click()
+    expect(page.get_by_test_id("node-role-2")).to_have_text("leader")
+    expect(page.get_by_test_id("node-1")).to_have_attribute("data-up", "0")
+    expect(page.get_by_test_id("chosen-count")).to_have_text("3")

@@ -881,7 +881,7 @@
         if (!ev || typeof ev.t !== "number" || typeof ev.kind !== "string") continue;
         const i = insertByT(model.events, ev);
         if (i < model.events.length - 1) earliest = Math.min(earliest, i);
-        if (model.events.length === 1) model.t0 = ev.t;
+        if (ev.t < model.t0) model.t0 = ev.t; // (a node's ring may hold older events)
         ingest(ev);
       }
       if (earliest !== Infinity) invalidateFrom(earliest);
