@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -128,6 +129,18 @@ def test_same_seed_writes_the_same_bytes(tmp_path: Path, trace_path: Path) -> No
     other = tmp_path / "other.json"
     assert cli("sim", "--seed", str(SEED + 1), "--trace-json", str(other))[0] == 0
     assert other.read_bytes() != trace_path.read_bytes()
+
+
+def test_trace_file_does_not_depend_on_the_hash_seed(tmp_path: Path, trace_path: Path) -> None:
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"run-{hash_seed}.json"
+        subprocess.run(
+            [sys.executable, "-m", "broadcast", "sim", "--seed", str(SEED), "--trace-json",
+             str(out)],
+            check=True, capture_output=True, timeout=120,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
+        assert out.read_bytes() == trace_path.read_bytes()
 
 
 @pytest.mark.parametrize("seed", range(1, 21))
