@@ -224,8 +224,9 @@ class LiveFeed:
         events = reply.get("events")
         if not isinstance(nxt, int) or not isinstance(events, list):
             return False
-        if nxt < node.after:
-            # Its numbering went back: a new process (we did not see the old one go).
+        if nxt < node.after or (isinstance(first, int) and first <= node.after):
+            # Its numbering went back (the first number it has is not above the last one
+            # we read): a new process, whose old one we did not see go.
             node.after = 0
             node.seen_until = node.last_t
             self.add({"t": self.clock(), "kind": "restart", "node": node.node})

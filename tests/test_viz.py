@@ -420,10 +420,15 @@ class StubNode:
             self.events.append({"t": time.time() * 1000, "kind": kind, **fields})
 
     def reply(self, after: int) -> dict[str, Any]:
+        """``first``: the number of the first event returned, or of the next event to
+        come if none is; ``next``: the number to ask after next time."""
         with self.lock:
             events = self.events[after : after + 1000]
-            return {"node": self.node, "next": after + len(events), "first": 1,
-                    "events": events}
+            if events:
+                return {"node": self.node, "first": after + 1, "next": after + len(events),
+                        "events": events}
+            return {"node": self.node, "first": len(self.events) + 1,
+                    "next": max(after, len(self.events)), "events": []}
 
     def start(self, port: int = 0) -> None:
         stub = self
@@ -511,6 +516,13 @@ def test_live_feed_merges_and_marks_nodes_that_stop_answering(tmp_path: Path) ->
         kinds = [(e["kind"], e.get("node")) for e in feed.events()]
         assert kinds[-3:] == [("crash", 2), ("restart", 2), ("chosen", 2)]
         assert kinds.count(("accept", 2)) == 1
+        # restarted between two polls: its numbers start again from 1
+        stubs[2].events = []
+        stubs[2].add("role", node=2, role="candidate", ballot=[3, 2], leader=None)
+        while feed.poll(feed.nodes[2]):
+            pass
+        kinds = [(e["kind"], e.get("node"), e.get("role")) for e in feed.events()]
+        assert kinds[-2:] == [("restart", 2, None), ("role", 2, "candidate")]
         # --record's trace
         doc = tracefile.live_trace(feed.nodes, feed.events(), feed.truncated)
         path = tmp_path / "live.json"
