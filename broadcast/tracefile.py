@@ -96,10 +96,6 @@ def live_trace(
     return doc
 
 
-def dumps(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
-
-
 def write(path: Path, doc: Mapping[str, Any]) -> None:
     """Write ``doc`` to ``path`` atomically (a temporary file renamed into place)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
