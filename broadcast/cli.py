@@ -10,10 +10,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
+from broadcast import tracefile
 from broadcast.spec import ConfigError
 from paxos.sim.node import ReplicaFactory
 from paxos.sim.runner import DEFAULT_FAULT_TICKS, SimConfig, SimResult, default_replica_factory, run
@@ -96,6 +98,8 @@ class _Job:
     clients: int | None = None
     commands: int | None = None
     outstanding: int | None = None
+    #: Record the run's structured events (--trace-json).
+    events: bool = False
 
 
 def _load_replica(spec: str) -> ReplicaFactory:
@@ -128,6 +132,7 @@ def _run_job(job: _Job) -> SimResult:
             clients=job.clients,
             commands_per_client=job.commands,
             outstanding=job.outstanding,
+            events=job.events,
         )
     )
 
@@ -217,6 +222,13 @@ class _Progress:
 )
 @click.option("--trace", is_flag=True, help="Print the run's trace (one seed only).")
 @click.option(
+    "--trace-json",
+    "trace_json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write the run's events to FILE for `paxos viz` (one seed only).",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     help="Worker processes [default: number of CPUs]. Results do not depend on it.",
@@ -249,6 +261,7 @@ def sim(
     nodes: int,
     ticks: int,
     trace: bool,
+    trace_json: Path | None,
     jobs: int | None,
     replica: str | None,
     minutes: float | None,
@@ -275,6 +288,12 @@ def sim(
     first = 1 if seed is None else seed
     if trace and (minutes is not None or (seeds or 0) > 1):
         raise click.UsageError("--trace prints a single run: use --seed S without --seeds")
+    if trace_json is not None and (minutes is not None or (seeds or 0) > 1):
+        raise click.UsageError("--trace-json records a single run: use --seed S without --seeds")
+    if trace_json is not None and not trace_json.absolute().parent.is_dir():
+        raise click.BadParameter(
+            f"no directory {str(trace_json.absolute().parent)!r}", param_hint="--trace-json"
+        )
     if replica is not None:
         try:
             _load_replica(replica)
@@ -291,6 +310,8 @@ def sim(
         if value is not None
     )
     workers = jobs if jobs is not None else os.cpu_count() or 1
+    if trace_json is not None:
+        workers = 1  # one run: its events need not cross a process boundary
     started = time.monotonic()
     deadline = started + minutes * 60 if minutes is not None else None
 
@@ -300,7 +321,7 @@ def sim(
             deadline is not None and time.monotonic() < deadline
         ):
             yield _Job(seed_, nodes, ticks, trace, replica, overrides, clients, commands,
-                       outstanding)
+                       outstanding, events=trace_json is not None)
             seed_ += 1
 
     progress = _Progress(seeds if seeds is not None else 0)
@@ -312,6 +333,8 @@ def sim(
         if trace:
             for line in result.trace:
                 click.echo(line)
+        if trace_json is not None:
+            tracefile.write(trace_json, tracefile.sim_trace(result, _replay_command(job)))
         delivered += result.delivered
         violations += result.violation_count
         liveness += result.liveness_count

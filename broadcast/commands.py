@@ -939,6 +939,7 @@ def attach(group: click.Group) -> None:
     """Add the runtime commands to the ``paxos`` group."""
     from broadcast.demo import demo_command
     from broadcast.members_cli import leader_group, member_group
+    from broadcast.viz_cli import viz_command
     from chaos.cli import chaos_command
 
     for command in (
@@ -953,5 +954,6 @@ def attach(group: click.Group) -> None:
         leader_group,
         demo_command,
         chaos_command,
+        viz_command,
     ):
         group.add_command(command)

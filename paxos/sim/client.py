@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from paxos.multi.sessions import NONCE_BYTES
 from paxos.sim.checkers import Checkers
+from paxos.sim.events import EventLog
 from paxos.sim.network import (
     Address,
     ClientReply,
@@ -57,6 +58,7 @@ class SimClient:
         close_rate: float = 0.0,
         bursty: bool = False,
         trace: list[str] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.id = client_id
         self.name = name
@@ -72,6 +74,7 @@ class SimClient:
         #: Issue a whole pipeline's worth at once, now and then, instead of one at a time.
         self.bursty = bursty
         self.trace = trace
+        self.events = events
         #: False once the fault phase is over: no new commands, retries go on.
         self.issuing = True
         #: Commands issued so far, over all sessions.
@@ -129,6 +132,12 @@ class SimClient:
         if new:
             if self.deadline is None:
                 self.deadline = now + self.retry_ticks
+            if self.events is not None:
+                for command in new:
+                    self.events.emit(
+                        now, "submit", client=self.key, seq=command.seq, node=self.target,
+                        **{"from": self.id},
+                    )
             self._send(now, tuple(new), "issue")
 
     # ------------------------------------------------------------------ sessions
@@ -213,6 +222,8 @@ class SimClient:
                 progress = True
                 if self.trace is not None:
                     self.trace.append(f"{now} client {self.id} ack {key} seq {seq} index {index}")
+                if self.events is not None:
+                    self.events.emit(now, "ack", client=key, seq=seq, index=index)
         self.target = payload.leader if payload.leader is not None else payload.src
         if progress:
             self.deadline = now + self.retry_ticks if self.unacked else None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from paxos import messages as wire
 from paxos.messages import Message
+from paxos.sim.events import EventLog
 from paxos.sim.faults import PERFECT, FaultRates
 from paxos.types import Command
 
@@ -101,6 +102,8 @@ Payload = (
 # One message in flight: (delivery tick, send sequence number, src, dst, payload).
 _InFlight = tuple[int, int, Address, Address, Payload]
 
+#: The contract's name of each reason a message is dropped.
+_DROP_WHY = {"cut": "partition", "lost": "loss", "burst": "burst"}
 #: The side of a bridge node in a partition: it talks to both sides.
 _BRIDGE = -1
 #: How many past messages a replay is drawn from.
@@ -133,6 +136,7 @@ class Network:
         nodes: Sequence[int],
         clients: Sequence[str],
         trace: list[str] | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.rng = rng
         self.rates = rates
@@ -140,6 +144,7 @@ class Network:
         self.clients = tuple(clients)
         self.now = 0
         self.trace = trace
+        self.events = events
         self._queue: list[_InFlight] = []
         self._seq = 0
         #: Active symmetric partition: endpoint -> side, until a tick. Empty when healed.
@@ -204,6 +209,8 @@ class Network:
             heapq.heappush(self._queue, (self.now + delay, self._seq, src, dst, payload))
             if self.trace is not None:
                 self.trace.append(f"{self.now} send {src}->{dst} @{self.now + delay} {payload!r}")
+            if self.events is not None:
+                self.events.message(self.now, src, dst, payload, self.now + delay, self._seq)
 
     def due(self) -> list[tuple[Address, Address, Payload]]:
         """Pop every message due at or before :attr:`now`, in (tick, send order)."""
@@ -211,10 +218,10 @@ class Network:
         now = self.now
         out: list[tuple[Address, Address, Payload]] = []
         while queue and queue[0][0] <= now:
-            _, _, src, dst, payload = heapq.heappop(queue)
+            _, seq, src, dst, payload = heapq.heappop(queue)
             # A partition that started while the message was on the wire eats it too.
             if self._blocked(src, dst):
-                self._drop(src, dst, payload, "cut")
+                self._drop(src, dst, payload, "cut", seq)
                 continue
             out.append((src, dst, payload))
         return out
@@ -230,10 +237,17 @@ class Network:
                 return True
         return bool(self._cuts) and (src, dst) in self._cuts
 
-    def _drop(self, src: Address, dst: Address, payload: Payload, why: str) -> None:
+    def _drop(
+        self, src: Address, dst: Address, payload: Payload, why: str, seq: int | None = None
+    ) -> None:
         self.dropped += 1
         if self.trace is not None:
             self.trace.append(f"{self.now} {why} {src}->{dst} {payload!r}")
+        events = self.events
+        if events is not None:
+            if seq is None:  # dropped as it was sent: a send that never arrives
+                events.message(self.now, src, dst, payload, None, None)
+            events.drop(self.now, src, dst, payload, _DROP_WHY[why], seq)
 
     # ------------------------------------------------------------------ faults
 
@@ -249,6 +263,8 @@ class Network:
         if self._burst_types and now >= self._burst_until:
             self._log("selective drops over")
             self._burst_types = frozenset()
+            if self.events is not None:
+                self.events.emit(now, "burst", types=[], links=[], until=now)
         if rates.burst_rate and not self._burst_types and rng.random() < rates.burst_rate:
             self._start_burst(rng.randint(1, max(1, rates.burst_max_ticks)))
         if rates.replay_rate and self._past and rng.random() < rates.replay_rate:
@@ -258,15 +274,21 @@ class Network:
             heapq.heappush(self._queue, (now + 1, self._seq, src, dst, payload))
             if self.trace is not None:
                 self.trace.append(f"{now} replay {src}->{dst} {payload!r}")
+            if self.events is not None:
+                self.events.message(now, src, dst, payload, now + 1, self._seq, replay=True)
         if rates.partial_rate and len(self.nodes) > 2 and rng.random() < rates.partial_rate:
             self._start_partial(leader, rng.randint(1, max(1, rates.partial_max_ticks)))
         if self._side and now >= self._partition_until:
             self._side = {}
             self._log("partition healed")
+            if self.events is not None:
+                self.events.emit(now, "heal")
         if self._cuts:
             for link in [link for link, until in self._cuts.items() if now >= until]:
                 del self._cuts[link]
                 self._log(f"link {link[0]}->{link[1]} restored")
+                if self.events is not None:
+                    self.events.emit(now, "uncut", src=link[0], dst=link[1])
         if rates.partition_rate and not self._side and rng.random() < rates.partition_rate:
             self._start_partition(rng.randint(1, max(1, rates.partition_max_ticks)))
         if rates.link_cut_rate and rng.random() < rates.link_cut_rate and len(self.nodes) > 1:
@@ -302,11 +324,24 @@ class Network:
         if self.trace is not None:
             names = ",".join(sorted(t.__name__ for t in types))
             self._log(f"drops {names} on {sorted(chosen)} until {self._burst_until}")
+        self._burst_event()
+
+    def _burst_event(self) -> None:
+        if self.events is not None:
+            self.events.emit(
+                self.now,
+                "burst",
+                types=sorted(t.__name__ for t in self._burst_types),
+                links=[[a, b] for a, b in sorted(self._burst_links)],
+                until=self._burst_until,
+            )
 
     def _cut(self, link: tuple[Address, Address], until: int) -> None:
         """Cut ``link`` until ``until`` (never shortening a longer cut already there: an
         isolated node stays isolated whatever other faults come and go)."""
         self._cuts[link] = max(until, self._cuts.get(link, 0))
+        if self.events is not None:
+            self.events.emit(self.now, "cut", src=link[0], dst=link[1], until=self._cuts[link])
 
     def isolate(self, node: int, duration: int) -> None:
         """Cut every link between ``node`` and the other nodes, both ways, for
@@ -338,6 +373,7 @@ class Network:
             self._burst_types = frozenset((wire.Prepare, wire.Accept))
             self._burst_links = frozenset((o, keep) for o in others if o != keep)
             self._burst_until = until
+            self._burst_event()
         self._log(f"stale leader: node {victim} keeps only {keep} until {until}")
 
     def _start_partial(self, leader: int | None, duration: int) -> None:
@@ -370,6 +406,7 @@ class Network:
                 (other, kept) for kept in keep for other in others if other not in keep
             )
             self._burst_until = until
+            self._burst_event()
             self._log(f"... and {sorted(keep)} miss the others' Prepares and Accepts")
 
     def _start_partition(self, duration: int) -> None:
@@ -398,10 +435,24 @@ class Network:
             b = sorted(n for n in self.nodes if side[n] == 1)
             bridge = sorted(n for n in self.nodes if side[n] == _BRIDGE)
             self._log(f"partition {a} | {b} bridge {bridge} until {self._partition_until}")
+        if self.events is not None:
+            groups = [sorted(n for n in self.nodes if side[n] == s) for s in (0, 1)]
+            bridge = sorted(n for n in self.nodes if side[n] == _BRIDGE)
+            self.events.emit(
+                self.now, "partition", groups=groups, bridge=bridge, until=self._partition_until
+            )
 
     def heal(self) -> None:
         """Enter the heal phase: every link up, no loss or duplication, small delays.
         Messages already in flight still arrive."""
+        events = self.events
+        if events is not None:
+            if self._side:
+                events.emit(self.now, "heal")
+            for src, dst in self._cuts:
+                events.emit(self.now, "uncut", src=src, dst=dst)
+            if self._burst_types:
+                events.emit(self.now, "burst", types=[], links=[], until=self.now)
         self._side = {}
         self._cuts = {}
         self._burst_types = frozenset()

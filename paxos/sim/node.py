@@ -41,6 +41,7 @@ from paxos.records import AcceptRecord, Record
 from paxos.sim.app import SimApp
 from paxos.sim.checkers import Checkers
 from paxos.sim.disk import Disk, DiskCorruption
+from paxos.sim.events import EventLog, ballot_list, ranges
 from paxos.sim.invariants import Invariants
 from paxos.sim.network import (
     Address,
@@ -160,6 +161,15 @@ class NodeDriver:
         self.crashes = 0
         self._vowing = False
         self._leader: int | None = None
+        #: Structured events (the visualiser's), if the run records them.
+        self.events: EventLog | None = None
+        #: What the last role event said: (role, ballot, leader).
+        self._role: tuple[str, list[int] | None, int | None] | None = None
+        #: Accepts appended and not yet synced (only while recording events).
+        self._unsynced_accepts: list[AcceptRecord] = []
+        #: The chosen prefix this node's application has seen (the last chosen slot
+        #: applied; what it started from after a restart or an install).
+        self.chosen_upto = 0
 
     @property
     def up(self) -> bool:
@@ -185,6 +195,8 @@ class NodeDriver:
             self.crash()
         self.disk = Disk(self.disk.segment_records)
         self._log("disk lost")
+        if self.events is not None:
+            self.events.emit(self.network.now, "wipe", node=self.node_id)
 
     def reconfigure(self, op: Op, node: int) -> str | None:
         """Ask this node's replica for a membership change (an operator's command)."""
@@ -249,7 +261,22 @@ class NodeDriver:
                 self.network.now,
                 snapshot.slot if snapshot is not None else 0,
             )
+        # (a replica starts from its snapshot's chosen prefix; it replays the rest of its
+        # log as chosen on its first tick)
+        self.chosen_upto = snapshot.slot if snapshot is not None else 0
         self._log(f"start incarnation {self.incarnation} from {len(records)} durable records")
+        events = self.events
+        if events is not None:
+            if self.incarnation > 1:
+                events.emit(
+                    self.network.now,
+                    "restart",
+                    node=self.node_id,
+                    chosen=self.chosen_upto,
+                    delivered=self.app.index,
+                )
+            self._role = None
+            self._observe_role(replica)
 
     def crash(self) -> None:
         """Power loss: the replica and all volatile state go, unsynced writes too."""
@@ -267,6 +294,9 @@ class NodeDriver:
             self.install_crashes += 1
         self._stage = ""
         self._log(f"crash ({lost} unsynced records lost)")
+        if self.events is not None:
+            self._unsynced_accepts = []
+            self.events.emit(self.network.now, "crash", node=self.node_id)
 
     def arm_crash(self, points: int) -> None:
         """Crash at the ``points``-th crash point from now (mid-Ready)."""
@@ -301,6 +331,8 @@ class NodeDriver:
             self.maybe_snapshot(replica)
         except CrashNow:
             self.crash()
+        if self.events is not None and self.replica is not None:
+            self._observe_role(self.replica)
         if self.trace is not None and self.replica is not None:
             leader = self.replica.leader
             if leader != self._leader:
@@ -312,6 +344,8 @@ class NodeDriver:
         if replica is None:
             if self.trace is not None:
                 self._log(f"down, drops {payload!r} from {src}")
+            if self.events is not None:
+                self.events.drop(self.network.now, src, self.node_id, payload, "crashed")
             return
         try:
             if isinstance(payload, ClientRequest):
@@ -376,10 +410,15 @@ class NodeDriver:
                 self.node_id, self.incarnation, self.replica, records, self.network.now
             )
         self.disk.write(records)
+        if self.events is not None:
+            self._unsynced_accepts.extend(r for r in records if isinstance(r, AcceptRecord))
         self.crash_point()
 
     def sync(self) -> None:
         self.disk.sync()
+        if self.events is not None and self._unsynced_accepts:
+            self._accept_events(self._unsynced_accepts)
+            self._unsynced_accepts = []
         self.crash_point()
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -413,6 +452,8 @@ class NodeDriver:
         self.crash_point()
         self.snapshots_taken += 1
         self._log(f"snapshot at slot {snapshot.slot} (index {snapshot.index})")
+        if self.events is not None:
+            self.events.emit(self.network.now, "snapshot", node=self.node_id, slot=snapshot.slot)
         self._handle(replica.compacted(snapshot))
         self._vowing = True
         self.driver.flush()  # the re-recorded promise and prefix, synced
@@ -452,16 +493,41 @@ class NodeDriver:
     def apply(self, ready: Ready) -> None:
         """Applier: what the turn chose, opened, delivered and ended, to the checkers and
         the clients waiting for it."""
+        events = self.events
         if ready.installed is not None:
             self.installs += 1
             self._log(f"installed a snapshot at slot {ready.installed.slot}")
             self._restore(ready.installed)
+            self.chosen_upto = ready.installed.slot
+            if events is not None:
+                events.emit(
+                    self.network.now,
+                    "install",
+                    node=self.node_id,
+                    slot=ready.installed.slot,
+                    index=self.app.index,
+                )
         if ready.chosen:
+            self.chosen_upto = ready.chosen[-1][0]
             self.observe_chosen(ready.chosen)
+            if events is not None:
+                for first, last in ranges([slot for slot, _ in ready.chosen]):
+                    events.emit(self.network.now, "chosen", node=self.node_id, slot=first, to=last)
         if ready.opened:
             self.sessions_opened(ready.opened)
         if ready.deliveries:
             self.deliver(ready.deliveries)
+            if events is not None:
+                for client, seq, index, count in ready.runs:
+                    events.emit(
+                        self.network.now,
+                        "deliver",
+                        node=self.node_id,
+                        index=index,
+                        count=count,
+                        client=client,
+                        seq=seq,
+                    )
         if ready.ended:
             self.sessions_ended(ready.ended)
         if ready.configs or ready.governed:
@@ -494,6 +560,16 @@ class NodeDriver:
         for chosen_slot, start, members in ready.configs:
             checkers.on_config(node, chosen_slot, start, members, now)
             self._log(f"membership {members} chosen at slot {chosen_slot}, from slot {start}")
+            if self.events is not None:
+                self.events.emit(
+                    now,
+                    "members",
+                    node=node,
+                    epoch=members.epoch,
+                    voters=list(members.voters),
+                    learners=list(members.learners),
+                    slot=start,
+                )
         for slot, epoch in ready.governed:
             checkers.on_governed(node, slot, epoch, now)
 
@@ -556,3 +632,49 @@ class NodeDriver:
     def _log(self, text: str) -> None:
         if self.trace is not None:
             self.trace.append(f"{self.network.now} node {self.node_id} {text}")
+
+    # ------------------------------------------------------------------ events
+
+    def _observe_role(self, replica: ReplicaLike) -> None:
+        """A ``role`` event if the replica's role, promised ballot or leader changed
+        since the last one (looked at the end of each turn, like the text trace's
+        "believes leader is")."""
+        assert self.events is not None
+        role = getattr(replica, "role", None)
+        name = str(getattr(role, "value", role or "unknown"))
+        state = (name, ballot_list(getattr(replica, "ballot", None)), replica.leader)
+        if state != self._role:
+            self._role = state
+            self.events.emit(
+                self.network.now,
+                "role",
+                node=self.node_id,
+                role=state[0],
+                ballot=state[1],
+                leader=state[2],
+            )
+
+    def _accept_events(self, records: Sequence[AcceptRecord]) -> None:
+        """``accept`` events for synced AcceptRecords: a range per run of consecutive
+        slots accepted at one ballot."""
+        assert self.events is not None
+        now, node = self.network.now, self.node_id
+        run: tuple[int, int, list[int]] | None = None
+        for record in records:
+            ballot = [record.ballot.round, record.ballot.node]
+            if run is not None and record.slot == run[1] + 1 and ballot == run[2]:
+                run = (run[0], record.slot, ballot)
+                continue
+            if run is not None:
+                self._accept_event(now, node, run)
+            run = (record.slot, record.slot, ballot)
+        if run is not None:
+            self._accept_event(now, node, run)
+
+    def _accept_event(self, now: int, node: int, run: tuple[int, int, list[int]]) -> None:
+        assert self.events is not None
+        first, last, ballot = run
+        if first == last:
+            self.events.emit(now, "accept", node=node, slot=first, ballot=ballot)
+        else:
+            self.events.emit(now, "accept", node=node, slot=first, ballot=ballot, to=last)

@@ -38,6 +38,7 @@ from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 from paxos.sim.checkers import Checker, Checkers, Liveness, TotalOrder, Violation
 from paxos.sim.client import SimClient
+from paxos.sim.events import MAX_EVENTS, Event, EventLog
 from paxos.sim.faults import FaultRates
 from paxos.sim.network import Address, Network, Payload
 from paxos.sim.node import NodeDriver, ReplicaFactory, ReplicaLike
@@ -96,6 +97,9 @@ class SimConfig:
     #: Builds the checkers; None: all of :func:`~paxos.sim.checkers.default_checkers`.
     checkers: Callable[[], list[Checker]] | None = None
     trace: bool = False
+    #: Record structured events for the visualiser (SimResult.events), at most this many.
+    events: bool = False
+    max_events: int = MAX_EVENTS
     #: Snapshot every this many chosen slots (each node on its own); None: drawn from
     #: the seed (small, so that snapshots, compactions and installs happen in every
     #: run); 0: never.
@@ -137,6 +141,13 @@ class SimResult:
     changes: int = 0
     final_members: tuple[int, ...] = ()
     trace: list[str] = field(default_factory=list)
+    #: Structured events (SimConfig.events), and whether recording stopped at the cap.
+    events: list[Event] = field(default_factory=list)
+    events_truncated: bool = False
+    #: Every node's chosen prefix and delivery index at the end (what its application
+    #: saw last; a node that is down keeps the values it had), by node id.
+    chosen_upto: dict[int, int] = field(default_factory=dict)
+    delivered_upto: dict[int, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -205,6 +216,7 @@ class _Run:
         self.held: dict[int, list[tuple[Address, Payload]]] = {}
 
         self.trace: list[str] | None = [] if config.trace else None
+        self.events = EventLog(config.max_events) if config.events else None
         node_ids = tuple(range(1, config.nodes + 1))
         self.node_ids = node_ids
         client_ids = [f"c{i}" for i in range(1, self.workload.clients + 1)]
@@ -247,7 +259,7 @@ class _Run:
         if tuple(replica_config.nodes) != node_ids:
             raise ValueError(f"replica_config.nodes must be {node_ids}")
         self.checkers = Checkers(config.checkers() if config.checkers is not None else None)
-        self.network = Network(net_rng, rates, node_ids, client_ids, self.trace)
+        self.network = Network(net_rng, rates, node_ids, client_ids, self.trace, self.events)
         self.replica_config = replica_config
         self.drivers = [self._new_driver(n) for n in node_ids]
         # Clients spread their commands over the fault phase (at 1-4x the even pace).
@@ -268,6 +280,7 @@ class _Run:
                 close_rate=sessions.close_rate,
                 bursty=workload.bursty,
                 trace=self.trace,
+                events=self.events,
             )
             for cid in client_ids
         ]
@@ -285,7 +298,7 @@ class _Run:
         )
 
     def _new_driver(self, node: int) -> NodeDriver:
-        return self.config.driver_cls(
+        driver = self.config.driver_cls(
             node,
             self.replica_config,
             self.config.replica_factory,
@@ -296,6 +309,8 @@ class _Run:
             snapshot_every=self.snapshot_every,
             segment_records=self.segment_records,
         )
+        driver.events = self.events
+        return driver
 
     def _add_node(self) -> NodeDriver:
         """A new machine with an empty disk and a new id, started (a member once the
@@ -418,6 +433,12 @@ class _Run:
         self._log(now, f"end: {result.delivered} delivered, {result.acked}/{result.issued} acked")
         if self.trace is not None:
             result.trace = self.trace
+        if self.events is not None:
+            result.events = self.events.events
+            result.events_truncated = self.events.truncated
+        for driver in self.drivers:
+            result.chosen_upto[driver.node_id] = driver.chosen_upto
+            result.delivered_upto[driver.node_id] = driver.app.index
         return result
 
     def _crashes_and_restarts(self, now: int) -> None:
@@ -472,6 +493,8 @@ class _Run:
                 self.paused_until[node] = until
                 self.held[node] = []
                 self._log(now, f"node {node} paused until {until}")
+                if self.events is not None:
+                    self.events.emit(now, "pause", node=node, until=until)
 
     def _resume(self, node: int) -> None:
         """A paused node goes on: it reads, in order, what arrived while it was stopped
@@ -480,12 +503,16 @@ class _Run:
         waiting = self.held.pop(node, [])
         driver = self.drivers[node - 1]
         self._log(self.network.now, f"node {node} resumes with {len(waiting)} waiting")
+        if self.events is not None:
+            self.events.emit(self.network.now, "resume", node=node)
         if driver.up:
             for src, payload in waiting:
                 driver.receive(src, payload)
 
     def _heal(self, now: int) -> None:
         self._log(now, "heal: all nodes up, network perfect, clients stop issuing")
+        if self.events is not None:
+            self.events.emit(now, "phase", phase="heal")
         self.network.heal()
         for node in list(self.paused_until):
             self._resume(node)
