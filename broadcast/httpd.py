@@ -149,7 +149,8 @@ class NodeHttp:
     def events_after(self, after: int) -> dict[str, Any]:
         self.metrics.want_events(time.monotonic())
         first, last, events = self.metrics.ring.after(after, EVENTS_PER_REPLY)
-        return {"node": self.node_id, "first": first, "next": last, "events": events}
+        return {"node": self.node_id, "incarnation": self.metrics.incarnation, "first": first,
+                "next": last, "events": events}
 
 
 class _Server(ThreadingHTTPServer):

@@ -26,6 +26,7 @@ costs no events).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -162,6 +163,8 @@ class NodeMetrics:
         #: Leader: slot -> when its first Accept left.
         self.proposed: dict[int, float] = {}
         self.ring = EventRing()
+        #: This process's random id in /events replies: a reader tells a restart by it.
+        self.incarnation = os.urandom(8).hex()
         #: The ring while somebody reads it (see LIVE_S), else None: nothing recorded.
         self.events: EventRing | None = None
         self._wanted_until = 0.0  # written by the HTTP thread (one float: atomic)

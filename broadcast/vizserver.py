@@ -92,7 +92,7 @@ def now_ms() -> float:
 class _Node:
     """What the feed knows of one node."""
 
-    __slots__ = ("address", "after", "last_t", "node", "seen_until", "up")
+    __slots__ = ("address", "after", "incarnation", "last_t", "node", "seen_until", "up")
 
     def __init__(self, node: int, address: str) -> None:
         self.node = node
@@ -106,6 +106,9 @@ class _Node:
         self.seen_until = float("-inf")
         #: None until first asked; then whether it answered last time.
         self.up: bool | None = None
+        #: The node process's random id (``incarnation`` in its replies): a new one is a
+        #: restart, however many events either process had.
+        self.incarnation: str | None = None
 
 
 class LiveFeed:
@@ -210,6 +213,16 @@ class LiveFeed:
                 node.up = False
                 self.add({"t": self.clock(), "kind": "crash", "node": node.node})
             return False
+        incarnation = reply.get("incarnation")
+        if isinstance(incarnation, str):
+            known, node.incarnation = node.incarnation, incarnation
+            if node.up is True and known is not None and incarnation != known:
+                # Another process answers (restarted between two polls): read its ring
+                # from the start; what is not newer than the last event seen is a repeat.
+                node.after = 0
+                node.seen_until = node.last_t
+                self.add({"t": self.clock(), "kind": "restart", "node": node.node})
+                return True
         if node.up is False:
             # Back: a new process numbers its events from 1 again. Read its ring from the
             # start; what is not newer than the last event seen is a repeat.

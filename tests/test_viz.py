@@ -414,12 +414,20 @@ class StubNode:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
+        #: Sent as the reply's ``incarnation`` when set (as a real node does).
+        self.incarnation: str | None = None
 
     def add(self, kind: str, **fields: Any) -> None:
         with self.lock:
             self.events.append({"t": time.time() * 1000, "kind": kind, **fields})
 
     def reply(self, after: int) -> dict[str, Any]:
+        out = self._reply(after)
+        if self.incarnation is not None:
+            out["incarnation"] = self.incarnation
+        return out
+
+    def _reply(self, after: int) -> dict[str, Any]:
         """``first``: the number of the first event returned, or of the next event to
         come if none is; ``next``: the number to ask after next time."""
         with self.lock:
@@ -548,3 +556,28 @@ def test_live_feed_buffer_is_bounded() -> None:
     assert sum(len(json.dumps(e, separators=(",", ":"))) for e in kept) <= 10_000
     feed.add({"t": 100, "kind": "x", "pad": "y" * 70000})  # no event is that large
     assert feed.events() == kept
+
+
+def test_live_feed_tells_a_restart_by_the_nodes_incarnation() -> None:
+    """A node that restarted between two polls and already has as many events as were
+    read from its old process: its numbering does not go back, its incarnation does."""
+    stub = StubNode(1)
+    stub.incarnation = "old"
+    stub.start()
+    stub.add("role", node=1, role="leader", ballot=[1, 1], leader=1)
+    feed = LiveFeed({1: stub.address}, interval_s=0.02, timeout_s=0.5)
+    try:
+        node = feed.nodes[1]
+        while feed.poll(node):
+            pass
+        assert [e["kind"] for e in feed.events()] == ["role"]
+        with stub.lock:  # the new process: one event, numbered 1 like the old one's
+            stub.events = [{"t": time.time() * 1000 + 1, "kind": "role", "node": 1,
+                            "role": "follower", "ballot": [1, 1], "leader": None}]
+            stub.incarnation = "new"
+        while feed.poll(node):
+            pass
+        kinds = [(e["kind"], e.get("role")) for e in feed.events()]
+        assert kinds == [("role", "leader"), ("restart", None), ("role", "follower")], kinds
+    finally:
+        stub.stop()
