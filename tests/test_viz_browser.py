@@ -269,3 +269,47 @@ def test_live_mode_shows_a_leader_change(page: Page, tmp_path: Path) -> None:
     expect(page.get_by_test_id("node-role-2")).to_have_text("leader")
     expect(page.get_by_test_id("node-1")).to_have_attribute("data-up", "0")
     expect(page.get_by_test_id("chosen-count")).to_have_text("3")
+
+
+def test_live_view_of_a_real_cluster_shows_a_leader_change(page: Page, tmp_path: Path) -> None:
+    """Real nodes (``paxos node --metrics``), ``paxos viz --live`` on their /events, and a
+    SIGKILL of the leader: the page shows it gone and another node leading."""
+    from procs import ProcessCluster
+
+    from broadcast.local import free_base_port
+
+    base = free_base_port(4, start=38000)  # above the nodes' ports
+    cluster = ProcessCluster(tmp_path, 3, metrics_base_port=base)
+    args = [sys.executable, "-m", "broadcast", "viz", "--live", "--port", "0"]
+    for n in (1, 2, 3):
+        args += ["--node", f"{n}=127.0.0.1:{base + n}"]
+    proc: subprocess.Popen[str] | None = None
+    try:
+        leader = cluster.leader()
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        assert match, (line, proc.stderr.read() if proc.stderr else "")
+        loaded(page, match.group(1))
+        assert shown_node_ids(page) == [1, 2, 3]
+        with cluster.client() as client:
+            client.broadcast_many(b"v%d" % i for i in range(200))
+        expect(page.get_by_test_id(f"node-role-{leader}")).to_have_text("leader",
+                                                                      timeout=DEADLINE_MS)
+        expect(page.get_by_test_id("leader")).to_have_text(re.compile(rf"^n{leader} "),
+                                                           timeout=DEADLINE_MS)
+        cluster.kill(leader, signal.SIGKILL)
+        expect(page.get_by_test_id(f"node-{leader}")).to_have_attribute("data-up", "0",
+                                                                       timeout=DEADLINE_MS)
+        others = "|".join(str(n) for n in (1, 2, 3) if n != leader)
+        expect(page.get_by_test_id("leader")).to_have_text(re.compile(rf"^n({others}) "),
+                                                           timeout=DEADLINE_MS)
+        new = int(page.get_by_test_id("leader").inner_text().split()[0][1:])
+        expect(page.get_by_test_id(f"node-role-{new}")).to_have_text("leader")
+        assert new == cluster.leader(exclude=leader)  # the page agrees with the cluster
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        cluster.stop()
