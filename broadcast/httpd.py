@@ -13,13 +13,19 @@
 Nothing here is authenticated: it binds to 127.0.0.1 unless told otherwise, and it
 serves no payload bytes, only indexes, counts, client names and protocol state.
 Every request is bounded: GET only, a 5 s socket timeout, at most 16 at a time
-(more are answered 503 at once), replies of at most 1000 events.
+(more are answered 503 at once), replies of at most 1000 events. Every connection
+is bounded too: at most 32 open at once (more are closed at once, before a thread
+is started for them) and each is closed 10 s after it was accepted, however it
+trickles its bytes (a slowloris client holds neither a thread nor a file for long).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from broadcast.logs import RateLimited
 from broadcast.metrics import EVENTS_PER_REPLY, NodeMetrics, Reading
 from broadcast.spec import ConfigError
 
@@ -40,6 +47,10 @@ DEFAULT_READY_LAG = 100
 LOOP_ANSWER_S = 2.0
 _MAX_CONCURRENT = 16
 _SOCKET_TIMEOUT_S = 5.0
+#: Connections open at once (each costs a thread and a file while it is open).
+_MAX_CONNECTIONS = 32
+#: A connection is closed this long after it was accepted, whatever it is doing.
+_CONNECTION_LIFETIME_S = 10.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -81,6 +92,7 @@ class NodeHttp:
         self.read = read
         self.node_id = node_id
         self._slots = threading.BoundedSemaphore(_MAX_CONCURRENT)
+        self._errors = RateLimited(log, "metrics.request_failed", interval_s=5.0)
         metrics.registry.register(metrics.collector(lambda: read(LOOP_ANSWER_S)))
         try:
             self.server = _Server((host, port), _Handler)
@@ -109,6 +121,8 @@ class NodeHttp:
         if self._thread.is_alive():
             self.server.shutdown()
         self.server.server_close()
+        self.server.close_connections()  # kept-alive ones too: the node is gone
+        self._errors.flush()
 
     # ------------------------------------------------------------------ answers
 
@@ -156,7 +170,68 @@ class NodeHttp:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64
     owner: NodeHttp
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        #: Open connections -> when they are to be closed (their thread closes them).
+        self._open: dict[socket.socket, float] = {}
+        self._open_lock = threading.Lock()
+        self._refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            full = len(self._open) >= _MAX_CONNECTIONS
+            if not full:
+                self._open[request] = time.monotonic() + _CONNECTION_LIFETIME_S
+        if full:
+            self._refused += 1
+            self.shutdown_request(request)  # no thread, no answer: over the bound
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)  # (the thread did not start: socketserver closes it)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+
+    def expired(self, request: Any) -> bool:
+        with self._open_lock:
+            deadline = self._open.get(request)
+        return deadline is None or time.monotonic() >= deadline
+
+    def service_actions(self) -> None:
+        """Between accepts (at least every poll interval, 0.5 s): close connections
+        past their lifetime; their threads see the end of the stream and finish."""
+        self.close_connections(time.monotonic())
+
+    def close_connections(self, now: float = float("inf")) -> None:
+        """Close the connections due by ``now`` (all of them by default)."""
+        with self._open_lock:
+            late = [sock for sock, deadline in self._open.items() if now >= deadline]
+        for sock in late:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (broken pipe, reset, timeout): not worth a line. Any
+        # other error: one line, rate-limited, not a traceback on stderr per connection.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        self.owner._errors.hit(
+            node=self.owner.node_id, error=f"{type(exc).__name__}: {exc}"[:300]
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -166,6 +241,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
+        if self.server.expired(self.connection):
+            # Closed for its lifetime while its head trickled in: the stream "ended",
+            # so http.server would serve what it has. Nobody is left to read it.
+            self.close_connection = True
+            return
         if not owner._slots.acquire(blocking=False):
             self._send(503, b"busy\n", "text/plain")
             return
@@ -176,7 +256,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, owner: NodeHttp) -> None:
         url = urlsplit(self.path)
-        query = parse_qs(url.query, max_num_fields=4)
+        try:
+            query = parse_qs(url.query, max_num_fields=4)
+        except ValueError:
+            self._json(400, {"error": "at most 4 query parameters"})
+            return
         if url.path == "/metrics":
             body = generate_latest(owner.metrics.registry)
             self._send(200, body, CONTENT_TYPE_LATEST)
@@ -218,6 +302,6 @@ def _int_arg(query: dict[str, list[str]], name: str, default: int) -> int | None
     if not values:
         return default
     text = values[0]
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # not '²', not '٣'
         return None
     return int(text)

@@ -83,10 +83,16 @@ class EventRing:
     ) -> tuple[int, int, list[dict[str, Any]]]:
         """``(first, next, events)``: events numbered above ``seq`` (at most ``limit``),
         the number of the first one returned (more than seq + 1 if some were
-        overwritten) and the number to ask after next time."""
+        overwritten; at most seq if ``seq`` is beyond the newest, i.e. from before a
+        restart: the events from the oldest) and the number to ask after next time."""
         events = list(self._events.copy())  # copy() is atomic: the loop may append meanwhile
         if not events:
             return self._next, self._next - 1, []
+        if seq > events[-1][0]:
+            # A number this ring never gave: the reader read another incarnation of
+            # this node (it restarted, numbering from 1 again). From the oldest, then:
+            # ``first`` <= seq tells the reader that the numbering went back.
+            seq = 0
         oldest = events[0][0]
         start = max(0, seq + 1 - oldest)
         chosen = events[start : start + limit]
@@ -243,18 +249,21 @@ class NodeMetrics:
             self.sent.clear()
             if batch and events is not None:
                 events.add_many(batch)
+        announce = False
         if (now < self._wanted_until) != (events is not None):
             self.events = events = self.ring if now < self._wanted_until else None
             if events is not None:
-                # A new reader learns where this node stands first: its role, and the
-                # chosen prefix (from slot 1) as one range.
-                self._role = ("", -1)
+                # A new reader learns where this node stands first: its role (below,
+                # changed or not; only a change is counted), and the chosen prefix
+                # (from slot 1) as one range.
+                announce = True
                 if commit > 0:
                     events.add({"kind": "chosen", "node": self.node_id, "slot": 1,
                                 "to": commit})
                 self._commit = commit
-        if (role, leader) != self._role or ballot != self._ballot:
-            if role != self._role[0]:
+        changed = (role, leader) != self._role or ballot != self._ballot
+        if changed or announce:
+            if changed and role != self._role[0]:
                 if role == "candidate":
                     self.elections_started += 1
                 elif role == "leader":

@@ -526,6 +526,9 @@ class Node:
         self._failed_sends = RateLimited(log, "send.failed", interval_s=5.0, level="error")
         self._failed_applies = RateLimited(log, "apply.failed", interval_s=5.0, level="error")
         self._failed_reads = RateLimited(log, "history.read_failed", interval_s=5.0, level="error")
+        self._failed_scrapes = RateLimited(
+            log, "metrics.read_failed", interval_s=5.0, level="error"
+        )
         self._sessions_gone = RateLimited(log, "session.ended", interval_s=5.0, level="info")
         #: Frames dropped (bad, hostile or failing), by reason; for tests and metrics.
         self.drops: dict[str, int] = {}
@@ -671,6 +674,7 @@ class Node:
             self._failed_sends,
             self._failed_applies,
             self._failed_reads,
+            self._failed_scrapes,
             self._sessions_gone,
             self._denied,
             self._cut_offs,
@@ -922,8 +926,19 @@ class Node:
         answer: concurrent.futures.Future[Reading] = concurrent.futures.Future()
 
         def read() -> None:
-            if not answer.done():
-                answer.set_result(self._reading())
+            # In the loop: whatever reading the gauges raises (os.scandir of the log
+            # directory out of files, say) is this scrape's failure, not the node's.
+            if answer.done():
+                return
+            try:
+                reading = self._reading()
+            except Exception as exc:
+                self._failed_scrapes.hit(
+                    node=self.node_id, error=f"{type(exc).__name__}: {exc}"[:300]
+                )
+                answer.set_exception(exc)
+            else:
+                answer.set_result(reading)
 
         self._inbox.put(read)
         self.transport.wake()
@@ -932,6 +947,8 @@ class Node:
         except concurrent.futures.TimeoutError:
             answer.cancel()
             return None
+        except Exception:
+            return None  # (logged by the loop, rate-limited)
 
     # ------------------------------------------------------------------ the loop
 
