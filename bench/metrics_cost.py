@@ -5,11 +5,12 @@ with ``--metrics`` on every node, one right after the other, and swaps which goe
 every round (off on, on off, ...), so that a machine getting busier or quieter shifts
 both alike. On each cluster: 1,000 msgs/s offered (p50/p99 commit latency), then
 saturation (committed msgs/s, CPU µs per message). While metrics are on, a scraper
-reads every node's ``/metrics`` once a second and its ``/events`` four times a second
-(what Prometheus and a live ``paxos viz`` would do, a lot more often than Prometheus'
-default 15 s). The goal: metrics cost under 5% of saturation throughput.
+reads every node's ``/metrics`` once a second (Prometheus' default is every 15 s), and
+with ``--viewer`` also its ``/events`` four times a second (a live ``paxos viz``, which
+makes the nodes record events). The goal: metrics cost under 5% of saturation
+throughput.
 
-    python -m bench.metrics_cost [--rounds 4] [--fsync] [--duration 3]
+    python -m bench.metrics_cost [--rounds 4] [--fsync] [--duration 3] [--viewer]
 
 JSON on stdout; progress on stderr. Everything runs on loopback.
 """
@@ -36,8 +37,9 @@ GOAL_MAX_COST = 0.05
 class _Scraper:
     """Reads /metrics every second and /events four times a second on every node."""
 
-    def __init__(self, ports: list[int]) -> None:
+    def __init__(self, ports: list[int], viewer: bool) -> None:
         self.ports = ports
+        self.viewer = viewer
         self.stop = threading.Event()
         self.scrapes = 0
         self.events = 0
@@ -68,6 +70,8 @@ class _Scraper:
             for port in self.ports:
                 if beat % 4 == 0 and self._get(f"http://127.0.0.1:{port}/metrics") is not None:
                     self.scrapes += 1
+                if not self.viewer:
+                    continue
                 body = self._get(f"http://127.0.0.1:{port}/events?after={self._after[port]}")
                 if body is not None:
                     reply = json.loads(body)
@@ -76,7 +80,9 @@ class _Scraper:
             beat += 1
 
 
-def one_cluster(metrics: bool, fsync: bool, duration: float, workdir: Path) -> dict[str, Any]:
+def one_cluster(
+    metrics: bool, fsync: bool, duration: float, workdir: Path, viewer: bool
+) -> dict[str, Any]:
     base = free_base_port(4, start=40000) if metrics else None  # away from the nodes
     cluster = BenchCluster("paxos", 3, fsync, workdir, metrics_base_port=base)
     try:
@@ -84,7 +90,7 @@ def one_cluster(metrics: bool, fsync: bool, duration: float, workdir: Path) -> d
         leader = cluster.wait_leader()
         cfg = RunConfig("paxos", 3, 100, fsync, 256, 4096, 1, cluster.secure)
         ports = [base + i for i in cluster.cluster.ids] if base is not None else []
-        scraper = _Scraper(ports)
+        scraper = _Scraper(ports, viewer)
         if metrics:
             scraper.__enter__()
         try:
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=float, default=3.0, help="saturation seconds per run")
     p.add_argument("--fsync", action="store_true")
+    p.add_argument("--viewer", action="store_true", help="also read /events 4 times a second")
     args = p.parse_args(argv)
     runs: list[dict[str, Any]] = []
     try:
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 order = (False, True) if rnd % 2 == 0 else (True, False)
                 for metrics in order:
                     run = one_cluster(metrics, args.fsync, args.duration,
-                                      Path(tmp) / f"r{rnd}-{'on' if metrics else 'off'}")
+                                      Path(tmp) / f"r{rnd}-{'on' if metrics else 'off'}",
+                                      args.viewer)
                     run["round"] = rnd
                     runs.append(run)
                     print(f"# round {rnd} metrics {'on ' if metrics else 'off'}: "
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     result = {
         "nodes": 3, "payload": 100, "fsync": args.fsync, "rounds": args.rounds,
+        "viewer": args.viewer,
         "off_msgs_s": off, "on_msgs_s": on,
         "ratio": round(on / off, 3) if off else None,
         "cost": round(1 - on / off, 3) if off else None,
