@@ -84,7 +84,8 @@ def _check_counts_agree(c: ProcessCluster, nodes: list[int], total: int) -> None
 
 def test_metrics_of_a_live_cluster_agree_with_what_it_did(tmp_path: Path) -> None:
     base = free_base_port(4, start=38000)  # above the nodes ports
-    c = ProcessCluster(tmp_path, 3, metrics_base_port=base)
+    # Snapshots every 100 deliveries: the snapshot and compaction figures move too.
+    c = ProcessCluster(tmp_path, 3, metrics_base_port=base, extra=("--snapshot-entries", "100"))
     try:
         leader = c.leader()
         # A reader of the live events (paxos viz --live): from now on the leader records.
@@ -113,6 +114,15 @@ def test_metrics_of_a_live_cluster_agree_with_what_it_did(tmp_path: Path) -> Non
         assert 0 < slots < total and accepts >= 2 * (slots - 1)
         assert value(s, "paxos_commit_latency_seconds_count") > 0
         assert value(s, "paxos_bytes_sent_total", type="Accept") > 600 * 2
+        assert value(s, "paxos_voters") == 3 and value(s, "paxos_learners") == 0
+
+        def snapshotted() -> bool | None:
+            s = scrape(c.metrics_url(leader))
+            return (value(s, "paxos_snapshots_taken_total") >= 1
+                    and value(s, "paxos_snapshot_index") >= 100
+                    and value(s, "paxos_log_floor_slot") >= 0) or None
+
+        wait_for("a snapshot counted", snapshotted)
         for n in (1, 2, 3):
             assert get(c.metrics_url(n, "/healthz"))[0] == 200
             status, body = get(c.metrics_url(n, "/readyz"))
