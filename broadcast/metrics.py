@@ -45,6 +45,11 @@ EVENT_RING_EVENTS = 4096
 EVENTS_PER_REPLY = 1000
 #: Events are recorded for this long after a reader last asked for them.
 LIVE_S = 10.0
+#: Sends, accepts, chosen slots and deliveries are summed over this long per event (a
+#: loop turn may last 100 µs under load: per-turn events would cost more than the turns).
+EVENT_WINDOW_S = 0.05
+#: Delivery runs held for one window at most (more: the window ends early).
+_MAX_WINDOW_RUNS = 256
 #: Leader proposals waiting to be chosen that we time (a window's worth is tens).
 _MAX_TIMED_SLOTS = 10_000
 
@@ -174,6 +179,13 @@ class NodeMetrics:
         #: The ring while somebody reads it (see LIVE_S), else None: nothing recorded.
         self.events: EventRing | None = None
         self._wanted_until = 0.0  # written by the HTTP thread (one float: atomic)
+        # The current event window (see EVENT_WINDOW_S): sends per (destination, type),
+        # the accepted slot range, delivery runs, and the chosen prefix last reported.
+        self._window_ends = 0.0
+        self._win_sent: dict[tuple[int, type], list[int]] = {}
+        self._win_accept: list[Any] | None = None
+        self._win_runs: list[list[Any]] = []
+        self._reported_commit = 0
         self._role: tuple[str, int] = ("", -1)
         self._ballot: tuple[int, int] = (-1, -1)
         self._commit = -1
@@ -213,16 +225,62 @@ class NodeMetrics:
         self.delivered_total += count
         self.batches += 1
         self.batch_entries.observe(count)
-        events = self.events
-        if events is not None:
+        if self.events is not None:
+            window = self._win_runs
             for client, first_seq, first_index, n in runs:
-                events.add({"kind": "deliver", "node": self.node_id, "index": first_index,
-                            "count": n, "client": client[:64], "seq": first_seq})
+                last = window[-1] if window else None
+                if (last is not None and last[0] == client and last[1] + last[3] == first_seq
+                        and last[2] + last[3] == first_index):
+                    last[3] += n  # the same client's next commands at the next indexes
+                else:
+                    window.append([client, first_seq, first_index, n])
 
     def count_accepts(self, first: int, last: int, ballot: tuple[int, int]) -> None:
-        if self.events is not None and last:
-            self.events.add({"kind": "accept", "node": self.node_id, "slot": first,
-                             "to": last, "ballot": list(ballot)})
+        if self.events is None or not last:
+            return
+        window = self._win_accept
+        if window is not None and window[2] == ballot:
+            window[0] = min(window[0], first)
+            window[1] = max(window[1], last)
+        else:
+            if window is not None:
+                self._flush_accept()
+            self._win_accept = [first, last, ballot]
+
+    def _flush_accept(self) -> None:
+        window = self._win_accept
+        if window is not None and self.events is not None:
+            self.events.add({"kind": "accept", "node": self.node_id, "slot": window[0],
+                             "to": window[1], "ballot": list(window[2])})
+        self._win_accept = None
+
+    def _flush_window(self, commit: int, now: float) -> None:
+        """The window's sums as events (one clock reading), and a new window."""
+        events = self.events
+        self._window_ends = now + EVENT_WINDOW_S
+        if events is None:
+            return
+        batch: list[dict[str, Any]] = []
+        node = self.node_id
+        for (dst, cls), (count, size) in self._win_sent.items():
+            batch.append({"kind": "sent", "src": node, "dst": dst, "type": cls.__name__,
+                          "count": count, "bytes": size})
+        self._win_sent.clear()
+        if self._win_accept is not None:
+            first, last, ballot = self._win_accept
+            batch.append({"kind": "accept", "node": node, "slot": first, "to": last,
+                          "ballot": list(ballot)})
+            self._win_accept = None
+        if commit > self._reported_commit:
+            batch.append({"kind": "chosen", "node": node, "slot": self._reported_commit + 1,
+                          "to": commit})
+        self._reported_commit = commit
+        for client, first_seq, first_index, n in self._win_runs:
+            batch.append({"kind": "deliver", "node": node, "index": first_index, "count": n,
+                          "client": client[:64], "seq": first_seq})
+        self._win_runs.clear()
+        if batch:
+            events.add_many(batch)
 
     def want_events(self, now: float) -> None:
         """A reader asked for events (the HTTP thread): record them for LIVE_S more."""
@@ -235,33 +293,43 @@ class NodeMetrics:
         events = self.events
         if self.sent:
             totals = self.sent_total
-            batch = []
-            for (dst, cls), (count, size) in self.sent.items():
+            window = self._win_sent if events is not None else None
+            for key, (count, size) in self.sent.items():
+                cls = key[1]
                 entry = totals.get(cls)
                 if entry is None:
                     totals[cls] = [count, size]
                 else:
                     entry[0] += count
                     entry[1] += size
-                if events is not None:
-                    batch.append({"kind": "sent", "src": self.node_id, "dst": dst,
-                                  "type": cls.__name__, "count": count, "bytes": size})
+                if window is not None:
+                    summed = window.get(key)
+                    if summed is None:
+                        window[key] = [count, size]
+                    else:
+                        summed[0] += count
+                        summed[1] += size
             self.sent.clear()
-            if batch and events is not None:
-                events.add_many(batch)
         announce = False
         if (now < self._wanted_until) != (events is not None):
+            if events is not None:
+                self._flush_window(commit, now)  # the last window of this reader
             self.events = events = self.ring if now < self._wanted_until else None
             if events is not None:
                 # A new reader learns where this node stands first: its role (below,
                 # changed or not; only a change is counted), and the chosen prefix
                 # (from slot 1) as one range.
                 announce = True
-                if commit > 0:
-                    events.add({"kind": "chosen", "node": self.node_id, "slot": 1,
-                                "to": commit})
-                self._commit = commit
+                self._win_sent.clear()
+                self._win_accept = None
+                self._win_runs.clear()
+                self._reported_commit = 0
+                self._flush_window(commit, now)
         changed = (role, leader) != self._role or ballot != self._ballot
+        if events is not None and (
+            changed or now >= self._window_ends or len(self._win_runs) >= _MAX_WINDOW_RUNS
+        ):
+            self._flush_window(commit, now)  # (before a role event: what came before it)
         if changed or announce:
             if changed and role != self._role[0]:
                 if role == "candidate":
@@ -278,9 +346,6 @@ class NodeMetrics:
                 events.add({"kind": "role", "node": self.node_id, "role": role,
                             "ballot": list(ballot), "leader": leader or None})
         if commit != self._commit:
-            if commit > self._commit and events is not None and self._commit >= 0:
-                events.add({"kind": "chosen", "node": self.node_id, "slot": self._commit + 1,
-                            "to": commit})
             self._commit = commit
             proposed = self.proposed
             if proposed:

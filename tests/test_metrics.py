@@ -209,3 +209,36 @@ def test_the_listen_address_defaults_to_loopback_and_bad_ones_are_one_line_error
     for bad in ("x", "1.2.3.4:http", "70000"):
         with pytest.raises(ConfigError):
             parse_listen(bad)
+
+
+def test_live_events_are_summed_per_window_not_per_turn() -> None:
+    """Under load a loop turn may last 100 µs: a viewer gets one summary per window of
+    EVENT_WINDOW_S (sends per peer and type, accepted and chosen ranges, delivery runs
+    merged), with nothing lost from the sums."""
+    from broadcast.metrics import EVENT_WINDOW_S, NodeMetrics
+    from paxos.messages import Accept
+
+    m = NodeMetrics(1)
+    m.want_events(0.0)
+    m.end_turn("leader", 1, (1, 1), 0, now=0.0)  # the reader arrives: events on
+    first = m.ring.after(0)[1]
+    accept = Accept(1, (1, 1), 1, None, 0)  # type: ignore[arg-type]
+    frames = {id(accept): b"x" * 10}
+    turns = 100
+    for turn in range(turns):
+        now = turn * EVENT_WINDOW_S / turns  # all within one window
+        m.count_sent([(2, accept), (3, accept)], frames, now)
+        m.count_accepts(turn + 1, turn + 1, (1, 1))
+        m.count_delivered(2, [("c#1", 2 * turn + 1, 2 * turn + 1, 2)])
+        m.end_turn("leader", 1, (1, 1), turn + 1, now=now)
+    m.end_turn("leader", 1, (1, 1), turns, now=EVENT_WINDOW_S)  # the window ends
+    events = m.ring.after(first)[2]
+    sent = [e for e in events if e["kind"] == "sent"]
+    assert sorted((e["dst"], e["count"], e["bytes"]) for e in sent) == [
+        (2, turns, 10 * turns), (3, turns, 10 * turns)]
+    delivers = [e for e in events if e["kind"] == "deliver"]
+    assert [(e["index"], e["count"], e["seq"]) for e in delivers] == [(1, 2 * turns, 1)]
+    chosen = [(e["slot"], e["to"]) for e in events if e["kind"] == "chosen"]
+    accepts = [(e["slot"], e["to"]) for e in events if e["kind"] == "accept"]
+    assert chosen == [(1, turns)] and accepts == [(1, turns)]
+    assert len(events) <= 6, events
