@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from procs import secure_cluster, wait_for
 
-from broadcast import Delivery, Node, PayloadTooLarge
+from broadcast import BroadcastResult, Delivery, Node, PayloadTooLarge
 from broadcast.replicated import (
     BadArgument,
     CallRefused,
@@ -36,6 +36,7 @@ from broadcast.replicated import (
     ReplicatedGroup,
     ReplQueue,
     ReplSet,
+    ResultUnknown,
     StateError,
     UnknownMethod,
     UnknownObject,
@@ -43,6 +44,7 @@ from broadcast.replicated import (
     encoding,
     replicated,
 )
+from broadcast.replicated.core import _results
 from broadcast.replicated.encoding import MAGIC, decode_call, encode_barrier, encode_call, pack
 from broadcast.spec import Cluster
 from paxos.multi.config import ReplicaConfig
@@ -313,6 +315,27 @@ def test_snapshot_restore_checks_what_it_loads() -> None:
     ]:
         with pytest.raises(StateError):
             make().restore(bad)
+
+
+def test_a_result_a_snapshot_install_jumped_over_is_unknown_not_none() -> None:
+    """The node answers None for a local call delivered inside an installed snapshot;
+    a method may return None too, so the group tells the caller the result is unknown."""
+    ahead = group()
+    feed(ahead, [encode_call("counter", "inc", [], {})] * 10)
+    lagging = group()
+    feed(lagging, [encode_call("counter", "inc", [], {})] * 3)
+    lagging.restore(ahead.snapshot())  # jumped over 4..10
+
+    def committed(index: int, result: Any) -> concurrent.futures.Future[Any]:
+        inner: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        outer = _results(inner, lagging)
+        inner.set_result(BroadcastResult(index, result))
+        return outer
+
+    assert committed(3, 3).result() == 3 and committed(11, None).result() is None
+    with pytest.raises(ResultUnknown) as info:
+        committed(4, None).result()
+    assert info.value.index == 4
 
 
 def test_state_changes_only_in_apply() -> None:

@@ -28,6 +28,7 @@ before it started calls :meth:`Replicated.sync` first (ready-made objects take
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import inspect
@@ -51,6 +52,7 @@ from broadcast.replicated.errors import (
     IllegalWrite,
     MalformedCall,
     NotAttached,
+    ResultUnknown,
     StateError,
     UnknownMethod,
     UnknownObject,
@@ -108,6 +110,11 @@ def replicated(fn: Callable[Concatenate[S, P], R]) -> ReplicatedMethod[S, P, R]:
     ``await .call_async(...)``. Arguments must be msgpack values; the body sees them
     decoded (tuples as lists). A method is named in the log by its name: renaming
     one is a format change, adding one is not.
+
+    A blocking call waits ``group.timeout_s`` for its commit, then raises
+    ``TimeoutError``: the call may still be applied later (exactly once). A call
+    committed inside a snapshot this node installed while catching up raises
+    :class:`~broadcast.replicated.errors.ResultUnknown` (its effect is in the state).
     """
     return ReplicatedMethod(fn)
 
@@ -146,7 +153,9 @@ class BoundCall(Generic[P, R]):
         except TypeError as exc:
             raise TypeError(f"{obj._repl_name}.{method.name}(): {exc}") from None
         payload = encoding.encode_call(obj._repl_name, method.name, args, kwargs)
-        return _results(_broadcast(node, payload))
+        group = obj._repl_group
+        assert group is not None  # _node() checked
+        return _results(_broadcast(node, payload), group)
 
     async def call_async(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """``await``-able call, for asyncio applications."""
@@ -160,8 +169,12 @@ def _broadcast(node: Node, payload: bytes) -> concurrent.futures.Future[Any]:
     return node.submit(payload)
 
 
-def _results(inner: concurrent.futures.Future[Any]) -> concurrent.futures.Future[Any]:
-    """A future of the apply result of ``inner``'s broadcast (its ``.result``)."""
+def _results(
+    inner: concurrent.futures.Future[Any], group: ReplicatedGroup
+) -> concurrent.futures.Future[Any]:
+    """A future of the apply result of ``inner``'s broadcast (its ``.result``), or
+    :class:`ResultUnknown` if this replica skipped its apply by installing a snapshot
+    (the node then answers None, which a method may also return)."""
     outer: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def done(f: concurrent.futures.Future[Any]) -> None:
@@ -171,8 +184,12 @@ def _results(inner: concurrent.futures.Future[Any]) -> concurrent.futures.Future
         exc = f.exception()
         if exc is not None:
             outer.set_exception(exc)
+            return
+        committed = f.result()
+        if group._skipped(committed.index):
+            outer.set_exception(ResultUnknown(committed.index))
         else:
-            outer.set_result(f.result().result)
+            outer.set_result(committed.result)
 
     inner.add_done_callback(done)
     return outer
@@ -323,6 +340,8 @@ class ReplicatedGroup:
         self._loop: int | None = None  # the node's loop thread, once it applied something
         self._started = False
         self._initial: dict[str, bytes] = {}
+        # (after, through): indexes a restore jumped over, never applied here (newest 64).
+        self._jumps: collections.deque[tuple[int, int]] = collections.deque(maxlen=64)
         for name, obj in {**(objects or {}), **named}.items():
             self.add(name, obj)
 
@@ -453,12 +472,18 @@ class ReplicatedGroup:
                         obj.load_state(*loads[name])
                     else:
                         obj.load_state(obj.state_version, encoding.unpack(self._initial[name]))
+                if applied > self.applied_index:
+                    self._jumps.append((self.applied_index, applied))
                 self.applied_index = applied
             finally:
                 assert self._writer == me
                 self._writer = None
 
     # ------------------------------------------------------------------ threads
+
+    def _skipped(self, index: int) -> bool:
+        """Whether a restore jumped over ``index`` (its apply never ran here)."""
+        return any(after < index <= through for after, through in self._jumps)
 
     def _applying_here(self) -> bool:
         return self._writer is not None and self._writer == threading.get_ident()

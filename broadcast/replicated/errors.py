@@ -33,6 +33,19 @@ class IllegalWrite(ReplicationError, RuntimeError):
     methods, applied in the log's order, may change an object's state."""
 
 
+class ResultUnknown(ReplicationError):
+    """The call was committed (at ``index``) and applied, but this replica caught up by
+    installing a peer's snapshot that covers it: the state includes its effect, its
+    return value is not known here."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"the call was committed at index {index}, inside a snapshot this node "
+            "installed: its effect is in the state, its result is not known here"
+        )
+        self.index = index
+
+
 class StateError(ReplicationError):
     """A snapshot blob (``ReplicatedGroup.restore``) is not one this code can load:
     garbage, an unknown format version, or objects this group does not register."""
