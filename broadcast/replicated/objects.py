@@ -212,8 +212,7 @@ class ReplCounter(Replicated):
     def add(self, n: int) -> int:
         """Add ``n`` (may be negative); returns the new value."""
         value = self._value + _int64(n, "n")
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise CapacityExceeded(f"{self._repl_name or 'ReplCounter'} value", value, INT64_MAX)
+        self._check_range(value)
         self._value = value
         return value
 
@@ -225,12 +224,15 @@ class ReplCounter(Replicated):
     @replicated
     def set(self, value: int) -> int:
         """Set the value; returns the previous one."""
-        _int64(value, "value")
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise CapacityExceeded(f"{self._repl_name or 'ReplCounter'} value", value, INT64_MAX)
+        self._check_range(_int64(value, "value"))
         previous = self._value
         self._value = value
         return previous
+
+    def _check_range(self, value: int) -> None:
+        if not INT64_MIN <= value <= INT64_MAX:
+            limit = INT64_MAX if value > 0 else INT64_MIN
+            raise CapacityExceeded(f"{self._repl_name or 'ReplCounter'} value", value, limit)
 
     def get(self, *, linearizable: bool = False) -> int:
         """The value. Local and possibly stale unless ``linearizable``."""
