@@ -661,6 +661,12 @@ class CoordMachine:
 
     def snapshot(self) -> bytes:
         """The whole state, canonical: two replicas at one index give the same bytes."""
+        data: bytes = msgpack.packb(
+            [SNAPSHOT_FORMAT, self.index, *self._content()], use_bin_type=True
+        )
+        return data
+
+    def _content(self) -> list[object]:
         sessions = [[k, s.name, s.ttl_ms, s.last] for k, s in self._sessions.items()]
         kv = [[k, e.value, e.version, e.owner] for k, e in self._kv.items()]
         locks = [
@@ -669,14 +675,13 @@ class CoordMachine:
         ]
         barriers = [[name, b.parties, list(b.entered)] for name, b in self._barriers.items()]
         log = [[c.index, c.kind, c.key, c.session, c.version, c.value] for c in self._log]
-        state = [SNAPSHOT_FORMAT, self.index, sessions, kv, locks, barriers, log, self._log_floor]
-        data: bytes = msgpack.packb(state, use_bin_type=True)
-        return data
+        return [sessions, kv, locks, barriers, log, self._log_floor]
 
     def digest(self) -> int:
-        """CRC-32 of :meth:`snapshot` (cached until the next command)."""
+        """CRC-32 of the state's content: everything in :meth:`snapshot` but the index
+        (a command refused as malformed changes nothing). Cached until a command."""
         if self._digest is None:
-            self._digest = zlib.crc32(self.snapshot())
+            self._digest = zlib.crc32(msgpack.packb(self._content(), use_bin_type=True))
         return self._digest
 
     def restore(self, data: bytes) -> None:

@@ -19,6 +19,9 @@ inside a replica: they only see what the simulator observed at the edges
   governs the slots from a later one;
 * ``on_governed``: the membership epoch a node took to govern a slot (a leader
   counting a quorum there, any node delivering it);
+* ``on_coord`` / ``on_coord_restore``: what a node's coordination state machine
+  returned for the command at an index and its state digest after it; the digest of
+  the state it restored from a snapshot;
 * ``finish``: the run is over; these nodes are up.
 
 A node incarnation is identified by ``(node, incarnation)``; only the latest
@@ -30,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from paxos.coord.machine import Result
 from paxos.multi.membership import Membership
 from paxos.types import Command, Delivery, Value
 
@@ -137,6 +141,17 @@ class Checker:
 
     def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
         pass
+
+    def on_coord(
+        self, node: int, incarnation: int, index: int, result: Result, digest: int, tick: int
+    ) -> None:
+        """``node``'s coordination machine returned ``result`` for the command at
+        ``index``; ``digest`` is its state after it."""
+
+    def on_coord_restore(
+        self, node: int, incarnation: int, index: int, digest: int, tick: int
+    ) -> None:
+        """``node``'s coordination machine took a snapshot's state at ``index``."""
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         pass
@@ -645,6 +660,68 @@ class StateMachineChecker(Checker):
             )
 
 
+class CoordAgreement(Checker):
+    """Every replica's coordination machine returns the same result at the same index,
+    changes and all (so replicas agree on which sessions expired at which index, which
+    ephemeral keys vanished then, which locks were granted with which tokens), and has
+    the same state after it; a state restored from a snapshot is the state replicas
+    had at its index."""
+
+    name = "coord"
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: index -> (result, state digest, node that was first).
+        self._at: dict[int, tuple[Result, int, int]] = {}
+        #: Indexes already reported (a divergence is reported once).
+        self._reported: set[int] = set()
+
+    def on_coord(
+        self, node: int, incarnation: int, index: int, result: Result, digest: int, tick: int
+    ) -> None:
+        first = self._at.setdefault(index, (result, digest, node))
+        if (first[0] == result and first[1] == digest) or index in self._reported:
+            return
+        self._reported.add(index)
+        where = f"node {node} (incarnation {incarnation})"
+        if first[0] != result:
+            self.report(
+                tick,
+                f"at index {index} {where}: {_result(result)}; node {first[2]}: "
+                f"{_result(first[0])}",
+            )
+        else:
+            self.report(
+                tick,
+                f"{where} has coordination state {digest:08x} after index {index}, node "
+                f"{first[2]} {first[1]:08x}",
+            )
+
+    def on_coord_restore(
+        self, node: int, incarnation: int, index: int, digest: int, tick: int
+    ) -> None:
+        first = self._at.get(index)
+        if first is not None and first[1] != digest:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) restored coordination state "
+                f"{digest:08x} at index {index}, where replicas had {first[1]:08x}",
+            )
+
+
+def _result(result: Result) -> str:
+    """A coordination result, in short: outcome and changes."""
+    text = "ok" if result.ok else f"refused ({result.reason})"
+    if result.token:
+        text += f" token {result.token}"
+    changes = [
+        f"{c.kind} {c.key or ''}{'@' if c.key else ''}s{c.session}"
+        + (f" #{c.version}" if c.kind in ("grant", "release") else "")
+        for c in result.changes
+    ]
+    return text + (f" [{', '.join(changes)}]" if changes else "")
+
+
 def default_checkers() -> list[Checker]:
     from paxos.sim.invariants import Invariants
 
@@ -659,6 +736,7 @@ def default_checkers() -> list[Checker]:
         AckedDelivered(),
         SessionRules(),
         StateMachineChecker(),
+        CoordAgreement(),
         Liveness(),
     ]
 
@@ -684,6 +762,11 @@ class Checkers:
         self._config = [c.on_config for c in cs if type(c).on_config is not base.on_config]
         self._governed = [
             c.on_governed for c in cs if type(c).on_governed is not base.on_governed
+        ]
+        self._coord = [c.on_coord for c in cs if type(c).on_coord is not base.on_coord]
+        self._coord_restore = [
+            c.on_coord_restore for c in cs
+            if type(c).on_coord_restore is not base.on_coord_restore
         ]
         order = next((c for c in cs if isinstance(c, TotalOrder)), None)
         if order is not None:
@@ -771,6 +854,22 @@ class Checkers:
     def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
         for hook in self._governed:
             hook(node, slot, epoch, tick)
+
+    @property
+    def wants_coord(self) -> bool:
+        return bool(self._coord)
+
+    def on_coord(
+        self, node: int, incarnation: int, index: int, result: Result, digest: int, tick: int
+    ) -> None:
+        for hook in self._coord:
+            hook(node, incarnation, index, result, digest, tick)
+
+    def on_coord_restore(
+        self, node: int, incarnation: int, index: int, digest: int, tick: int
+    ) -> None:
+        for hook in self._coord_restore:
+            hook(node, incarnation, index, digest, tick)
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         for checker in self.checkers:
