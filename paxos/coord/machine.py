@@ -517,10 +517,11 @@ class CoordMachine:
         if lock is None:
             if len(self._locks) >= self.limits.max_locks:
                 return Result(i, False, "too many locks")
-            self._locks[name] = _Lock(session, i, value, [])
+            token = self._token_at(i)
+            self._locks[name] = _Lock(session, token, value, [])
             s.locks.add(name)
-            self._out.append(Change(i, GRANT, name, session, i, value))
-            return Result(i, True, session=session, token=i)
+            self._out.append(Change(i, GRANT, name, session, token, value))
+            return Result(i, True, session=session, token=token)
         if lock.holder == session:
             return Result(i, True, session=session, token=lock.token)
         if any(w[0] == session for w in lock.waiters):
@@ -560,8 +561,13 @@ class CoordMachine:
             del self._locks[name]
             return
         session, value = lock.waiters.pop(0)
-        lock.holder, lock.token, lock.value = session, i, value
-        self._out.append(Change(i, GRANT, name, session, i, value))
+        lock.holder, lock.token, lock.value = session, self._token_at(i), value
+        self._out.append(Change(i, GRANT, name, session, lock.token, value))
+
+    def _token_at(self, i: int) -> int:
+        """The fencing token of a grant at index ``i``: ``i`` itself. The log gives every
+        replica the same one, and a later grant of the lock a larger one."""
+        return i
 
     # ------------------------------------------------------------------ barriers
 
