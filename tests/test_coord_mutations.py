@@ -6,6 +6,7 @@ within MAX_SEEDS seeds, on 3 and on 5 nodes. First catching seed at the time of
 writing, on 3 / 5 nodes:
 
 * expiry decided by a replica-local count of applies: 4 / 4
+* an expiry that ignores the session's activity since (the lease rule): 2 / 4
 * a lock's token from a per-replica counter, not the grant index: 6 / 6
 * ephemeral keys not deleted on expiry by a replica restored from a snapshot: 4 / 31
 """
@@ -79,7 +80,17 @@ class KeepsEphemeralsAfterRestore(CoordMachine):
         s.ephemerals.clear()
 
 
+class IgnoresActivity(CoordMachine):
+    """Planted bug: an expiry takes effect whatever the session did since its proposer
+    looked (every replica agrees on it: only the lease rule can tell)."""
+
+    @staticmethod
+    def expiry_applies(session_last: int, proposed_last: int) -> bool:
+        return True
+
+
 MUTANTS = {
+    "an expiry ignores the session's activity since": IgnoresActivity,
     "expiry decided by a replica-local count of applies": ExpiresByCountingApplies,
     "a lock token from a per-replica counter": CountsGrants,
     "ephemeral keys kept on expiry after a restore": KeepsEphemeralsAfterRestore,

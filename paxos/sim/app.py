@@ -40,8 +40,8 @@ class SimApp:
         self.digest = 0
         self.pad = pad
         self.coord = coord
-        #: The coordination results of the last ``apply``: (index, result, state digest).
-        self.coord_results: list[tuple[int, Result, int]] = []
+        #: The coordination results of the last ``apply``: (delivery, result, state digest).
+        self.coord_results: list[tuple[Delivery, Result, int]] = []
 
     def apply(self, deliveries: Sequence[Delivery]) -> list[tuple[int, int]]:
         """Apply deliveries in order; returns ``(index, state digest after it)`` each."""
@@ -57,7 +57,7 @@ class SimApp:
         coord = self.coord
         if coord is not None:
             apply = coord.apply
-            self.coord_results = [(d.index, apply(d), coord.digest()) for d in deliveries]
+            self.coord_results = [(d, apply(d), coord.digest()) for d in deliveries]
         return out
 
     def snapshot(self) -> bytes:

@@ -33,7 +33,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from paxos.coord.machine import Result
+from paxos.coord.commands import CoordDecodeError, Expire
+from paxos.coord.commands import decode as decode_coord
+from paxos.coord.machine import CLOSED, EXPIRED, OPENED, Result
 from paxos.multi.membership import Membership
 from paxos.types import Command, Delivery, Value
 
@@ -143,10 +145,11 @@ class Checker:
         pass
 
     def on_coord(
-        self, node: int, incarnation: int, index: int, result: Result, digest: int, tick: int
+        self, node: int, incarnation: int, delivery: Delivery, result: Result, digest: int,
+        tick: int,
     ) -> None:
-        """``node``'s coordination machine returned ``result`` for the command at
-        ``index``; ``digest`` is its state after it."""
+        """``node``'s coordination machine returned ``result`` for ``delivery``;
+        ``digest`` is its state after it."""
 
     def on_coord_restore(
         self, node: int, incarnation: int, index: int, digest: int, tick: int
@@ -665,47 +668,88 @@ class CoordAgreement(Checker):
     changes and all (so replicas agree on which sessions expired at which index, which
     ephemeral keys vanished then, which locks were granted with which tokens), and has
     the same state after it; a state restored from a snapshot is the state replicas
-    had at its index."""
+    had at its index.
+
+    And the lease rule, judged on the global order apart from any machine: an
+    ``Expire(session, last)`` takes effect iff the session is live and the last
+    command that named it (its open, a renewal, any use) is at ``last``.
+    """
 
     name = "coord"
 
     def __init__(self) -> None:
         super().__init__()
-        #: index -> (result, state digest, node that was first).
-        self._at: dict[int, tuple[Result, int, int]] = {}
+        #: index -> (payload, result, state digest, node that was first).
+        self._at: dict[int, tuple[bytes, Result, int, int]] = {}
         #: Indexes already reported (a divergence is reported once).
         self._reported: set[int] = set()
+        #: The lease rule: the next index to judge, and each live session's last use.
+        self._next = 1
+        self._last_use: dict[int, int] = {}
 
     def on_coord(
-        self, node: int, incarnation: int, index: int, result: Result, digest: int, tick: int
+        self, node: int, incarnation: int, delivery: Delivery, result: Result, digest: int,
+        tick: int,
     ) -> None:
-        first = self._at.setdefault(index, (result, digest, node))
-        if (first[0] == result and first[1] == digest) or index in self._reported:
+        index = delivery.index
+        first = self._at.setdefault(index, (delivery.command.payload, result, digest, node))
+        if index == self._next:
+            self._judge(tick)
+        if (first[1] == result and first[2] == digest) or index in self._reported:
             return
         self._reported.add(index)
         where = f"node {node} (incarnation {incarnation})"
-        if first[0] != result:
+        if first[1] != result:
             self.report(
                 tick,
-                f"at index {index} {where}: {_result(result)}; node {first[2]}: "
-                f"{_result(first[0])}",
+                f"at index {index} {where}: {_result(result)}; node {first[3]}: "
+                f"{_result(first[1])}",
             )
         else:
             self.report(
                 tick,
                 f"{where} has coordination state {digest:08x} after index {index}, node "
-                f"{first[2]} {first[1]:08x}",
+                f"{first[3]} {first[2]:08x}",
             )
+
+    def _judge(self, tick: int) -> None:
+        """The lease rule over the indexes known from ``_next`` on, in order."""
+        at, last_use = self._at, self._last_use
+        while self._next in at:
+            index = self._next
+            self._next += 1
+            payload, result, _, node = at[index]
+            try:
+                command = decode_coord(payload)
+            except CoordDecodeError:
+                continue
+            session = getattr(command, "session", 0) or getattr(command, "ephemeral", 0)
+            if isinstance(command, Expire) and session in last_use:
+                active = last_use[session]
+                if result.ok != (active == command.last):
+                    self.report(
+                        tick,
+                        f"Expire(session {session}, last {command.last}) at index {index} "
+                        f"{'took effect' if result.ok else 'was refused'} (node {node}), "
+                        f"but the session was last used at index {active}",
+                    )
+            elif session in last_use:
+                last_use[session] = index  # any use of a live session is activity
+            for change in result.changes:
+                if change.kind == OPENED:
+                    last_use[change.session] = index
+                elif change.kind in (EXPIRED, CLOSED):
+                    last_use.pop(change.session, None)
 
     def on_coord_restore(
         self, node: int, incarnation: int, index: int, digest: int, tick: int
     ) -> None:
         first = self._at.get(index)
-        if first is not None and first[1] != digest:
+        if first is not None and first[2] != digest:
             self.report(
                 tick,
                 f"node {node} (incarnation {incarnation}) restored coordination state "
-                f"{digest:08x} at index {index}, where replicas had {first[1]:08x}",
+                f"{digest:08x} at index {index}, where replicas had {first[2]:08x}",
             )
 
 
@@ -860,10 +904,11 @@ class Checkers:
         return bool(self._coord)
 
     def on_coord(
-        self, node: int, incarnation: int, index: int, result: Result, digest: int, tick: int
+        self, node: int, incarnation: int, delivery: Delivery, result: Result, digest: int,
+        tick: int,
     ) -> None:
         for hook in self._coord:
-            hook(node, incarnation, index, result, digest, tick)
+            hook(node, incarnation, delivery, result, digest, tick)
 
     def on_coord_restore(
         self, node: int, incarnation: int, index: int, digest: int, tick: int

@@ -632,8 +632,8 @@ class NodeDriver:
                 on_state(node, incarnation, index, digest, now)
         if self.app.coord is not None and self.checkers.wants_coord:
             on_coord = self.checkers.on_coord
-            for index, result, digest in self.app.coord_results:
-                on_coord(node, incarnation, index, result, digest, now)
+            for delivery, result, digest in self.app.coord_results:
+                on_coord(node, incarnation, delivery, result, digest, now)
         pending = self.pending
         answers: dict[tuple[Address, str], list[tuple[int, int]]] = {}
         for delivery in deliveries:
