@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from paxos.coord.machine import CoordMachine, Result
 from paxos.types import Delivery
 
-_STATE = struct.Struct(">QII")
+_STATE = struct.Struct(">QI")
+#: With a coordination machine: the length of its snapshot follows, then the snapshot.
+_COORD_STATE = struct.Struct(">QII")
 
 
 class SimApp:
@@ -61,11 +63,15 @@ class SimApp:
         return out
 
     def snapshot(self) -> bytes:
-        coord = self.coord.snapshot() if self.coord is not None else b""
-        return _STATE.pack(self.index, self.digest, len(coord)) + coord + self.pad
+        if self.coord is None:
+            return _STATE.pack(self.index, self.digest) + self.pad
+        coord = self.coord.snapshot()
+        return _COORD_STATE.pack(self.index, self.digest, len(coord)) + coord + self.pad
 
     def restore(self, data: bytes) -> None:
-        self.index, self.digest, size = _STATE.unpack_from(data)
-        if self.coord is not None:
-            start = _STATE.size
-            self.coord.restore(data[start : start + size])
+        if self.coord is None:
+            self.index, self.digest = _STATE.unpack_from(data)
+            return
+        self.index, self.digest, size = _COORD_STATE.unpack_from(data)
+        start = _COORD_STATE.size
+        self.coord.restore(data[start : start + size])
