@@ -16,7 +16,8 @@ time of writing (after snapshots joined every run), on 3 / 5 nodes:
 * a second client gets the first's session: 1 / 1 (sessions, validity)
 * an ended session revived: 1 / 1 (sessions)
 * review finding 1 (stale Accept overwrites a chosen slot): - / 68 (invariants)
-* review finding 2 (deposed leader keeps announcing): - / 434 (invariants)
+* review finding 2 (deposed leader keeps announcing): - / 371 (invariants; without the
+  coordination workload)
 * a stale Accept taken in a fresh slot: 1 / 1 (invariants)
 * a stale value taken for chosen from a commit notice: 3 / 1 (agreement)
 * a late report wins over the highest ballot: 110 / 43 (agreement)
@@ -487,8 +488,13 @@ MUTANTS = {
     ),
     # Its schedule needs five voters throughout; the operator's membership changes
     # (which grow and shrink the cluster in most runs) made it rarer than 1 in 1000.
+    # The coordination workload (bigger snapshots, other chunking) shifts every
+    # schedule and left it uncaught in 1000 seeds; without it, seed 371 shows it.
     "review finding 2: a deposed leader keeps announcing": Mutant(
-        SimConfig(0, replica_factory=_factory(KeepsLeadingWhenDeposed), reconfigure=False),
+        SimConfig(
+            0, replica_factory=_factory(KeepsLeadingWhenDeposed), reconfigure=False,
+            coord=False,
+        ),
         frozenset({"invariants", "agreement"}),
         nodes=(5,),
     ),

@@ -96,7 +96,14 @@ def core_modules() -> list[Path]:
 
 def test_the_walk_sees_the_core() -> None:
     names = {p.relative_to(PACKAGE).as_posix() for p in core_modules()}
-    assert {"types.py", "multi/replica.py", "sim/runner.py", "sim/network.py"} <= names
+    assert {
+        "types.py",
+        "multi/replica.py",
+        "sim/runner.py",
+        "sim/network.py",
+        "coord/commands.py",
+        "coord/machine.py",
+    } <= names
 
 
 @pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.relative_to(PACKAGE).as_posix())

@@ -19,6 +19,9 @@ inside a replica: they only see what the simulator observed at the edges
   governs the slots from a later one;
 * ``on_governed``: the membership epoch a node took to govern a slot (a leader
   counting a quorum there, any node delivering it);
+* ``on_coord`` / ``on_coord_restore``: what a node's coordination state machine
+  returned for the command at an index and its state digest after it; the digest of
+  the state it restored from a snapshot;
 * ``finish``: the run is over; these nodes are up.
 
 A node incarnation is identified by ``(node, incarnation)``; only the latest
@@ -30,6 +33,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from paxos.coord.commands import CoordDecodeError, Expire
+from paxos.coord.commands import decode as decode_coord
+from paxos.coord.machine import CLOSED, EXPIRED, OPENED, Result
 from paxos.multi.membership import Membership
 from paxos.types import Command, Delivery, Value
 
@@ -137,6 +143,18 @@ class Checker:
 
     def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
         pass
+
+    def on_coord(
+        self, node: int, incarnation: int, delivery: Delivery, result: Result, digest: int,
+        tick: int,
+    ) -> None:
+        """``node``'s coordination machine returned ``result`` for ``delivery``;
+        ``digest`` is its state after it."""
+
+    def on_coord_restore(
+        self, node: int, incarnation: int, index: int, digest: int, tick: int
+    ) -> None:
+        """``node``'s coordination machine took a snapshot's state at ``index``."""
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         pass
@@ -645,6 +663,109 @@ class StateMachineChecker(Checker):
             )
 
 
+class CoordAgreement(Checker):
+    """Every replica's coordination machine returns the same result at the same index,
+    changes and all (so replicas agree on which sessions expired at which index, which
+    ephemeral keys vanished then, which locks were granted with which tokens), and has
+    the same state after it; a state restored from a snapshot is the state replicas
+    had at its index.
+
+    And the lease rule, judged on the global order apart from any machine: an
+    ``Expire(session, last)`` takes effect iff the session is live and the last
+    command that named it (its open, a renewal, any use) is at ``last``.
+    """
+
+    name = "coord"
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: index -> (payload, result, state digest, node that was first).
+        self._at: dict[int, tuple[bytes, Result, int, int]] = {}
+        #: Indexes already reported (a divergence is reported once).
+        self._reported: set[int] = set()
+        #: The lease rule: the next index to judge, and each live session's last use.
+        self._next = 1
+        self._last_use: dict[int, int] = {}
+
+    def on_coord(
+        self, node: int, incarnation: int, delivery: Delivery, result: Result, digest: int,
+        tick: int,
+    ) -> None:
+        index = delivery.index
+        first = self._at.setdefault(index, (delivery.command.payload, result, digest, node))
+        if index == self._next:
+            self._judge(tick)
+        if (first[1] == result and first[2] == digest) or index in self._reported:
+            return
+        self._reported.add(index)
+        where = f"node {node} (incarnation {incarnation})"
+        if first[1] != result:
+            self.report(
+                tick,
+                f"at index {index} {where}: {_result(result)}; node {first[3]}: "
+                f"{_result(first[1])}",
+            )
+        else:
+            self.report(
+                tick,
+                f"{where} has coordination state {digest:08x} after index {index}, node "
+                f"{first[3]} {first[2]:08x}",
+            )
+
+    def _judge(self, tick: int) -> None:
+        """The lease rule over the indexes known from ``_next`` on, in order."""
+        at, last_use = self._at, self._last_use
+        while self._next in at:
+            index = self._next
+            self._next += 1
+            payload, result, _, node = at[index]
+            try:
+                command = decode_coord(payload)
+            except CoordDecodeError:
+                continue
+            session = getattr(command, "session", 0) or getattr(command, "ephemeral", 0)
+            if isinstance(command, Expire) and session in last_use:
+                active = last_use[session]
+                if result.ok != (active == command.last):
+                    self.report(
+                        tick,
+                        f"Expire(session {session}, last {command.last}) at index {index} "
+                        f"{'took effect' if result.ok else 'was refused'} (node {node}), "
+                        f"but the session was last used at index {active}",
+                    )
+            elif session in last_use:
+                last_use[session] = index  # any use of a live session is activity
+            for change in result.changes:
+                if change.kind == OPENED:
+                    last_use[change.session] = index
+                elif change.kind in (EXPIRED, CLOSED):
+                    last_use.pop(change.session, None)
+
+    def on_coord_restore(
+        self, node: int, incarnation: int, index: int, digest: int, tick: int
+    ) -> None:
+        first = self._at.get(index)
+        if first is not None and first[2] != digest:
+            self.report(
+                tick,
+                f"node {node} (incarnation {incarnation}) restored coordination state "
+                f"{digest:08x} at index {index}, where replicas had {first[2]:08x}",
+            )
+
+
+def _result(result: Result) -> str:
+    """A coordination result, in short: outcome and changes."""
+    text = "ok" if result.ok else f"refused ({result.reason})"
+    if result.token:
+        text += f" token {result.token}"
+    changes = [
+        f"{c.kind} {c.key or ''}{'@' if c.key else ''}s{c.session}"
+        + (f" #{c.version}" if c.kind in ("grant", "release") else "")
+        for c in result.changes
+    ]
+    return text + (f" [{', '.join(changes)}]" if changes else "")
+
+
 def default_checkers() -> list[Checker]:
     from paxos.sim.invariants import Invariants
 
@@ -659,6 +780,7 @@ def default_checkers() -> list[Checker]:
         AckedDelivered(),
         SessionRules(),
         StateMachineChecker(),
+        CoordAgreement(),
         Liveness(),
     ]
 
@@ -684,6 +806,11 @@ class Checkers:
         self._config = [c.on_config for c in cs if type(c).on_config is not base.on_config]
         self._governed = [
             c.on_governed for c in cs if type(c).on_governed is not base.on_governed
+        ]
+        self._coord = [c.on_coord for c in cs if type(c).on_coord is not base.on_coord]
+        self._coord_restore = [
+            c.on_coord_restore for c in cs
+            if type(c).on_coord_restore is not base.on_coord_restore
         ]
         order = next((c for c in cs if isinstance(c, TotalOrder)), None)
         if order is not None:
@@ -771,6 +898,23 @@ class Checkers:
     def on_governed(self, node: int, slot: int, epoch: int, tick: int) -> None:
         for hook in self._governed:
             hook(node, slot, epoch, tick)
+
+    @property
+    def wants_coord(self) -> bool:
+        return bool(self._coord)
+
+    def on_coord(
+        self, node: int, incarnation: int, delivery: Delivery, result: Result, digest: int,
+        tick: int,
+    ) -> None:
+        for hook in self._coord:
+            hook(node, incarnation, delivery, result, digest, tick)
+
+    def on_coord_restore(
+        self, node: int, incarnation: int, index: int, digest: int, tick: int
+    ) -> None:
+        for hook in self._coord_restore:
+            hook(node, incarnation, index, digest, tick)
 
     def finish(self, tick: int, live_nodes: Sequence[int]) -> None:
         for checker in self.checkers:

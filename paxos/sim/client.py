@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from paxos.multi.sessions import NONCE_BYTES
 from paxos.sim.checkers import Checkers
+from paxos.sim.coordload import CoordLoad
 from paxos.sim.events import EventLog
 from paxos.sim.network import (
     Address,
@@ -59,8 +60,11 @@ class SimClient:
         bursty: bool = False,
         trace: list[str] | None = None,
         events: EventLog | None = None,
+        coord: CoordLoad | None = None,
     ) -> None:
         self.id = client_id
+        #: Makes some of its commands coordination commands (shared by the run's clients).
+        self.coord = coord
         self.name = name
         self.nodes = tuple(nodes)
         self.rng = rng
@@ -125,7 +129,10 @@ class SimClient:
             seq = self.next_seq
             self.next_seq += 1
             self.issued += 1
-            command = Command(self.key, seq, f"{self.id}:{self.key}:{seq}".encode())
+            payload = self.coord.payload(self.id, self.key, seq) if self.coord else None
+            command = Command(
+                self.key, seq, payload or f"{self.id}:{self.key}:{seq}".encode()
+            )
             self.unacked[seq] = command
             self.checkers.on_issue(command, now)
             new.append(command)
@@ -168,6 +175,8 @@ class SimClient:
             )
         for seq in self.unacked:
             self.checkers.on_abandon(key, seq, now)
+            if self.coord is not None:
+                self.coord.abandoned(key, seq)
         self.abandoned += len(self.unacked)
         self.unacked = {}
         self.key = None
@@ -220,6 +229,8 @@ class SimClient:
             if key == self.key and self.unacked.pop(seq, None) is not None:
                 self.acked[(key, seq)] = index
                 progress = True
+                if self.coord is not None:
+                    self.coord.acked(self.id, key, seq, index)
                 if self.trace is not None:
                     self.trace.append(f"{now} client {self.id} ack {key} seq {seq} index {index}")
                 if self.events is not None:

@@ -29,6 +29,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from paxos.coord.machine import CoordMachine
 from paxos.messages import Message
 from paxos.multi.compaction import keep_from
 from paxos.multi.config import ReplicaConfig
@@ -123,8 +124,11 @@ class NodeDriver:
         *,
         snapshot_every: int = 0,
         segment_records: int = 1 << 62,
+        coord_factory: Callable[[], CoordMachine] | None = None,
     ) -> None:
         self.node_id = node_id
+        #: Builds this node's coordination state machine (part of its application).
+        self.coord_factory = coord_factory
         self.ready_driver = ready_driver
         self.driver = ready_driver(self, self, self)
         self.config = config
@@ -147,7 +151,7 @@ class NodeDriver:
         self.snapshot_crashes = 0
         self.install_crashes = 0
         self._stage = ""
-        self.app = SimApp(self._pad)
+        self.app = self._new_app()
         self.replica: ReplicaLike | None = None
         self.incarnation = 0
         #: Client commands proposed here and not yet answered: (session key, seq) ->
@@ -174,6 +178,16 @@ class NodeDriver:
     @property
     def up(self) -> bool:
         return self.replica is not None
+
+    @property
+    def coord_view(self) -> CoordMachine | None:
+        """This node's coordination state as applied here (None while it is down)."""
+        return self.app.coord if self.replica is not None else None
+
+    @property
+    def leads(self) -> bool:
+        replica = self.replica
+        return replica is not None and replica.leader == self.node_id
 
     @property
     def amnesiac(self) -> bool:
@@ -249,7 +263,7 @@ class NodeDriver:
             self.node_id, self.config, rng, records, snapshot
         )
         self.checkers.on_incarnation(self.node_id, self.incarnation, self.network.now)
-        self.app = SimApp(self._pad)
+        self.app = self._new_app()
         if snapshot is not None:
             self._restore(snapshot)
         if self.invariants is not None:
@@ -277,6 +291,10 @@ class NodeDriver:
                 )
             self._role = None
             self._observe_role(replica)
+
+    def _new_app(self) -> SimApp:
+        factory = self.coord_factory
+        return SimApp(self._pad, factory() if factory is not None else None)
 
     def crash(self) -> None:
         """Power loss: the replica and all volatile state go, unsynced writes too."""
@@ -489,6 +507,11 @@ class NodeDriver:
             dict(state.sessions.last),
             self.network.now,
         )
+        if self.app.coord is not None:
+            self.checkers.on_coord_restore(
+                self.node_id, self.incarnation, state.index, self.app.coord.digest(),
+                self.network.now,
+            )
 
     def apply(self, ready: Ready) -> None:
         """Applier: what the turn chose, opened, delivered and ended, to the checkers and
@@ -607,6 +630,10 @@ class NodeDriver:
             on_state = self.checkers.on_state
             for index, digest in states:
                 on_state(node, incarnation, index, digest, now)
+        if self.app.coord is not None and self.checkers.wants_coord:
+            on_coord = self.checkers.on_coord
+            for delivery, result, digest in self.app.coord_results:
+                on_coord(node, incarnation, delivery, result, digest, now)
         pending = self.pending
         answers: dict[tuple[Address, str], list[tuple[int, int]]] = {}
         for delivery in deliveries:

@@ -32,12 +32,14 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from paxos.coord.machine import CoordLimits, CoordMachine
 from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.snapshot import Snapshot
 from paxos.records import Record
 from paxos.sim.checkers import Checker, Checkers, Liveness, TotalOrder, Violation
 from paxos.sim.client import SimClient
+from paxos.sim.coordload import CoordLoad, CoordPlan
 from paxos.sim.events import MAX_EVENTS, Event, EventLog
 from paxos.sim.faults import FaultRates
 from paxos.sim.network import Address, Network, Payload
@@ -106,6 +108,11 @@ class SimConfig:
     snapshot_every: int | None = None
     #: Membership changes by the simulated operator (at least one per run).
     reconfigure: bool = True
+    #: Nodes run the coordination service's state machine too, and clients use it
+    #: (:mod:`paxos.sim.coordload`).
+    coord: bool = True
+    #: Builds each node's coordination machine; tests plant bugs with a subclass.
+    coord_machine: Callable[[CoordLimits], CoordMachine] = CoordMachine
 
 
 @dataclass
@@ -201,6 +208,9 @@ class _Run:
         workload_rng = random.Random(rng.getrandbits(64))
         snap_rng = random.Random(rng.getrandbits(64))
         op_rng = random.Random(rng.getrandbits(64))
+        # (drawn last: the streams above are what they were before coordination came)
+        coord_rng = random.Random(rng.getrandbits(64))
+        self.coord_plan = CoordPlan.draw(coord_rng) if config.coord else None
         # The workload: many slots open at every leader change needs many clients with
         # deep pipelines; bursts open many at once.
         self.workload = Workload.draw(workload_rng, config)
@@ -262,6 +272,8 @@ class _Run:
         self.network = Network(net_rng, rates, node_ids, client_ids, self.trace, self.events)
         self.replica_config = replica_config
         self.drivers = [self._new_driver(n) for n in node_ids]
+        plan = self.coord_plan
+        self.coord = CoordLoad(plan, coord_rng, self.drivers) if plan is not None else None
         # Clients spread their commands over the fault phase (at 1-4x the even pace).
         workload = self.workload
         even_rate = workload.commands / max(1, config.fault_ticks)
@@ -281,6 +293,7 @@ class _Run:
                 bursty=workload.bursty,
                 trace=self.trace,
                 events=self.events,
+                coord=self.coord,
             )
             for cid in client_ids
         ]
@@ -308,9 +321,17 @@ class _Run:
             self.config.ready_driver,
             snapshot_every=self.snapshot_every,
             segment_records=self.segment_records,
+            coord_factory=self._coord_factory(),
         )
         driver.events = self.events
         return driver
+
+    def _coord_factory(self) -> Callable[[], CoordMachine] | None:
+        plan = self.coord_plan
+        if plan is None:
+            return None
+        build, limits = self.config.coord_machine, plan.limits
+        return lambda: build(limits)
 
     def _add_node(self) -> NodeDriver:
         """A new machine with an empty disk and a new id, started (a member once the
@@ -351,6 +372,8 @@ class _Run:
         self._log(0, f"sessions {self.sessions.describe()} workload {self.workload.describe()}")
         self._log(0, f"snapshot every {self.snapshot_every} slots, {self.segment_records} "
                   f"records per segment")
+        if self.coord_plan is not None:
+            self._log(0, f"coordination {self.coord_plan.describe()}")
         now = 0
         try:
             for driver in self.drivers:
