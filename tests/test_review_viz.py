@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import shutil
 import threading
 import time
@@ -356,4 +357,29 @@ def test_the_live_page_keeps_the_state_of_the_events_it_trims(
         assert page.evaluate("window.paxosViz.state().events") < 200_000  # (trimmed)
         expect(page.get_by_test_id("node-role-1")).to_have_text("leader")
         expect(page.get_by_test_id("leader")).to_have_text("n1 (1.1)")
+    assert errors == []
+
+
+@needs_browser
+def test_the_live_page_says_when_the_feed_dropped_events_it_did_not_read(
+    page_errors: tuple[Page, list[str]],
+) -> None:
+    """The viz server's buffer is bounded; events it dropped before the page read them
+    were lost silently: its /live replies say where they start (``first``), and the page
+    did not look."""
+    page, errors = page_errors
+    feed = LiveFeed({1: "127.0.0.1:9"}, max_events=10)  # (not started: the test feeds it)
+    now = time.time() * 1000
+    feed.add({"t": now - 5000, "kind": "role", "node": 1, "role": "leader",
+              "ballot": [1, 1], "leader": 1})
+    with serving(VizServer(("127.0.0.1", 0), feed=feed)) as url:
+        page.goto(url)
+        expect(page.locator("body")).to_have_attribute("data-ready", "1", timeout=DEADLINE_MS)
+        expect(page.get_by_test_id("leader")).to_have_text("n1 (1.1)", timeout=DEADLINE_MS)
+        now = time.time() * 1000
+        for i in range(50):  # between two polls of the page: 40 are dropped unread
+            feed.add({"t": now + i, "kind": "chosen", "node": 1, "slot": 1, "to": i + 1})
+        expect(page.get_by_test_id("chosen-count")).to_have_text("50", timeout=DEADLINE_MS)
+        # (40 unless the page polled amid the adds: then fewer, never none)
+        expect(page.get_by_test_id("recent")).to_contain_text(re.compile(r"missed \d+ events"))
     assert errors == []
