@@ -25,6 +25,7 @@
   const LIVE_FLIGHT_MS = 450; // live: how long a dot of a "sent" summary travels
   const LIVE_BURST_MAX = 5; // live: dots drawn per "sent" summary at most
   const LIVE_POLL_MS = 400;
+  const LIVE_REPLY_EVENTS = 5000; // the viz server's events per /live reply at most
   const MAX_LIVE_EVENTS = 200000; // live: events kept in the page at most
   const SPEEDS = [0.25, 1, 4, 16, 64, 256, 1024];
   const W = 720, H = 540, CX = 290, CY = 270, RADIUS = 185;
@@ -901,16 +902,26 @@
   const live = { next: 0, offset: 0, timer: 0, failures: 0 };
 
   async function pollLive() {
+    let more = false;
     try {
       const res = await fetch("live?after=" + live.next, { cache: "no-store" });
       if (!res.ok) throw new Error("HTTP " + res.status);
       const reply = await res.json();
       live.failures = 0;
       if (typeof reply.now === "number") live.offset = reply.now - Date.now();
+      const events = Array.isArray(reply.events) ? reply.events : [];
+      // The viz server's buffer is bounded: what it dropped before we read it is lost,
+      // and said so (a "gap" in the recent events).
+      const missed = isNodeId(reply.first) && live.next > 0 ? reply.first - live.next - 1 : 0;
       // (taken before the events: a reply is never applied twice)
       if (isNodeId(reply.next)) live.next = reply.next;
+      if (missed > 0) {
+        const first = events.length ? clean(events[0]) : null;
+        events.unshift({ t: first ? first.t : liveNow(), kind: "gap", missed });
+      }
+      more = events.length >= LIVE_REPLY_EVENTS;
       let earliest = Infinity;
-      for (const raw of Array.isArray(reply.events) ? reply.events : []) {
+      for (const raw of events) {
         const ev = clean(raw);
         if (ev === null) continue;
         const i = insertByT(model.events, ev);
@@ -929,7 +940,7 @@
       live.failures++;
       setStatus("live: the viz server does not answer (" + err.message + ")", true);
     }
-    live.timer = setTimeout(pollLive, LIVE_POLL_MS);
+    live.timer = setTimeout(pollLive, more ? 0 : LIVE_POLL_MS); // (behind: at once)
   }
 
   // Live: keep the newest events only (the page would grow without bound).
