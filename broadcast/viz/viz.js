@@ -19,6 +19,7 @@
   const LOG_CELLS = 64;
   const ORDER_CELLS = 48;
   const MAX_DOTS = 400;
+  const MAX_LINKED_NODES = 32; // more nodes: no line for every pair (n * (n - 1) / 2 of them)
   const LABEL_DOTS = 60; // type labels next to dots when at most this many are drawn
   const SHORT_FLIGHT = 50; // flights longer than this (in ticks) are kept apart
   const LIVE_LAG_MS = 1200; // live: the view trails the newest events by this much
@@ -411,8 +412,9 @@
     const links = $("links");
     links.textContent = "";
     view.links = [];
-    for (let i = 0; i < ids.length; i++) {
-      for (let j = i + 1; j < ids.length; j++) {
+    const linked = ids.length <= MAX_LINKED_NODES ? ids.length : 0;
+    for (let i = 0; i < linked; i++) {
+      for (let j = i + 1; j < linked; j++) {
         const a = pos.get(ids[i]), b = pos.get(ids[j]);
         const line = el("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: "link",
           "data-testid": "link-" + ids[i] + "-" + ids[j] }, links);
