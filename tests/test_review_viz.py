@@ -405,3 +405,44 @@ def test_a_trace_with_thousands_of_nodes_does_not_hang_the_page(
     expect(page.get_by_test_id("time")).to_have_text("tick 100 / 100", timeout=DEADLINE_MS)
     assert page.locator("#links line").count() <= 1000
     assert errors == []
+
+
+def test_a_node_that_drips_its_reply_does_not_hold_its_poller_forever() -> None:
+    """The feed's timeout was per socket read: a node sending one byte every 0.2 s kept
+    its poller in one poll for as long as it liked, the node shown up and silent (not
+    unreachable) all along."""
+    stop = threading.Event()
+
+    class Drip(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            while not stop.is_set():
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                stop.wait(0.2)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        feed = LiveFeed({1: f"127.0.0.1:{server.server_address[1]}"}, timeout_s=1.0)
+        done = threading.Event()
+        threading.Thread(target=lambda: (feed.poll(feed.nodes[1]), done.set()),
+                         daemon=True).start()
+        assert done.wait(30), "one poll of a dripping node did not end in 30 s"
+        assert feed.nodes[1].up is False
+        assert [e["kind"] for e in feed.events()] == ["crash"]
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
