@@ -281,7 +281,19 @@ class LiveFeed:
             response = conn.getresponse()
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}")
-            data = response.read(self.max_reply_bytes + 1)
+            # (the socket timeout bounds one read; this, the whole reply)
+            deadline = time.monotonic() + 4 * self.timeout_s
+            chunks: list[bytes] = []
+            size = 0
+            while size <= self.max_reply_bytes:
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise ValueError("reply too slow")
+            data = b"".join(chunks)
         finally:
             conn.close()
         if len(data) > self.max_reply_bytes:
