@@ -16,6 +16,7 @@ every run.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -125,13 +126,25 @@ def read(path: Path) -> tuple[str, dict[str, Any]]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a trace file (not UTF-8 text)") from None
     try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        doc = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:  # (JSONDecodeError is a ValueError)
         raise ConfigError(f"{path}: not a trace file (invalid JSON: {exc})") from None
     problem = check(doc)
     if problem:
         raise ConfigError(f"{path}: not a trace file ({problem})")
     return text, doc
+
+
+def _not_json(name: str) -> float:
+    # Python's json reads NaN and Infinity; JSON (and so the page's JSON.parse) does not.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
 
 
 def check(doc: object) -> str | None:
@@ -141,7 +154,7 @@ def check(doc: object) -> str | None:
     if doc.get("format") != FORMAT:
         return f'"format" is not "{FORMAT}"'
     version = doc.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:
         return f"version {version!r}: this paxos reads version {VERSION}"
     if doc.get("source") not in ("sim", "live"):
         return '"source" must be "sim" or "live"'

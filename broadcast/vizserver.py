@@ -10,7 +10,7 @@
 * :class:`LiveFeed` polls every node's ``GET /events?after=SEQ`` (the event
   contract), merges their events into one buffer bounded in count and bytes, and
   adds a ``crash`` event when a node stops answering and a ``restart`` when it
-  answers again.
+  answers again (``reachable`` if the same process answers again: same incarnation).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import http.client
 import importlib.resources
 import itertools
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -145,7 +146,10 @@ class LiveFeed:
     # ------------------------------------------------------------------ the buffer
 
     def add(self, event: dict[str, Any]) -> None:
-        data = json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            data = json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
+        except (ValueError, TypeError, RecursionError):
+            return  # (NaN or Infinity, which Python's json reads and browsers do not)
         if len(data) > 65536:
             return  # no event of the contract is this large
         with self._lock:
@@ -160,6 +164,7 @@ class LiveFeed:
     def since(self, after: int, limit: int = LIVE_REPLY_EVENTS) -> bytes:
         """The ``/live`` reply: the events numbered after ``after`` (at most ``limit``)."""
         with self._lock:
+            after = min(after, self._next - 1)  # (a reader of another viz server)
             first = self._buffer[0][0] if self._buffer else self._next
             start = max(0, after + 1 - first)
             chosen = [data for _, data in itertools.islice(self._buffer, start, start + limit)]
@@ -214,8 +219,9 @@ class LiveFeed:
                 self.add({"t": self.clock(), "kind": "crash", "node": node.node})
             return False
         incarnation = reply.get("incarnation")
+        known = node.incarnation
         if isinstance(incarnation, str):
-            known, node.incarnation = node.incarnation, incarnation
+            node.incarnation = incarnation
             if node.up is True and known is not None and incarnation != known:
                 # Another process answers (restarted between two polls): read its ring
                 # from the start; what is not newer than the last event seen is a repeat.
@@ -223,7 +229,12 @@ class LiveFeed:
                 node.seen_until = node.last_t
                 self.add({"t": self.clock(), "kind": "restart", "node": node.node})
                 return True
-        if node.up is False:
+        if node.up is False and isinstance(incarnation, str) and incarnation == known:
+            # The same process answers again (it was slow, or the network was): not a
+            # restart; go on reading its ring where we were.
+            node.up = True
+            self.add({"t": self.clock(), "kind": "reachable", "node": node.node})
+        elif node.up is False:
             # Back: a new process numbers its events from 1 again. Read its ring from the
             # start; what is not newer than the last event seen is a repeat.
             node.up = True
@@ -251,7 +262,7 @@ class LiveFeed:
             if not isinstance(event, dict):
                 continue
             t = event.get("t")
-            if not isinstance(t, int | float) or isinstance(t, bool):
+            if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t):
                 continue
             if not isinstance(event.get("kind"), str) or t <= node.seen_until:
                 continue
@@ -270,12 +281,27 @@ class LiveFeed:
             response = conn.getresponse()
             if response.status != 200:
                 raise ValueError(f"HTTP {response.status}")
-            data = response.read(self.max_reply_bytes + 1)
+            # (the socket timeout bounds one read; this, the whole reply)
+            deadline = time.monotonic() + 4 * self.timeout_s
+            chunks: list[bytes] = []
+            size = 0
+            while size <= self.max_reply_bytes:
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise ValueError("reply too slow")
+            data = b"".join(chunks)
         finally:
             conn.close()
         if len(data) > self.max_reply_bytes:
             raise ValueError("reply too large")
-        reply = json.loads(data)
+        try:
+            reply = json.loads(data)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
         if not isinstance(reply, dict):
             raise ValueError("not a JSON object")
         return reply

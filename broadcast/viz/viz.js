@@ -19,12 +19,14 @@
   const LOG_CELLS = 64;
   const ORDER_CELLS = 48;
   const MAX_DOTS = 400;
+  const MAX_LINKED_NODES = 32; // more nodes: no line for every pair (n * (n - 1) / 2 of them)
   const LABEL_DOTS = 60; // type labels next to dots when at most this many are drawn
   const SHORT_FLIGHT = 50; // flights longer than this (in ticks) are kept apart
   const LIVE_LAG_MS = 1200; // live: the view trails the newest events by this much
   const LIVE_FLIGHT_MS = 450; // live: how long a dot of a "sent" summary travels
   const LIVE_BURST_MAX = 5; // live: dots drawn per "sent" summary at most
   const LIVE_POLL_MS = 400;
+  const LIVE_REPLY_EVENTS = 5000; // the viz server's events per /live reply at most
   const MAX_LIVE_EVENTS = 200000; // live: events kept in the page at most
   const SPEEDS = [0.25, 1, 4, 16, 64, 256, 1024];
   const W = 720, H = 540, CX = 290, CY = 270, RADIUS = 185;
@@ -48,7 +50,7 @@
   };
   const NOTABLE = new Set([
     "crash", "restart", "pause", "resume", "wipe", "partition", "heal", "members",
-    "install", "phase", "gap",
+    "install", "phase", "gap", "reachable",
   ]);
 
   const $ = (id) => document.getElementById(id);
@@ -60,6 +62,33 @@
   };
   const colorOf = (type) => TYPE_COLORS[type] || "#7f8c8d";
   const isNodeId = (x) => typeof x === "number" && Number.isInteger(x);
+  const isNum = (x) => typeof x === "number" && Number.isFinite(x);
+  const isIdList = (x) => Array.isArray(x) && x.every(isNodeId);
+  const NUMBER_FIELDS = ["slot", "to", "index", "count", "seq", "epoch", "chosen", "delivered",
+    "missed", "id"];
+  const STRING_FIELDS = ["kind", "type", "role", "why", "phase", "client"];
+
+  // An event as the page may use it, or null: a trace or a live node is untrusted data, and
+  // one field of the wrong type (a node id "__proto__", voters that are a string) must not
+  // break the page's state or its drawing. Events with such fields are left out.
+  function clean(ev) {
+    if (!ev || typeof ev !== "object" || Array.isArray(ev) || !isNum(ev.t)) return null;
+    for (const f of STRING_FIELDS) if (f in ev && typeof ev[f] !== "string") return null;
+    if (typeof ev.kind !== "string") return null;
+    if ("node" in ev && !isNodeId(ev.node)) return null;
+    if ("leader" in ev && ev.leader !== null && !isNodeId(ev.leader)) return null;
+    for (const f of ["src", "dst", "from"]) {
+      if (f in ev && !isNodeId(ev[f]) && typeof ev[f] !== "string") return null;
+    }
+    for (const f of NUMBER_FIELDS) if (f in ev && !isNum(ev[f])) return null;
+    if ("arrive" in ev && ev.arrive !== null && !isNum(ev.arrive)) return null;
+    for (const f of ["voters", "learners", "bridge"]) if (f in ev && !isIdList(ev[f])) return null;
+    if ("groups" in ev && !(Array.isArray(ev.groups) && ev.groups.every(isIdList))) return null;
+    if ("types" in ev && !(Array.isArray(ev.types) && ev.types.every((x) => typeof x === "string"))) return null;
+    if ("ballot" in ev && ev.ballot !== null &&
+        !(Array.isArray(ev.ballot) && ev.ballot.length === 2 && ev.ballot.every(isNum))) return null;
+    return ev;
+  }
   const ballotText = (b) => (Array.isArray(b) ? b[0] + "." + b[1] : "–");
 
   // Sorted arrays: first index whose key is > x (key(a[i]) sorted ascending).
@@ -189,18 +218,20 @@
     };
   }
   function newState() {
-    return { nodes: {}, partition: null, cuts: {}, burst: null, members: null,
-      phase: "", submitted: {}, acked: {}, maxSlot: 0 };
+    return { nodes: Object.create(null), partition: null, cuts: Object.create(null), burst: null,
+      members: null, phase: "", submitted: Object.create(null), acked: Object.create(null),
+      maxSlot: 0 };
   }
   function cloneState(s) {
-    const nodes = {};
+    const nodes = Object.create(null);
     for (const id in s.nodes) {
       const n = s.nodes[id];
       nodes[id] = Object.assign({}, n, { accSlot: n.accSlot.slice(), accRound: n.accRound.slice() });
     }
-    return { nodes, partition: s.partition, cuts: Object.assign({}, s.cuts), burst: s.burst,
-      members: s.members, phase: s.phase, submitted: Object.assign({}, s.submitted),
-      acked: Object.assign({}, s.acked), maxSlot: s.maxSlot };
+    const copy = (o) => Object.assign(Object.create(null), o);
+    return { nodes, partition: s.partition, cuts: copy(s.cuts), burst: s.burst,
+      members: s.members, phase: s.phase, submitted: copy(s.submitted),
+      acked: copy(s.acked), maxSlot: s.maxSlot };
   }
   function nodeOf(s, id) {
     let n = s.nodes[id];
@@ -262,6 +293,7 @@
         if (typeof ev.chosen === "number") n.commit = ev.chosen;
         if (typeof ev.delivered === "number") n.delivered = ev.delivered;
         break;
+      case "reachable": nodeOf(s, ev.node).up = true; break; // (the same process: no restart)
       case "pause": nodeOf(s, ev.node).paused = true; break;
       case "resume": nodeOf(s, ev.node).paused = false; break;
       case "wipe":
@@ -380,8 +412,9 @@
     const links = $("links");
     links.textContent = "";
     view.links = [];
-    for (let i = 0; i < ids.length; i++) {
-      for (let j = i + 1; j < ids.length; j++) {
+    const linked = ids.length <= MAX_LINKED_NODES ? ids.length : 0;
+    for (let i = 0; i < linked; i++) {
+      for (let j = i + 1; j < linked; j++) {
         const a = pos.get(ids[i]), b = pos.get(ids[j]);
         const line = el("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: "link",
           "data-testid": "link-" + ids[i] + "-" + ids[j] }, links);
@@ -686,6 +719,7 @@
       case "install": return n + "installed a snapshot at slot " + ev.slot;
       case "phase": return ev.phase === "heal" ? "heal phase: faults over" : "phase " + ev.phase;
       case "gap": return n + "missed " + ev.missed + " events";
+      case "reachable": return n + "answers again (not restarted)";
       default: return n + ev.kind;
     }
   }
@@ -788,6 +822,7 @@
   }
 
   function frame(now) {
+    requestAnimationFrame(frame); // (first: a failure below must not stop the animation)
     if (player.playing) {
       const dt = Math.min(0.25, (now - player.lastFrame) / 1000);
       player.lastFrame = now;
@@ -800,7 +835,6 @@
       }
     }
     if (player.dirty) render();
-    requestAnimationFrame(frame);
   }
 
   function setupControls() {
@@ -844,8 +878,8 @@
     }
     model.meta = doc;
     model.unit = doc.time_unit === "ms" ? "ms" : "tick";
-    for (const id of doc.nodes || []) addNode(id);
-    const events = doc.events.filter((e) => e && typeof e.t === "number" && typeof e.kind === "string");
+    if (Array.isArray(doc.nodes)) for (const id of doc.nodes) addNode(id);
+    const events = doc.events.map(clean).filter((e) => e !== null);
     // (a stable sort: events of one time keep their order)
     let sorted = true;
     for (let i = 1; i < events.length; i++) if (events[i].t < events[i - 1].t) { sorted = false; break; }
@@ -870,15 +904,28 @@
   const live = { next: 0, offset: 0, timer: 0, failures: 0 };
 
   async function pollLive() {
+    let more = false;
     try {
       const res = await fetch("live?after=" + live.next, { cache: "no-store" });
       if (!res.ok) throw new Error("HTTP " + res.status);
       const reply = await res.json();
       live.failures = 0;
       if (typeof reply.now === "number") live.offset = reply.now - Date.now();
+      const events = Array.isArray(reply.events) ? reply.events : [];
+      // The viz server's buffer is bounded: what it dropped before we read it is lost,
+      // and said so (a "gap" in the recent events).
+      const missed = isNodeId(reply.first) && live.next > 0 ? reply.first - live.next - 1 : 0;
+      // (taken before the events: a reply is never applied twice)
+      if (isNodeId(reply.next)) live.next = reply.next;
+      if (missed > 0) {
+        const first = events.length ? clean(events[0]) : null;
+        events.unshift({ t: first ? first.t : liveNow(), kind: "gap", missed });
+      }
+      more = events.length >= LIVE_REPLY_EVENTS;
       let earliest = Infinity;
-      for (const ev of reply.events || []) {
-        if (!ev || typeof ev.t !== "number" || typeof ev.kind !== "string") continue;
+      for (const raw of events) {
+        const ev = clean(raw);
+        if (ev === null) continue;
         const i = insertByT(model.events, ev);
         if (i < model.events.length - 1) earliest = Math.min(earliest, i);
         if (ev.t < model.t0) model.t0 = ev.t; // (a node's ring may hold older events)
@@ -886,8 +933,7 @@
       }
       if (earliest !== Infinity) invalidateFrom(earliest);
       if (model.events.length > MAX_LIVE_EVENTS) trimLive();
-      if (typeof reply.next === "number") live.next = reply.next;
-      for (const id of reply.nodes || []) addNode(id);
+      if (Array.isArray(reply.nodes)) for (const id of reply.nodes) addNode(id);
       model.t1 = Math.max(model.t1, liveNow());
       const down = (reply.unreachable || []).map((n) => "n" + n);
       setStatus("live · " + model.events.length + " events" + (down.length ? " · unreachable: " + down.join(",") : ""));
@@ -896,14 +942,15 @@
       live.failures++;
       setStatus("live: the viz server does not answer (" + err.message + ")", true);
     }
-    live.timer = setTimeout(pollLive, LIVE_POLL_MS);
+    live.timer = setTimeout(pollLive, more ? 0 : LIVE_POLL_MS); // (behind: at once)
   }
 
   // Live: keep the newest events only (the page would grow without bound).
   function trimLive() {
     const drop = model.events.length - Math.floor(MAX_LIVE_EVENTS * 0.8);
     // the state at the new first event: apply what goes away
-    const base = newState();
+    // (from the state at the old first event: what earlier trims dropped counts too)
+    const base = cloneState(player.checkpoints[0]);
     for (let i = 0; i < drop; i++) apply(base, model.events[i]);
     model.events.splice(0, drop);
     model.t0 = model.events.length ? model.events[0].t : model.t0;
