@@ -5,8 +5,9 @@
 * :class:`VizServer` serves the page and either a trace (``/trace.json``) or the
   merged live events (``/live?after=K``) on a local port, with the standard
   library's threading HTTP server: GET of a few known paths only, requests
-  bounded in size (the request line and headers, by ``http.server``) and in time
-  (a socket timeout per connection) and in number (connections handled at once);
+  bounded in size (the request line and headers, by ``http.server``), in time (a
+  socket timeout per read, and every connection closed 30 s after it was accepted,
+  however slowly it trickles) and in number (connections handled at once);
 * :class:`LiveFeed` polls every node's ``GET /events?after=SEQ`` (the event
   contract), merges their events into one buffer bounded in count and bytes, and
   adds a ``crash`` event when a node stops answering and a ``restart`` when it
@@ -15,11 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.resources
 import itertools
 import json
 import math
+import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -316,6 +320,9 @@ class VizServer(ThreadingHTTPServer):
     daemon_threads = True
     #: Connections handled at once at most; more are closed unanswered.
     max_connections = 32
+    #: A connection is closed this long after it was accepted (its thread then ends): 32
+    #: clients trickling a header byte every few seconds cannot keep the page out.
+    connection_lifetime_s = 30.0
 
     def __init__(
         self,
@@ -327,6 +334,8 @@ class VizServer(ThreadingHTTPServer):
         if (trace_text is None) == (feed is None):
             raise ValueError("serve a trace or a live feed")
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._open: dict[Any, float] = {}  # connection -> when it is closed
+        self._open_lock = threading.Lock()
         self.files = {name: page_file(name).encode() for name in PAGE_FILES}
         self.trace = trace_text.encode() if trace_text is not None else None
         self.feed = feed
@@ -344,17 +353,39 @@ class VizServer(ThreadingHTTPServer):
         if not self._slots.acquire(blocking=False):
             self.shutdown_request(request)
             return
+        with self._open_lock:
+            self._open[request] = time.monotonic() + self.connection_lifetime_s
         try:
             super().process_request(request, client_address)  # (a thread of its own)
         except BaseException:
-            self._slots.release()
+            self._forget(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            if self._open.pop(request, None) is not None:
+                self._slots.release()
+
+    def service_actions(self) -> None:
+        """Between accepts (every poll interval): close the connections past their
+        lifetime; their threads see the end of the stream and finish."""
+        now = time.monotonic()
+        with self._open_lock:
+            late = [conn for conn, until in self._open.items() if now >= until]
+        for conn in late:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return  # a page that went away: not worth a traceback
+        super().handle_error(request, client_address)
 
     def info(self) -> bytes:
         if self.feed is not None:

@@ -446,3 +446,53 @@ def test_a_node_that_drips_its_reply_does_not_hold_its_poller_forever() -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_trickling_clients_cannot_keep_the_page_out_for_long(tmp_path: Path) -> None:
+    """Review finding 11: 32 connections that each send a header byte now and then held
+    every slot of the viz server for as long as they liked (the timeout bounded each
+    read only). Each connection now lives at most connection_lifetime_s."""
+    import socket as socket_module
+    import urllib.request
+
+    from broadcast.vizserver import VizServer
+
+    class ShortLived(VizServer):
+        connection_lifetime_s = 1.0
+
+    server = ShortLived(("127.0.0.1", 0), trace_text='{"format":"paxos-trace"}')
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    hogs = []
+    stop = threading.Event()
+    try:
+        for _ in range(server.max_connections):
+            sock = socket_module.create_connection((str(host), port))
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            hogs.append(sock)
+
+        def trickle() -> None:
+            while not stop.wait(0.3):
+                for sock in hogs:
+                    with contextlib.suppress(OSError):
+                        sock.sendall(b"X")
+
+        threading.Thread(target=trickle, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while True:  # refused (closed unanswered) while the hogs hold every slot
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/info.json",
+                                            timeout=5) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the page was kept out for 20 s"
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        for sock in hogs:
+            sock.close()
+        server.shutdown()
+        server.server_close()
