@@ -21,21 +21,19 @@ trickles its bytes (a slowloris client holds neither a thread nor a file for lon
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from broadcast.httpbase import BoundedHTTPServer
 from broadcast.logs import RateLimited
 from broadcast.metrics import EVENTS_PER_REPLY, NodeMetrics, Reading
 from broadcast.spec import ConfigError
@@ -167,68 +165,14 @@ class NodeHttp:
                 "next": last, "events": events}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(BoundedHTTPServer):
     allow_reuse_address = True
-    request_queue_size = 64
+    max_connections = _MAX_CONNECTIONS
+    connection_lifetime_s = _CONNECTION_LIFETIME_S
     owner: NodeHttp
 
-    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
-        #: Open connections -> when they are to be closed (their thread closes them).
-        self._open: dict[socket.socket, float] = {}
-        self._open_lock = threading.Lock()
-        self._refused = 0
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            full = len(self._open) >= _MAX_CONNECTIONS
-            if not full:
-                self._open[request] = time.monotonic() + _CONNECTION_LIFETIME_S
-        if full:
-            self._refused += 1
-            self.shutdown_request(request)  # no thread, no answer: over the bound
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._forget(request)  # (the thread did not start: socketserver closes it)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._forget(request)
-
-    def _forget(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.pop(request, None)
-
-    def expired(self, request: Any) -> bool:
-        with self._open_lock:
-            deadline = self._open.get(request)
-        return deadline is None or time.monotonic() >= deadline
-
-    def service_actions(self) -> None:
-        """Between accepts (at least every poll interval, 0.5 s): close connections
-        past their lifetime; their threads see the end of the stream and finish."""
-        self.close_connections(time.monotonic())
-
-    def close_connections(self, now: float = float("inf")) -> None:
-        """Close the connections due by ``now`` (all of them by default)."""
-        with self._open_lock:
-            late = [sock for sock, deadline in self._open.items() if now >= deadline]
-        for sock in late:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that went away (broken pipe, reset, timeout): not worth a line. Any
-        # other error: one line, rate-limited, not a traceback on stderr per connection.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return
+    def report_error(self, exc: BaseException | None, request: Any, client_address: Any) -> None:
+        # One line, rate-limited, not a traceback on stderr per connection.
         self.owner._errors.hit(
             node=self.owner.node_id, error=f"{type(exc).__name__}: {exc}"[:300]
         )

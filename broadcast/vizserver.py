@@ -16,22 +16,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import importlib.resources
 import itertools
 import json
 import math
-import socket
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from broadcast.httpbase import BoundedHTTPServer
 
 #: The page's files (package data of broadcast/viz/).
 PAGE_FILES = ("index.html", "viz.js", "viz.css")
@@ -314,14 +313,11 @@ class LiveFeed:
 # ---------------------------------------------------------------------- the server
 
 
-class VizServer(ThreadingHTTPServer):
-    """Serves the page and a trace (``trace_text``) or a live feed (``feed``)."""
+class VizServer(BoundedHTTPServer):
+    """Serves the page and a trace (``trace_text``) or a live feed (``feed``); at most
+    32 connections, each closed 30 s after it was accepted (see BoundedHTTPServer)."""
 
-    daemon_threads = True
-    #: Connections handled at once at most; more are closed unanswered.
     max_connections = 32
-    #: A connection is closed this long after it was accepted (its thread then ends): 32
-    #: clients trickling a header byte every few seconds cannot keep the page out.
     connection_lifetime_s = 30.0
 
     def __init__(
@@ -333,9 +329,6 @@ class VizServer(ThreadingHTTPServer):
     ) -> None:
         if (trace_text is None) == (feed is None):
             raise ValueError("serve a trace or a live feed")
-        self._slots = threading.BoundedSemaphore(self.max_connections)
-        self._open: dict[Any, float] = {}  # connection -> when it is closed
-        self._open_lock = threading.Lock()
         self.files = {name: page_file(name).encode() for name in PAGE_FILES}
         self.trace = trace_text.encode() if trace_text is not None else None
         self.feed = feed
@@ -348,44 +341,6 @@ class VizServer(ThreadingHTTPServer):
             host = host.decode()
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        with self._open_lock:
-            self._open[request] = time.monotonic() + self.connection_lifetime_s
-        try:
-            super().process_request(request, client_address)  # (a thread of its own)
-        except BaseException:
-            self._forget(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._forget(request)
-
-    def _forget(self, request: Any) -> None:
-        with self._open_lock:
-            if self._open.pop(request, None) is not None:
-                self._slots.release()
-
-    def service_actions(self) -> None:
-        """Between accepts (every poll interval): close the connections past their
-        lifetime; their threads see the end of the stream and finish."""
-        now = time.monotonic()
-        with self._open_lock:
-            late = [conn for conn, until in self._open.items() if now >= until]
-        for conn in late:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return  # a page that went away: not worth a traceback
-        super().handle_error(request, client_address)
 
     def info(self) -> bytes:
         if self.feed is not None:
@@ -400,9 +355,13 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def do_GET(self) -> None:
+        server = self.server
+        if server.expired(self.connection):
+            # Closed for its lifetime while its head trickled in: nobody reads an answer.
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         path = url.path
-        server = self.server
         if path in ("/", "/index.html"):
             self._send(server.files["index.html"], _CONTENT_TYPES["index.html"])
         elif path[1:] in ("viz.js", "viz.css"):
