@@ -75,7 +75,7 @@ from broadcast.history import (
     History,
     HistoryError,
 )
-from broadcast.httpd import NodeHttp
+from broadcast.httpd import NodeHttp, parse_listen
 from broadcast.identity import Identity, cluster_id_bytes, establish
 from broadcast.keys import load_keypair, raw_key
 from broadcast.logs import RateLimited, get_logger
@@ -368,6 +368,8 @@ class Node:
             )
         if tick_ms < 1:
             raise ConfigError("tick_ms must be >= 1")
+        if metrics is not None:
+            parse_listen(metrics)  # a bad address: refused before the data directory is touched
         if max_payload_bytes is not None and max_payload_bytes < 1:
             raise ConfigError("max_payload_bytes must be >= 1")
         if snapshot_entries < 1 or snapshot_bytes < 1:

@@ -251,3 +251,23 @@ def test_live_events_are_summed_per_window_not_per_turn() -> None:
     accepts = [(e["slot"], e["to"]) for e in events if e["kind"] == "accept"]
     assert chosen == [(1, turns)] and accepts == [(1, turns)]
     assert len(events) <= 6, events
+
+
+def test_a_bad_metrics_address_is_a_one_line_error_before_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "node1"
+    out = subprocess.run(
+        [sys.executable, "-m", "broadcast", "node", "--id", "1", "--insecure",
+         "--cluster", "1=127.0.0.1:7001", "--data-dir", str(data), "--metrics", "nope",
+         "--log-level", "error"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        "Error: --metrics 'nope': expected HOST:PORT or PORT"
+    ), out.stderr
+    assert not data.exists()
