@@ -581,7 +581,9 @@ class Node:
         if metrics is not None:
             self.metrics = NodeMetrics(node_id)
             try:
-                self._http = NodeHttp(metrics, self.metrics, self._read_in_loop, node_id).start()
+                self._http = NodeHttp(
+                    metrics, self.metrics, self._read_in_loop, node_id, self._loop_answers
+                ).start()
             except BaseException:
                 self.transport.close()
                 self._writer.shutdown(wait=False)
@@ -919,6 +921,16 @@ class Node:
             },
             drops=dict(self.drops),
         )
+
+    def _loop_answers(self, timeout: float) -> bool:
+        """Whether the loop runs a piece of work put in its inbox within ``timeout``
+        (for /healthz, from the HTTP thread)."""
+        if self._closed or self._stop.is_set():
+            return False
+        ran = threading.Event()
+        self._inbox.put(ran.set)
+        self.transport.wake()
+        return ran.wait(timeout)
 
     def _read_in_loop(self, timeout: float) -> Reading | None:
         """A :class:`Reading` from the loop's thread (for the HTTP thread), or None if

@@ -104,8 +104,8 @@ def test_a_scrape_whose_reading_fails_does_not_kill_the_node(node: Node) -> None
     status, _ = _get(node, "/metrics")
     assert status in (200, 500, 503)
     _serving(node)
-    # and its health check still answers
-    assert _get(node, "/healthz")[0] in (200, 503)
+    # and its health check still answers, and says the loop turns: it does
+    assert _get(node, "/healthz")[0] == 200
     _serving(node)
 
 
