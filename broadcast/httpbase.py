@@ -37,8 +37,6 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         #: Open connections -> when they are to be closed (their thread then ends).
         self._open: dict[Any, float] = {}
         self._open_lock = threading.Lock()
-        #: Connections closed unanswered because max_connections were open.
-        self.refused = 0
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -47,7 +45,6 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             if not full:
                 self._open[request] = time.monotonic() + self.connection_lifetime_s
         if full:
-            self.refused += 1
             self.shutdown_request(request)  # no thread, no answer: over the bound
             return
         try:

@@ -165,7 +165,6 @@ class NodeMetrics:
         self.sent_total: dict[type, list[int]] = {}
         self.received: dict[type, list[int]] = {}
         self.delivered_total = 0
-        self.batches = 0
         self.elections_started = 0
         self.elections_won = 0
         self.snapshots_taken = 0
@@ -223,7 +222,6 @@ class NodeMetrics:
 
     def count_delivered(self, count: int, runs: Sequence[tuple[str, int, int, int]]) -> None:
         self.delivered_total += count
-        self.batches += 1
         self.batch_entries.observe(count)
         if self.events is not None:
             window = self._win_runs
@@ -243,16 +241,14 @@ class NodeMetrics:
             window[0] = min(window[0], first)
             window[1] = max(window[1], last)
         else:
-            if window is not None:
-                self._flush_accept()
+            if window is not None:  # another ballot: the range so far is its own event
+                self.events.add(self._accept_event(window))
             self._win_accept = [first, last, ballot]
 
-    def _flush_accept(self) -> None:
-        window = self._win_accept
-        if window is not None and self.events is not None:
-            self.events.add({"kind": "accept", "node": self.node_id, "slot": window[0],
-                             "to": window[1], "ballot": list(window[2])})
-        self._win_accept = None
+    def _accept_event(self, window: list[Any]) -> dict[str, Any]:
+        first, last, ballot = window
+        return {"kind": "accept", "node": self.node_id, "slot": first, "to": last,
+                "ballot": list(ballot)}
 
     def _flush_window(self, commit: int, now: float) -> None:
         """The window's sums as events (one clock reading), and a new window."""
@@ -267,9 +263,7 @@ class NodeMetrics:
                           "count": count, "bytes": size})
         self._win_sent.clear()
         if self._win_accept is not None:
-            first, last, ballot = self._win_accept
-            batch.append({"kind": "accept", "node": node, "slot": first, "to": last,
-                          "ballot": list(ballot)})
+            batch.append(self._accept_event(self._win_accept))
             self._win_accept = None
         if commit > self._reported_commit:
             batch.append({"kind": "chosen", "node": node, "slot": self._reported_commit + 1,
