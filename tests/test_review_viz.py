@@ -11,7 +11,6 @@ import contextlib
 import http.client
 import json
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, launch
+from procs import wait_for
 
 from broadcast import tracefile
 from broadcast.spec import ConfigError
@@ -110,16 +111,13 @@ def test_a_node_answering_hostile_json_does_not_kill_its_poller(
     feed = LiveFeed({1: hostile.address}, interval_s=0.02, timeout_s=2.0)
     feed.start()
     try:
-        deadline = time.monotonic() + 20
-        while len(hostile.asked) < 2:
-            assert time.monotonic() < deadline, "the feed stopped asking the node"
-            time.sleep(0.02)
+        wait_for("the feed to ask the node again", lambda: len(hostile.asked) >= 2,
+                 deadline_s=20)
         # the node behaves again: what it says now reaches the feed
         hostile.answer(_good(2, [{"t": time.time() * 1000, "kind": "role", "node": 1,
                                   "role": "leader", "ballot": [1, 1], "leader": 1}]))
-        while not any(e["kind"] == "role" for e in feed.events()):
-            assert time.monotonic() < deadline, "the feed stopped asking the node"
-            time.sleep(0.02)
+        wait_for("what the node says now to reach the feed",
+                 lambda: any(e["kind"] == "role" for e in feed.events()), deadline_s=20)
         assert all(t.is_alive() for t in feed._threads)
     finally:
         feed.stop()
@@ -206,11 +204,6 @@ try:
 except ImportError:  # pragma: no cover - CI installs it
     sync_playwright = None  # type: ignore[assignment]
 
-CHROMIUM = next(
-    (p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-     if p and Path(p).exists()),
-    None,
-)
 DEADLINE_MS = 20_000
 
 needs_browser = pytest.mark.skipif(
@@ -221,12 +214,7 @@ needs_browser = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
-        )
+        browser = launch(p)
         yield browser
         browser.close()
 
@@ -480,16 +468,16 @@ def test_trickling_clients_cannot_keep_the_page_out_for_long(tmp_path: Path) -> 
                         sock.sendall(b"X")
 
         threading.Thread(target=trickle, daemon=True).start()
-        deadline = time.monotonic() + 20
-        while True:  # refused (closed unanswered) while the hogs hold every slot
+        def answered() -> bool:  # refused (closed unanswered) while the hogs hold every slot
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/info.json",
                                             timeout=5) as reply:
-                    assert reply.status == 200
-                    break
+                    return reply.status == 200
             except OSError:
-                assert time.monotonic() < deadline, "the page was kept out for 20 s"
-                time.sleep(0.05)
+                return False
+
+        wait_for("the page to get in past the trickling clients (kept out for 20 s)",
+                 answered, deadline_s=20)
     finally:
         stop.set()
         for sock in hogs:

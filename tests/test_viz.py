@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
+from procs import wait_for
 
 from broadcast import tracefile
 from broadcast.cli import main
@@ -382,7 +383,7 @@ def test_server_handles_a_bounded_number_of_connections(trace_path: Path) -> Non
             except (OSError, http.client.HTTPException):
                 return False
 
-        wait_for(answers)  # the slots are free again
+        wait_for("the slots to be free again", answers, deadline_s=30)
 
 
 def test_paxos_viz_prints_its_url_and_serves(trace_path: Path) -> None:
@@ -474,13 +475,6 @@ class StubNode:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-
-def wait_for(what: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_live_feed_merges_and_marks_nodes_that_stop_answering(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import CHROMIUM, launch
 from click.testing import CliRunner
 from test_viz import StubNode
 
@@ -33,11 +33,6 @@ try:
 except ImportError:  # pragma: no cover - CI installs it
     pytest.skip("playwright (Python) is not installed", allow_module_level=True)
 
-CHROMIUM = next(
-    (p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-     if p and Path(p).exists()),
-    None,
-)
 if CHROMIUM is None:  # pragma: no cover - CI installs it
     pytest.skip("no chromium binary found", allow_module_level=True)
 
@@ -52,12 +47,7 @@ DEADLINE_MS = 20_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
-        )
+        browser = launch(p)
         yield browser
         browser.close()
 
