@@ -42,7 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from broadcast.errors import Compacted, Forbidden, PayloadTooLarge, SessionExpired, WrongCluster
+from broadcast.errors import (
+    Compacted,
+    Forbidden,
+    PayloadTooLarge,
+    QueryFailed,
+    SessionExpired,
+    WrongCluster,
+)
 from broadcast.keys import load_keypair
 from broadcast.logs import get_logger
 from broadcast.protocol import (
@@ -58,6 +65,9 @@ from broadcast.protocol import (
     Members,
     MembersRequest,
     OpenSession,
+    Query,
+    QueryAnswer,
+    QueryRefused,
     SessionEnded,
     SessionOpened,
     SnapshotPart,
@@ -66,6 +76,7 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    SubmitResults,
     TakeSnapshot,
     TransferLeader,
 )
@@ -105,6 +116,19 @@ class Committed(NamedTuple):
     index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
     client: str
     seq: int
+
+
+class Answered(NamedTuple):
+    """A :meth:`Client.call` committed at ``index``: what the cluster's state machine
+    returned for it (its ``encode_result`` bytes), or None if the node that answered no
+    longer held the result (the command was applied once all the same)."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose
+    result: bytes | None
+
+
+#: Results of this client's calls kept until a call picks them up.
+_MAX_KEPT_RESULTS = 1024
 
 
 class Client:
@@ -174,6 +198,8 @@ class Client:
         self._target = self._rng.choice(self.cluster.ids)
         self._next_seq = 1
         self._nonce = itertools.count(1)
+        # (session, seq) -> (index, known, result): SubmitResults not yet picked up.
+        self._results: dict[tuple[str, int], tuple[int, bool, bytes]] = {}
 
     def close(self) -> None:
         """End the session (best effort: an unclosed session expires on its own) and
@@ -346,6 +372,8 @@ class Client:
                 elif isinstance(msg, SessionEnded) and msg.key == self.session:
                     unsent = self._session_ended(msg, unacked)
                     last_progress = time.monotonic()
+                elif isinstance(msg, SubmitResults):
+                    self._keep_results(msg)
             while reported < len(results) and results[reported] is not None:
                 if on_commit is not None:
                     committed = results[reported]
@@ -360,6 +388,102 @@ class Client:
         if too_large is not None:
             raise too_large
         return [r for r in results if r is not None]
+
+    def _keep_results(self, msg: SubmitResults) -> None:
+        kept = self._results
+        for seq, index, known, data in msg.results:
+            kept[(msg.client, seq)] = (index, known, data)
+        while len(kept) > _MAX_KEPT_RESULTS:  # bounded: the oldest go
+            del kept[next(iter(kept))]
+
+    def call(self, payload: bytes) -> Answered:
+        """Broadcast ``payload`` (exactly once) and return what the cluster's state
+        machine returned for it, for a cluster whose nodes answer remote callers (see
+        :mod:`broadcast.answers`; the coordination service does). Raises like
+        :meth:`broadcast`, and :class:`ClusterUnavailable` if no result comes."""
+        committed = self.broadcast(payload)
+        key = (committed.client, committed.seq)
+        command = Command(committed.client, committed.seq, payload)
+        now = time.monotonic()
+        deadline = now + self.timeout
+        resend_at = now + self.retry_s
+        targets: tuple[int, ...] = (self._target,)
+        while True:
+            hit = self._results.pop(key, None)
+            if hit is not None:
+                return Answered(committed.index, hit[2] if hit[1] else None)
+            now = time.monotonic()
+            if now > deadline:
+                raise ClusterUnavailable(
+                    f"committed at {committed.index}, but no result came within "
+                    f"{self.timeout:.0f}s ({self.cluster.spec()})"
+                )
+            if now >= resend_at:
+                if committed.client != self.session:
+                    return Answered(committed.index, None)  # its session is gone
+                # The result was lost (or its node died): the repeat is never applied
+                # again, a node answers it from its results.
+                frame = encode(Submit((command,)))
+                for node in targets:
+                    self.transport.send(node, frame)
+                targets = self.cluster.ids
+                resend_at = now + self.retry_s
+            for node, frame in self.transport.poll(50):
+                msg = self._decode(node, frame)
+                if isinstance(msg, SubmitResults):
+                    self._keep_results(msg)
+
+    async def call_async(self, payload: bytes) -> Answered:
+        return await asyncio.to_thread(self.call, payload)
+
+    def query(
+        self,
+        payload: bytes,
+        *,
+        min_index: int = 0,
+        wait_ms: int = 0,
+        node: int | None = None,
+        timeout: float | None = None,
+    ) -> QueryAnswer:
+        """Ask a node's state machine a read-only question; its answer, read at some
+        index >= ``min_index`` (a stale read of one replica). ``wait_ms`` > 0 lets the
+        node hold it until the state machine has something to say (a watch). Asks
+        ``node``, or the current target and then the others while they are behind or
+        silent. Raises :class:`~broadcast.errors.QueryFailed` if the state machine
+        cannot answer, :class:`ClusterUnavailable` if no node does within ``timeout``."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        target = node if node is not None else self._target
+        patience = wait_ms / 1000.0 + max(self.retry_s, 1.0)
+        last_reason = "no answer"
+        while True:
+            nonce = next(self._nonce)
+            self.transport.send(target, encode(Query(nonce, payload, min_index, wait_ms)))
+            give_up = min(deadline, time.monotonic() + patience)
+            answered = False
+            while not answered and time.monotonic() < give_up:
+                for sender, frame in self.transport.poll(50):
+                    msg = self._decode(sender, frame)
+                    if isinstance(msg, SubmitResults):
+                        self._keep_results(msg)
+                    elif isinstance(msg, QueryAnswer) and msg.nonce == nonce:
+                        if node is None:
+                            self._target = sender
+                        return msg
+                    elif isinstance(msg, QueryRefused) and msg.nonce == nonce:
+                        if msg.reason == "unsupported" or msg.reason.startswith("error"):
+                            raise QueryFailed(msg.reason)
+                        last_reason = f"node {sender}: {msg.reason} at {msg.index}"
+                        answered = True
+            if time.monotonic() >= deadline:
+                raise ClusterUnavailable(
+                    f"no node answered the query within {timeout:.0f}s ({last_reason})"
+                )
+            if node is None:
+                others = [i for i in self.cluster.ids if i != target]
+                target = self._rng.choice(others) if others else target
+            else:
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _submit_frames(self, commands: list[Command]) -> Iterator[bytes]:
         """Submit frames of at most ``batch`` commands and about 1 MiB of payloads."""

@@ -277,6 +277,15 @@ retain_option = click.option(
     "127.0.0.1:PORT). Off by default; unauthenticated, so keep it on loopback or a "
     "private network.",
 )
+@click.option(
+    "--service",
+    type=click.Choice(["none", "coord"]),
+    default="none",
+    show_default=True,
+    help="The state machine this node replicates: none (an ordered stream of payloads), "
+    "or coord: the coordination service of paxos kv (keys, sessions, locks, elections, "
+    "watches). Every member must run the same one.",
+)
 @insecure_option
 @log_level_option
 def node_command(
@@ -299,6 +308,7 @@ def node_command(
     reply_cutoff_s: float | None,
     reply_budget_bytes: int | None,
     metrics: str | None,
+    service: str,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -320,10 +330,16 @@ def node_command(
                 nodes=cluster.starting_ids, compact_keep_slots=compact_keep_slots
             )
         )
+        state_machine = None
+        if service == "coord":
+            from broadcast.kv.service import CoordService
+
+            state_machine = CoordService()
         node = Node(
             node_id,
             cluster,
             data_dir,
+            state_machine=state_machine,
             fsync=not no_fsync,
             tick_ms=tick_ms,
             cluster_id=cluster_id,
@@ -415,6 +431,8 @@ def cluster_group() -> None:
 @click.option("--metrics-base-port", type=click.IntRange(1, 65000), default=None,
               help="Node i serves metrics, health and live events on "
               "127.0.0.1:(metrics-base-port + i) (see paxos node --metrics).")
+@click.option("--service", type=click.Choice(["none", "coord"]), default="none",
+              show_default=True, help="Passed to every node (coord: the paxos kv service).")
 @insecure_option
 @log_level_option
 def cluster_up(
@@ -424,6 +442,7 @@ def cluster_up(
     no_fsync: bool,
     retain: tuple[int | None, int | None] | None,
     metrics_base_port: int | None,
+    service: str,
     insecure: bool,
     log_level: str,
 ) -> None:
@@ -443,6 +462,8 @@ def cluster_up(
     if retain is not None:
         entries, size = retain
         extra = ("--retain", f"{entries}" if entries is not None else f"{size}B")
+    if service != "none":
+        extra += ("--service", service)
     try:
         cluster = local_cluster(nodes, base_port)
     except ConfigError as exc:
@@ -938,6 +959,7 @@ def snapshot_command(
 def attach(group: click.Group) -> None:
     """Add the runtime commands to the ``paxos`` group."""
     from broadcast.demo import demo_command
+    from broadcast.kv.cli import kv_group
     from broadcast.members_cli import leader_group, member_group
     from broadcast.viz_cli import viz_command
     from chaos.cli import chaos_command
@@ -955,5 +977,6 @@ def attach(group: click.Group) -> None:
         demo_command,
         chaos_command,
         viz_command,
+        kv_group,
     ):
         group.add_command(command)

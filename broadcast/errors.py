@@ -57,3 +57,12 @@ class Forbidden(PermissionError):
     def __init__(self, what: str) -> None:
         super().__init__(f"this client's key is not allowed: {what}")
         self.what = what
+
+
+class QueryFailed(RuntimeError):
+    """A node's state machine could not answer a query: ``reason`` is "unsupported" (the
+    node replicates no state machine that answers queries) or the error it raised."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"query not answered: {reason}")
+        self.reason = reason

@@ -67,6 +67,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
+from broadcast.answers import HeldQueries, ResultCache
 from broadcast.auth import CLIENT_PRINCIPAL, Keyring
 from broadcast.errors import Compacted, PayloadTooLarge, SessionExpired
 from broadcast.history import (
@@ -95,6 +96,9 @@ from broadcast.protocol import (
     Members,
     MembersRequest,
     OpenSession,
+    Query,
+    QueryAnswer,
+    QueryRefused,
     SessionEnded,
     SessionOpened,
     SnapshotPart,
@@ -103,6 +107,7 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    SubmitResults,
     TakeSnapshot,
     TransferLeader,
 )
@@ -144,7 +149,7 @@ from paxos.multi.config import ReplicaConfig
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.membership import Op
 from paxos.multi.ready import Ready
-from paxos.multi.replica import Replica, StepFailed
+from paxos.multi.replica import Replica, Role, StepFailed
 from paxos.multi.sessions import MAX_NAME_LEN, close_command, open_command
 from paxos.multi.snapshot import Snapshot, read_snapshot
 from paxos.records import AcceptRecord, Record
@@ -161,6 +166,8 @@ _MESSAGE_TYPES: tuple[type, ...] = tuple(Message.__args__)
 _MAX_PENDING_OPENS = 10_000
 #: Long-poll fetches held at once, at most.
 _MAX_HELD_FETCHES = 10_000
+#: How often a state machine with ``due`` is asked for commands its timers want proposed.
+_DUE_INTERVAL_S = 0.1
 #: `paxos snapshot` requests waiting for a snapshot to be durable, at most.
 _MAX_SNAPSHOT_WAITERS = 64
 #: A node's key file, in its data directory unless ``key_file`` says otherwise.
@@ -514,6 +521,14 @@ class Node:
         # (name, nonce) -> routing identity, for opens proposed here and not yet applied.
         self._pending_opens: dict[tuple[str, bytes], bytes] = {}
         self._held_fetches: list[tuple[float, bytes, Fetch]] = []
+        # A state machine that answers remote callers (broadcast.answers): its results go
+        # to the clients that broadcast the commands, and it answers read-only queries.
+        self._encode_result: Callable[[Any], bytes] | None = _method(state_machine, "encode_result")
+        self._query: Callable[[bytes, bool], bytes | None] | None = _method(state_machine, "query")
+        self._due: Callable[[float, bool], list[bytes]] | None = _method(state_machine, "due")
+        self._results = ResultCache() if self._encode_result is not None else None
+        self._held_queries = HeldQueries()
+        self._next_due = 0.0
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._local = _LocalSender(
             f"node{node_id}-{uuid.uuid4().hex[:8]}", self.config.session_window
@@ -995,6 +1010,11 @@ class Node:
                 self._next_tick = now + self.tick_s
             self._safely(lambda: self._retry_local(now))
             self._expire_fetches(now)
+            if self._held_queries:
+                self._serve_queries(now, expire=True)
+            if self._due is not None and now >= self._next_due:
+                self._next_due = now + _DUE_INTERVAL_S
+                self._safely(lambda: self._propose_due(now))
             self._cut_off_paused(now)
         self._flush()
         if self._snapshots_enabled:
@@ -1184,6 +1204,9 @@ class Node:
         sm = self.state_machine
         local = self._local
         results: dict[int, Any] = {}
+        # Remote callers' results: (client, seq, index, encoded result).
+        answered: list[tuple[str, int, int, bytes]] = []
+        encode_result = self._encode_result
         if sm is not None or self._callbacks:
             callbacks = self._callbacks
             local_key = local.key
@@ -1208,6 +1231,11 @@ class Node:
                         )
                 if delivery.command.client == local_key:
                     results[delivery.index] = result
+                elif encode_result is not None and delivery.command.seq:
+                    command = delivery.command
+                    answered.append(
+                        (command.client, command.seq, delivery.index, self._encoded(result))
+                    )
         routes = self._routes
         acks = self._acks
         local_key = local.key
@@ -1224,10 +1252,14 @@ class Node:
                     (first_seq, first_index, count)
                 )
         self._send_acks()
+        if answered:
+            self._send_results(answered)
         if local.held:
             self._send_held()
         if self._held_fetches:
             self._serve_fetches(time.monotonic(), expire=False)
+        if self._held_queries:
+            self._serve_queries(time.monotonic(), expire=False)
 
     def _resolve_local(self, seq: int, index: int, result: Any) -> None:
         entry = self._local.waiting.pop(seq, None)
@@ -1320,6 +1352,9 @@ class Node:
         elif isinstance(msg, FetchSnapshot):
             if self._permits(identity, principal, SUBSCRIBE):
                 self._on_fetch_snapshot(identity, msg)
+        elif isinstance(msg, Query):
+            if self._permits(identity, principal, SUBSCRIBE):
+                self._on_query(identity, msg)
         elif isinstance(msg, TakeSnapshot):
             if not self._permits(identity, principal, ADMIN):
                 return
@@ -1497,6 +1532,7 @@ class Node:
                 del self._cut_off[next(iter(self._cut_off))]
             self._cut_off[identity] = None
             self._held_fetches = [e for e in self._held_fetches if e[1] != identity]
+            self._held_queries.forget(identity)
             self._count("cut_off_clients")
             self._cut_offs.hit(
                 node=self.node_id,
@@ -1566,6 +1602,7 @@ class Node:
         limit = self.config.max_payload_bytes
         leader = replica.leader or 0
         fresh: list[Command] = []
+        retried: list[tuple[str, int, int, bytes]] = []
         known: dict[str, tuple[str, int | None]] = {}
         stopped: set[str] = set()
         for command in msg.commands:
@@ -1619,6 +1656,8 @@ class Node:
                 index = replica.outcome(key, seq)
                 if index:
                     self._ack(identity, key, seq, index)
+                    if self._results is not None:
+                        retried.append((key, seq, index, b""))
             else:
                 fresh.append(command)
         if fresh:
@@ -1633,6 +1672,9 @@ class Node:
             else:
                 self._take(replica.propose(fresh))
         self._send_acks()
+        if retried:
+            # Never applied again: the result comes from the cache, or is unknown.
+            self._send_results(retried, identity)
 
     def _ack(self, identity: bytes, client: str, seq: int, index: int) -> None:
         self._acks.setdefault(identity, {}).setdefault(client, []).append((seq, index, 1))
@@ -1647,6 +1689,107 @@ class Node:
                     part = tuple(acks[i : i + ACK_RUNS_MAX])
                     self._reply(identity, SubmitAck(client, part, leader))
         self._acks = {}
+
+    # ------------------------------------------------------------------ answers
+
+    def _encoded(self, result: Any) -> bytes:
+        """``result`` as the state machine encodes it for remote callers; b"" (sent as
+        "unknown") if that fails or is larger than a payload may be."""
+        assert self._encode_result is not None
+        try:
+            data = self._encode_result(result)
+        except Exception as exc:
+            self._failed_applies.hit(node=self.node_id, encode_result=repr(exc)[:200])
+            return b""
+        if type(data) is not bytes or len(data) > self.config.max_payload_bytes:
+            return b""
+        return data
+
+    def _send_results(
+        self, answered: list[tuple[str, int, int, bytes]], identity: bytes | None = None
+    ) -> None:
+        """Cache fresh results (``identity`` None) and send each to the client it is
+        routed to; retried ones (``identity`` given, result b"") come from the cache."""
+        cache = self._results
+        assert cache is not None
+        out: dict[tuple[bytes, str], list[tuple[int, int, bool, bytes]]] = {}
+        routes = self._routes
+        for client, seq, index, data in answered:
+            if identity is None:
+                if data:
+                    cache.put(client, seq, index, data)
+                to = routes.get(client)
+                if to is None:
+                    continue
+                known = bool(data)
+            else:
+                to = identity
+                hit = cache.get(client, seq)
+                known = hit is not None and hit[0] == index
+                data = hit[1] if known and hit is not None else b""
+            out.setdefault((to, client), []).append((seq, index, known, data))
+        for (to, client), items in out.items():
+            start = 0
+            while start < len(items):  # bounded frames: count and bytes
+                end, size = start, 0
+                while end < len(items) and end - start < ACK_RUNS_MAX:
+                    size += len(items[end][3])
+                    end += 1
+                    if size >= FETCH_MAX_BYTES:
+                        break
+                self._reply(to, SubmitResults(client, tuple(items[start:end])))
+                start = end
+
+    def _on_query(self, identity: bytes, msg: Query) -> None:
+        if self._query is None:
+            self._reply(identity, QueryRefused(msg.nonce, "unsupported", 0))
+            return
+        if self._answer_query(identity, msg, final=msg.wait_ms == 0):
+            return
+        if not self._held_queries.hold(time.monotonic(), identity, msg):
+            self._reply(identity, QueryRefused(msg.nonce, "busy", self.replica.delivered_index))
+
+    def _answer_query(self, identity: bytes, msg: Query, *, final: bool) -> bool:
+        """Answer ``msg`` if it can be (True), else leave it to be held. ``final``: its
+        time is up, so it is answered whatever the state machine has to say."""
+        assert self._query is not None
+        index = self.replica.delivered_index
+        if index < msg.min_index:
+            if final:
+                self._reply(identity, QueryRefused(msg.nonce, "behind", index))
+            return final
+        try:
+            answer = self._query(msg.payload, final)
+        except Exception as exc:
+            reason = f"error: {type(exc).__name__}: {exc}"[:64]
+            self._reply(identity, QueryRefused(msg.nonce, reason, index))
+            return True
+        if answer is None:
+            if not final:
+                return False
+            answer = b""
+        if len(answer) > self.config.max_payload_bytes:
+            self._reply(identity, QueryRefused(msg.nonce, "error: answer too large", index))
+        else:
+            self._reply(identity, QueryAnswer(msg.nonce, index, answer))
+        return True
+
+    def _serve_queries(self, now: float, *, expire: bool) -> None:
+        """After a delivery (``expire`` False): every held query whose state machine now
+        has an answer. On a tick: those whose time is up."""
+        held = self._held_queries
+        for h in held.take_all():
+            waiting = expire and now < h.deadline
+            if waiting or not self._answer_query(h.identity, h.query, final=expire):
+                held.keep(h)
+
+    def _propose_due(self, now: float) -> None:
+        """Broadcast what the state machine's timers want proposed (lease expiries): on
+        the leader only, so that one node proposes, not all."""
+        assert self._due is not None
+        leading = self.replica.role is Role.LEADER
+        for payload in self._due(now, leading):
+            self._local_broadcast(payload, concurrent.futures.Future())
 
     def _on_fetch(self, identity: bytes, msg: Fetch) -> None:
         self._read_up_to(identity, msg.ticket)
@@ -1979,6 +2122,12 @@ class _Hooks:
 
     def apply(self, ready: Ready) -> None:
         self.node._apply(ready)
+
+
+def _method(obj: object, name: str) -> Any:
+    """``obj.name`` if it is callable, else None."""
+    method = getattr(obj, name, None)
+    return method if callable(method) else None
 
 
 def _seq_key(entry: tuple[Command, object]) -> int:

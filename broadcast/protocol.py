@@ -309,6 +309,52 @@ class ChangeAnswer:
     leader: int
 
 
+@dataclass(frozen=True, slots=True)
+class SubmitResults:
+    """What the node's state machine returned for ``client``'s committed commands, for a
+    state machine that answers remote callers (one with ``encode_result``): runs of
+    ``(seq, index, known, result)``. ``known`` False: committed at ``index``, but this
+    node no longer holds the result (applied long ago, or before the snapshot it
+    started from); nothing was applied twice. Sent after the SubmitAck that covers it."""
+
+    client: str
+    results: tuple[tuple[int, int, bool, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A read-only question (``payload``) for the node's state machine (one with
+    ``query``), answered from the state the node has applied: once it has applied
+    ``min_index``, and, if ``wait_ms`` > 0, once the state machine has something to
+    say (a watch) or ``wait_ms`` ran out. Stale by design: it reads one replica."""
+
+    nonce: int
+    payload: bytes
+    min_index: int
+    wait_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """The answer to Query ``nonce``, read at applied ``index``."""
+
+    nonce: int
+    index: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRefused:
+    """Query ``nonce`` not answered: ``reason`` is "unsupported" (no state machine that
+    answers queries), "behind" (not applied ``min_index`` within ``wait_ms``: ask
+    again, or another node), "busy" (too many held queries) or "error: ..." (the
+    state machine raised). ``index``: what the node had applied."""
+
+    nonce: int
+    reason: str
+    index: int
+
+
 def _endpoint(x: object) -> tuple[int, str, str]:
     if (
         type(x) is not tuple
@@ -423,6 +469,23 @@ register(
 register(85, TransferLeader, (INT, NODE_ID))
 register(86, ChangeAnswer, (INT, Field("reason", _reason), UINT))
 
+
+def _result(x: object) -> tuple[int, int, bool, bytes]:
+    if type(x) is not tuple or len(x) != 4:
+        raise CodecError("a result must be [seq, index, known, bytes]")
+    seq, index, known, data = x
+    if type(seq) is not int or type(index) is not int or seq < 1 or not 0 <= index < 2**63:
+        raise CodecError("a result must be [seq >= 1, index >= 0, known, bytes]")
+    if type(known) is not bool or type(data) is not bytes:
+        raise CodecError("a result must be [seq, index, bool, bytes]")
+    return seq, index, known, data
+
+
+register(87, SubmitResults, (CLIENT_ID, tuple_of(Field("result", _result), ACK_RUNS_MAX)))
+register(88, Query, (INT, BYTES, UINT, UINT))
+register(89, QueryAnswer, (INT, UINT, BYTES))
+register(90, QueryRefused, (INT, SHORT_STR, UINT))
+
 ClientMessage = (
     Submit
     | Fetch
@@ -434,6 +497,7 @@ ClientMessage = (
     | MembersRequest
     | ChangeMembers
     | TransferLeader
+    | Query
 )
 NodeReply = (
     SubmitAck
@@ -447,4 +511,7 @@ NodeReply = (
     | Denied
     | Members
     | ChangeAnswer
+    | SubmitResults
+    | QueryAnswer
+    | QueryRefused
 )
