@@ -30,9 +30,12 @@ from types import FunctionType
 from typing import Any
 
 import broadcast.auth
+import broadcast.kv.service
+import broadcast.kv.wire
 import broadcast.metrics
 import broadcast.snapshots
 import broadcast.wal
+import paxos.coord.machine
 from broadcast import client, node, transport
 from paxos.multi.driver import ReadyDriver
 from paxos.multi.ready import Ready
@@ -113,8 +116,54 @@ _ADMISSION = "if seq != last_seq.get(client, -2) + 1:"
 _COUNT_DELIVERED = broadcast.metrics.NodeMetrics.count_delivered
 _END_TURN = broadcast.metrics.NodeMetrics.end_turn
 _METRICS_TEST = "test_metrics::test_metrics_of_a_live_cluster_agree_with_what_it_did"
+_FENCED = paxos.coord.machine.CoordMachine._fenced
+_DUE = broadcast.kv.service.CoordService.due
+_PAGE_OF = broadcast.kv.wire.page_of
+_LOCK_TEST = (
+    "test_kv_procs::test_a_paused_lock_holder_loses_the_lock_and_its_stale_token_is_refused"
+)
 
 MUTANTS: dict[str, Mutant] = {
+    "kv-fence-ignores-token": Mutant(
+        "the coordination service accepts a fenced write whatever its token",
+        lambda: [
+            (
+                paxos.coord.machine.CoordMachine,
+                "_fenced",
+                rewrite(_FENCED, "if lock.token != fence[1]:", "if False:"),
+            )
+        ],
+        _LOCK_TEST,
+        r"stale token was not refused",
+    ),
+    "kv-lease-never-expires": Mutant(
+        "the leader's lease timer never proposes an expiry",
+        lambda: [
+            (
+                broadcast.kv.service.CoordService,
+                "due",
+                rewrite(_DUE, "out.append(encode(Expire(info.id, info.last)))", "pass"),
+            )
+        ],
+        _LOCK_TEST,
+        r"no grant after the holder's lease ran out",
+    ),
+    "kv-watch-skips-a-change": Mutant(
+        "a watch answer drops the first change at its cursor",
+        lambda: [
+            (
+                broadcast.kv.service,
+                "page_of",
+                rewrite(
+                    _PAGE_OF,
+                    "if change.index == cursor.index and skipped < cursor.skip:",
+                    "if change.index == cursor.index and skipped <= cursor.skip:",
+                ),
+            )
+        ],
+        "test_kv_procs::test_a_watch_resumes_after_its_node_fails_without_a_gap_or_a_repeat",
+        r"the watch saw",
+    ),
     "metrics-batch-counted-once": Mutant(
         "the node's metrics count a batch of deliveries as one delivery",
         lambda: [

@@ -27,6 +27,9 @@ session-admits-repeat  test_scripted_peers: each session seq is delivered once a
 session-admits-gap     test_scripted_peers: (the same)
 subscribe-resumes-*    test_client: a subscription moves to another node without gap or repeat
 metrics-*              test_metrics: the metrics of a live cluster agree with what it did
+kv-fence-ignores-token test_kv_procs: a paused lock holder's stale token is refused
+kv-lease-never-expires test_kv_procs: (the same: the lock never passes on)
+kv-watch-skips-*       test_kv_procs: a watch resumes across a node failure, no gap or repeat
 =====================  =========================================================================
 """
 
