@@ -363,6 +363,46 @@ def test_a_query_that_raises_is_refused_and_the_node_goes_on(tmp_path: Path) -> 
         c.alive()
 
 
+def test_a_query_answer_that_is_not_bytes_is_refused_and_the_node_goes_on(
+    tmp_path: Path,
+) -> None:
+    with coord3(tmp_path, make=lambda i: Faulty()) as c, Client(c.spec) as client:
+        client.broadcast(b"x")
+        for wait_ms in (0, 100):  # answered at once, and held then answered at its deadline
+            with pytest.raises(QueryFailed, match="error"):
+                client.query(b"not bytes", node=1, wait_ms=wait_ms, timeout=10)
+        c.alive()
+        client.broadcast(b"y")  # the cluster still works
+        assert client.query(encode_query("sessions"), node=1).payload
+
+
+class BadTimer(CoordService):
+    """BROKEN ON PURPOSE: its lease timer raises on the leader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = 0
+
+    def due(self, now: float, leading: bool) -> list[bytes]:
+        if leading:
+            self.raised += 1
+            raise RuntimeError("timer bug")
+        return []
+
+
+def test_a_timer_that_raises_does_not_stop_the_node(tmp_path: Path) -> None:
+    with coord3(tmp_path, make=lambda i: BadTimer()) as c, Client(c.spec) as client:
+        client.broadcast(b"x")
+
+        def raised_twice_or_failed() -> bool:
+            return any(n.failure is not None for n in c.nodes.values()) or any(
+                s.raised >= 2 for s in c.services.values())
+
+        wait_for("the timer to run twice", raised_twice_or_failed)
+        c.alive()
+        client.broadcast(b"y")
+
+
 # ---------------------------------------------------------------------- KvClient
 
 
