@@ -490,6 +490,49 @@ def test_a_lock_is_granted_in_fifo_order_and_fences_stale_holders(tmp_path: Path
         assert waiters(a, "L") == ()
 
 
+def test_a_lock_wait_gives_up_at_its_timeout_when_nothing_happens(tmp_path: Path) -> None:
+    """Nothing reaches the log while the waiter waits (long leases: no renewals): its wait
+    ends as WaitTimeout, out of the queue, and not as the client's ClusterUnavailable
+    once it has waited for an index that nobody writes."""
+    with coord3(tmp_path) as c, c.kv(ttl_ms=600_000) as holder, \
+            c.kv(ttl_ms=600_000, timeout=5.0) as waiter:
+        held = holder.lock("L")
+        waiter.open_session()
+        with pytest.raises(WaitTimeout):
+            waiter.lock("L", timeout=0.5)
+        assert waiters(holder, "L") == ()
+        with pytest.raises(WaitTimeout):
+            waiter.election("L", b"me").campaign(timeout=0.5)
+        assert waiters(holder, "L") == ()
+        held.release()
+        assert waiter.lock("L", timeout=30).token > held.token
+
+
+def test_a_lock_wait_outlives_the_change_log_moving_past_it(tmp_path: Path) -> None:
+    small = CoordLimits(max_changes=4)
+    with coord3(tmp_path, make=lambda i: CoordService(small)) as c, c.kv() as holder, \
+            c.kv() as waiter:
+        held = holder.lock("L")
+        asked: list[bytes] = []
+        query = waiter._query
+
+        def spy(payload: bytes, **kwargs: Any) -> tuple[int, bytes]:
+            asked.append(payload)
+            return query(payload, **kwargs)
+
+        waiter._query = spy  # type: ignore[method-assign]
+        got: list[Any] = []
+        t = threading.Thread(target=lambda: got.append(waiter.lock("L", timeout=30)))
+        t.start()
+        wait_for("the waiter queued", lambda: waiters(holder, "L") == (waiter.session,))
+        for k in range(8):  # the waiter's place in the change log is compacted away
+            holder.put(f"other/{k}", b"v")
+        wait_for("the waiter read the lock", lambda: encode_query("lock", "L") in asked)
+        held.release()
+        t.join(30)
+        assert got and got[0].token > held.token
+
+
 def waiters(kv: KvClient, name: str) -> tuple[int, ...]:
     info = kv.lock_info(name)
     return () if info is None else info.waiters
