@@ -415,7 +415,7 @@ def assert_only_wire_errors(decoders: list[Callable[[bytes], object]], good: lis
                 decoder(data)
 
 
-@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
 @given(st.lists(msgpack_values, max_size=9))
 def test_answers_of_the_wrong_shape_are_wire_errors(fields: list[Any]) -> None:
     data = msgpack.packb([1, *fields], use_bin_type=True)
@@ -608,7 +608,7 @@ def test_malformed_queries_are_wire_errors(payload: bytes) -> None:
             log.s.query(payload, final)
 
 
-@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
 @given(
     st.sampled_from(["get", "lock", "sessions", "keys", "changes", "other"]),
     st.lists(msgpack_values, max_size=5),

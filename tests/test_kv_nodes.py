@@ -294,7 +294,7 @@ def test_a_query_behind_is_refused_at_its_deadline(tmp_path: Path) -> None:
         finally:
             transport.close()
         with Client(c.spec) as client, pytest.raises(ClusterUnavailable, match="behind"):
-            client.query(payload, min_index=10**9, wait_ms=100, node=3, timeout=1.0)
+            client.query(payload, min_index=10**9, wait_ms=100, node=3, timeout=0.5)
 
 
 def test_held_queries_are_bounded_per_client_and_in_all(tmp_path: Path) -> None:
