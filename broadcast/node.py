@@ -1768,6 +1768,9 @@ class Node:
             if not final:
                 return False
             answer = b""
+        if type(answer) is not bytes:  # the state machine's bug: refused, not a crash
+            self._reply(identity, QueryRefused(msg.nonce, "error: answer is not bytes", index))
+            return True
         if len(answer) > self.config.max_payload_bytes:
             self._reply(identity, QueryRefused(msg.nonce, "error: answer too large", index))
         else:
@@ -1788,7 +1791,12 @@ class Node:
         the leader only, so that one node proposes, not all."""
         assert self._due is not None
         leading = self.replica.role is Role.LEADER
-        for payload in self._due(now, leading):
+        try:
+            payloads = [p for p in self._due(now, leading) if type(p) is bytes]
+        except Exception as exc:  # the state machine's bug: logged, the node goes on
+            self._failed_applies.hit(node=self.node_id, due=repr(exc)[:200])
+            return
+        for payload in payloads:
             self._local_broadcast(payload, concurrent.futures.Future())
 
     def _on_fetch(self, identity: bytes, msg: Fetch) -> None:

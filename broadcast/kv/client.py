@@ -277,7 +277,9 @@ class KvClient:
         if result.token:
             return result.token
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = result.index
+        # Watch the lock's changes after the request for our grant: a poll ends at its
+        # wait when nothing happens (a query for an index nobody writes would not).
+        cursor = Cursor(result.index + 1)
         while deadline is None or time.monotonic() < deadline:
             if self._lost.is_set():
                 raise SessionLost(f"session {session} ended while waiting for {name!r}")
@@ -285,12 +287,23 @@ class KvClient:
                 max(1, min(POLL_MS, (deadline - time.monotonic()) * 1000))
             )
             index, data = self._query(
-                encode_query("lock", name), min_index=seen + 1, wait_ms=wait
+                encode_query("changes", name, cursor.index, cursor.skip),
+                min_index=cursor.index - 1, wait_ms=wait,
             )
-            seen = max(seen, index)
-            info = decode_lock(data)
-            if info is not None and info.holder == session:
-                return info.token
+            page = decode_page(data)
+            if isinstance(page, CompactedPage):
+                # Gone from the bounded change log: read the lock, watch from there.
+                index, data = self._query(encode_query("lock", name), min_index=cursor.index - 1)
+                info = decode_lock(data)
+                if info is not None and info.holder == session:
+                    return info.token
+                cursor = Cursor(index + 1)
+                continue
+            for change in page.changes:
+                if change.kind == "grant" and change.key == name and change.session == session:
+                    return change.version
+            if (page.next.index, page.next.skip) > (cursor.index, cursor.skip):
+                cursor = page.next
         # Withdraw. If the grant came meanwhile, the release names a token that is not
         # ours to give up blindly: the machine answers "stale token" and we hold it.
         left = self._call(Release(name, session, 0), f"leave {name!r}", refuse=False)
