@@ -450,9 +450,10 @@ class Client:
         node hold it until the state machine has something to say (a watch). Asks
         ``node``, or the current target and then the others while they are behind or
         silent. Raises :class:`~broadcast.errors.QueryFailed` if the state machine
-        cannot answer, :class:`ClusterUnavailable` if no node does within ``timeout``."""
+        cannot answer, :class:`ClusterUnavailable` if no node does within ``timeout``
+        (counted beyond the ``wait_ms`` asked for)."""
         timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_ms / 1000.0 + timeout
         target = node if node is not None else self._target
         patience = wait_ms / 1000.0 + max(self.retry_s, 1.0)
         last_reason = "no answer"
@@ -479,11 +480,12 @@ class Client:
                 raise ClusterUnavailable(
                     f"no node answered the query within {timeout:.0f}s ({last_reason})"
                 )
+            # Refused (behind, busy) or silent: back off a little before asking again,
+            # so that a cluster that is behind everywhere is not asked in a tight loop.
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
             if node is None:
                 others = [i for i in self.cluster.ids if i != target]
                 target = self._rng.choice(others) if others else target
-            else:
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _submit_frames(self, commands: list[Command]) -> Iterator[bytes]:
         """Submit frames of at most ``batch`` commands and about 1 MiB of payloads."""

@@ -331,7 +331,8 @@ class KvClient:
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while deadline is None or time.monotonic() < deadline:
-                for change in watch.poll(POLL_MS):
+                left_ms = POLL_MS if deadline is None else (deadline - time.monotonic()) * 1000
+                for change in watch.poll(int(max(1, min(POLL_MS, left_ms)))):
                     if change.kind == "barrier" and change.key == name:
                         return change.index
                 if self._lost.is_set():

@@ -4,7 +4,7 @@ Versioned msgpack, like the commands (:mod:`paxos.coord.commands`); never pickle
 Decoding checks every field's type and raises :class:`WireError` for anything else:
 an answer comes from the network.
 
-* a command's result: ``[1, ok, reason, session, version, value|nil, token]``
+* a command's result: ``[1, ok, reason, session, version, value|nil, token, index]``
   (:func:`encode_result`, :func:`decode_result`);
 * a query: ``[1, kind, args...]`` (:func:`encode_query`), kinds ``get``, ``lock``,
   ``session``, ``sessions``, ``keys`` and ``changes``; each answer starts with the
