@@ -6,6 +6,12 @@ dropped, see ``tests/mutant_node.py``) at one step of its first snapshot-then-co
 with the same state as the others: every acknowledged broadcast delivered once, at
 its index, on every node. The simulator crashes between the same steps in every
 seed (paxos/sim/node.py); this is the runtime's file handling under the same cuts.
+
+A node keeps its whole history of deliveries (the retention holds all of it) unless it
+installed a peer's snapshot: then it holds what came after the snapshot. The victim
+always comes back that way; a survivor does too if it was ever behind the others'
+compaction floor (slots a peer compacted can only come from its snapshot), which
+happens when it comes up late or falls behind under load.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from forge import log_events
 from mutant_node import CRASH_STEPS
 from procs import ProcessCluster, wait_for
 
@@ -67,8 +74,8 @@ def crash_and_recover(tmp_path: Path, step: str) -> None:
                     lambda n=node: (s := client.status(n, timeout=1)) and s.delivered >= last,
                 )
         orders = {node: _order(procs, node, last) for node in procs.cluster.ids}
-        # A node that came back by installing a peer's snapshot keeps its history from
-        # there on; every index each node holds agrees, and every node holds the end.
+        installed = {node: _installed(procs, node) for node in procs.cluster.ids}
+        # Every index each node holds agrees, and every node holds the end.
         for node, order in orders.items():
             assert max(order) == last and sorted(order) == list(range(min(order), last + 1))
             for index, command in order.items():
@@ -78,13 +85,26 @@ def crash_and_recover(tmp_path: Path, step: str) -> None:
             for order in orders.values():
                 if index in order:
                     assert order[index].payload == payload
-        survivors = [n for n in procs.cluster.ids if n != VICTIM]
-        assert all(min(orders[n]) == 1 for n in survivors)  # the retention keeps it all
+        # The retention keeps it all: a node's history starts at 1, or just after a
+        # snapshot it installed from a peer (the victim's always does; a survivor's if
+        # it fell behind the others' compaction floor). One node never fell behind.
+        for node, order in orders.items():
+            start = min(order)
+            assert start == 1 or start - 1 in installed[node], (
+                f"node {node} serves its history from {start} on, but installed no "
+                f"snapshot of index {start - 1} (installed: {sorted(installed[node])})"
+            )
+        assert any(min(order) == 1 for order in orders.values()), "no node holds it all"
         with Client(procs.cluster) as client:
             status = client.status(VICTIM, timeout=5)
         assert status is not None and status.snapshot_index > 0
     finally:
         procs.stop()
+
+
+def _installed(procs: ProcessCluster, node: int) -> set[int]:
+    """The delivery indexes of the snapshots ``node`` installed from peers (its log)."""
+    return {e["index"] for e in log_events(procs.log_file(node), "snapshot.installed")}
 
 
 def _order(procs: ProcessCluster, node: int, last: int) -> dict[int, Command]:
