@@ -33,8 +33,13 @@ from paxos.types import Command
 pytestmark = pytest.mark.integration
 
 #: Small thresholds: the first snapshot comes after a few dozen deliveries, and the log
-#: rolls segments every few kilobytes so that compaction has segments to delete.
-SMALL = ("--snapshot-entries", "30", "--wal-segment-bytes", "4096", "--compact-keep-slots", "4")
+#: rolls segments every few kilobytes so that compaction has segments to delete. So does
+#: the history: its retention (the default, far more than a run delivers) must keep all
+#: of them, and a retention that deleted one would show.
+SMALL = (
+    "--snapshot-entries", "30", "--wal-segment-bytes", "4096", "--compact-keep-slots", "4",
+    "--history-segment-bytes", "4096",
+)
 VICTIM = 2
 
 
