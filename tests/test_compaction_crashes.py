@@ -10,8 +10,9 @@ seed (paxos/sim/node.py); this is the runtime's file handling under the same cut
 A node keeps its whole history of deliveries (the retention holds all of it) unless it
 installed a peer's snapshot: then it holds what came after the snapshot. The victim
 always comes back that way; a survivor does too if it was ever behind the others'
-compaction floor (slots a peer compacted can only come from its snapshot), which
-happens when it comes up late or falls behind under load
+compaction floor (slots a peer compacted can only come from its snapshot): one that
+came up late would be (so the load waits for every node to follow a leader), and one
+may fall that far behind under load
 (:func:`test_a_survivor_that_came_up_late_installs_a_snapshot_and_serves_from_there`
 makes that happen on purpose).
 """
@@ -86,6 +87,16 @@ def crash_and_recover(
     done = threading.Event()  # the test is over: a late node not yet started never is
     try:
         leader = procs.leader()
+        with Client(procs.cluster) as client:
+            for node in list(procs.procs):
+                # Every node started follows a leader before the load begins: one still
+                # connecting would miss the first accepts and, once its peers compacted,
+                # come back by installing a snapshot; the victim would then die at that
+                # snapshot's rename instead of a step of its own snapshot-then-compact.
+                wait_for(
+                    f"node {node} to follow a leader",
+                    lambda n=node: (s := client.status(n, timeout=1)) and s.leader_ok,
+                )
         if late is not None:
             steady = next(n for n in ids if n not in (VICTIM, late))
             if leader != steady:
