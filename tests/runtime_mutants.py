@@ -4,7 +4,8 @@ The simulator's planted bugs (tests/test_mutations.py) break the core; these bre
 what only real processes, sockets and disks exercise: the node's order of disk and
 network, the write-ahead log's syncs, the node's check of who speaks, the transport's
 check of which key speaks (CURVE), a client key's grant, the session rule as the node
-runs it, and the client's resumption of a subscription.
+runs it, the client's resumption of a subscription, and the history of deliveries a
+node keeps for subscribers (its retention, its restart after a snapshot install).
 
 Like the core's, they live here and never behind switches in production code. Each
 is a subclass or a *one-line rewrite* of the shipped function: the function's own
@@ -30,6 +31,7 @@ from types import FunctionType
 from typing import Any
 
 import broadcast.auth
+import broadcast.history
 import broadcast.kv.service
 import broadcast.kv.wire
 import broadcast.metrics
@@ -121,6 +123,12 @@ _DUE = broadcast.kv.service.CoordService.due
 _PAGE_OF = broadcast.kv.wire.page_of
 _LOCK_TEST = (
     "test_kv_procs::test_a_paused_lock_holder_loses_the_lock_and_its_stale_token_is_refused"
+)
+_HISTORY_APPEND = broadcast.history.History.append
+_HISTORY_TRIM = broadcast.history.History._trim
+_HISTORY_TEST = (
+    "test_compaction_crashes::"
+    "test_a_survivor_that_came_up_late_installs_a_snapshot_and_serves_from_there"
 )
 
 MUTANTS: dict[str, Mutant] = {
@@ -401,6 +409,35 @@ MUTANTS: dict[str, Mutant] = {
         ],
         "test_scripted_peers::test_each_session_seq_is_delivered_once_and_in_order",
         r"delivered",
+    ),
+    "history-trim-ignores-retention": Mutant(
+        "the history deletes its old segments whatever the retention says",
+        lambda: [
+            (
+                broadcast.history.History,
+                "_trim",
+                rewrite(
+                    _HISTORY_TRIM,
+                    "if self._entries - oldest.count < self.retain_entries:",
+                    "if False:",
+                ),
+            )
+        ],
+        _HISTORY_TEST,
+        r"serves its history from \d+ on, but installed no snapshot",
+    ),
+    "history-restarts-late-after-install": Mutant(
+        "after a snapshot install the history restarts one index late (one delivery lost)",
+        lambda: [
+            (
+                broadcast.history.History,
+                "append",
+                rewrite(_HISTORY_APPEND, "self._restart(first_index)",
+                        "self._restart(first_index + 1)"),
+            )
+        ],
+        _HISTORY_TEST,
+        r"serves its history from \d+ on, but installed no snapshot",
     ),
     "subscribe-resumes-early": Mutant(
         "a subscription moving to another node resumes one index early",
