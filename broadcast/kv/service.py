@@ -45,6 +45,10 @@ MAX_EXPIRIES_PER_RUN = 256
 REPROPOSE_S = 2.0
 #: Changes read from the machine per watch answer at most (then cut by bytes).
 WATCH_CHANGES = 1000
+#: Watches remembered as "nothing under the prefix before index N" (as many as a node
+#: holds): a held watch is asked again after every delivery, and must not walk again
+#: the part of the change log it walked before.
+MAX_SCANNED = 4096
 
 
 class CoordService:
@@ -57,6 +61,9 @@ class CoordService:
         # session -> (last index the expiry named, when it was proposed).
         self._proposed: dict[int, tuple[int, float]] = {}
         self._leading = False
+        # (prefix, index, skip) of a watch -> the index up to which it is known to have
+        # nothing (see _watch); most recently used last.
+        self._scanned: dict[tuple[str, int, int], int] = {}
 
     # ------------------------------------------------------------------ the state machine
 
@@ -70,6 +77,7 @@ class CoordService:
         self.machine.restore(data)
         self._seen.clear()  # every timer starts afresh
         self._proposed.clear()
+        self._scanned.clear()
 
     def encode_result(self, result: Any) -> bytes:
         return encode_result(result)
@@ -144,10 +152,33 @@ class CoordService:
         if index < 1 or skip < 0:
             raise WireError("changes from index >= 1, skip >= 0")
         m = self.machine
-        found = m.changes(prefix, index, WATCH_CHANGES)
+        if index < m.change_floor:  # (as the machine says, whatever was walked before)
+            return encode_page(CompactedPage(m.change_floor))
+        limits = m.limits
+        if len(prefix) > max(limits.max_key_bytes, limits.max_name_bytes):
+            # Longer than any key or name (in bytes, so in characters too): nothing
+            # under it, ever; and the cache below holds only prefixes up to that size.
+            if not final:
+                return None
+            return encode_page(page_of((), Cursor(index, skip), m.index + 1))
+        # Asked again (a held watch, after each delivery): resume the walk where the
+        # last one ended with nothing under the prefix. The answer is the same: the
+        # changes under the prefix from the cursor on are those from there on.
+        key = (prefix, index, skip)
+        cursor = Cursor(index, skip)
+        resume = self._scanned.pop(key, 0)
+        if resume > index:
+            cursor = Cursor(resume, 0)
+        found = m.changes(prefix, cursor.index, WATCH_CHANGES)
         if isinstance(found, Compacted):
             return encode_page(CompactedPage(found.earliest))
-        page = page_of(found.changes, Cursor(index, skip), found.next)
-        if not page.changes and not final:
-            return None  # nothing new under the prefix: the node holds the watch
+        page = page_of(found.changes, cursor, found.next)
+        if not page.changes:
+            if page.next.index > index:
+                scanned = self._scanned
+                scanned[key] = page.next.index
+                if len(scanned) > MAX_SCANNED:
+                    del scanned[next(iter(scanned))]
+            if not final:
+                return None  # nothing new under the prefix: the node holds the watch
         return encode_page(page)

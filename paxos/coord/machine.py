@@ -81,8 +81,11 @@ on every replica.
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter
 from typing import Final
 
 import msgpack
@@ -620,8 +623,12 @@ class CoordMachine:
         if since < self._log_floor:
             return Compacted(self._log_floor)
         out: list[Change] = []
-        for change in self._log:
-            if change.index < since or not change.key.startswith(prefix):
+        log = self._log
+        # The log is in index order: start at ``since`` (a watcher that is up to date,
+        # as a held one is, costs a bisection, not a walk over the whole log).
+        start = bisect_left(log, since, key=_INDEX_OF)
+        for change in islice(log, start, None):
+            if not change.key.startswith(prefix):
                 continue
             if len(out) >= limit and change.index != out[-1].index:
                 return Changes(tuple(out), change.index)
@@ -657,6 +664,11 @@ class CoordMachine:
         index it was elected at."""
         lock = self._locks.get(name)
         return None if lock is None else (lock.holder, lock.value, lock.token)
+
+    @property
+    def change_floor(self) -> int:
+        """The first index whose changes are all still in the change log."""
+        return self._log_floor
 
     @property
     def state_bytes(self) -> int:
@@ -742,6 +754,9 @@ class CoordMachine:
             )
             self._log.append(change)
             self._log_bytes += change.size
+
+
+_INDEX_OF = attrgetter("index")
 
 
 def _with_changes(result: Result, changes: tuple[Change, ...]) -> Result:
