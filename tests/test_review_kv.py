@@ -155,3 +155,26 @@ def test_a_watch_asked_again_gets_the_answer_a_fresh_node_gives() -> None:
             for watch in watches:
                 assert asked.query(watch, final) == fresh.query(watch, final), (index, watch)
                 fresh._scanned.clear()
+
+
+def test_a_lock_wait_outlasts_an_idle_cluster(coord: ProcessCluster) -> None:
+    """Waiting for a lock asked a node for the lock's state once the node had applied a
+    newer index, and gave up with ClusterUnavailable when none came within the client's
+    timeout: in a quiet cluster (renewals every TTL/3 only) a healthy wait failed long
+    before its own timeout, with a client timeout below TTL/3 or a long TTL."""
+    from broadcast.kv import WaitTimeout
+
+    with KvClient(coord.cluster, ttl_ms=10_000, timeout=30) as holder, KvClient(
+        coord.cluster, ttl_ms=10_000, timeout=1
+    ) as waiter:
+        lock = holder.lock("review/quiet")
+        start = time.monotonic()
+        with pytest.raises(WaitTimeout):
+            waiter.lock("review/quiet", timeout=3)
+        assert time.monotonic() - start >= 2.9
+        lock.release()
+        # Free now: the waiter takes it, and it is the waiter's.
+        again = waiter.lock("review/quiet", timeout=3)
+        info = waiter.lock_info("review/quiet")
+        assert info is not None and info.holder == waiter.session and info.token == again.token
+        again.release()

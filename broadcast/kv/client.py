@@ -160,10 +160,12 @@ class KvClient:
         return result
 
     def _query(
-        self, payload: bytes, *, min_index: int = 0, wait_ms: int = 0
+        self, payload: bytes, *, min_index: int = 0, wait_ms: int = 0, timeout: float | None = None
     ) -> tuple[int, bytes]:
         with self._mutex:
-            answer = self._client.query(payload, min_index=min_index, wait_ms=wait_ms)
+            answer = self._client.query(
+                payload, min_index=min_index, wait_ms=wait_ms, timeout=timeout
+            )
         return answer.index, answer.payload
 
     # ------------------------------------------------------------------ the session
@@ -284,9 +286,18 @@ class KvClient:
             wait = POLL_MS if deadline is None else int(
                 max(1, min(POLL_MS, (deadline - time.monotonic()) * 1000))
             )
-            index, data = self._query(
-                encode_query("lock", name), min_index=seen + 1, wait_ms=wait
-            )
+            try:
+                # Answered once a node applied something newer than we saw: in a quiet
+                # cluster nothing may be for a while (renewals come every TTL/3). That
+                # is no failure of the cluster: ask again, until our own deadline.
+                index, data = self._query(
+                    encode_query("lock", name),
+                    min_index=seen + 1,
+                    wait_ms=wait,
+                    timeout=wait / 1000.0 + 1.0,
+                )
+            except ClusterUnavailable:
+                continue
             seen = max(seen, index)
             info = decode_lock(data)
             if info is not None and info.holder == session:
