@@ -178,3 +178,23 @@ def test_a_lock_wait_outlasts_an_idle_cluster(coord: ProcessCluster) -> None:
         info = waiter.lock_info("review/quiet")
         assert info is not None and info.holder == waiter.session and info.token == again.token
         again.release()
+
+
+def test_close_returns_soon_when_the_cluster_is_gone(tmp_path: Path) -> None:
+    """KvClient.close() tried to close its session for the client's whole timeout (30 s
+    by default) when no node was left, after waiting for its renewer: Ctrl-C on a
+    ``paxos kv put --ephemeral`` hung that long. The close is best effort (the lease
+    ends the session anyway): it gives up within a few seconds."""
+    procs = ProcessCluster(tmp_path, extra=("--service", "coord"))
+    try:
+        procs.leader()
+        kv = KvClient(procs.cluster, ttl_ms=3000, timeout=30)
+        kv.put("review/eph", b"1", ephemeral=True)
+        for node in procs.cluster.ids:
+            procs.kill(node)
+        start = time.monotonic()
+        kv.close()
+        took = time.monotonic() - start
+        assert took < 8, f"close() took {took:.0f}s with every node gone"
+    finally:
+        procs.stop()

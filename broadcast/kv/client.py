@@ -83,6 +83,9 @@ __all__ = ["Election", "KvClient", "Lock", "Watch"]
 #: How long one long poll of a lock, an election or a watch waits at a node.
 POLL_MS = 1000
 DEFAULT_TTL_MS = 10_000
+#: How long :meth:`KvClient.close` tries to close the session (best effort: its lease
+#: ends it anyway), and waits for the renewing thread.
+CLOSE_TIMEOUT_S = 2.0
 
 
 class KvClient:
@@ -130,10 +133,13 @@ class KvClient:
         connections."""
         self._stop.set()
         if self._keeper is not None:
-            self._keeper.join(timeout=5)
+            # (a daemon thread: one stuck in a renewal while no node answers is left)
+            self._keeper.join(timeout=CLOSE_TIMEOUT_S)
         with self._mutex:
             if self.session is not None and not self._lost.is_set():
-                with contextlib.suppress(Exception):  # best effort: the lease ends it
+                # Best effort, and briefly: with no node answering, the lease ends it.
+                self._client.timeout = min(self._client.timeout, CLOSE_TIMEOUT_S)
+                with contextlib.suppress(Exception):
                     self._call(Close(self.session), "close")
             self.session = None
             self._client.close()
