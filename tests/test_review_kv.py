@@ -198,3 +198,38 @@ def test_close_returns_soon_when_the_cluster_is_gone(tmp_path: Path) -> None:
         assert took < 8, f"close() took {took:.0f}s with every node gone"
     finally:
         procs.stop()
+
+
+def test_kv_cli_bad_arguments_are_one_line_errors(coord: ProcessCluster) -> None:
+    """Each of these ended ``paxos kv`` with a traceback: a fence token of non-ASCII
+    digits (int() refused what isdigit() let through), numbers beyond 64 bits (msgpack
+    could not encode them), a key that is not UTF-8, and a COMMAND for ``paxos kv
+    lock`` that does not exist (after the lock was taken)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PAXOS_CLUSTER": coord.cluster.argument()}
+    huge = "9" * 25
+    cases: list[list[str | bytes]] = [
+        ["put", "--fence", "lock:\u00b2", "k", "v"],
+        ["put", "--fence", f"lock:{huge}", "k", "v"],
+        ["cas", "k", huge, "v"],
+        ["watch", "--since", huge],
+        ["put", "--ttl-ms", huge, "--ephemeral", "k", "v"],
+        ["get", b"\xff"],
+        ["keys", b"\xff"],
+        ["put", "--timeout", "nan", "k", "v"],
+        ["lock", "review/cli", "--", "/nonexistent/command"],
+    ]
+    for args in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "broadcast", "kv", *args],
+            capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL,
+        )
+        errors = [line for line in out.stderr.splitlines() if not line.startswith("{")]
+        assert out.returncode != 0 and len(errors) == 1 and errors[0].startswith("Error"), (
+            f"paxos kv {args}: exit {out.returncode}, stderr:\n{out.stderr[-1500:]}"
+        )
+    with KvClient(coord.cluster, timeout=20) as kv:
+        assert kv.lock_info("review/cli") is None  # the lock went with the failed command
