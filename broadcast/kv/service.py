@@ -137,7 +137,7 @@ class CoordService:
             if kind == "sessions" and len(f) == 2:
                 return pack([1, [session_row(s) for s in m.sessions()[:MAX_LISTED]]])
             if kind == "keys" and len(f) == 3 and type(f[2]) is str:
-                return pack([1, m.keys(f[2])[:MAX_LISTED]])
+                return pack([1, m.keys(f[2], MAX_LISTED)])
             if kind == "changes" and len(f) == 5:
                 return self._watch(f[2], f[3], f[4], final)
         except WireError:

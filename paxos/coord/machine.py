@@ -81,7 +81,7 @@ on every replica.
 from __future__ import annotations
 
 import zlib
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import islice
@@ -280,6 +280,10 @@ class CoordMachine:
         self.index = 0
         self._sessions: dict[int, _Session] = {}
         self._kv: dict[str, _Entry] = {}
+        # For keys(): the keys sorted as of some point (None: not built), and the keys
+        # added (True) or removed since, in order. Not state: a cache of queries.
+        self._sorted_keys: list[str] | None = None
+        self._key_edits: list[tuple[bool, str]] = []
         self._kv_bytes = 0
         self._locks: dict[str, _Lock] = {}
         self._barriers: dict[str, _Barrier] = {}
@@ -497,6 +501,7 @@ class CoordMachine:
             entry.value, entry.version, entry.owner = value, i, owner
         else:
             self._kv[key] = _Entry(value, i, owner)
+            self._key_edit(True, key)
         self._kv_bytes += _entry_bytes(key, value)
         if owner:
             self._sessions[owner].ephemerals.add(key)
@@ -504,6 +509,7 @@ class CoordMachine:
 
     def _remove_key(self, key: str) -> None:
         entry = self._kv.pop(key)
+        self._key_edit(False, key)
         self._kv_bytes -= _entry_bytes(key, entry.value)
 
     # ------------------------------------------------------------------ locks, elections
@@ -650,8 +656,36 @@ class CoordMachine:
         entry = self._kv.get(key)
         return None if entry is None else (entry.value, entry.version, entry.owner)
 
-    def keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self._kv if k.startswith(prefix))
+    def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """The keys under ``prefix``, sorted (the first ``limit``). Costs a bisection and
+        the answer, not a walk over every key: the sorted keys are kept between queries,
+        brought up to date with the keys added and removed since."""
+        ordered = self._sorted_keys
+        if ordered is None:
+            ordered = self._sorted_keys = sorted(self._kv)
+        else:
+            for added, key in self._key_edits:
+                if added:
+                    insort(ordered, key)
+                else:
+                    del ordered[bisect_left(ordered, key)]
+        self._key_edits.clear()
+        out: list[str] = []
+        start = bisect_left(ordered, prefix)
+        for key in islice(ordered, start, None if limit is None else start + limit):
+            if not key.startswith(prefix):
+                break
+            out.append(key)
+        return out
+
+    def _key_edit(self, added: bool, key: str) -> None:
+        if self._sorted_keys is None:
+            return
+        edits = self._key_edits
+        edits.append((added, key))
+        if len(edits) > _MAX_KEY_EDITS:  # cheaper to sort again than to edit
+            self._sorted_keys = None
+            edits.clear()
 
     def lock(self, name: str) -> LockInfo | None:
         lock = self._locks.get(name)
@@ -719,6 +753,7 @@ class CoordMachine:
         self._sessions, self._kv, self._kv_bytes = other._sessions, other._kv, other._kv_bytes
         self._locks, self._barriers = other._locks, other._barriers
         self._log, self._log_bytes, self._log_floor = other._log, other._log_bytes, other._log_floor
+        self._sorted_keys, self._key_edits = None, []
         self._digest = None
 
     def _load(self, state: object) -> None:
@@ -757,6 +792,8 @@ class CoordMachine:
 
 
 _INDEX_OF = attrgetter("index")
+#: Keys added or removed between two keys() queries beyond which it sorts them afresh.
+_MAX_KEY_EDITS = 256
 
 
 def _with_changes(result: Result, changes: tuple[Change, ...]) -> Result:
