@@ -296,3 +296,17 @@ def test_keys_stay_right_as_keys_come_and_go() -> None:
             for prefix in prefixes:
                 expected = sorted(k for k in m._kv if k.startswith(prefix))
                 assert m.keys(prefix) == expected, (index, prefix)
+
+
+def test_a_result_is_not_forgotten_for_an_unknown_one() -> None:
+    """A call whose result did not come resends to every node; one that has it answers
+    with the result, one that restarted since (its cache empty) with "committed,
+    result unknown". Read in that order in one poll, the unknown replaced the result,
+    and the call raised OutcomeUnknown although the result had arrived."""
+    from broadcast.protocol import SubmitResults
+
+    client = Client.__new__(Client)
+    client._results = {}
+    client._keep_results(SubmitResults("app#1", ((7, 40, True, b"result"),)))
+    client._keep_results(SubmitResults("app#1", ((7, 40, False, b""),)))
+    assert client._results[("app#1", 7)] == (40, True, b"result")
