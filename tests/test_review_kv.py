@@ -310,3 +310,20 @@ def test_a_result_is_not_forgotten_for_an_unknown_one() -> None:
     client._keep_results(SubmitResults("app#1", ((7, 40, True, b"result"),)))
     client._keep_results(SubmitResults("app#1", ((7, 40, False, b""),)))
     assert client._results[("app#1", 7)] == (40, True, b"result")
+
+
+def test_a_long_listing_is_cut_not_refused() -> None:
+    """``keys`` answered up to 10,000 keys whatever their length: 10,000 keys of 200
+    bytes made a 2 MB answer, which the node refuses as larger than a payload may be
+    (QueryFailed: "answer too large"), so ``paxos kv keys`` failed on such a store
+    instead of listing. A listing is cut by bytes too (like a watch page)."""
+    from broadcast.kv.wire import WATCH_ANSWER_BYTES, decode_keys
+
+    service = CoordService()
+    for i in range(1, 10_001):
+        command = encode_command(Put(f"{i:06d}/" + "k" * 193, b"", 0, None))
+        service.apply(Delivery(i, i, Command("c#1", i, command)))
+    answer = service.query(encode_query("keys", ""), True)
+    assert answer is not None and len(answer) <= WATCH_ANSWER_BYTES + 1024, len(answer)
+    listed = decode_keys(answer)
+    assert listed and listed == service.machine.keys("")[: len(listed)]

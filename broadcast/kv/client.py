@@ -260,7 +260,8 @@ class KvClient:
         raise Refused(f"cas {key!r}", result.reason, result.index)
 
     def keys(self, prefix: str = "") -> list[str]:
-        """The keys under ``prefix`` (stale: one replica's view; at most 10,000)."""
+        """The keys under ``prefix`` (stale: one replica's view; at most 10,000,
+        and at most 256 KiB of them)."""
         return decode_keys(self._query(encode_query("keys", prefix))[1])
 
     # ------------------------------------------------------------------ recipes

@@ -21,10 +21,12 @@ watches), plus what a runtime adds around it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from broadcast.kv.wire import (
     MAX_LISTED,
+    WATCH_ANSWER_BYTES,
     CompactedPage,
     Cursor,
     WireError,
@@ -49,6 +51,18 @@ WATCH_CHANGES = 1000
 #: holds): a held watch is asked again after every delivery, and must not walk again
 #: the part of the change log it walked before.
 MAX_SCANNED = 4096
+
+
+def _cut(items: list[Any], size: Callable[[Any], int]) -> list[Any]:
+    """The first of ``items`` within WATCH_ANSWER_BYTES (``size``: an item's packed bytes
+    at most): a listing the node can always send, never refused as larger than a
+    payload. Like the cut at MAX_LISTED, a caller sees fewer, never an error."""
+    total = 0
+    for k, item in enumerate(items):
+        total += size(item)
+        if total > WATCH_ANSWER_BYTES:
+            return items[:k]
+    return items
 
 
 class CoordService:
@@ -135,9 +149,10 @@ class CoordService:
                     return pack([1, None])
                 return pack([1, lock.holder, lock.token, lock.value, list(lock.waiters)])
             if kind == "sessions" and len(f) == 2:
-                return pack([1, [session_row(s) for s in m.sessions()[:MAX_LISTED]]])
+                rows = [session_row(s) for s in m.sessions()[:MAX_LISTED]]
+                return pack([1, _cut(rows, lambda row: len(row[1].encode()) + 40)])
             if kind == "keys" and len(f) == 3 and type(f[2]) is str:
-                return pack([1, m.keys(f[2], MAX_LISTED)])
+                return pack([1, _cut(m.keys(f[2], MAX_LISTED), lambda k: len(k.encode()) + 8)])
             if kind == "changes" and len(f) == 5:
                 return self._watch(f[2], f[3], f[4], final)
         except WireError:
