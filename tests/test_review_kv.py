@@ -327,3 +327,37 @@ def test_a_long_listing_is_cut_not_refused() -> None:
     assert answer is not None and len(answer) <= WATCH_ANSWER_BYTES + 1024, len(answer)
     listed = decode_keys(answer)
     assert listed and listed == service.machine.keys("")[: len(listed)]
+
+
+def test_a_lock_excludes_the_other_threads_of_its_client(coord: ProcessCluster) -> None:
+    """KvClient is thread-safe, but its lock belonged to its session only: a second
+    thread's lock() of a held lock returned at once (the session held it), both threads
+    ran the critical section together, and the first to release it let it go under the
+    other, whose fenced writes were then refused ("fence: lock not held")."""
+    import threading
+
+    inside: list[int] = []
+    overlaps: list[str] = []
+    refused: list[str] = []
+    with KvClient(coord.cluster, timeout=30) as kv:
+
+        def work(me: int) -> None:
+            for _ in range(3):
+                with kv.lock("review/threads", timeout=20) as lock:
+                    inside.append(me)
+                    if len(inside) > 1:
+                        overlaps.append(f"threads {inside} inside at once")
+                    try:
+                        kv.put("review/threads/owner", b"%d" % me, fence=lock.fence)
+                    except Exception as exc:
+                        refused.append(repr(exc))
+                    time.sleep(0.05)
+                    inside.remove(me)
+
+        threads = [threading.Thread(target=work, args=(me,)) for me in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not overlaps and not refused, (overlaps[:2], refused[:2])
+        assert kv.lock_info("review/threads") is None  # and nobody holds it afterwards

@@ -124,6 +124,10 @@ class KvClient:
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
+        # Lock name -> (a mutex among this client's threads, threads using it): the
+        # session holds a lock for all of them, so they queue here first.
+        self._local_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._local_mutex = threading.Lock()
 
     def _connect(self, role: str) -> Client:
         return Client(self.cluster, client_id=f"{self.name}-{role}"[:100], **self._args)
@@ -269,10 +273,38 @@ class KvClient:
     def lock(self, name: str, timeout: float | None = None) -> Lock:
         """Take the lock ``name`` (FIFO), waiting up to ``timeout`` seconds (None: for
         ever); raises :class:`WaitTimeout` (having left the queue). Use it as a
-        context manager, and pass ``lock.fence`` with the writes it protects."""
-        session = self.open_session()
-        token = self._obtain(Acquire(name, session), name, session, timeout, "lock")
+        context manager, and pass ``lock.fence`` with the writes it protects. It
+        excludes this client's other threads too; it is not re-entrant."""
+        # The lock is the session's, so this client's other threads would get it at
+        # once: they take turns on a local mutex first (exclusion across threads too).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        local = self._local_lock(name, +1)
+        if not local.acquire(timeout=-1 if timeout is None else timeout):
+            self._local_lock(name, -1)
+            raise WaitTimeout(f"lock {name!r} not obtained within {timeout}s")
+        try:
+            session = self.open_session()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            token = self._obtain(Acquire(name, session), name, session, left, "lock")
+        except BaseException:
+            local.release()
+            self._local_lock(name, -1)
+            raise
         return Lock(self, name, token)
+
+    def _local_lock(self, name: str, users: int) -> threading.Lock:
+        """The local mutex of lock ``name``, counting ``users`` more (+1) or fewer (-1)
+        threads using it; forgotten when none does (bounded by the threads)."""
+        with self._local_mutex:
+            mutex, count = self._local_locks.get(name, (None, 0))
+            if mutex is None:
+                mutex = threading.Lock()
+            count += users
+            if count > 0:
+                self._local_locks[name] = (mutex, count)
+            else:
+                self._local_locks.pop(name, None)
+            return mutex
 
     def lock_info(self, name: str) -> LockInfo | None:
         """Who holds ``name`` and who waits (stale: one replica's view)."""
@@ -373,11 +405,16 @@ class Lock:
         if self.released:
             return False
         self.released = True
-        session = self.kv.session
-        if session is None or self.kv.lost:
-            return False
-        result = self.kv._call(Release(self.name, session, self.token), "release", refuse=False)
-        return result.ok
+        try:
+            session = self.kv.session
+            if session is None or self.kv.lost:
+                return False
+            result = self.kv._call(
+                Release(self.name, session, self.token), "release", refuse=False
+            )
+            return result.ok
+        finally:  # the next of this client's threads may take it
+            self.kv._local_lock(self.name, -1).release()
 
     def __enter__(self) -> Lock:
         return self
