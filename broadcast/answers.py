@@ -14,8 +14,9 @@ result. The cache is bounded in bytes and entries: a result evicted (or applied
 before the snapshot the node started from) is answered as "committed at this
 index, result unknown", never by applying the command again.
 
-**Held queries** (a watch waiting for a change) are bounded in number, per client
-and in all; each is answered once, at the latest at its deadline.
+**Held queries** (a watch waiting for a change) are bounded in number and in bytes
+(their payloads), per client and in all; each is answered once, at the latest at its
+deadline.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ RESULT_OVERHEAD = 96
 #: Held queries: per client, and in all.
 MAX_HELD_PER_CLIENT = 64
 MAX_HELD = 4096
+#: Bytes of held queries (payload and bookkeeping): per client, and in all. A query's
+#: payload is bounded only by the frame limit (megabytes): without a byte bound, 4096
+#: held ones could hold gigabytes.
+MAX_HELD_BYTES_PER_CLIENT = 1024 * 1024
+MAX_HELD_BYTES = 16 * 1024 * 1024
+#: What a held query costs besides its payload.
+HELD_OVERHEAD = 200
 #: The longest a query is held.
 MAX_QUERY_WAIT_MS = 60_000
 
@@ -78,15 +86,29 @@ class HeldQuery:
     identity: bytes
     query: Query
 
+    @property
+    def size(self) -> int:
+        return HELD_OVERHEAD + len(self.query.payload)
+
 
 class HeldQueries:
     """Queries waiting for an index or for the state machine to have an answer."""
 
-    def __init__(self, max_held: int = MAX_HELD, per_client: int = MAX_HELD_PER_CLIENT) -> None:
+    def __init__(
+        self,
+        max_held: int = MAX_HELD,
+        per_client: int = MAX_HELD_PER_CLIENT,
+        max_bytes: int = MAX_HELD_BYTES,
+        per_client_bytes: int = MAX_HELD_BYTES_PER_CLIENT,
+    ) -> None:
         self.max_held = max_held
         self.per_client = per_client
+        self.max_bytes = max_bytes
+        self.per_client_bytes = per_client_bytes
         self.held: list[HeldQuery] = []
-        self._per: dict[bytes, int] = {}
+        self.bytes = 0
+        # identity -> (queries held, their bytes)
+        self._per: dict[bytes, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.held)
@@ -96,24 +118,33 @@ class HeldQueries:
 
     def hold(self, now: float, identity: bytes, query: Query) -> bool:
         """Hold ``query`` until its deadline; False if the bounds say no."""
-        count = self._per.get(identity, 0)
-        if count >= self.per_client or len(self.held) >= self.max_held:
-            return False
         wait_s = min(query.wait_ms, MAX_QUERY_WAIT_MS) / 1000.0
-        self.held.append(HeldQuery(now + wait_s, identity, query))
-        self._per[identity] = count + 1
+        h = HeldQuery(now + wait_s, identity, query)
+        count, size = self._per.get(identity, (0, 0))
+        if (
+            count >= self.per_client
+            or len(self.held) >= self.max_held
+            or size + h.size > self.per_client_bytes
+            or self.bytes + h.size > self.max_bytes
+        ):
+            return False
+        self.keep(h)
         return True
 
     def keep(self, h: HeldQuery) -> None:
         """Hold again one that :meth:`take_all` returned (it was within the bounds)."""
         self.held.append(h)
-        self._per[h.identity] = self._per.get(h.identity, 0) + 1
+        count, size = self._per.get(h.identity, (0, 0))
+        self._per[h.identity] = (count + 1, size + h.size)
+        self.bytes += h.size
 
     def take_all(self) -> list[HeldQuery]:
         """Every held query, forgotten here (the caller holds again what stays)."""
-        held, self.held, self._per = self.held, [], {}
+        held, self.held, self._per, self.bytes = self.held, [], {}, 0
         return held
 
     def forget(self, identity: bytes) -> None:
-        if self._per.pop(identity, None):
+        gone = self._per.pop(identity, None)
+        if gone:
             self.held = [h for h in self.held if h.identity != identity]
+            self.bytes -= gone[1]

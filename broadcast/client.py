@@ -392,7 +392,10 @@ class Client:
     def _keep_results(self, msg: SubmitResults) -> None:
         kept = self._results
         for seq, index, known, data in msg.results:
-            kept[(msg.client, seq)] = (index, known, data)
+            key = (msg.client, seq)
+            if not known and key in kept:
+                continue  # a node without the result: never instead of one that has it
+            kept[key] = (index, known, data)
         while len(kept) > _MAX_KEPT_RESULTS:  # bounded: the oldest go
             del kept[next(iter(kept))]
 

@@ -76,6 +76,9 @@ from broadcast.protocol import (
     Members,
     MembersRequest,
     OpenSession,
+    Query,
+    QueryAnswer,
+    QueryRefused,
     SessionEnded,
     SessionOpened,
     SnapshotPart,
@@ -84,6 +87,7 @@ from broadcast.protocol import (
     Submit,
     SubmitAck,
     SubmitRefused,
+    SubmitResults,
     TakeSnapshot,
     TransferLeader,
 )
@@ -320,6 +324,13 @@ def _base_objects(src: int, key: str, cluster_id: str) -> list[object]:
         ChangeMembers(9, 1, 1, "127.0.0.1:7004", "x" * 40),
         TransferLeader(10, 99),
         ChangeAnswer(10, "not the leader", 2),
+        # Remote callers of a state machine (the coordination service's queries: a
+        # watch held at a node, a read; what a node answers).
+        Query(11, _pack([1, "changes", "", 1, 0]), 0, 1000),
+        Query(12, _pack([1, "get", "k"]), 2**40, 0),
+        SubmitResults(key, ((1, 1, True, b"result"), (2, 3, False, b""))),
+        QueryAnswer(11, 5, _pack([1, None])),
+        QueryRefused(12, "behind", 5),
     ]
 
 

@@ -8,6 +8,7 @@ output is one line per item.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -20,13 +21,23 @@ import click
 
 from broadcast.client import ClusterUnavailable
 from broadcast.commands import _cluster, client_key_option, cluster_option, node_command
-from broadcast.errors import Forbidden, QueryFailed
+from broadcast.errors import (
+    Forbidden,
+    PayloadTooLarge,
+    QueryFailed,
+    SessionExpired,
+    WrongCluster,
+)
 from broadcast.kv.client import DEFAULT_TTL_MS, KvClient
 from broadcast.kv.errors import KvError
 from broadcast.kv.wire import Cursor
 from broadcast.logs import configure
 from broadcast.spec import ConfigError
+from paxos.coord.commands import MAX_UINT
 from paxos.coord.machine import Change
+
+#: The longest lease the command line takes (about 24 days).
+MAX_TTL_MS = 2**31 - 1
 
 
 @click.group("kv")
@@ -50,15 +61,21 @@ kv_group.add_command(
 )
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a number of seconds", ctx=ctx, param=param)
+    return value
+
+
 def _kv_options(command: Any) -> Any:
     command = client_key_option(command)
     command = click.option(
         "--timeout", type=click.FloatRange(0.1), default=30.0, show_default=True,
-        help="Give up after this many seconds without progress.",
+        callback=_finite, help="Give up after this many seconds without progress.",
     )(command)
     command = click.option(
-        "--ttl-ms", type=click.IntRange(100), default=DEFAULT_TTL_MS, show_default=True,
-        help="The session's lease, for ephemeral keys, locks and elections.",
+        "--ttl-ms", type=click.IntRange(100, MAX_TTL_MS), default=DEFAULT_TTL_MS,
+        show_default=True, help="The session's lease, for ephemeral keys, locks and elections.",
     )(command)
     return cluster_option(command)
 
@@ -80,8 +97,13 @@ def _run(kv: KvClient, work: Any) -> Any:
     """``work()``, with the client's errors as one-line messages."""
     try:
         return work()
-    except (KvError, ClusterUnavailable, Forbidden, QueryFailed) as exc:
+    except (
+        KvError, ClusterUnavailable, Forbidden, QueryFailed, PayloadTooLarge, SessionExpired,
+        WrongCluster,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
+    except UnicodeEncodeError as exc:  # a key, prefix or name given in bytes that are not UTF-8
+        raise click.ClickException(f"not UTF-8: {exc.object[exc.start:exc.end]!r}") from None
     finally:
         kv.close()
 
@@ -99,7 +121,7 @@ def _fence(text: str | None) -> tuple[str, int] | None:
     if text is None:
         return None
     name, sep, token = text.rpartition(":")
-    if not sep or not name or not token.isdigit():
+    if not sep or not name or not (token.isascii() and token.isdigit()) or int(token) > MAX_UINT:
         raise click.BadParameter("expected NAME:TOKEN", param_hint="--fence")
     return (name, int(token))
 
@@ -179,7 +201,7 @@ def del_command(key: str, fence: str | None, spec: str | None, key_file: Path | 
 
 @kv_group.command("cas")
 @click.argument("key")
-@click.argument("expected", type=click.IntRange(0))
+@click.argument("expected", type=click.IntRange(0, MAX_UINT))
 @click.argument("value")
 @_kv_options
 def cas_command(key: str, expected: int, value: str, spec: str | None, key_file: Path | None,
@@ -216,7 +238,7 @@ def _change_line(c: Change) -> str:
 
 @kv_group.command("watch")
 @click.argument("prefix", default="")
-@click.option("--since", type=click.IntRange(1), default=None,
+@click.option("--since", type=click.IntRange(1, MAX_UINT), default=None,
               help="From this index (default: changes from now on).")
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after COUNT.")
 @_kv_options
@@ -263,7 +285,10 @@ def lock_command(name: str, command: tuple[str, ...], wait: float | None, spec: 
         code = 0
         if command:
             env = dict(os.environ, PAXOS_LOCK=f"{name}:{lock.token}")
-            code = subprocess.call(list(command), env=env)
+            try:
+                code = subprocess.call(list(command), env=env)
+            except OSError as exc:  # (the lock goes with the session, which close() ends)
+                raise click.ClickException(f"cannot run {command[0]}: {exc.strerror}") from None
         else:
             _hold(f"holding {name}")
         lock.release()

@@ -83,6 +83,9 @@ __all__ = ["Election", "KvClient", "Lock", "Watch"]
 #: How long one long poll of a lock, an election or a watch waits at a node.
 POLL_MS = 1000
 DEFAULT_TTL_MS = 10_000
+#: How long :meth:`KvClient.close` tries to close the session (best effort: its lease
+#: ends it anyway), and waits for the renewing thread.
+CLOSE_TIMEOUT_S = 2.0
 
 
 class KvClient:
@@ -121,6 +124,10 @@ class KvClient:
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
+        # Lock name -> (a mutex among this client's threads, threads using it): the
+        # session holds a lock for all of them, so they queue here first.
+        self._local_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._local_mutex = threading.Lock()
 
     def _connect(self, role: str) -> Client:
         return Client(self.cluster, client_id=f"{self.name}-{role}"[:100], **self._args)
@@ -130,10 +137,13 @@ class KvClient:
         connections."""
         self._stop.set()
         if self._keeper is not None:
-            self._keeper.join(timeout=5)
+            # (a daemon thread: one stuck in a renewal while no node answers is left)
+            self._keeper.join(timeout=CLOSE_TIMEOUT_S)
         with self._mutex:
             if self.session is not None and not self._lost.is_set():
-                with contextlib.suppress(Exception):  # best effort: the lease ends it
+                # Best effort, and briefly: with no node answering, the lease ends it.
+                self._client.timeout = min(self._client.timeout, CLOSE_TIMEOUT_S)
+                with contextlib.suppress(Exception):
                     self._call(Close(self.session), "close")
             self.session = None
             self._client.close()
@@ -160,10 +170,12 @@ class KvClient:
         return result
 
     def _query(
-        self, payload: bytes, *, min_index: int = 0, wait_ms: int = 0
+        self, payload: bytes, *, min_index: int = 0, wait_ms: int = 0, timeout: float | None = None
     ) -> tuple[int, bytes]:
         with self._mutex:
-            answer = self._client.query(payload, min_index=min_index, wait_ms=wait_ms)
+            answer = self._client.query(
+                payload, min_index=min_index, wait_ms=wait_ms, timeout=timeout
+            )
         return answer.index, answer.payload
 
     # ------------------------------------------------------------------ the session
@@ -252,7 +264,8 @@ class KvClient:
         raise Refused(f"cas {key!r}", result.reason, result.index)
 
     def keys(self, prefix: str = "") -> list[str]:
-        """The keys under ``prefix`` (stale: one replica's view; at most 10,000)."""
+        """The keys under ``prefix`` (stale: one replica's view; at most 10,000,
+        and at most 256 KiB of them)."""
         return decode_keys(self._query(encode_query("keys", prefix))[1])
 
     # ------------------------------------------------------------------ recipes
@@ -260,10 +273,38 @@ class KvClient:
     def lock(self, name: str, timeout: float | None = None) -> Lock:
         """Take the lock ``name`` (FIFO), waiting up to ``timeout`` seconds (None: for
         ever); raises :class:`WaitTimeout` (having left the queue). Use it as a
-        context manager, and pass ``lock.fence`` with the writes it protects."""
-        session = self.open_session()
-        token = self._obtain(Acquire(name, session), name, session, timeout, "lock")
+        context manager, and pass ``lock.fence`` with the writes it protects. It
+        excludes this client's other threads too; it is not re-entrant."""
+        # The lock is the session's, so this client's other threads would get it at
+        # once: they take turns on a local mutex first (exclusion across threads too).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        local = self._local_lock(name, +1)
+        if not local.acquire(timeout=-1 if timeout is None else timeout):
+            self._local_lock(name, -1)
+            raise WaitTimeout(f"lock {name!r} not obtained within {timeout}s")
+        try:
+            session = self.open_session()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            token = self._obtain(Acquire(name, session), name, session, left, "lock")
+        except BaseException:
+            local.release()
+            self._local_lock(name, -1)
+            raise
         return Lock(self, name, token)
+
+    def _local_lock(self, name: str, users: int) -> threading.Lock:
+        """The local mutex of lock ``name``, counting ``users`` more (+1) or fewer (-1)
+        threads using it; forgotten when none does (bounded by the threads)."""
+        with self._local_mutex:
+            mutex, count = self._local_locks.get(name, (None, 0))
+            if mutex is None:
+                mutex = threading.Lock()
+            count += users
+            if count > 0:
+                self._local_locks[name] = (mutex, count)
+            else:
+                self._local_locks.pop(name, None)
+            return mutex
 
     def lock_info(self, name: str) -> LockInfo | None:
         """Who holds ``name`` and who waits (stale: one replica's view)."""
@@ -286,10 +327,13 @@ class KvClient:
             wait = POLL_MS if deadline is None else int(
                 max(1, min(POLL_MS, (deadline - time.monotonic()) * 1000))
             )
-            index, data = self._query(
-                encode_query("changes", name, cursor.index, cursor.skip),
-                min_index=cursor.index - 1, wait_ms=wait,
-            )
+            try:
+                index, data = self._query(
+                    encode_query("changes", name, cursor.index, cursor.skip),
+                    min_index=cursor.index - 1, wait_ms=wait, timeout=wait / 1000.0 + 1.0,
+                )
+            except ClusterUnavailable:
+                continue  # no node answered this poll: our own deadline decides
             page = decode_page(data)
             if isinstance(page, CompactedPage):
                 # Gone from the bounded change log: read the lock, watch from there.
@@ -369,11 +413,16 @@ class Lock:
         if self.released:
             return False
         self.released = True
-        session = self.kv.session
-        if session is None or self.kv.lost:
-            return False
-        result = self.kv._call(Release(self.name, session, self.token), "release", refuse=False)
-        return result.ok
+        try:
+            session = self.kv.session
+            if session is None or self.kv.lost:
+                return False
+            result = self.kv._call(
+                Release(self.name, session, self.token), "release", refuse=False
+            )
+            return result.ok
+        finally:  # the next of this client's threads may take it
+            self.kv._local_lock(self.name, -1).release()
 
     def __enter__(self) -> Lock:
         return self

@@ -21,10 +21,12 @@ watches), plus what a runtime adds around it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from broadcast.kv.wire import (
     MAX_LISTED,
+    WATCH_ANSWER_BYTES,
     CompactedPage,
     Cursor,
     WireError,
@@ -45,6 +47,22 @@ MAX_EXPIRIES_PER_RUN = 256
 REPROPOSE_S = 2.0
 #: Changes read from the machine per watch answer at most (then cut by bytes).
 WATCH_CHANGES = 1000
+#: Watches remembered as "nothing under the prefix before index N" (as many as a node
+#: holds): a held watch is asked again after every delivery, and must not walk again
+#: the part of the change log it walked before.
+MAX_SCANNED = 4096
+
+
+def _cut(items: list[Any], size: Callable[[Any], int]) -> list[Any]:
+    """The first of ``items`` within WATCH_ANSWER_BYTES (``size``: an item's packed bytes
+    at most): a listing the node can always send, never refused as larger than a
+    payload. Like the cut at MAX_LISTED, a caller sees fewer, never an error."""
+    total = 0
+    for k, item in enumerate(items):
+        total += size(item)
+        if total > WATCH_ANSWER_BYTES:
+            return items[:k]
+    return items
 
 
 class CoordService:
@@ -57,6 +75,9 @@ class CoordService:
         # session -> (last index the expiry named, when it was proposed).
         self._proposed: dict[int, tuple[int, float]] = {}
         self._leading = False
+        # (prefix, index, skip) of a watch -> the index up to which it is known to have
+        # nothing (see _watch); most recently used last.
+        self._scanned: dict[tuple[str, int, int], int] = {}
 
     # ------------------------------------------------------------------ the state machine
 
@@ -70,6 +91,7 @@ class CoordService:
         self.machine.restore(data)
         self._seen.clear()  # every timer starts afresh
         self._proposed.clear()
+        self._scanned.clear()
 
     def encode_result(self, result: Any) -> bytes:
         return encode_result(result)
@@ -127,9 +149,10 @@ class CoordService:
                     return pack([1, None])
                 return pack([1, lock.holder, lock.token, lock.value, list(lock.waiters)])
             if kind == "sessions" and len(f) == 2:
-                return pack([1, [session_row(s) for s in m.sessions()[:MAX_LISTED]]])
+                rows = [session_row(s) for s in m.sessions()[:MAX_LISTED]]
+                return pack([1, _cut(rows, lambda row: len(row[1].encode()) + 40)])
             if kind == "keys" and len(f) == 3 and type(f[2]) is str:
-                return pack([1, m.keys(f[2])[:MAX_LISTED]])
+                return pack([1, _cut(m.keys(f[2], MAX_LISTED), lambda k: len(k.encode()) + 8)])
             if kind == "changes" and len(f) == 5:
                 return self._watch(f[2], f[3], f[4], final)
         except WireError:
@@ -144,10 +167,33 @@ class CoordService:
         if index < 1 or skip < 0:
             raise WireError("changes from index >= 1, skip >= 0")
         m = self.machine
-        found = m.changes(prefix, index, WATCH_CHANGES)
+        if index < m.change_floor:  # (as the machine says, whatever was walked before)
+            return encode_page(CompactedPage(m.change_floor))
+        limits = m.limits
+        if len(prefix) > max(limits.max_key_bytes, limits.max_name_bytes):
+            # Longer than any key or name (in bytes, so in characters too): nothing
+            # under it, ever; and the cache below holds only prefixes up to that size.
+            if not final:
+                return None
+            return encode_page(page_of((), Cursor(index, skip), m.index + 1))
+        # Asked again (a held watch, after each delivery): resume the walk where the
+        # last one ended with nothing under the prefix. The answer is the same: the
+        # changes under the prefix from the cursor on are those from there on.
+        key = (prefix, index, skip)
+        cursor = Cursor(index, skip)
+        resume = self._scanned.pop(key, 0)
+        if resume > index:
+            cursor = Cursor(resume, 0)
+        found = m.changes(prefix, cursor.index, WATCH_CHANGES)
         if isinstance(found, Compacted):
             return encode_page(CompactedPage(found.earliest))
-        page = page_of(found.changes, Cursor(index, skip), found.next)
-        if not page.changes and not final:
-            return None  # nothing new under the prefix: the node holds the watch
+        page = page_of(found.changes, cursor, found.next)
+        if not page.changes:
+            if page.next.index > index:
+                scanned = self._scanned
+                scanned[key] = page.next.index
+                if len(scanned) > MAX_SCANNED:
+                    del scanned[next(iter(scanned))]
+            if not final:
+                return None  # nothing new under the prefix: the node holds the watch
         return encode_page(page)

@@ -81,8 +81,11 @@ on every replica.
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import attrgetter
 from typing import Final
 
 import msgpack
@@ -277,6 +280,10 @@ class CoordMachine:
         self.index = 0
         self._sessions: dict[int, _Session] = {}
         self._kv: dict[str, _Entry] = {}
+        # For keys(): the keys sorted as of some point (None: not built), and the keys
+        # added (True) or removed since, in order. Not state: a cache of queries.
+        self._sorted_keys: list[str] | None = None
+        self._key_edits: list[tuple[bool, str]] = []
         self._kv_bytes = 0
         self._locks: dict[str, _Lock] = {}
         self._barriers: dict[str, _Barrier] = {}
@@ -494,6 +501,7 @@ class CoordMachine:
             entry.value, entry.version, entry.owner = value, i, owner
         else:
             self._kv[key] = _Entry(value, i, owner)
+            self._key_edit(True, key)
         self._kv_bytes += _entry_bytes(key, value)
         if owner:
             self._sessions[owner].ephemerals.add(key)
@@ -501,6 +509,7 @@ class CoordMachine:
 
     def _remove_key(self, key: str) -> None:
         entry = self._kv.pop(key)
+        self._key_edit(False, key)
         self._kv_bytes -= _entry_bytes(key, entry.value)
 
     # ------------------------------------------------------------------ locks, elections
@@ -620,8 +629,12 @@ class CoordMachine:
         if since < self._log_floor:
             return Compacted(self._log_floor)
         out: list[Change] = []
-        for change in self._log:
-            if change.index < since or not change.key.startswith(prefix):
+        log = self._log
+        # The log is in index order: start at ``since`` (a watcher that is up to date,
+        # as a held one is, costs a bisection, not a walk over the whole log).
+        start = bisect_left(log, since, key=_INDEX_OF)
+        for change in islice(log, start, None):
+            if not change.key.startswith(prefix):
                 continue
             if len(out) >= limit and change.index != out[-1].index:
                 return Changes(tuple(out), change.index)
@@ -643,8 +656,36 @@ class CoordMachine:
         entry = self._kv.get(key)
         return None if entry is None else (entry.value, entry.version, entry.owner)
 
-    def keys(self, prefix: str = "") -> list[str]:
-        return sorted(k for k in self._kv if k.startswith(prefix))
+    def keys(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """The keys under ``prefix``, sorted (the first ``limit``). Costs a bisection and
+        the answer, not a walk over every key: the sorted keys are kept between queries,
+        brought up to date with the keys added and removed since."""
+        ordered = self._sorted_keys
+        if ordered is None:
+            ordered = self._sorted_keys = sorted(self._kv)
+        else:
+            for added, key in self._key_edits:
+                if added:
+                    insort(ordered, key)
+                else:
+                    del ordered[bisect_left(ordered, key)]
+        self._key_edits.clear()
+        out: list[str] = []
+        start = bisect_left(ordered, prefix)
+        for key in islice(ordered, start, None if limit is None else start + limit):
+            if not key.startswith(prefix):
+                break
+            out.append(key)
+        return out
+
+    def _key_edit(self, added: bool, key: str) -> None:
+        if self._sorted_keys is None:
+            return
+        edits = self._key_edits
+        edits.append((added, key))
+        if len(edits) > _MAX_KEY_EDITS:  # cheaper to sort again than to edit
+            self._sorted_keys = None
+            edits.clear()
 
     def lock(self, name: str) -> LockInfo | None:
         lock = self._locks.get(name)
@@ -657,6 +698,11 @@ class CoordMachine:
         index it was elected at."""
         lock = self._locks.get(name)
         return None if lock is None else (lock.holder, lock.value, lock.token)
+
+    @property
+    def change_floor(self) -> int:
+        """The first index whose changes are all still in the change log."""
+        return self._log_floor
 
     @property
     def state_bytes(self) -> int:
@@ -707,6 +753,7 @@ class CoordMachine:
         self._sessions, self._kv, self._kv_bytes = other._sessions, other._kv, other._kv_bytes
         self._locks, self._barriers = other._locks, other._barriers
         self._log, self._log_bytes, self._log_floor = other._log, other._log_bytes, other._log_floor
+        self._sorted_keys, self._key_edits = None, []
         self._digest = None
 
     def _load(self, state: object) -> None:
@@ -742,6 +789,11 @@ class CoordMachine:
             )
             self._log.append(change)
             self._log_bytes += change.size
+
+
+_INDEX_OF = attrgetter("index")
+#: Keys added or removed between two keys() queries beyond which it sorts them afresh.
+_MAX_KEY_EDITS = 256
 
 
 def _with_changes(result: Result, changes: tuple[Change, ...]) -> Result:
