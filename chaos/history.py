@@ -18,13 +18,19 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-Kind = Literal["put", "delete", "get", "stale_get"]
+Kind = Literal[
+    "put", "delete", "get", "stale_get",
+    # the coordination service's (``paxos chaos --service kv``, :mod:`chaos.kvload`)
+    "cas", "eput", "lock", "fput", "unlock", "close",
+]
 Outcome = Literal["ok", "failed", "unknown"]
-KINDS: tuple[Kind, ...] = ("put", "delete", "get", "stale_get")
+KINDS: tuple[Kind, ...] = (
+    "put", "delete", "get", "stale_get", "cas", "eput", "lock", "fput", "unlock", "close",
+)
 OUTCOMES: tuple[Outcome, ...] = ("ok", "failed", "unknown")
 
 
@@ -42,6 +48,12 @@ class Op:
     linearizable read (ordered through the log); its ``value`` is filled in
     from the delivered order. ``stale_get`` is the explicitly stale local read:
     node ``node``'s state after its first ``index`` deliveries, no broadcast.
+
+    Operations of the coordination service (``--service kv``) are calls of its
+    client's API; ``calls`` lists every command the call sent through the log, as
+    :mod:`chaos.kvload` traced it (payload, session key, seq, index, the result the
+    client got), and ``extra`` what the API returned besides ``value`` (a version, a
+    lock's token, a refusal's reason...).
     """
 
     id: int
@@ -58,6 +70,8 @@ class Op:
     index: int | None = None
     node: int | None = None
     error: str | None = None
+    calls: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_broadcast(self) -> bool:
