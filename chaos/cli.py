@@ -15,19 +15,25 @@ from chaos.checkers import check_all
 from chaos.faults import FAULT_KINDS
 from chaos.harness import (
     DEFAULT_SPARES,
+    SERVICES,
     ChaosConfig,
     ChaosRun,
     HarnessError,
     load_run,
+    load_watches,
     print_lines,
+    run_service,
 )
 from chaos.history import HistoryError
+from chaos.kvcheck import check_kv_all
 from chaos.network import NetworkError
 
 #: Exit statuses: 0 every checker passed; 1 a violation (or an undecided checker);
 #: 2 the harness itself failed, so there is no verdict.
 EXIT_VIOLATION = 1
 EXIT_HARNESS = 2
+#: The default --op-timeout of a run of the coordination service.
+KV_OP_TIMEOUT = 1.0
 
 
 def _faults(text: str) -> tuple[str, ...]:
@@ -50,6 +56,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @click.command("chaos")
 @click.option("--nodes", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--service", type=click.Choice(SERVICES), default="broadcast", show_default=True,
+              help="What the nodes run and the clients use: broadcast (the key-value example "
+                   "over the broadcast log), or kv (the coordination service, paxos kv: keys, "
+                   "sessions with short leases, ephemeral keys, locks and fenced writes).")
 @click.option("--duration", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds of client load under faults (healing and checking come after).")
 @click.option("--faults", "faults_text", default=",".join(FAULT_KINDS), show_default=True,
@@ -66,8 +76,9 @@ def _interrupt(signum: int, frame: object) -> None:
               help="Where data, logs, history and summary go (default: a temporary "
                    "directory, removed after a passing run unless --keep).")
 @click.option("--keep", is_flag=True, help="Keep the run directory even if the run passed.")
-@click.option("--op-timeout", type=click.FloatRange(0.5), default=5.0, show_default=True,
-              help="A client operation without an answer for this long ends 'unknown'.")
+@click.option("--op-timeout", type=click.FloatRange(0.5), default=None,
+              help="A client operation without an answer for this long ends 'unknown' "
+                   "[default: 5 s; 1 s with --service kv, whose sessions last 1.5-3 s].")
 @click.option("--powerloss-scope", type=click.Choice(["mixed", "one", "all"]), default="mixed",
               show_default=True,
               help="Power loss hits one node, all nodes at once, or either (all: 1 in 4).")
@@ -89,6 +100,11 @@ def _interrupt(signum: int, frame: object) -> None:
               help="Spare node ids the network gets addresses for: each reconfigure fault "
                    "uses one for the new member it adds (once they run out, it is skipped). "
                    f"Default: {DEFAULT_SPARES} with reconfigure, else 0.")
+@click.option("--lock-pause-chance", type=click.FloatRange(0, 1), default=0.25,
+              show_default=True,
+              help="--service kv: how often a client that obtained a lock pauses itself "
+                   "(renewals stopped) past its session's lease before it writes with the "
+                   "lock's fencing token.")
 @click.option("--check", "check_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), default=None,
               help="Do not run anything: check a saved run directory again.")
@@ -97,6 +113,7 @@ def _interrupt(signum: int, frame: object) -> None:
               show_default=True)
 def chaos_command(
     nodes: int,
+    service: str,
     duration: float,
     faults_text: str,
     clients: int,
@@ -105,7 +122,7 @@ def chaos_command(
     network: str,
     run_dir: Path | None,
     keep: bool,
-    op_timeout: float,
+    op_timeout: float | None,
     powerloss_scope: str,
     unsafe_no_fsync: bool,
     compose: bool,
@@ -113,21 +130,26 @@ def chaos_command(
     snapshot_entries: int,
     insecure: bool,
     spares: int | None,
+    lock_pause_chance: float,
     check_dir: Path | None,
     as_json: bool,
     log_level: str,
 ) -> None:
     """Run NODES real node processes under client load while injecting faults
     (kill, pause, partition, powerloss, reconfigure: a member replaced by a new node),
-    then check total-order broadcast and linearizability. Exits non-zero on any
-    violation."""
+    then check total-order broadcast and linearizability (with --service kv: the
+    coordination service's results, locks and ephemeral keys too). Exits non-zero on
+    any violation."""
     configure(log_level)
     if check_dir is not None:
         _recheck(check_dir, as_json)
         return
     signal.signal(signal.SIGTERM, _interrupt)
+    if op_timeout is None:
+        op_timeout = KV_OP_TIMEOUT if service == "kv" else ChaosConfig.op_timeout
     config = ChaosConfig(
         nodes=nodes,
+        service=service,
         duration=duration,
         faults=_faults(faults_text),
         clients=clients,
@@ -144,6 +166,7 @@ def chaos_command(
         snapshot_entries=snapshot_entries,
         insecure=insecure,
         spares=spares,
+        kv_pause_chance=lock_pause_chance,
     )
     try:
         run = ChaosRun(config)
@@ -163,11 +186,15 @@ def chaos_command(
 def _recheck(run_dir: Path, as_json: bool) -> None:
     try:
         ops, observations = load_run(run_dir)
+        watches = load_watches(run_dir)
     except (OSError, HistoryError, ValueError, KeyError, TypeError) as exc:
         click.echo(f"paxos chaos: cannot read {run_dir}: {exc}", err=True)
         sys.exit(EXIT_HARNESS)
     started = time.perf_counter()
-    verdicts = check_all(ops, observations)
+    if run_service(run_dir) == "kv":
+        verdicts, _ = check_kv_all(ops, observations, watches)
+    else:
+        verdicts = check_all(ops, observations)
     seconds = time.perf_counter() - started
     if as_json:
         click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))

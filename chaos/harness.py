@@ -11,13 +11,17 @@ One run:
 3. starts the load: ``clients`` worker threads, each a sequential client of the
    key-value example (puts, deletes, linearizable reads through the log, and explicitly
    stale local reads), every operation recorded in the :class:`.History`; plus one
-   follower per node that reads that node's delivery stream as it grows;
+   follower per node that reads that node's delivery stream as it grows. With
+   ``service="kv"`` the nodes run the coordination service instead, and the workers are
+   its clients (:mod:`.kvload`: keys, sessions, ephemeral keys, locks and fenced
+   writes), with watchers that follow what the service says changed;
 4. injects faults for ``duration`` seconds, one at a time, each logged with timestamps
    (:meth:`ChaosRun._nemesis`);
 5. heals everything, proves the cluster still makes progress, waits until every node
    has delivered the same log, and reads each node's whole log;
 6. stops the nodes, removes the network (also on any error or signal), and runs the
-   checkers (:mod:`.checkers`) on the history and the observed logs.
+   checkers (:mod:`.checkers`, or :mod:`.kvcheck` for the coordination service) on the
+   history and the observed logs.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from broadcast.spec import Cluster, ConfigError, parse_cluster
 from chaos.checkers import Verdict, build_order, check_all, parse_kv
 from chaos.faults import FAULT_KINDS, NESTED_KINDS, FaultLog, power_loss, unsynced_bytes
 from chaos.history import History, Op
+from chaos.kvcheck import check_kv_all
+from chaos.kvload import WATCHED, KvLoad, KvWorker, Watcher, probe
 from chaos.linearizability import DEFAULT_MAX_STEPS
 from chaos.network import (
     LoopbackNetwork,
@@ -65,6 +71,12 @@ from paxos.types import Command
 log = get_logger("chaos")
 
 PARTITIONS = ("leader-minority", "bridge", "halves", "isolate-one")
+#: What the nodes replicate: the key-value example over the broadcast log (``broadcast``),
+#: or the coordination service (``kv``: nodes run ``--service coord``).
+SERVICES = ("broadcast", "kv")
+#: How a node process is started (after the interpreter): the unmodified ``paxos node``
+#: with durability marks. (Tests that plant bugs in nodes start them through their own.)
+NODE_PROGRAM: tuple[str, ...] = ("-m", "chaos.nodeproc")
 #: Spare node ids a run with the reconfigure fault sets aside for new members (unless
 #: ``ChaosConfig.spares`` says how many).
 DEFAULT_SPARES = 6
@@ -103,6 +115,11 @@ class ChaosConfig:
     # Spare ids (above the starting nodes) the network gives an address to, for the new
     # members the reconfigure fault adds; None: DEFAULT_SPARES if it is on, else none.
     spares: int | None = None
+    service: str = "broadcast"  # broadcast | kv (see SERVICES)
+    # The coordination service's load (service="kv"): session leases, and how often a
+    # lock holder pauses itself past its lease before it writes with its token.
+    kv_ttl_ms: tuple[int, int] = (1500, 3000)
+    kv_pause_chance: float = 0.25
 
     @property
     def spare_ids(self) -> int:
@@ -126,6 +143,8 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     #: The members at the end (voters, learners) and the replacements made (old, new).
     members: dict[str, Any] = field(default_factory=dict)
+    #: The coordination service's figures (service="kv"): sessions, locks, fencing.
+    kv: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -151,13 +170,16 @@ class Summary:
             "ops_checked": self.ops_checked,
             "ops_checked_per_second": round(self.ops_checked / max(self.checker_seconds, 1e-9)),
             "members": self.members,
+            "kv": self.kv,
             "notes": self.notes,
         }
 
     def render(self) -> Iterator[str]:
         c = self.config
+        service = " running the coordination service" if c.get("service") == "kv" else ""
         yield (
-            f"paxos chaos: {c['nodes']} nodes, {self.network} network, {c['duration']:.0f} s of "
+            f"paxos chaos: {c['nodes']} nodes{service}, {self.network} network, "
+            f"{c['duration']:.0f} s of "
             f"faults ({','.join(c['faults']) or 'none'}), seed {c['seed']}, "
             f"{self.seconds:.1f} s in all"
         )
@@ -171,6 +193,22 @@ class Summary:
             yield f"  {kind:<10} {counts}"
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none"
         yield f"faults injected: {faults}"
+        if self.kv:
+            k = self.kv
+            yield (
+                f"sessions: {k['opened']} opened, {k['expired']} expired, {k['closed']} "
+                f"closed; {k['sessions_lost']} clients saw theirs lost; "
+                f"{k['ephemeral_puts']} ephemeral puts, {k['vanished']} keys vanished"
+            )
+            yield (
+                f"locks: {k['granted']} grants ({k['told']} told to clients, "
+                f"{k['waits_timed_out']} waits timed out, {k['pauses']} writes after a "
+                f"holder paused); fenced writes {k['fenced_accepted']} accepted, "
+                f"{k['fenced_refused_stale'] + k['fenced_refused_not_held']} refused "
+                f"({k['fenced_refused_stale']} stale token, {k['fenced_refused_not_held']} "
+                f"not held), {k['fenced_unknown']} unknown"
+            )
+            yield f"replayed {k['replayed']} log entries in {k['replay_seconds']:.2f} s"
         if self.members.get("replaced"):
             replaced = ", ".join(f"{old}->{new}" for old, new in self.members["replaced"])
             yield (
@@ -410,6 +448,8 @@ class ChaosRun:
             raise HarnessError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
         if config.spare_ids < 0:
             raise HarnessError("spares must be >= 0")
+        if config.service not in SERVICES:
+            raise HarnessError(f"unknown service {config.service!r}; known: {', '.join(SERVICES)}")
         self.config = config
         self.seed = (
             config.seed if config.seed is not None else random.SystemRandom().randrange(10**9)
@@ -426,7 +466,11 @@ class ChaosRun:
         self.stop_followers = threading.Event()
         self.procs: dict[int, NodeProc] = {}
         self.followers: dict[int, Follower] = {}
-        self.workers: list[Worker] = []
+        self.workers: list[threading.Thread] = []
+        self.watchers: list[Watcher] = []
+        self.kv_load = KvLoad(
+            keys=config.keys, ttl_ms=config.kv_ttl_ms, pause_chance=config.kv_pause_chance
+        )
         self.notes: list[str] = []
         self.recovery = Verdict("recovery")
         self.final: dict[int, dict[int, Command]] = {}
@@ -512,8 +556,7 @@ class ChaosRun:
         args = [
             *self.network.spawn_prefix(node),
             sys.executable,
-            "-m",
-            "chaos.nodeproc",
+            *NODE_PROGRAM,
             str(self.marks(node)),
             "--",
             "--id",
@@ -531,6 +574,8 @@ class ChaosRun:
         ]
         if node not in self.cluster.starting:
             args.append("--join")  # a member added later (the reconfigure fault)
+        if self.config.service == "kv":
+            args += ["--service", "coord"]
         if self.config.insecure:
             args.append("--insecure")
         if self.config.unsafe_no_fsync:
@@ -637,7 +682,14 @@ class ChaosRun:
             )
             for node in self.members:
                 self._follow(node)
-            self.workers = [Worker(self, p) for p in range(1, self.config.clients + 1)]
+            clients = range(1, self.config.clients + 1)
+            if self.config.service == "kv":
+                self.watchers = [Watcher(self, prefix) for prefix in WATCHED]
+                for watcher in self.watchers:
+                    watcher.start()
+                self.workers = [KvWorker(self, p, self.kv_load) for p in clients]
+            else:
+                self.workers = [Worker(self, p) for p in clients]
             for worker in self.workers:
                 worker.start()
             self._nemesis()
@@ -917,17 +969,12 @@ class ChaosRun:
     def _recover(self) -> None:
         """After the faults: progress, then one log on every member, read in full."""
         started = time.monotonic()
-        probe = self.history.invoke(0, "put", "probe", "final", payload=kv_payload(
-            "put", "probe", "final", "probe"))
-        try:
-            with self.client(timeout=30.0) as client:
-                probe.client = client.open_session()
-                probe.seq = 1
-                committed = client.broadcast(probe.payload or b"")
-            self.history.complete(probe, "ok", index=committed.index)
-        except Exception as exc:
-            self.history.complete(probe, "unknown", error=repr(exc)[:200])
-            self.recovery.violate(f"no broadcast committed within 30 s of healing: {exc!r}")
+        if self.config.service == "kv":
+            error = probe(self.history, self.cluster, self.config.insecure, 30.0)
+            if error is not None:
+                self.recovery.violate(f"no put committed within 30 s of healing: {error}")
+        else:
+            self._probe()
         self.stop_clients.set()
         for worker in self.workers:
             worker.join(self.config.op_timeout * 3 + 10)
@@ -968,6 +1015,13 @@ class ChaosRun:
                 if self.followers[n].applied < target
             )
             self.notes.append(f"followers did not reach the final index {target}: {behind}")
+        if self.watchers and self.wait_for(
+            "watchers",
+            lambda: all(w.done_through() >= target for w in self.watchers),
+            self.config.converge_timeout,
+        ) is None:
+            self.notes.append(f"watchers did not reach the final index {target}: " + ", ".join(
+                f"{w.prefix!r} at {w.done_through()}" for w in self.watchers))
         for node in self.members:
             final = self.final[node] = self._read_log(node, target)
             # A node that installed a snapshot serves its history from there on; what it
@@ -985,6 +1039,20 @@ class ChaosRun:
             f"all {len(self.members)} nodes delivered {target} commands; "
             f"converged {time.monotonic() - started:.1f} s after healing"
         )
+
+    def _probe(self) -> None:
+        """A broadcast after healing: the proof that the cluster makes progress."""
+        probe = self.history.invoke(0, "put", "probe", "final", payload=kv_payload(
+            "put", "probe", "final", "probe"))
+        try:
+            with self.client(timeout=30.0) as client:
+                probe.client = client.open_session()
+                probe.seq = 1
+                committed = client.broadcast(probe.payload or b"")
+            self.history.complete(probe, "ok", index=committed.index)
+        except Exception as exc:
+            self.history.complete(probe, "unknown", error=repr(exc)[:200])
+            self.recovery.violate(f"no broadcast committed within 30 s of healing: {exc!r}")
 
     def _check_membership(self) -> None:
         """The cluster's membership is the one the harness made: every change it asked
@@ -1031,6 +1099,8 @@ class ChaosRun:
         self.stop_followers.set()
         for follower in self.followers.values():
             follower.join(10)
+        for watcher in self.watchers:
+            watcher.join(10)
         for np in self.procs.values():
             proc = np.proc
             if proc is None or proc.poll() is not None:
@@ -1066,8 +1136,13 @@ class ChaosRun:
     def _check(self, seconds: float) -> Summary:
         ops = self.history.ops()
         observations = self.observations()
+        watches = [w.to_json() for w in self.watchers]
         started = time.perf_counter()
-        verdicts = check_all(ops, observations, self.config.max_steps)
+        figures: dict[str, Any] = {}
+        if self.config.service == "kv":
+            verdicts, figures = check_kv_all(ops, observations, watches, self.config.max_steps)
+        else:
+            verdicts = check_all(ops, observations, self.config.max_steps)
         checker_seconds = time.perf_counter() - started
         verdicts.append(self.recovery)
         verdicts.append(self.membership)
@@ -1096,6 +1171,7 @@ class ChaosRun:
                 "snapshot_entries": cfg.snapshot_entries,
                 "insecure": cfg.insecure,
                 "spares": cfg.spare_ids,
+                "service": cfg.service,
             },
             network=self.network.kind,
             run_dir=str(self.run_dir),
@@ -1113,14 +1189,24 @@ class ChaosRun:
                 "replaced": [list(pair) for pair in self.replaced],
                 "spares_left": list(self.spares),
             },
+            kv=figures,
         )
-        self.save(summary, observations)
+        self.save(summary, observations, watches)
         return summary
 
-    def save(self, summary: Summary, observations: dict[str, dict[int, Command]]) -> None:
+    def save(
+        self,
+        summary: Summary,
+        observations: dict[str, dict[int, Command]],
+        watches: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.history.save(self.run_dir / "history.jsonl")
         self.faults.save(self.run_dir / "faults.jsonl")
         save_observations(self.run_dir / "observations.jsonl", observations)
+        if watches:
+            with (self.run_dir / "watches.jsonl").open("w") as f:
+                for watch in watches:
+                    f.write(json.dumps(watch) + "\n")
         (self.run_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
 
     def cleanup(self, summary: Summary) -> None:
@@ -1186,6 +1272,24 @@ def load_run(run_dir: Path) -> tuple[list[Op], dict[str, dict[int, Command]]]:
     """The history and observations a run saved, for checking again offline."""
     ops = History.load(run_dir / "history.jsonl").ops()
     return ops, load_observations(run_dir / "observations.jsonl")
+
+
+def load_watches(run_dir: Path) -> list[dict[str, Any]]:
+    """What a kv run's watchers saw (none for another run)."""
+    path = run_dir / "watches.jsonl"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_service(run_dir: Path) -> str:
+    """The service a saved run tested (its summary says; older runs: broadcast)."""
+    try:
+        config = json.loads((run_dir / "summary.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "broadcast"
+    return str(config.get("service", "broadcast"))
 
 
 def print_lines(lines: Iterator[str], out: TextIO) -> None:
