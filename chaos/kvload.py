@@ -379,8 +379,8 @@ class KvWorker(threading.Thread):
         self._saw(op, key, version)
 
     def lock_cycle(self, name: str, wait_s: tuple[float, float]) -> None:
-        """Obtain ``name`` (a bounded wait), maybe pause past the lease, write the key
-        it guards with its fencing token, release it."""
+        """Obtain ``name`` (a bounded wait), write the key it guards with its fencing
+        token, maybe pause past the lease, write again, release it."""
         wait = self.rng.uniform(*wait_s)
         op, lock = self._op("lock", name, None, lambda kv: kv.lock(name, timeout=wait))
         if lock is None:
@@ -388,19 +388,19 @@ class KvWorker(threading.Thread):
         kv = self.kv
         assert kv is not None
         op.extra.update(token=lock.token, session=kv.session)
-        paused = 0.0
-        if self.rng.random() < self.load.pause_chance:
-            paused = self.pause(kv)
         key = guarded_key(name)
-        for _ in range(self.rng.randint(1, 2)):
+        paused = 0.0
+        for write in range(2):
+            if write and self.rng.random() < self.load.pause_chance:
+                paused = self.pause(kv)
             value = self.value()
             self.count += 1
 
-            def write(kv: TracedKv, value: str = value) -> int:
+            def put(kv: TracedKv, value: str = value) -> int:
                 return kv.put(key, value.encode(), fence=lock.fence)
 
             self._op(
-                "fput", key, value, write, fence=[name, lock.token], paused_s=round(paused, 3)
+                "fput", key, value, put, fence=[name, lock.token], paused_s=round(paused, 3)
             )
             if self.kv is not kv:
                 return  # the client was dropped: its lock goes with its session
