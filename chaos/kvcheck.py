@@ -472,6 +472,13 @@ def compare_watch(verdict: Verdict, watch: Watch, changes: Sequence[Change], end
             f"{through}, the log {len(want)}; first difference (#{k}): service {service}, "
             f"log {log}"
         )
+    else:
+        verdict.notes += (
+            f"; the service's {len(got)} changes under {prefix!r} to index {through} "
+            "are the log's"
+        )
+    if gaps:
+        verdict.notes += f" ({len(gaps)} ranges compacted before they were read)"
     if watch.get("full"):
         verdict.notes += f"; the watch of {prefix!r} stopped recording (full)"
     return len(want)
