@@ -106,6 +106,8 @@ def calls_of(op: Op) -> list[Call]:
     out = []
     for c in op.calls or ():
         index = c.get("index")
+        if c.get("result") is not None and not isinstance(c["result"], dict):
+            raise TypeError("a result is an object")
         out.append(Call(
             op, bytes.fromhex(c["payload"]), str(c["client"]), int(c["seq"]),
             None if index is None else int(index), "result" in c, c.get("result"),
@@ -246,7 +248,7 @@ def check_at_most_once(ops: Sequence[Op], calls: Sequence[Call], order: Order) -
         for call in op_calls:
             # Not known to the client: where its (session, seq) landed, if anywhere.
             index = call.index or where.get((call.client, call.seq), 0)
-            command = order.commands[index - 1] if index else None
+            command = order.commands[index - 1] if 1 <= index <= len(order.commands) else None
             if command is None or command.payload != call.payload:
                 continue
             applied.setdefault(call.payload, set()).add(index)
@@ -278,6 +280,9 @@ def check_results(calls: Sequence[Call], order: Order, rp: Replay) -> Verdict:
             beyond += 1
             continue
         verdict.checked += 1
+        if index < 1:
+            verdict.violate(f"{show_op(call.op)} was acknowledged at index {index}")
+            continue
         command = order.commands[index - 1]
         assert command is not None  # (the replay stops at the first hole)
         if (command.client, command.seq, command.payload) != (

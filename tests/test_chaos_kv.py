@@ -233,6 +233,20 @@ def test_an_ephemeral_key_reported_gone_at_the_wrong_index_is_caught() -> None:
     assert "first difference" in found["ephemerals"].violations[0]
 
 
+def test_malformed_records_are_violations_not_crashes() -> None:
+    b = clean()
+    b.ops[0].calls[0]["index"] = 0
+    b.ops[1].calls[0]["index"] = 10**9  # beyond the log: undecided, not an IndexError
+    b.ops[2].calls[0]["result"] = ["not", "a", "result"]
+    b.ops[3].calls.append({"payload": "zz"})
+    b.ops[4].extra["token"] = "seven"
+    found = b.check([{"prefix": "e/", "changes": [["x"]], "through": 3}])
+    assert found["results"].ok is False
+    assert any("acknowledged at index 0" in m for m in found["results"].violations)
+    assert sum("malformed call record" in m for m in found["results"].violations) == 2
+    assert "a malformed watch record" in found["ephemerals"].violations[0]
+
+
 def test_a_planted_kv_bug_is_taken_out_again() -> None:
     for name, mutant in MUTANTS.items():
         patched = mutant.patches()
