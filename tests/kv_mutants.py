@@ -91,7 +91,7 @@ MUTANTS: dict[str, KvMutant] = {
         lambda: [(KvClient, "get", _get_from_any_replica)],
         "linearizable",
         r"not linearizable: .*\(read returning",
-        ("--faults", "partition", "--duration", "3"),
+        ("--faults", "partition", "--duration", "3", "--tempo", "0.5"),
     ),
     "fence-ignored": KvMutant(
         "the service ignores fencing tokens: a fenced write is applied whoever holds the lock",
@@ -107,7 +107,7 @@ MUTANTS: dict[str, KvMutant] = {
         lambda: [(KvClient, "_call", _impatient_call)],
         "at-most-once",
         r"took effect 2 times",
-        ("--faults", "pause,kill", "--duration", "3"),
+        ("--faults", "pause,kill", "--duration", "3", "--tempo", "0.5"),
     ),
     "takes-any-result": KvMutant(
         "a client takes whichever result arrived first, not the one of its command",
@@ -119,7 +119,7 @@ MUTANTS: dict[str, KvMutant] = {
         ))],
         "results",
         r"names index \d+, which holds .*: another command's result",
-        ("--faults", "pause,kill", "--duration", "3"),
+        ("--faults", "pause,kill", "--duration", "3", "--tempo", "0.5"),
     ),
 }
 

@@ -2,7 +2,7 @@
 
 * The checkers on hand-made histories (no processes): a clean history passes every
   verdict; each classic mistake, planted by hand, fails the verdict that judges it.
-* End to end (real node processes, ~70 s in all): a run under kills, pauses, partitions
+* End to end (real node processes, about a minute in all): a run under kills, pauses, partitions
   and power loss passes every checker, having exercised what they check (expiries,
   grants, fenced writes refused, ephemeral keys vanishing); each planted bug of
   tests/kv_mutants.py (in the clients or in every node) fails the verdict named for it,
