@@ -269,6 +269,13 @@ def test_a_node_refuses_another_clusters_data_directory_and_a_mismatching_spec(
     cluster.leader()
     with cluster.client() as client:
         client.broadcast(b"history of cluster A")
+        # Node 1's log must hold it: a leader needs only a majority, and a node that came
+        # up late may not have heard of it yet (its log would be empty, and an empty log
+        # without an identity is a fresh node's, rightly let in below).
+        wait_for(
+            "node 1 to deliver the broadcast",
+            lambda: (s := client.status(1, timeout=1)) is not None and s.delivered >= 1,
+        )
     cluster.stop()
     data = str(cluster.data_dir(1))
 
