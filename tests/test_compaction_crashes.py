@@ -131,7 +131,8 @@ def crash_and_recover(
                 wait_for(
                     f"node {node} to deliver {last}",
                     lambda n=node: (s := client.status(n, timeout=1)) and s.delivered >= last,
-                )
+                    30,  # a restarted node catches up 200 entries in seconds; a planted
+                )        # bug that loses its log is caught by this wait (half a minute)
         orders = {node: _order(procs, node, last) for node in procs.cluster.ids}
         installed = {node: _installed(procs, node) for node in procs.cluster.ids}
         # Every index each node holds agrees, and every node holds the end.
