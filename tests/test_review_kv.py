@@ -377,7 +377,7 @@ def test_a_lock_excludes_the_other_threads_of_its_client(coord: ProcessCluster) 
                         kv.put("review/threads/owner", b"%d" % me, fence=lock.fence)
                     except Exception as exc:
                         refused.append(repr(exc))
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # stay inside a moment: a second thread would be seen
                     inside.remove(me)
 
         threads = [threading.Thread(target=work, args=(me,)) for me in range(3)]

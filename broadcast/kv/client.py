@@ -50,6 +50,7 @@ from broadcast.kv.errors import (
 from broadcast.kv.wire import (
     CompactedPage,
     Cursor,
+    WatchPage,
     decode_get,
     decode_keys,
     decode_lock,
@@ -328,13 +329,12 @@ class KvClient:
                 max(1, min(POLL_MS, (deadline - time.monotonic()) * 1000))
             )
             try:
-                index, data = self._query(
-                    encode_query("changes", name, cursor.index, cursor.skip),
-                    min_index=cursor.index - 1, wait_ms=wait, timeout=wait / 1000.0 + 1.0,
-                )
+                with self._mutex:
+                    page = _read_page(
+                        self._client, name, cursor, wait, timeout=wait / 1000.0 + 1.0
+                    )
             except ClusterUnavailable:
                 continue  # no node answered this poll: our own deadline decides
-            page = decode_page(data)
             if isinstance(page, CompactedPage):
                 # Gone from the bounded change log: read the lock, watch from there.
                 index, data = self._query(encode_query("lock", name), min_index=cursor.index - 1)
@@ -346,8 +346,7 @@ class KvClient:
             for change in page.changes:
                 if change.kind == "grant" and change.key == name and change.session == session:
                     return change.version
-            if (page.next.index, page.next.skip) > (cursor.index, cursor.skip):
-                cursor = page.next
+            cursor = _after(cursor, page)
         # Withdraw. If the grant came meanwhile, the release names a token that is not
         # ours to give up blindly: the machine answers "stale token" and we hold it.
         left = self._call(Release(name, session, 0), f"leave {name!r}", refuse=False)
@@ -486,15 +485,10 @@ class Watch:
 
     def poll(self, wait_ms: int = POLL_MS) -> list[Change]:
         """The next changes (maybe none after ``wait_ms``); the cursor moves past them."""
-        payload = encode_query("changes", self.prefix, self.cursor.index, self.cursor.skip)
-        # A node answers only once it has applied what came before the cursor: one that
-        # is behind waits, or we try another (no gap, no repeat either way).
-        answer = self.client.query(payload, min_index=self.cursor.index - 1, wait_ms=wait_ms)
-        page = decode_page(answer.payload)
+        page = _read_page(self.client, self.prefix, self.cursor, wait_ms)
         if isinstance(page, CompactedPage):
             raise WatchCompacted(self.cursor.index, page.earliest)
-        if (page.next.index, page.next.skip) > (self.cursor.index, self.cursor.skip):
-            self.cursor = page.next
+        self.cursor = _after(self.cursor, page)
         return list(page.changes)
 
     def __iter__(self) -> Iterator[Change]:
@@ -510,3 +504,21 @@ class Watch:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_page(
+    client: Client, prefix: str, cursor: Cursor, wait_ms: int, timeout: float | None = None
+) -> WatchPage | CompactedPage:
+    """One long poll of the changes under ``prefix`` from ``cursor``. A node answers only
+    once it has applied what came before the cursor: one that is behind waits, or the
+    client tries another (no gap, no repeat either way)."""
+    payload = encode_query("changes", prefix, cursor.index, cursor.skip)
+    answer = client.query(payload, min_index=cursor.index - 1, wait_ms=wait_ms, timeout=timeout)
+    return decode_page(answer.payload)
+
+
+def _after(cursor: Cursor, page: WatchPage) -> Cursor:
+    """The cursor past ``page`` (never back: a replica behind answers with less)."""
+    if (page.next.index, page.next.skip) > (cursor.index, cursor.skip):
+        return page.next
+    return cursor
