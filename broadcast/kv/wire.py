@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import msgpack
 
+from paxos.coord.fields import blob, natural, text
 from paxos.coord.machine import Change, LockInfo, Result, SessionInfo
 
 FORMAT: Final = 1
@@ -73,21 +74,15 @@ def unpack(data: bytes) -> list[Any]:
 
 
 def _int(x: object) -> int:
-    if type(x) is not int or x < 0:
-        raise WireError("expected a natural number")
-    return x
+    return natural(x, WireError)
 
 
 def _str(x: object) -> str:
-    if type(x) is not str:
-        raise WireError("expected a str")
-    return x
+    return text(x, WireError)
 
 
 def _blob(x: object) -> bytes:
-    if type(x) is not bytes:
-        raise WireError("expected bytes")
-    return x
+    return blob(x, WireError)
 
 
 def _opt_blob(x: object) -> bytes | None:

@@ -24,6 +24,8 @@ from typing import Final
 
 import msgpack
 
+from paxos.coord.fields import blob, text
+
 #: The layout of an encoded command; the first element of every one.
 FORMAT: Final = 1
 #: Largest encoded command read at all (before unpacking): the largest key and value
@@ -235,15 +237,11 @@ def _uint(x: object) -> int:
 
 
 def _str(x: object) -> str:
-    if type(x) is not str:
-        raise CoordDecodeError(f"expected str, got {type(x).__name__}")
-    return x
+    return text(x, CoordDecodeError)
 
 
 def _bytes(x: object) -> bytes:
-    if type(x) is not bytes:
-        raise CoordDecodeError(f"expected bytes, got {type(x).__name__}")
-    return x
+    return blob(x, CoordDecodeError)
 
 
 def _fence(x: object) -> Fence | None:

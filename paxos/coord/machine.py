@@ -109,6 +109,7 @@ from paxos.coord.commands import (
     Resign,
     decode,
 )
+from paxos.coord.fields import blob, natural, text
 from paxos.types import Delivery
 
 #: Layout of :meth:`CoordMachine.snapshot`; a blob of another one is refused.
@@ -808,18 +809,12 @@ def _entry_bytes(key: str, value: bytes) -> int:
 
 
 def _nat(x: object) -> int:
-    if type(x) is not int or x < 0:
-        raise CoordSnapshotError("expected a natural number")
-    return x
+    return natural(x, CoordSnapshotError)
 
 
 def _text(x: object) -> str:
-    if type(x) is not str:
-        raise CoordSnapshotError("expected str")
-    return x
+    return text(x, CoordSnapshotError)
 
 
 def _blob(x: object) -> bytes:
-    if type(x) is not bytes:
-        raise CoordSnapshotError("expected bytes")
-    return x
+    return blob(x, CoordSnapshotError)
