@@ -25,13 +25,17 @@ NETNS = netns_available() is None
 ALL_FAULTS = ("kill", "pause", "partition", "powerloss")
 
 
-def chaos(*args: str, timeout: float = 150) -> tuple[int, dict[str, Any], str]:
+def chaos(
+    *args: str,
+    timeout: float = 150,
+    program: tuple[str, ...] = (sys.executable, "-m", "broadcast", "chaos"),
+) -> tuple[int, dict[str, Any], str]:
     """Run ``paxos chaos --json ARGS``; returns its exit status, summary and stderr's tail.
 
     Also checks that it left no namespace behind.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broadcast", "chaos", "--json", *args],
+        [*program, "--json", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

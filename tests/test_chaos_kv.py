@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from kv_mutants import MUTANTS, apply
-from test_chaos import NETNS, leftovers, verdicts
+from test_chaos import NETNS, chaos, leftovers, verdicts
 
 from chaos.checkers import Verdict
 from chaos.history import Kind, Op
@@ -266,26 +266,10 @@ def chaos_kv(*args: str, mutant: str | None = None, timeout: float = 150) -> tup
     """``paxos chaos --service kv --json ARGS`` (with the planted bug ``mutant``, through
     tests/kv_mutants.py); its exit status, summary and stderr's tail."""
     program = (
-        [sys.executable, "-m", "broadcast"] if mutant is None
-        else [sys.executable, str(TESTS / "kv_mutants.py"), mutant]
+        (sys.executable, "-m", "broadcast", "chaos") if mutant is None
+        else (sys.executable, str(TESTS / "kv_mutants.py"), mutant)
     )
-    proc = subprocess.Popen(
-        [*program, "chaos", "--service", "kv", "--json", *args] if mutant is None
-        else [*program, "--service", "kv", "--json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # the harness cleans up on SIGTERM
-            proc.communicate(timeout=60)
-    try:
-        summary = json.loads(out)
-    except ValueError:
-        summary = {}
-    assert not leftovers(proc.pid, Path("/nonexistent")), "namespaces left behind"
-    return proc.returncode, summary, err[-3000:]
+    return chaos("--service", "kv", *args, timeout=timeout, program=program)
 
 
 @pytest.mark.integration
